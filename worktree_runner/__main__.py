@@ -1,0 +1,3 @@
+from worktree_runner.cli import main
+
+main()

@@ -1,0 +1,241 @@
+"""The one door to git: every git command and repository query goes through here.
+
+Commands run as plain ``git`` subprocesses with a cleaned environment (STYLE 2-3):
+GitPython's ``Git.execute`` always merges ``os.environ``, so it cannot keep an inherited
+``GIT_DIR`` or ``GIT_INDEX_FILE`` away from a command. GitPython is used where it reads
+the repository without running anything: discovering it from a directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+import git as gitpython
+
+from worktree_runner.errors import GitFailed, GitMissing, NotARepository, UnknownRef
+
+log = structlog.get_logger(__name__)
+
+ZERO_SHA = "0" * 40
+
+# Inherited GIT_* variables that say who the user is or how to reach remotes; every
+# other one (GIT_DIR, GIT_INDEX_FILE, GIT_WORK_TREE, ...) would point a command at the
+# wrong repository or index, so it is dropped.
+_KEPT_GIT_PREFIXES = (
+    "GIT_AUTHOR_",
+    "GIT_COMMITTER_",
+    "GIT_CONFIG_",
+    "GIT_SSH",
+    "GIT_ASKPASS",
+    "GIT_SSL_",
+    "GIT_HTTP_",
+    "GIT_TERMINAL_PROMPT",
+    "GIT_ALLOW_PROTOCOL",
+    "GIT_EXEC_PATH",
+    "GIT_TRACE",
+)
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment without GIT_* variables that redirect git, plus ``extra``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("GIT_") or key.startswith(_KEPT_GIT_PREFIXES)
+    }
+    env.pop("GIT_CONFIG_PARAMETERS", None)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    if extra:
+        env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class GitResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def git_executable() -> str:
+    found = shutil.which("git")
+    if found is None:
+        raise GitMissing("git was not found on PATH", hint="install git 2.38 or newer")
+    return found
+
+
+def run_git(
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    check: bool = True,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> GitResult:
+    """Run ``git args`` in ``cwd``; raise GitFailed on a non-zero exit when ``check``."""
+    command = [git_executable(), *args]
+    started = time.perf_counter()
+    completed = subprocess.run(
+        command,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=clean_env(env),
+        check=False,
+    )
+    log.debug(
+        "git",
+        args=list(args),
+        cwd=str(cwd),
+        returncode=completed.returncode,
+        seconds=round(time.perf_counter() - started, 4),
+    )
+    result = GitResult(completed.returncode, completed.stdout, completed.stderr)
+    if check and not result.ok:
+        raise GitFailed(args, result.returncode, result.stderr or result.stdout)
+    return result
+
+
+@dataclass(frozen=True)
+class Worktree:
+    path: Path
+    head: str | None
+    branch: str | None  # short name, without refs/heads/
+    bare: bool = False
+    detached: bool = False
+    locked: bool = False
+    prunable: bool = False
+
+
+@dataclass(frozen=True)
+class Repository:
+    """A non-bare repository, seen from one of its worktrees.
+
+    ``toplevel`` is the worktree the user is in; ``root`` is the main worktree, whose
+    location anchors relative paths in a plan; ``common_dir`` holds what every worktree
+    shares, so the runner's state lives there.
+    """
+
+    root: Path
+    toplevel: Path
+    common_dir: Path
+    git_dir: Path
+
+    @property
+    def state_dir(self) -> Path:
+        return self.common_dir / "worktree-runner"
+
+    def git(self, *args: str, check: bool = True, cwd: Path | None = None) -> GitResult:
+        return run_git(args, cwd or self.toplevel, check=check)
+
+    def out(self, *args: str, cwd: Path | None = None) -> str:
+        return self.git(*args, cwd=cwd).stdout.strip()
+
+
+def open_repository(path: Path | str | None = None) -> Repository:
+    """Find the repository containing ``path`` (default: the current directory)."""
+    git_executable()
+    start = Path(path or Path.cwd()).resolve()
+    if not start.exists():
+        raise NotARepository(f"{start} does not exist", hint="pass --repo with a repository path")
+    try:
+        repo = gitpython.Repo(start, search_parent_directories=True)
+    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
+        raise NotARepository(
+            f"{start} is not inside a git repository",
+            hint="run this inside a repository or pass --repo DIR",
+        ) from None
+    try:
+        if repo.bare or repo.working_tree_dir is None:
+            raise NotARepository(
+                f"{repo.git_dir} is a bare repository",
+                hint="worktree_runner needs a repository with a working tree; clone it first",
+            )
+        toplevel = Path(repo.working_tree_dir).resolve()
+        common_dir = Path(repo.common_dir).resolve()
+        git_dir = Path(repo.git_dir).resolve()
+    finally:
+        repo.close()
+    root = common_dir.parent if common_dir.name == ".git" else toplevel
+    return Repository(root=root, toplevel=toplevel, common_dir=common_dir, git_dir=git_dir)
+
+
+def resolve_commit(repo: Repository, ref: str) -> str:
+    result = repo.git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}",
+                      check=False)
+    if not result.ok or not result.stdout.strip():
+        raise UnknownRef(
+            f"'{ref}' does not name a commit in {repo.toplevel}",
+            hint="check the spelling, or fetch it first",
+        )
+    return result.stdout.strip()
+
+
+def current_branch(repo: Repository, cwd: Path | None = None) -> str | None:
+    """The branch checked out in ``cwd`` (default: the user's worktree); None if detached."""
+    result = repo.git("symbolic-ref", "--quiet", "--short", "HEAD", check=False, cwd=cwd)
+    return result.stdout.strip() or None
+
+
+def branch_exists(repo: Repository, branch: str) -> bool:
+    return repo.git("show-ref", "--verify", "--quiet", f"refs/heads/{branch}", check=False).ok
+
+
+def tracked_files(repo: Repository, commit: str) -> list[str]:
+    """Every file path in ``commit``'s tree, in git's order."""
+    out = repo.git("ls-tree", "-r", "-z", "--name-only", "--full-tree", commit).stdout
+    return [name for name in out.split("\0") if name]
+
+
+def parse_worktree_porcelain(text: str) -> list[Worktree]:
+    """Parse ``git worktree list --porcelain`` output (records separated by blank lines)."""
+    worktrees: list[Worktree] = []
+    for record in text.strip().split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in record.splitlines():
+            key, _, value = line.partition(" ")
+            fields[key] = value
+        if "worktree" not in fields:
+            continue
+        branch = fields.get("branch")
+        worktrees.append(
+            Worktree(
+                path=Path(fields["worktree"]),
+                head=fields.get("HEAD"),
+                branch=branch.removeprefix("refs/heads/") if branch else None,
+                bare="bare" in fields,
+                detached="detached" in fields,
+                locked="locked" in fields,
+                prunable="prunable" in fields,
+            )
+        )
+    return worktrees
+
+
+def list_worktrees(repo: Repository) -> list[Worktree]:
+    return parse_worktree_porcelain(repo.out("worktree", "list", "--porcelain"))
+
+
+def worktree_of_branch(repo: Repository, branch: str) -> Worktree | None:
+    return next((w for w in list_worktrees(repo) if w.branch == branch), None)
+
+
+def changed_paths(repo: Repository, old: str, new: str) -> list[str]:
+    """Paths that differ between two commits (renames count as delete + add)."""
+    out = repo.git("diff", "--name-only", "-z", "--no-renames", old, new).stdout
+    return [name for name in out.split("\0") if name]
+

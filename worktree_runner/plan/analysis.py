@@ -1,0 +1,174 @@
+"""What ``wtr check`` reports: waves, critical path and file ownership against the base tree."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pathspec
+
+from worktree_runner import git
+from worktree_runner.errors import BadInput, PlanInvalid, PlanProblem
+from worktree_runner.plan import graph
+from worktree_runner.plan.model import Plan
+
+
+def compile_patterns(patterns: Iterable[str]) -> pathspec.GitIgnoreSpec:
+    return pathspec.GitIgnoreSpec.from_lines(list(patterns))
+
+
+@dataclass(frozen=True)
+class Refs:
+    """Where a plan starts and lands, resolved in one repository."""
+
+    base: str
+    base_commit: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Overlap:
+    path: str
+    streams: tuple[str, str]
+
+
+@dataclass
+class Analysis:
+    plan: Plan
+    refs: Refs
+    waves: list[list[str]]
+    critical_path: list[str]
+    owned: dict[str, list[str]]
+    overlaps: list[Overlap] = field(default_factory=list)
+    unowned: list[str] = field(default_factory=list)
+    unmatched: list[tuple[str, str]] = field(default_factory=list)  # (where, pattern)
+    tracked_count: int = 0
+
+    @property
+    def problems(self) -> list[PlanProblem]:
+        return [
+            PlanProblem(
+                f"streams.{o.streams[1]}.files",
+                f"'{o.path}' is owned by both '{o.streams[0]}' and '{o.streams[1]}', which may "
+                "run at the same time; narrow the patterns, or order them with depends_on "
+                "or conflicts_with",
+                self.plan.line_of(f"streams.{o.streams[1]}.files"),
+            )
+            for o in self.overlaps
+        ]
+
+    @property
+    def warnings(self) -> list[str]:
+        matched_nothing = [
+            f"{where}: pattern '{pattern}' matches no tracked file"
+            for where, pattern in self.unmatched
+        ]
+        return [*self.plan.warnings, *matched_nothing]
+
+    def raise_if_invalid(self) -> None:
+        if self.overlaps:
+            raise PlanInvalid(str(self.plan.path), self.problems)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "plan": str(self.plan.path),
+            "name": self.plan.name,
+            "valid": not self.overlaps,
+            "base": self.refs.base,
+            "base_commit": self.refs.base_commit,
+            "target": self.refs.target,
+            "max_parallel": self.plan.max_parallel,
+            "errors": [p.to_json() for p in self.problems],
+            "warnings": self.warnings,
+            "waves": self.waves,
+            "critical_path": self.critical_path,
+            "streams": {
+                s.name: {
+                    "depends_on": list(s.depends_on),
+                    "waits_for": list(s.waits_for),
+                    "files": list(s.files),
+                    "owned_files": self.owned[s.name],
+                }
+                for s in self.plan.streams
+            },
+            "overlaps": [{"path": o.path, "streams": list(o.streams)} for o in self.overlaps],
+            "unowned_files": self.unowned,
+            "tracked_files": self.tracked_count,
+        }
+
+
+def resolve_refs(plan: Plan, repo: git.Repository) -> Refs:
+    """The plan's base (default: the checked-out branch), its commit, and its target branch."""
+    base = plan.base or git.current_branch(repo)
+    if base is None:
+        raise BadInput(
+            f"HEAD is detached in {repo.toplevel} and the plan names no base",
+            hint="check out a branch or set 'base:' in the plan",
+        )
+    base_commit = git.resolve_commit(repo, base)
+    target = plan.target or base
+    if not git.branch_exists(repo, target):
+        where = "target" if plan.target else "base (used as the target)"
+        raise BadInput(
+            f"the plan's {where} '{target}' is not a local branch",
+            hint="set 'target:' to the branch the merge should land on",
+        )
+    return Refs(base=base, base_commit=base_commit, target=target)
+
+
+def waves(plan: Plan) -> list[list[str]]:
+    level = graph.levels(plan.ordering_graph())
+    grouped: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for name in plan.names:
+        grouped[level[name]].append(name)
+    return grouped
+
+
+def analyze(plan: Plan, repo: git.Repository) -> Analysis:
+    refs = resolve_refs(plan, repo)
+    files = git.tracked_files(repo, refs.base_commit)
+    owned = {s.name: set(compile_patterns(s.files).match_files(files)) for s in plan.streams}
+    owned_lists = {name: sorted(paths) for name, paths in owned.items()}
+    covered = set().union(*owned.values(), compile_patterns(plan.shared).match_files(files))
+    return Analysis(
+        plan=plan,
+        refs=refs,
+        waves=waves(plan),
+        critical_path=graph.longest_chain(plan.dependency_graph(), plan.names),
+        owned=owned_lists,
+        overlaps=_overlaps(plan, owned_lists),
+        unowned=[path for path in files if path not in covered],
+        unmatched=list(_unmatched(plan, files)),
+        tracked_count=len(files),
+    )
+
+
+def _overlaps(plan: Plan, owned: dict[str, list[str]]) -> list[Overlap]:
+    above = graph.ancestors(plan.dependency_graph())
+    found: list[Overlap] = []
+    streams = plan.streams
+    for i, first in enumerate(streams):
+        mine = set(owned[first.name])
+        for second in streams[i + 1:]:
+            ordered = first.name in above[second.name] or second.name in above[first.name]
+            declared = second.name in first.conflicts_with or first.name in second.conflicts_with
+            if ordered or declared:
+                continue
+            found.extend(
+                Overlap(path, (first.name, second.name))
+                for path in sorted(mine.intersection(owned[second.name]))
+            )
+    return found
+
+
+def _unmatched(plan: Plan, files: list[str]) -> Iterable[tuple[str, str]]:
+    groups = [(f"streams.{s.name}.files", s.files) for s in plan.streams]
+    groups.append(("shared", plan.shared))
+    for where, patterns in groups:
+        for pattern in patterns:
+            if pattern.startswith("!"):
+                continue
+            spec = compile_patterns([pattern])
+            if not any(spec.match_file(path) for path in files):
+                yield where, pattern

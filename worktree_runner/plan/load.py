@@ -1,0 +1,455 @@
+"""Read a plan file and check every rule of SPEC "The plan", collecting all problems."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from worktree_runner.errors import BadInput, PlanInvalid, PlanProblem
+from worktree_runner.plan import graph
+from worktree_runner.plan.durations import parse_duration
+from worktree_runner.plan.model import DEFAULT_MAX_PARALLEL, DEFAULT_TIMEOUT, Agent, Plan, Stream
+from worktree_runner.plan.yamlsource import Document, KeyPath, parse_yaml
+from worktree_runner.presets import PLACEHOLDERS, PRESETS
+
+T = TypeVar("T")
+
+TOP_KEYS = frozenset(
+    {"version", "name", "base", "target", "max_parallel", "worktrees_dir", "agent", "setup",
+     "copy", "verify", "shared", "streams"}
+)
+AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout", "retries", "env"})
+STREAM_KEYS = frozenset(
+    {"description", "files", "prompt", "depends_on", "conflicts_with", "shared", "verify",
+     "on_failure", "agent"}
+)
+ON_FAILURE = ("continue", "stop")
+
+_NAME_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_MISSING = object()
+_INVALID = object()
+NO_TEXTS: tuple[str, ...] = ()
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a stream (or plan) name, or None if it can."""
+    if not _NAME_CHARS.fullmatch(name):
+        return (
+            f"'{name}' is not a valid name: use 1-64 of A-Z a-z 0-9 . _ - "
+            "starting with a letter or digit"
+        )
+    if ".." in name or name.endswith((".lock", ".")):
+        return f"'{name}' is not a valid name: no '..', and no '.lock' or '.' at the end"
+    return None
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why a gitignore-style pattern would reach outside the repository, or None."""
+    body = pattern[1:] if pattern.startswith("!") else pattern
+    if not body.strip():
+        return "empty pattern"
+    if body.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[\\/]", body):
+        return (
+            f"'{pattern}' is an absolute path; patterns are relative to the repository root"
+            " (a pattern with a '/' inside is already anchored there)"
+        )
+    if ".." in re.split(r"[\\/]", body):
+        return f"'{pattern}' has a '..' segment; patterns must stay inside the repository"
+    return None
+
+
+def default_plan_name(path: Path) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip(".-_")
+    cleaned = re.sub(r"\.{2,}", ".", cleaned)[:64].rstrip(".")
+    if cleaned.endswith(".lock"):
+        cleaned = cleaned[: -len(".lock")]
+    return cleaned or "plan"
+
+
+def load_plan(path: Path | str) -> Plan:
+    """The plan in ``path``; raises PlanInvalid listing every problem found."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise BadInput(
+            f"plan file {path} does not exist", hint="create one with 'wtr init'"
+        ) from None
+    except OSError as exc:
+        raise BadInput(f"cannot read plan file {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PlanInvalid(str(path), [PlanProblem("", f"not UTF-8 text ({exc.reason})")]) from None
+    return parse_plan(text, path)
+
+
+def parse_plan(text: str, path: Path) -> Plan:
+    doc = parse_yaml(text)
+    syntax_error = doc.problems and doc.value is None
+    plan = None if syntax_error else _Reader(doc, path).plan()
+    if doc.problems or plan is None:
+        raise PlanInvalid(str(path), sorted(doc.problems, key=lambda p: p.line or 0))
+    return plan
+
+
+class _Reader:
+    """Turns a parsed document into a Plan, recording a problem for each broken rule."""
+
+    def __init__(self, doc: Document, path: Path) -> None:
+        self.doc = doc
+        self.path = path
+        self.warnings: list[str] = []
+
+    def fail(self, path: KeyPath, message: str) -> None:
+        self.doc.problem(path, message)
+
+    # -- typed getters -------------------------------------------------------------
+
+    def get(self, mapping: dict[str, Any], path: KeyPath, key: str,
+            convert: Callable[[Any], T], default: T) -> T:
+        value = mapping.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        try:
+            return convert(value)
+        except ValueError as exc:
+            self.fail((*path, key), str(exc))
+            return default
+
+    def check_keys(self, mapping: dict[str, Any], path: KeyPath, allowed: frozenset[str]) -> None:
+        for key in mapping:
+            if key not in allowed:
+                hint = _closest(key, allowed)
+                extra = f" (did you mean '{hint}'?)" if hint else ""
+                self.fail((*path, key), f"unknown key{extra}")
+
+    def mapping(self, value: Any, path: KeyPath, what: str) -> dict[str, Any] | None:
+        if isinstance(value, dict):
+            return value
+        self.fail(path, f"{what} must be a mapping of keys to values")
+        return None
+
+    # -- the plan ----------------------------------------------------------------------
+
+    def plan(self) -> Plan | None:
+        if self.doc.value is None:
+            self.fail((), "the plan is empty; it needs at least 'version: 1' and 'streams'")
+            return None
+        top = self.mapping(self.doc.value, (), "the plan")
+        if top is None:
+            return None
+        self.check_keys(top, (), TOP_KEYS)
+        self._version(top)
+        root: KeyPath = ()
+        name = self.get(top, root, "name", _plan_name, default_plan_name(self.path))
+        default_agent = self._agent_fields(top.get("agent", {}), ("agent",))
+        shared = self.get(top, root, "shared", _patterns, NO_TEXTS)
+        streams = self._streams(top, default_agent, shared)
+        return Plan(
+            path=self.path.resolve(),
+            name=name,
+            streams=streams,
+            base=self.get(top, root, "base", _ref, None),
+            target=self.get(top, root, "target", _ref, None),
+            max_parallel=self.get(top, root, "max_parallel", _positive_int, DEFAULT_MAX_PARALLEL),
+            worktrees_dir=self.get(top, root, "worktrees_dir", _text, None),
+            setup=self.get(top, root, "setup", _commands, NO_TEXTS),
+            copy=self.get(top, root, "copy", _patterns, NO_TEXTS),
+            verify=self.get(top, root, "verify", _commands, NO_TEXTS),
+            shared=shared,
+            warnings=tuple(self.warnings),
+            lines=MappingProxyType({".".join(k): v for k, v in self.doc.lines.items()}),
+        )
+
+    def _version(self, top: dict[str, Any]) -> None:
+        version = top.get("version", _MISSING)
+        if version is _MISSING:
+            self.fail(("version",), "missing; add 'version: 1' at the top of the plan")
+        elif version != 1 or isinstance(version, bool):
+            self.fail(("version",), f"unsupported version {version!r}; only 1 exists")
+
+    def _streams(self, top: dict[str, Any], default_agent: dict[str, Any],
+                 shared: tuple[str, ...]) -> tuple[Stream, ...]:
+        raw = top.get("streams", _MISSING)
+        if raw is _MISSING or raw is None or raw == {}:
+            self.fail(("streams",), "the plan needs at least one stream under 'streams'")
+            return ()
+        specs = self.mapping(raw, ("streams",), "'streams'")
+        if specs is None:
+            return ()
+        streams = [
+            stream
+            for name, spec in specs.items()
+            if (stream := self._stream(name, spec, default_agent, shared)) is not None
+        ]
+        if not self._check_references(streams):
+            return tuple(streams)
+        ordered = _with_waits(streams)
+        self._check_ordering(ordered)
+        return ordered
+
+    def _stream(self, name: str, spec: Any, default_agent: dict[str, Any],
+                shared: tuple[str, ...]) -> Stream | None:
+        path: KeyPath = ("streams", name)
+        if (problem := name_problem(name)) is not None:
+            self.fail(path, problem)
+        fields = self.mapping(spec if spec is not None else {}, path, f"stream '{name}'")
+        if fields is None:
+            return None
+        self.check_keys(fields, path, STREAM_KEYS)
+        files = self.get(fields, path, "files", _patterns, NO_TEXTS)
+        if "files" not in fields:
+            self.fail(path, "missing 'files': list the patterns of the files this stream owns")
+        elif fields["files"] == []:
+            self.fail((*path, "files"), "must list at least one pattern")
+        own_shared = self.get(fields, path, "shared", _patterns, NO_TEXTS)
+        for entry in own_shared:
+            if entry not in shared:
+                self.fail((*path, "shared"), f"'{entry}' is not listed in the plan's 'shared'")
+        prompt = self.get(fields, path, "prompt", _text, "")
+        if not prompt.strip():
+            self.warnings.append(f"stream '{name}' has no prompt")
+        agent_fields = {**default_agent}
+        own_agent = self._agent_fields(fields.get("agent", {}), (*path, "agent"))
+        if "command" in own_agent or "preset" in own_agent:
+            agent_fields.pop("command", None)
+            agent_fields.pop("preset", None)
+        merged_env = {**agent_fields.get("env", {}), **own_agent.get("env", {})}
+        agent_fields.update(own_agent)
+        agent_fields["env"] = merged_env
+        return Stream(
+            name=name,
+            files=files,
+            agent=self._agent(agent_fields, path),
+            prompt=prompt,
+            description=self.get(fields, path, "description", _text, ""),
+            depends_on=self.get(fields, path, "depends_on", _names, NO_TEXTS),
+            conflicts_with=self.get(fields, path, "conflicts_with", _names, NO_TEXTS),
+            shared=own_shared,
+            verify=self.get(fields, path, "verify", _commands, NO_TEXTS),
+            on_failure=self.get(fields, path, "on_failure", _on_failure, "continue"),
+        )
+
+    # -- agents ------------------------------------------------------------------------
+
+    def _agent_fields(self, raw: Any, path: KeyPath) -> dict[str, Any]:
+        """The agent keys given at ``path``, converted; problems recorded."""
+        fields = self.mapping(raw if raw is not None else {}, path, "'agent'")
+        if fields is None:
+            return {}
+        self.check_keys(fields, path, AGENT_KEYS)
+        if "command" in fields and "preset" in fields:
+            self.fail(path, "give either 'command' or 'preset', not both")
+        converters: dict[str, Callable[[Any], Any]] = {
+            "command": _command, "preset": _preset, "args": _strings,
+            "timeout": _optional_duration, "stall_timeout": _optional_duration,
+            "retries": _non_negative_int, "env": _env,
+        }
+        result: dict[str, Any] = {}
+        for key, convert in converters.items():
+            value = self.get(fields, path, key, convert, _MISSING)
+            if value is not _MISSING:
+                result[key] = value
+            elif key in fields:
+                result[key] = _INVALID
+        return result
+
+    def _agent(self, fields: dict[str, Any], path: KeyPath) -> Agent:
+        """An agent from merged fields; keys already reported as invalid are dropped."""
+        given = {key for key in ("command", "preset") if fields.get(key) is not None}
+        fields = {key: value for key, value in fields.items() if value is not _INVALID}
+        if not given:
+            self.fail(path, "has no agent: give 'agent.command' or 'agent.preset' "
+                            "(here or in the plan's default 'agent')")
+        return Agent(
+            command=fields.get("command"),
+            preset=fields.get("preset"),
+            args=fields.get("args", ()),
+            timeout=fields.get("timeout", DEFAULT_TIMEOUT),
+            stall_timeout=fields.get("stall_timeout"),
+            retries=fields.get("retries", 0),
+            env=MappingProxyType(dict(fields.get("env", {}))),
+        )
+
+    # -- rules between streams ---------------------------------------------------------
+
+    def _check_references(self, streams: list[Stream]) -> bool:
+        """Names in depends_on/conflicts_with exist and depends_on has no cycle."""
+        before = len(self.doc.problems)
+        names = {s.name for s in streams}
+        for stream in streams:
+            for key in ("depends_on", "conflicts_with"):
+                for other in getattr(stream, key):
+                    where = ("streams", stream.name, key)
+                    if other == stream.name:
+                        self.fail(where, f"stream '{other}' cannot name itself")
+                    elif other not in names:
+                        hint = _closest(other, names)
+                        extra = f" (did you mean '{hint}'?)" if hint else ""
+                        self.fail(where, f"unknown stream '{other}'{extra}")
+        if len(self.doc.problems) > before:
+            return False
+        cycle = graph.find_cycle({s.name: s.depends_on for s in streams})
+        if cycle:
+            self.fail(("streams", cycle[0], "depends_on"),
+                      f"dependency cycle: {' -> '.join(cycle)}")
+        return cycle is None
+
+    def _check_ordering(self, streams: tuple[Stream, ...]) -> None:
+        """A later stream waits for an earlier one it conflicts with; with dependencies
+        that can loop, and such a plan would never finish."""
+        cycle = graph.find_cycle({s.name: (*s.depends_on, *s.waits_for) for s in streams})
+        if cycle:
+            self.fail(("streams", cycle[0], "conflicts_with"),
+                      f"conflicts_with and depends_on cannot both be honoured: "
+                      f"{' -> '.join(cycle)} (each waits for the next); drop a conflict")
+
+
+def _with_waits(streams: list[Stream]) -> tuple[Stream, ...]:
+    """Give each stream the earlier-declared streams it may not run beside."""
+    deps = {s.name: s.depends_on for s in streams}
+    above = graph.ancestors(deps)
+    result: list[Stream] = []
+    for index, stream in enumerate(streams):
+        waits = tuple(
+            earlier.name
+            for earlier in streams[:index]
+            if _exclusive(stream, earlier)
+            and earlier.name not in above[stream.name]
+            and stream.name not in above[earlier.name]
+        )
+        result.append(replace(stream, waits_for=waits))
+    return tuple(result)
+
+
+def _exclusive(a: Stream, b: Stream) -> bool:
+    return (
+        b.name in a.conflicts_with
+        or a.name in b.conflicts_with
+        or bool(set(a.shared) & set(b.shared))
+    )
+
+
+# -- converters: each returns the typed value or raises ValueError with the reason ------
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be text")
+    return value
+
+
+def _ref(value: Any) -> str:
+    text = _text(value).strip()
+    if not text or text.startswith("-") or any(c.isspace() for c in text):
+        raise ValueError(f"'{value}' is not a usable git ref")
+    return text
+
+
+def _plan_name(value: Any) -> str:
+    problem = name_problem(_text(value))
+    if problem:
+        raise ValueError(problem)
+    return str(value)
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return value
+
+
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("must be a whole number of at least 0")
+    return value
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list):
+        raise ValueError("must be a list of text items")
+    if not all(isinstance(item, str) for item in value):
+        raise ValueError("every item must be text (quote numbers and words like yes/no)")
+    return tuple(value)
+
+
+def _commands(value: Any) -> tuple[str, ...]:
+    commands = _strings(value)
+    if any(not command.strip() for command in commands):
+        raise ValueError("a command cannot be empty")
+    return commands
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    patterns = _strings(value)
+    problems = [p for pattern in patterns if (p := pattern_problem(pattern))]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return patterns
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    return tuple(dict.fromkeys(_strings(value)))
+
+
+def _on_failure(value: Any) -> str:
+    if value not in ON_FAILURE:
+        raise ValueError(f"must be one of {', '.join(ON_FAILURE)}")
+    return str(value)
+
+
+def _optional_duration(value: Any) -> float | None:
+    return None if value is None else parse_duration(value)
+
+
+def _preset(value: Any) -> str:
+    if value not in PRESETS:
+        raise ValueError(f"unknown preset {value!r}; known: {', '.join(PRESETS)}")
+    return str(value)
+
+
+def _command(value: Any) -> tuple[str, ...] | str:
+    command: tuple[str, ...] | str
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("the command is empty")
+        command, parts = value, [value]
+    else:
+        command = _strings(value)
+        if not command or not command[0].strip():
+            raise ValueError("the command list is empty")
+        parts = list(command)
+    unknown = {m for part in parts for m in _PLACEHOLDER.findall(part)} - set(PLACEHOLDERS)
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder {{{sorted(unknown)[0]}}}; known: "
+            + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+        )
+    return command
+
+
+def _env(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a mapping of variable names to values")
+    env: dict[str, str] = {}
+    for key, item in value.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"'{key}' is not a valid environment variable name")
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise ValueError(f"{key}: the value must be text or a number (quote yes/no/true)")
+        env[key] = str(item)
+    return env
+
+
+def _closest(word: str, choices: frozenset[str] | set[str]) -> str | None:
+    found = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.7)
+    return found[0] if found else None

@@ -1,0 +1,98 @@
+"""A plan as typed, immutable values (see SPEC "The plan")."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from worktree_runner.presets import PRESETS
+
+DEFAULT_MAX_PARALLEL = 4
+DEFAULT_TIMEOUT = 3600.0
+
+
+@dataclass(frozen=True)
+class Agent:
+    """How a stream's agent is started; ``command`` (list or shell text) or ``preset``."""
+
+    command: tuple[str, ...] | str | None = None
+    preset: str | None = None
+    args: tuple[str, ...] = ()
+    timeout: float | None = DEFAULT_TIMEOUT
+    stall_timeout: float | None = None
+    retries: int = 0
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def argv_template(self) -> tuple[str, ...] | str:
+        """The command before placeholders are filled: ``command``, else the preset's argv."""
+        if self.command is not None:
+            return self.command
+        if self.preset is None:
+            raise ValueError("agent has neither command nor preset")
+        return (*PRESETS[self.preset], *self.args)
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    files: tuple[str, ...]
+    agent: Agent
+    prompt: str = ""
+    description: str = ""
+    depends_on: tuple[str, ...] = ()
+    conflicts_with: tuple[str, ...] = ()
+    shared: tuple[str, ...] = ()
+    verify: tuple[str, ...] = ()
+    on_failure: str = "continue"
+    # Streams declared earlier that this one may not run beside (conflicts_with or a
+    # shared path in common) and that no dependency already orders: it waits for them.
+    waits_for: tuple[str, ...] = ()
+
+    @property
+    def scope(self) -> tuple[str, ...]:
+        """Every pattern this stream may change: its files and its shared paths."""
+        return (*self.files, *self.shared)
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: Path
+    name: str
+    streams: tuple[Stream, ...]
+    base: str | None = None
+    target: str | None = None
+    max_parallel: int = DEFAULT_MAX_PARALLEL
+    worktrees_dir: str | None = None
+    setup: tuple[str, ...] = ()
+    copy: tuple[str, ...] = ()
+    verify: tuple[str, ...] = ()
+    shared: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def line_of(self, dotted_key: str) -> int | None:
+        return self.lines.get(dotted_key)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.streams]
+
+    def stream(self, name: str) -> Stream:
+        for stream in self.streams:
+            if stream.name == name:
+                return stream
+        raise KeyError(name)
+
+    def dependency_graph(self) -> dict[str, tuple[str, ...]]:
+        return {s.name: s.depends_on for s in self.streams}
+
+    def ordering_graph(self) -> dict[str, tuple[str, ...]]:
+        """What each stream must wait for: its dependencies and the conflicts declared before it."""
+        return {s.name: (*s.depends_on, *s.waits_for) for s in self.streams}
+
+    def worktrees_root(self, repo_root: Path) -> Path:
+        if self.worktrees_dir is None:
+            return repo_root.parent / f"{repo_root.name}.worktrees"
+        return (repo_root / self.worktrees_dir).resolve()

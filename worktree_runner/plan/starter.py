@@ -1,0 +1,112 @@
+"""The commented starter plan that ``wtr init`` writes for a repository."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from worktree_runner import git
+from worktree_runner.errors import BadInput
+from worktree_runner.plan.load import default_plan_name
+
+DEFAULT_PLAN_FILE = "worktree-plan.yaml"
+
+_HEADER = """\
+# worktree_runner plan: each stream gets its own branch and git worktree, and one agent.
+# Check it with:  wtr check {file}
+# Run it with:    wtr run {file}      (then: wtr status, wtr merge, wtr clean)
+version: 1
+name: {name}
+base: {base}              # the streams start from this ref
+target: {base}            # the merge stage lands on this branch
+max_parallel: 4           # agents running at once
+# worktrees_dir: ../{repo}.worktrees   # default: beside the repository
+
+agent:                    # the default agent of every stream
+  preset: claude          # or: codex | aider | gemini | opencode
+  # command: ["python3", "my_agent.py", "{{prompt_file}}"]   # any program instead of a preset
+  timeout: 1h             # killed after this long
+  # stall_timeout: 10m    # killed after this long with no output and no 'wtr progress'
+  retries: 0              # extra attempts after a failure
+
+# setup: ["npm ci"]       # run in each new worktree before its agent
+# copy: [".env"]          # untracked files copied into each new worktree
+# verify: ["pytest -q"]   # run on the merged result before the target moves
+# shared: ["package.json"]  # files no stream owns; a stream may touch one if it lists it
+
+streams:                  # one per area of the code; a file belongs to one stream at a time
+"""
+
+_STREAM = """\
+  {name}:
+    description: work in {folder}/
+    files: [{pattern}]
+    prompt: |
+      Describe what the agent should do in {folder}/.
+    # depends_on: []      # streams that must succeed first (this one starts from their result)
+    # conflicts_with: []  # streams never to run at the same time as this one
+    # verify: []          # commands that must pass in this stream's worktree
+"""
+
+_WHOLE_REPO = """\
+  main:
+    description: the whole repository
+    files: ["**"]
+    prompt: |
+      Describe what the agent should do.
+"""
+
+
+def suggested_folders(repo: git.Repository, commit: str) -> list[str]:
+    """Top-level tracked folders that look like source: not hidden."""
+    out = repo.out("ls-tree", "-z", "--full-tree", commit).split("\0")
+    folders = [entry.split("\t", 1)[1] for entry in out if entry and " tree " in entry]
+    return [name for name in folders if not name.startswith(".")]
+
+
+def stream_name(folder: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", folder).strip(".-_")
+    return re.sub(r"\.{2,}", ".", cleaned)[:64].removesuffix(".lock").rstrip(".") or "part"
+
+
+def starter_plan(repo: git.Repository, plan_path: Path) -> str:
+    branch = git.current_branch(repo)
+    if branch is None:
+        raise BadInput(
+            "HEAD is detached", hint="check out the branch the streams should start from"
+        )
+    commit = repo.git("rev-parse", "--verify", "--quiet", "HEAD", check=False).stdout.strip()
+    if not commit:
+        raise BadInput(f"branch '{branch}' has no commits yet", hint="commit something first")
+    header = _HEADER.format(
+        file=plan_path.name,
+        name=default_plan_name(Path(repo.root.name)),
+        base=json.dumps(branch),
+        repo=repo.root.name,
+    )
+    return header + _streams_text(suggested_folders(repo, commit))
+
+
+def _streams_text(folders: list[str]) -> str:
+    seen: set[str] = set()
+    parts: list[str] = []
+    for folder in folders:
+        name = stream_name(folder)
+        if name in seen:
+            continue
+        seen.add(name)
+        parts.append(_STREAM.format(name=name, folder=folder, pattern=json.dumps(f"{folder}/**")))
+    return "".join(parts) or _WHOLE_REPO
+
+
+def write_starter_plan(repo: git.Repository, path: Path) -> Path:
+    if path.exists():
+        raise BadInput(
+            f"{path} already exists", hint="pass another PATH to 'wtr init', or remove it first"
+        )
+    text = starter_plan(repo, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("x", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
