@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,23 @@ from typing import Any
 import click
 
 from worktree_runner import __version__, git, render
-from worktree_runner.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, PlanInvalid, WtrError
+from worktree_runner.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    PlanInvalid,
+    WtrError,
+)
+from worktree_runner.live import run_with_display
 from worktree_runner.logs import configure_logging
 from worktree_runner.plan.analysis import analyze
 from worktree_runner.plan.load import load_plan
 from worktree_runner.plan.starter import DEFAULT_PLAN_FILE, write_starter_plan
+from worktree_runner.run import registry, runner
+from worktree_runner.run.progress import report_progress
+from worktree_runner.run.state import RunStore, Status
+from worktree_runner.run.status import status_document
 
 
 class WtrGroup(click.Group):
@@ -68,6 +81,9 @@ def cli(ctx: click.Context, verbose: bool, repo_dir: Path | None) -> None:
     what it depends on. Typical session:
       wtr init                 write a starter plan for this repository
       wtr check PLAN           validate it: waves, critical path, file ownership
+      wtr run PLAN             each stream: own branch + worktree + agent, checked
+      wtr status               what every stream is doing (--json, --markdown)
+      wtr logs STREAM          an agent's output
     Exit codes: 0 ok, 1 work failed, 2 bad input, 3 halted for a human, 130 interrupted.
     """
     ctx.obj = {"repo_dir": repo_dir}
@@ -117,6 +133,109 @@ def check(plan_file: Path, repo_dir: Path | None, as_json: bool) -> None:
         click.echo(render.check_report(analysis))
     if analysis.overlaps:
         sys.exit(EXIT_BAD_INPUT)
+
+
+def run_option(func: Any) -> Any:
+    return click.option("--run", "run_id", metavar="ID", default=None,
+                        help="The run (default: the most recent one).")(func)
+
+
+def open_store(repo_dir: Path | None, run_id: str | None) -> tuple[git.Repository, RunStore]:
+    repo = open_repo(repo_dir)
+    return repo, registry.open_run(repo, run_id)
+
+
+@cli.command()
+@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
+@repo_option
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None,
+              help="Agents running at once (default: the plan's max_parallel).")
+@click.option("--dry-run", is_flag=True, help="Print what would happen; create nothing.")
+def run(plan_file: Path, repo_dir: Path | None, max_parallel: int | None, dry_run: bool) -> None:
+    """Run PLAN: every stream in its own branch and worktree, agents in parallel.
+
+    \b
+    A stream starts once its dependencies have succeeded, nothing it conflicts with
+    is running, and fewer than --max-parallel agents run. When its agent exits 0,
+    leftovers are committed, every changed file must be inside its files, and its
+    verify commands must pass. Dependents of a failed stream are blocked; the rest
+    go on. Exit 0 when every stream succeeded, 1 otherwise, 130 on Ctrl-C.
+    """
+    prepared = runner.prepare(open_repo(repo_dir), plan_file, max_parallel)
+    if dry_run:
+        run_id, planned = runner.dry_run(prepared)
+        click.echo(render.dry_run_report(prepared, run_id, planned))
+        return
+    store = runner.create_run(prepared)
+    click.echo(f"run {store.run_id}: {len(prepared.plan.streams)} streams, state in {store.dir}",
+               err=True)
+    record = run_with_display(
+        lambda: runner.run_plan(prepared.repo, store, prepared.plan), store,
+        sys.stdout.isatty(),
+    )
+    doc = status_document(store)
+    click.echo(render.counts_line(doc))
+    failed = [s for s in record.streams.values() if s.status != Status.SUCCEEDED]
+    if failed:
+        click.echo(f"see 'wtr status --run {store.run_id}' and 'wtr logs STREAM'", err=True)
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@cli.command()
+@repo_option
+@run_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (see SPEC).")
+@click.option("--markdown", is_flag=True, help="A Markdown report.")
+def status(repo_dir: Path | None, run_id: str | None, as_json: bool, markdown: bool) -> None:
+    """Show a run's status: counts, every stream, the merge state."""
+    _, store = open_store(repo_dir, run_id)
+    doc = status_document(store)
+    if as_json:
+        emit_json(doc)
+    elif markdown:
+        click.echo(render.status_markdown(doc), nl=False)
+    else:
+        render.print_status(doc)
+
+
+@cli.command()
+@click.argument("stream")
+@repo_option
+@run_option
+@click.option("-f", "--follow", is_flag=True, help="Keep printing as the agent writes.")
+def logs(stream: str, repo_dir: Path | None, run_id: str | None, follow: bool) -> None:
+    """Print the output of STREAM's agent (and its setup and verify commands)."""
+    _, store = open_store(repo_dir, run_id)
+    if stream not in store.record.streams:
+        raise registry.unknown_stream(store, stream)
+    for chunk in registry.read_log(store, stream, follow):
+        click.echo(chunk, nl=False)
+
+
+@cli.command()
+@repo_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def runs(repo_dir: Path | None, as_json: bool) -> None:
+    """List the runs of this repository, oldest first."""
+    repo = open_repo(repo_dir)
+    docs = [registry.summary(store) for store in registry.list_runs(repo)]
+    if as_json:
+        emit_json({"runs": docs})
+        return
+    if not docs:
+        click.echo("no runs yet; start one with 'wtr run PLAN'")
+    for doc in docs:
+        counts = ", ".join(f"{n} {k}" for k, n in doc["counts"].items() if n)
+        click.echo(f"{doc['run']:<24} {doc['state']:<12} {doc['created_at']}  {counts}")
+
+
+@cli.command()
+@click.argument("message")
+@click.option("--percent", type=click.IntRange(0, 100), default=None, help="How far, 0-100.")
+@click.option("--blocked", is_flag=True, help="Say the agent cannot go on (MESSAGE says why).")
+def progress(message: str, percent: int | None, blocked: bool) -> None:
+    """For agents: record the progress of the stream named by WTR_STREAM."""
+    report_progress(os.environ, message, percent, blocked)
 
 
 def main() -> None:

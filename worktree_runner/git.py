@@ -11,12 +11,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from filelock import FileLock
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 import git as gitpython
@@ -239,3 +243,134 @@ def changed_paths(repo: Repository, old: str, new: str) -> list[str]:
     out = repo.git("diff", "--name-only", "-z", "--no-renames", old, new).stdout
     return [name for name in out.split("\0") if name]
 
+
+
+# -- writing: everything that creates refs or worktrees in the shared repository ---------
+
+_THREAD_LOCK = threading.Lock()
+FALLBACK_IDENTITY = {
+    "GIT_AUTHOR_NAME": "worktree-runner",
+    "GIT_AUTHOR_EMAIL": "worktree-runner@localhost",
+    "GIT_COMMITTER_NAME": "worktree-runner",
+    "GIT_COMMITTER_EMAIL": "worktree-runner@localhost",
+}
+
+
+@contextmanager
+def repository_lock(repo: Repository) -> Iterator[None]:
+    """Serialise ref and worktree creation between threads and between runner processes.
+
+    ``git worktree add`` and ``git branch`` take ``.lock`` files in the common git dir;
+    two of them at once can fail with "File exists" instead of waiting.
+    """
+    repo.state_dir.mkdir(parents=True, exist_ok=True)
+    with _THREAD_LOCK, FileLock(str(repo.state_dir / "git.lock")):
+        yield
+
+
+def _is_lock_contention(exc: BaseException) -> bool:
+    return isinstance(exc, GitFailed) and ".lock" in exc.stderr and "exists" in exc.stderr
+
+
+# A user's own git command can hold a lock we do not know of: wait and try again.
+retry_on_lock = retry(
+    retry=retry_if_exception(_is_lock_contention),
+    wait=wait_random_exponential(multiplier=0.05, max=2),
+    stop=stop_after_attempt(8),
+    reraise=True,
+)
+
+
+@retry_on_lock
+def add_worktree(repo: Repository, path: Path, branch: str, commit: str | None) -> None:
+    """Check ``branch`` out in a new worktree at ``path``, creating it at ``commit`` if given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    where = ["-b", branch, str(path), commit] if commit else [str(path), branch]
+    with repository_lock(repo):
+        repo.git("worktree", "add", "--quiet", "--no-checkout", *where)
+    # Filling the worktree touches only its own index, so it runs outside the lock.
+    repo.git("reset", "--quiet", "--hard", cwd=path)
+
+
+@retry_on_lock
+def add_detached_worktree(repo: Repository, path: Path, commit: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with repository_lock(repo):
+        repo.git("worktree", "add", "--quiet", "--detach", str(path), commit)
+
+
+def identity_env(repo: Repository) -> dict[str, str]:
+    """A fallback identity for the runner's own commits when git has none configured."""
+    if repo.git("var", "GIT_COMMITTER_IDENT", check=False).ok:
+        return {}
+    return dict(FALLBACK_IDENTITY)
+
+
+def ref_commit(repo: Repository, ref: str) -> str | None:
+    result = repo.git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    return result.stdout.strip() or None
+
+
+def independent(repo: Repository, commits: Sequence[str]) -> list[str]:
+    """The commits none of the others contain, in the given order."""
+    unique = list(dict.fromkeys(commits))
+    if len(unique) < 2:
+        return unique
+    kept = set(repo.out("merge-base", "--independent", *unique).split())
+    return [c for c in unique if c in kept]
+
+
+@dataclass(frozen=True)
+class TreeMerge:
+    tree: str | None
+    conflicts: list[str]
+
+
+def merge_trees(repo: Repository, ours: str, theirs: str) -> TreeMerge:
+    """Merge two commits without touching any worktree or index (git merge-tree)."""
+    result = run_git(
+        ["merge-tree", "--write-tree", "--name-only", "-z", "--no-messages", ours, theirs],
+        repo.toplevel,
+        check=False,
+    )
+    if result.returncode not in (0, 1):
+        raise GitFailed(["merge-tree", ours, theirs], result.returncode, result.stderr)
+    tree, _, rest = result.stdout.partition("\0")
+    conflicts = [name for name in rest.split("\0") if name] if result.returncode == 1 else []
+    return TreeMerge(tree=tree if result.returncode == 0 else None, conflicts=conflicts)
+
+
+def commit_tree(repo: Repository, tree: str, parents: Sequence[str], message: str) -> str:
+    args = ["commit-tree", tree]
+    for parent in parents:
+        args += ["-p", parent]
+    return run_git([*args, "-m", message], repo.toplevel, env=identity_env(repo)).stdout.strip()
+
+
+def worktree_dirty(worktree: Path) -> list[str]:
+    """Paths with uncommitted or untracked changes in ``worktree`` (ignored files aside)."""
+    out = run_git(["status", "--porcelain", "-z", "--untracked-files=all"], worktree).stdout
+    entries = [entry for entry in out.split("\0") if entry]
+    return [entry[3:] for entry in entries if len(entry) > 3]
+
+
+def commit_all(repo: Repository, worktree: Path, message: str, exclude: Sequence[str] = ()) -> bool:
+    """Commit everything left in ``worktree`` except ``exclude``; False if nothing was left."""
+    pathspec = [".", *(f":(exclude,literal){path}" for path in exclude)]
+    run_git(["add", "--all", "--", *pathspec], worktree)
+    if run_git(["diff", "--cached", "--quiet"], worktree, check=False).ok:
+        return False
+    run_git(["commit", "--quiet", "--no-verify", "-m", message], worktree,
+            env=identity_env(repo))
+    return True
+
+
+def subjects(repo: Repository, old: str, new: str, limit: int = 20) -> list[str]:
+    out = repo.out("log", f"--max-count={limit}", "--format=%s", f"{old}..{new}")
+    return [line for line in out.splitlines() if line]
+
+
+def untracked_files(repo: Repository) -> list[str]:
+    """Untracked files of the main worktree, ignored ones included (for ``copy``)."""
+    out = run_git(["ls-files", "--others", "-z"], repo.root).stdout
+    return [name for name in out.split("\0") if name]

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import shlex
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
 from worktree_runner.plan.analysis import Analysis
+from worktree_runner.plan.durations import format_duration
+
+if TYPE_CHECKING:
+    from worktree_runner.run.runner import PlannedStream, Prepared
 
 _SHOWN_UNOWNED = 10
 
@@ -37,3 +50,154 @@ def _unowned(analysis: Analysis) -> list[str]:
     shown = ", ".join(unowned[:_SHOWN_UNOWNED])
     more = f" and {len(unowned) - _SHOWN_UNOWNED} more" if len(unowned) > _SHOWN_UNOWNED else ""
     return [f"note: {len(unowned)} tracked files have no owning stream: {shown}{more}"]
+
+
+# -- runs and their streams -----------------------------------------------------------------
+
+def _elapsed(stream: dict[str, Any]) -> str:
+    start, end = stream.get("started_at"), stream.get("finished_at")
+    if not start:
+        return ""
+    finish = datetime.fromisoformat(end) if end else datetime.now(UTC)
+    return format_duration((finish - datetime.fromisoformat(start)).total_seconds())
+
+
+def _note(stream: dict[str, Any]) -> str:
+    failure = stream.get("failure")
+    if failure:
+        return f"{failure['kind']}: {failure['message']}"
+    if stream.get("blocked_by"):
+        return f"waits on failed '{stream['blocked_by']}'"
+    progress = stream["progress"]
+    note = progress.get("message") or ""
+    return f"BLOCKED: {note}" if progress.get("blocked") else note
+
+
+def _percent(stream: dict[str, Any]) -> float:
+    value = stream["progress"].get("percent")
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def counts_line(doc: dict[str, Any]) -> str:
+    counts = ", ".join(f"{n} {status}" for status, n in doc["counts"].items() if n)
+    return f"run {doc['run']} ({doc['state']}): {counts or 'no streams'}"
+
+
+def status_table(doc: dict[str, Any], bars: bool = False) -> Table:
+    table = Table(title=counts_line(doc), title_justify="left", expand=False)
+    for column in ("stream", "status", "progress", "message", "elapsed", "branch"):
+        table.add_column(column, overflow="fold")
+    for stream in doc["streams"]:
+        percent = _percent(stream)
+        progress: Any = (
+            ProgressBar(total=100, completed=percent, width=20) if bars
+            else f"{percent:.0f}%"
+        )
+        table.add_row(stream["name"], _styled(stream["status"]), progress, _note(stream),
+                      _elapsed(stream), stream["branch"])
+    return table
+
+
+_STYLES = {"succeeded": "green", "merged": "green", "failed": "red", "blocked": "yellow",
+           "running": "cyan", "pending": "dim"}
+
+
+def _styled(status: str) -> Text:
+    return Text(status, style=_STYLES.get(status, ""))
+
+
+def merge_lines(doc: dict[str, Any]) -> list[str]:
+    merge = doc["merge"]
+    if merge["state"] == "none":
+        return []
+    lines = [f"merge: {merge['state']} onto {merge['target']}"]
+    if merge.get("stream"):
+        lines.append(f"  halted at stream {merge['stream']}: "
+                     + ", ".join(merge.get("conflicted_files") or []))
+    if merge.get("merged"):
+        lines.append(f"  merged: {', '.join(merge['merged'])}")
+    if merge.get("left_out"):
+        lines.append(f"  left out: {', '.join(merge['left_out'])}")
+    return lines
+
+
+def status_markdown(doc: dict[str, Any]) -> str:
+    lines = [f"# Run `{doc['run']}`", "",
+             f"- state: **{doc['state']}**", f"- plan: `{doc['plan']}`",
+             f"- base: `{doc['base']}` (`{doc['base_commit'][:12]}`), target `{doc['target']}`",
+             "", "## Overview", "", "| status | streams |", "| --- | --- |"]
+    lines += [f"| {status} | {n} |" for status, n in doc["counts"].items()]
+    lines += ["", "## Streams", "",
+              "| stream | status | progress | message | elapsed | branch |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for s in doc["streams"]:
+        note = _note(s).replace("|", "\\|")
+        lines.append(f"| {s['name']} | {s['status']} | {_percent(s):.0f}% | {note} | "
+                     f"{_elapsed(s)} | `{s['branch']}` |")
+    attention = _attention(doc)
+    lines += ["", "## Needs attention", ""]
+    lines += attention or ["Nothing: every stream is fine so far."]
+    if merge := merge_lines(doc):
+        lines += ["", "## Merge", "", *(f"- {line.strip()}" for line in merge)]
+    return "\n".join(lines) + "\n"
+
+
+def _attention(doc: dict[str, Any]) -> list[str]:
+    items = []
+    for s in doc["streams"]:
+        if s["status"] == "failed":
+            files = s["failure"].get("files") or []
+            extra = f" ({', '.join(files)})" if files else ""
+            items.append(f"- **{s['name']}** failed — {_note(s)}{extra}; "
+                         f"see `wtr logs {s['name']}`, then `wtr retry {s['name']}` "
+                         f"or `wtr accept {s['name']}`")
+        elif s["status"] == "blocked":
+            items.append(f"- **{s['name']}** is blocked: it depends on "
+                         f"`{s['blocked_by']}`, which did not succeed")
+        elif s["progress"].get("blocked"):
+            items.append(f"- **{s['name']}** reports being blocked: {s['progress']['message']}")
+    return items
+
+
+def transition_line(name: str, data: dict[str, Any]) -> str | None:
+    """One line per stream transition, for runs without a terminal."""
+    stream = data.get("stream")
+    if name == "stream_started":
+        return f"{stream}: started"
+    if name == "attempt_started" and data.get("attempt", 1) > 1:
+        return f"{stream}: attempt {data['attempt']}"
+    if name == "stream_blocked":
+        return f"{stream}: blocked (depends on '{data.get('blocked_by')}', which did not succeed)"
+    if name == "stream_finished":
+        failure = data.get("failure")
+        if failure:
+            return f"{stream}: failed ({failure['kind']}: {failure['message']})"
+        return f"{stream}: succeeded"
+    return None
+
+
+def print_status(doc: dict[str, Any]) -> None:
+    console = Console()
+    console.print(status_table(doc))
+    for line in merge_lines(doc):
+        console.print(line)
+
+
+def dry_run_report(prepared: Prepared, run_id: str, planned: list[PlannedStream]) -> str:
+    refs = prepared.analysis.refs
+    lines = [
+        f"dry run: would create run {run_id} from {refs.base} ({refs.base_commit[:12]}), "
+        f"max_parallel {prepared.max_parallel}; nothing was created",
+    ]
+    for wave in sorted({p.wave for p in planned}):
+        lines.append(f"wave {wave}:")
+        for item in (p for p in planned if p.wave == wave):
+            command = item.command if isinstance(item.command, str) else shlex.join(item.command)
+            lines += [
+                f"  {item.name}",
+                f"    branch:   {item.branch}",
+                f"    worktree: {item.worktree}",
+                f"    base:     {item.base}",
+                f"    command:  {command}",
+            ]
+    return "\n".join(lines)

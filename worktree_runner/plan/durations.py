@@ -13,12 +13,17 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 90, '30s', '10m' or '2h'")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int with hundreds of digits
+            seconds = float("inf")
     elif isinstance(value, str) and value.strip():
         seconds = _parse_text(value.strip().lower())
     else:
         raise ValueError("expected a duration such as 90, '30s', '10m' or '2h'")
-    if not seconds > 0 or seconds == float("inf"):
+    if seconds == float("inf"):
+        raise ValueError("a duration must be a finite number of seconds")
+    if not seconds > 0:
         raise ValueError("a duration must be greater than zero")
     return seconds
 

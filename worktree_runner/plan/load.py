@@ -221,7 +221,7 @@ class _Reader:
         if "command" in own_agent or "preset" in own_agent:
             agent_fields.pop("command", None)
             agent_fields.pop("preset", None)
-        merged_env = {**agent_fields.get("env", {}), **own_agent.get("env", {})}
+        merged_env = {**_env_or_empty(agent_fields), **_env_or_empty(own_agent)}
         agent_fields.update(own_agent)
         agent_fields["env"] = merged_env
         return Stream(
@@ -310,6 +310,12 @@ class _Reader:
             self.fail(("streams", cycle[0], "conflicts_with"),
                       f"conflicts_with and depends_on cannot both be honoured: "
                       f"{' -> '.join(cycle)} (each waits for the next); drop a conflict")
+
+
+def _env_or_empty(agent_fields: dict[str, Any]) -> dict[str, str]:
+    """The agent's converted ``env``; {} when absent or already reported as invalid."""
+    env = agent_fields.get("env", {})
+    return env if isinstance(env, dict) else {}
 
 
 def _with_waits(streams: list[Stream]) -> tuple[Stream, ...]:

@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import yaml
+
 from worktree_runner import git
 from worktree_runner.errors import BadInput
 from worktree_runner.plan.load import default_plan_name
@@ -40,7 +42,7 @@ streams:                  # one per area of the code; a file belongs to one stre
 
 _STREAM = """\
   {name}:
-    description: work in {folder}/
+    description: {description}
     files: [{pattern}]
     prompt: |
       Describe what the agent should do in {folder}/.
@@ -81,7 +83,7 @@ def starter_plan(repo: git.Repository, plan_path: Path) -> str:
         raise BadInput(f"branch '{branch}' has no commits yet", hint="commit something first")
     header = _HEADER.format(
         file=plan_path.name,
-        name=default_plan_name(Path(repo.root.name)),
+        name=_scalar(default_plan_name(Path(repo.root.name))),
         base=json.dumps(branch),
         repo=repo.root.name,
     )
@@ -96,8 +98,30 @@ def _streams_text(folders: list[str]) -> str:
         if name in seen:
             continue
         seen.add(name)
-        parts.append(_STREAM.format(name=name, folder=folder, pattern=json.dumps(f"{folder}/**")))
+        parts.append(_STREAM.format(
+            name=_scalar(name),
+            description=_scalar(f"work in {folder}/"),
+            folder=folder,
+            pattern=json.dumps(f"{_literal(folder)}/**"),
+        ))
     return "".join(parts) or _WHOLE_REPO
+
+
+def _scalar(text: str) -> str:
+    """``text`` as YAML that reads back as that text: plain if it can be, else quoted
+    (a folder named 'null', '0x10' or 'a: b' would otherwise read as something else)."""
+    try:
+        plain = yaml.safe_load(text) == text and "\n" not in text
+    except yaml.YAMLError:
+        plain = False
+    return text if plain else json.dumps(text)
+
+
+def _literal(folder: str) -> str:
+    """``folder`` as a gitignore pattern matching only itself: wildcards and a leading
+    '#' or '!' escaped, so a folder named '[x]' or '#notes' is owned, not globbed or ignored."""
+    escaped = re.sub(r"([\\*?\[\]])", r"\\\1", folder)
+    return "\\" + escaped if escaped.startswith(("#", "!")) else escaped
 
 
 def write_starter_plan(repo: git.Repository, path: Path) -> Path:

@@ -47,6 +47,10 @@ def parse_yaml(text: str) -> Document:
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         doc.problems.append(PlanProblem("", f"invalid YAML: {reason}", line))
         return doc
+    except RecursionError:
+        # PyYAML's composer recurses once per nesting level: '[[[[...' runs out of stack.
+        doc.problems.append(PlanProblem("", "invalid YAML: nested too deeply"))
+        return doc
     if node is None:
         return doc
     doc.lines[()] = node.start_mark.line + 1

@@ -1,0 +1,109 @@
+"""The one place child processes start: agents, setup and verify commands.
+
+Each child gets a clean environment (no inherited GIT_DIR & co, see git.clean_env), runs
+in its own process group so that it and everything it spawned can be stopped together,
+reads /dev/null and appends its output to a log file, never to a pipe of the runner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import structlog
+
+from worktree_runner.git import clean_env
+
+log = structlog.get_logger(__name__)
+
+KILL_GRACE_SECONDS = float(os.environ.get("WTR_KILL_GRACE", "5"))
+
+
+def write_wtr_shim(bin_dir: Path) -> Path:
+    """Put a ``wtr`` that runs this very installation in ``bin_dir`` (for the agents' PATH)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    shim = bin_dir / "wtr"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m worktree_runner "$@"\n')
+    shim.chmod(0o755)
+    return bin_dir
+
+
+def child_env(extra: Mapping[str, str], bin_dir: Path | None = None) -> dict[str, str]:
+    env = clean_env(extra)
+    if bin_dir is not None:
+        env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', os.defpath)}"
+    return env
+
+
+def start(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str],
+          log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a child in its own process group; a string is run by ``sh -c``."""
+    command = ["/bin/sh", "-c", argv] if isinstance(argv, str) else list(argv)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    log.debug("started", command=command, cwd=str(cwd), pid=process.pid)
+    return process
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def stop_group(process: subprocess.Popen[bytes], grace: float = KILL_GRACE_SECONDS) -> None:
+    """SIGTERM the child's whole process group, SIGKILL what is left after ``grace``."""
+    pgid = process.pid
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if process.poll() is not None and not group_alive(pgid):
+            return
+        time.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)
+    process.wait()
+
+
+def reap_group(process: subprocess.Popen[bytes]) -> None:
+    """After the child exited: stop whatever it left running in its group."""
+    if group_alive(process.pid):
+        stop_group(process, grace=1.0)
+
+
+def run_logged(command: str, cwd: Path, env: Mapping[str, str], log_path: Path,
+               timeout: float | None = None) -> int:
+    """Run a shell command to completion with its output in ``log_path``; its exit code."""
+    with log_path.open("ab") as out:
+        out.write(f"$ {command}\n".encode())
+    process = start(command, cwd, env, log_path)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_group(process)
+        return -int(signal.SIGKILL)
+    finally:
+        reap_group(process)

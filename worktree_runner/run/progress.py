@@ -1,0 +1,34 @@
+"""``wtr progress``: an agent reports how far it got, or that it is blocked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from worktree_runner.errors import BadInput
+from worktree_runner.run.state import RunStore, now, read_json, write_json_atomic
+
+
+def report_progress(env: Mapping[str, str], message: str, percent: int | None,
+                    blocked: bool) -> Path:
+    """Record the progress of the stream named by WTR_STREAM in the run at WTR_STATE_DIR."""
+    stream, state_dir = env.get("WTR_STREAM"), env.get("WTR_STATE_DIR")
+    if not stream or not state_dir:
+        raise BadInput(
+            "wtr progress is for agents started by 'wtr run': WTR_STREAM and WTR_STATE_DIR "
+            "are not set",
+        )
+    store = RunStore(Path(state_dir))
+    if not store.state_path.exists():
+        raise BadInput(f"WTR_STATE_DIR {state_dir} is not the folder of a run")
+    if stream not in store.load().streams:
+        raise BadInput(f"run {store.run_id} has no stream '{stream}' (from WTR_STREAM)")
+    path = store.progress_path(stream)
+    previous = read_json(path)
+    if percent is None and isinstance(previous, dict):
+        percent = previous.get("percent")
+    write_json_atomic(path, {"percent": percent, "message": message, "blocked": blocked,
+                             "at": now()})
+    store.event("progress", stream=stream, percent=percent, message=message, blocked=blocked)
+    store.close()
+    return path

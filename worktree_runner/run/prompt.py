@@ -1,0 +1,84 @@
+"""The prompt file an agent reads, and the command line that starts it."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from worktree_runner.plan.model import Plan, Stream
+from worktree_runner.run.state import Failure
+
+_TOKEN = re.compile(r"\{(prompt_file|prompt|stream|worktree|branch)\}")
+
+
+@dataclass(frozen=True)
+class DependencyWork:
+    """What a finished dependency changed, for the prompt of the streams that follow it."""
+
+    stream: str
+    changed_files: Sequence[str]
+    subjects: Sequence[str]
+
+
+def render_prompt(
+    plan: Plan,
+    stream: Stream,
+    worktree: str,
+    branch: str,
+    dependencies: Sequence[DependencyWork] = (),
+    previous_failure: Failure | None = None,
+) -> str:
+    parts = [f"# Task: stream '{stream.name}' of plan '{plan.name}'", "", stream.prompt.strip(), ""]
+    parts += _rules(stream, worktree, branch)
+    if dependencies:
+        parts += ["", "## What the streams before you changed (already in your branch)"]
+        parts += [_dependency_line(dep) for dep in dependencies]
+    if previous_failure is not None:
+        parts += ["", "## Your previous attempt failed", f"{previous_failure.kind}: "
+                  f"{previous_failure.message}"]
+        if previous_failure.files:
+            parts.append("Files outside your scope (revert them): "
+                         + ", ".join(previous_failure.files))
+        parts.append("Your earlier commits are still on the branch; fix the problem.")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _rules(stream: Stream, worktree: str, branch: str) -> list[str]:
+    lines = [
+        "## Rules",
+        f"- You work in the git worktree {worktree}, on branch {branch}. Stay in it.",
+        "- You own only the files matching these patterns (gitignore syntax):",
+        *(f"    {pattern}" for pattern in stream.files),
+    ]
+    if stream.shared:
+        lines += ["- You may also change these shared paths:",
+                  *(f"    {pattern}" for pattern in stream.shared)]
+    lines += [
+        "- Touch nothing else: a change to any other file fails your work.",
+        "- Commit your work on your branch (git add, git commit). Anything left uncommitted "
+        "when you exit with code 0 is committed for you. Do not switch branches.",
+        '- Report progress as you go: wtr progress "what you are doing" --percent 40',
+        '- If you cannot go on, say why: wtr progress "the reason" --blocked ; '
+        "then exit with a non-zero code.",
+        "- Exit with code 0 when the work is done.",
+    ]
+    if stream.verify:
+        lines.append("- These commands must pass in your worktree afterwards: "
+                     + "; ".join(stream.verify))
+    return lines
+
+
+def _dependency_line(dep: DependencyWork) -> str:
+    files = ", ".join(dep.changed_files[:20]) or "no files"
+    more = f" (+{len(dep.changed_files) - 20} more)" if len(dep.changed_files) > 20 else ""
+    commits = "; ".join(dep.subjects[:5])
+    return f"- {dep.stream}: changed {files}{more}" + (f"; commits: {commits}" if commits else "")
+
+
+def render_command(template: Sequence[str] | str, values: Mapping[str, str]) -> list[str] | str:
+    """Fill placeholders: in a list each value stays one argument; in shell text it is quoted."""
+    if isinstance(template, str):
+        return _TOKEN.sub(lambda m: shlex.quote(values[m.group(1)]), template)
+    return [_TOKEN.sub(lambda m: values[m.group(1)], arg) for arg in template]

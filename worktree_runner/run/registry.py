@@ -1,0 +1,111 @@
+"""Where runs live, how they are named, and which one a command means."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from worktree_runner import git
+from worktree_runner.errors import BadInput, UnknownRun
+from worktree_runner.run.state import RunStore
+
+
+def runs_root(repo: git.Repository) -> Path:
+    return repo.state_dir / "runs"
+
+
+def _number(run_id: str, name: str) -> int | None:
+    match = re.fullmatch(re.escape(name) + r"-(\d+)", run_id)
+    return int(match.group(1)) if match else None
+
+
+def next_run_id(repo: git.Repository, plan_name: str) -> str:
+    """``<plan name>-<n>``, one above every run of that name there has been."""
+    root = runs_root(repo)
+    taken = [_number(p.name, plan_name) for p in root.iterdir()] if root.exists() else []
+    return f"{plan_name}-{max((n for n in taken if n is not None), default=0) + 1}"
+
+
+def create_run_dir(repo: git.Repository, plan_name: str) -> RunStore:
+    """Claim a new run folder; ``mkdir`` without exist_ok makes the claim race-free."""
+    root = runs_root(repo)
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_dir = root / next_run_id(repo, plan_name)
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        (repo.state_dir / "latest").write_text(run_dir.name + "\n")
+        return RunStore(run_dir)
+
+
+def list_runs(repo: git.Repository) -> list[RunStore]:
+    """Every run with a readable state, oldest first."""
+    root = runs_root(repo)
+    stores = [RunStore(p) for p in root.iterdir() if (p / "state.json").exists()] if (
+        root.exists()
+    ) else []
+    return sorted(stores, key=_created_at)
+
+
+def _created_at(store: RunStore) -> tuple[str, str]:
+    try:
+        return (store.load().created_at, store.run_id)
+    except BadInput:  # a damaged run sorts first and is reported when opened
+        return ("", store.run_id)
+
+
+def open_run(repo: git.Repository, run_id: str | None = None) -> RunStore:
+    """The run named ``run_id``, or the most recent one."""
+    if run_id is None:
+        latest = repo.state_dir / "latest"
+        run_id = latest.read_text().strip() if latest.exists() else None
+        if not run_id or not (runs_root(repo) / run_id / "state.json").exists():
+            runs = list_runs(repo)
+            if not runs:
+                raise UnknownRun(
+                    "this repository has no runs yet", hint="start one with 'wtr run PLAN'"
+                )
+            run_id = runs[-1].run_id
+    store = RunStore(runs_root(repo) / run_id)
+    if not store.state_path.exists():
+        known = ", ".join(s.run_id for s in list_runs(repo)) or "none"
+        raise UnknownRun(f"no run named '{run_id}' (runs: {known})", hint="see 'wtr runs'")
+    store.load()
+    return store
+
+
+def unknown_stream(store: RunStore, name: str) -> UnknownRun:
+    known = ", ".join(store.record.streams)
+    return UnknownRun(f"run {store.run_id} has no stream '{name}' (streams: {known})")
+
+
+def read_log(store: RunStore, name: str, follow: bool, poll: float = 0.5) -> Iterator[str]:
+    """The stream's log; with ``follow``, keep reading until the stream is no longer running."""
+    path = store.log_path(name)
+    position = 0
+    while True:
+        if path.exists():
+            with path.open("r", encoding="utf-8", errors="replace") as handle:
+                handle.seek(position)
+                chunk = handle.read()
+                position = handle.tell()
+            if chunk:
+                yield chunk
+        if not follow or store.load().streams[name].status not in ("pending", "running"):
+            return
+        time.sleep(poll)
+
+
+def summary(store: RunStore) -> dict[str, Any]:
+    record = store.load()
+    counts: dict[str, int] = {}
+    for stream in record.streams.values():
+        counts[stream.status] = counts.get(stream.status, 0) + 1
+    return {"run": record.run, "state": record.state, "plan": record.plan,
+            "created_at": record.created_at, "finished_at": record.finished_at,
+            "counts": counts, "merge": record.merge.get("state", "none")}

@@ -1,0 +1,144 @@
+"""``wtr run``: check the plan, create the run, drive the scheduler, record the end."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from worktree_runner import git, procs
+from worktree_runner.errors import BadInput, Interrupted
+from worktree_runner.plan.analysis import Analysis, analyze
+from worktree_runner.plan.load import load_plan, parse_plan
+from worktree_runner.plan.model import Plan
+from worktree_runner.run import registry
+from worktree_runner.run.prompt import render_command
+from worktree_runner.run.scheduler import Hooks, Scheduler
+from worktree_runner.run.state import RunRecord, RunState, RunStore, Status, StreamRecord, now
+from worktree_runner.run.stream import RunContext, run_stream
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked plan and what it resolves to in the repository; nothing created yet."""
+
+    repo: git.Repository
+    plan: Plan
+    analysis: Analysis
+    max_parallel: int
+
+    @property
+    def worktrees_root(self) -> Path:
+        return self.plan.worktrees_root(self.repo.root)
+
+
+def prepare(repo: git.Repository, plan_file: Path, max_parallel: int | None = None) -> Prepared:
+    plan = load_plan(plan_file)
+    analysis = analyze(plan, repo)
+    analysis.raise_if_invalid()
+    if max_parallel is not None and max_parallel < 1:
+        raise BadInput("--max-parallel must be at least 1")
+    return Prepared(repo, plan, analysis, max_parallel or plan.max_parallel)
+
+
+@dataclass(frozen=True)
+class PlannedStream:
+    name: str
+    wave: int
+    branch: str
+    worktree: Path
+    base: str
+    command: list[str] | str
+
+
+def dry_run(prepared: Prepared) -> tuple[str, list[PlannedStream]]:
+    """What ``wtr run`` would do, computed without creating anything."""
+    run_id = registry.next_run_id(prepared.repo, prepared.plan.name)
+    wave_of = {name: i for i, wave in enumerate(prepared.analysis.waves, 1) for name in wave}
+    planned = []
+    for stream in prepared.plan.streams:
+        branch = f"wtr/{run_id}/{stream.name}"
+        worktree = prepared.worktrees_root / run_id / stream.name
+        starts = (*stream.depends_on, *stream.waits_for)
+        base = (f"the result of {', '.join(starts)}" if starts
+                else f"{prepared.analysis.refs.base} ({prepared.analysis.refs.base_commit[:12]})")
+        prompt_file = str(prepared.repo.state_dir / "runs" / run_id / "streams" / stream.name
+                          / "prompt.md")
+        values = {"prompt_file": prompt_file, "prompt": f"<contents of {prompt_file}>",
+                  "stream": stream.name, "worktree": str(worktree), "branch": branch}
+        command = render_command(stream.agent.argv_template(), values)
+        planned.append(PlannedStream(stream.name, wave_of[stream.name], branch, worktree, base,
+                                     command))
+    return run_id, planned
+
+
+def create_run(prepared: Prepared) -> RunStore:
+    """Claim the run folder and write the first state: every stream pending."""
+    plan, refs = prepared.plan, prepared.analysis.refs
+    store = registry.create_run_dir(prepared.repo, plan.name)
+    store.plan_path.write_bytes(plan.path.read_bytes())
+    record = RunRecord(
+        run=store.run_id,
+        plan=str(plan.path),
+        repo=str(prepared.repo.root),
+        base=refs.base,
+        base_commit=refs.base_commit,
+        target=refs.target,
+        worktrees_root=str(prepared.worktrees_root),
+        max_parallel=prepared.max_parallel,
+        streams={
+            s.name: StreamRecord(
+                name=s.name,
+                branch=f"wtr/{store.run_id}/{s.name}",
+                worktree=None,
+                depends_on=list(s.depends_on),
+            )
+            for s in plan.streams
+        },
+        runner_pid=os.getpid(),
+    )
+    for name in plan.names:
+        store.stream_dir(name).mkdir(parents=True)
+    store.save(record)
+    store.event("run_created", base=refs.base, base_commit=refs.base_commit,
+                streams=plan.names, max_parallel=prepared.max_parallel)
+    return store
+
+
+def run_plan(repo: git.Repository, store: RunStore, plan: Plan) -> RunRecord:
+    """Run every stream that can run; returns the final record. Ctrl-C raises Interrupted."""
+    record = store.record
+    ctx = RunContext(
+        repo=repo,
+        plan=plan,
+        store=store,
+        base_commit=record.base_commit,
+        worktrees_root=Path(record.worktrees_root),
+        bin_dir=procs.write_wtr_shim(store.dir / "bin"),
+    )
+    statuses = {name: Status(s.status) for name, s in record.streams.items()}
+    hooks = Hooks(started=lambda name: None, blocked=lambda name, by: _blocked(store, name, by))
+    scheduler = Scheduler(plan, statuses, lambda name: run_stream(ctx, name), hooks,
+                          record.max_parallel, ctx.stop)
+    store.update_run("run_started", state=RunState.RUNNING.value, runner_pid=os.getpid())
+    try:
+        with ThreadPoolExecutor(max_workers=record.max_parallel,
+                                thread_name_prefix="stream") as executor:
+            scheduler.run(executor)
+    except KeyboardInterrupt:
+        store.update_run("run_interrupted", state=RunState.INTERRUPTED.value, runner_pid=None)
+        raise Interrupted("interrupted; the agents were stopped",
+                          hint=f"'wtr resume --run {store.run_id}' continues") from None
+    return store.update_run("run_finished", state=RunState.FINISHED.value, finished_at=now(),
+                            runner_pid=None)
+
+
+def _blocked(store: RunStore, name: str, by: str) -> None:
+    store.update_stream(name, "stream_blocked", status=Status.BLOCKED.value, blocked_by=by)
+
+
+def load_run_plan(store: RunStore) -> Plan:
+    """The plan as it was when the run started (a copy kept in the run folder)."""
+    text = store.plan_path.read_text(encoding="utf-8")
+    return parse_plan(text, Path(store.record.plan))

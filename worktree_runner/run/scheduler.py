@@ -1,0 +1,101 @@
+"""Runs a plan's streams as their dependencies allow (STYLE 8: futures + FIRST_COMPLETED).
+
+The scheduler knows nothing of git or agents: it hands a stream name to ``work`` on an
+executor and learns whether it succeeded. Any ``concurrent.futures`` executor fits.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from dataclasses import dataclass
+
+from worktree_runner.plan import graph
+from worktree_runner.plan.model import Plan
+from worktree_runner.run.state import Status
+
+FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.BLOCKED})
+
+
+@dataclass
+class Hooks:
+    """What the scheduler reports: a stream started, finished, or became blocked."""
+
+    started: Callable[[str], None]
+    blocked: Callable[[str, str], None]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        plan: Plan,
+        statuses: dict[str, Status],
+        work: Callable[[str], bool],
+        hooks: Hooks,
+        limit: int,
+        stop: threading.Event,
+    ) -> None:
+        self.plan = plan
+        self.statuses = statuses
+        self.work = work
+        self.hooks = hooks
+        self.limit = limit
+        self.stop = stop
+        self.order = {name: i for i, name in enumerate(plan.names)}
+        self.chain = graph.chain_below(plan.dependency_graph())
+
+    def ready(self) -> Iterator[str]:
+        """Pending streams that may start now: longest remaining chain first, then plan order."""
+        candidates = [
+            s for s in self.plan.streams
+            if self.statuses[s.name] == Status.PENDING
+            and all(self.statuses[d] == Status.SUCCEEDED for d in s.depends_on)
+            and all(self.statuses[w] in FINISHED for w in s.waits_for)
+        ]
+        candidates.sort(key=lambda s: (-self.chain[s.name], self.order[s.name]))
+        yield from (s.name for s in candidates)
+
+    def block_dependents(self) -> None:
+        """Pending streams behind a failed or blocked dependency will never start."""
+        changed = True
+        while changed:
+            changed = False
+            for stream in self.plan.streams:
+                if self.statuses[stream.name] != Status.PENDING:
+                    continue
+                bad = [d for d in stream.depends_on
+                       if self.statuses[d] in (Status.FAILED, Status.BLOCKED)]
+                if bad:
+                    self.statuses[stream.name] = Status.BLOCKED
+                    self.hooks.blocked(stream.name, bad[0])
+                    changed = True
+
+    def run(self, executor: Executor) -> dict[str, Status]:
+        running: dict[Future[bool], str] = {}
+        try:
+            while True:
+                self.block_dependents()
+                if not self.stop.is_set():
+                    self._launch(executor, running)
+                if not running:
+                    return self.statuses
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name = running.pop(future)
+                    ok = future.result()
+                    self.statuses[name] = Status.SUCCEEDED if ok else Status.FAILED
+                    if not ok and self.plan.stream(name).on_failure == "stop":
+                        self.stop.set()
+        except BaseException:
+            self.stop.set()
+            wait(running)
+            raise
+
+    def _launch(self, executor: Executor, running: dict[Future[bool], str]) -> None:
+        for name in self.ready():
+            if len(running) >= self.limit:
+                return
+            self.statuses[name] = Status.RUNNING
+            self.hooks.started(name)
+            running[executor.submit(self.work, name)] = name

@@ -1,0 +1,277 @@
+"""A run's state: a versioned JSON file written atomically, and an append-only event log.
+
+Layout under ``<common git dir>/worktree-runner/runs/<run>/``::
+
+    state.json            the run and every stream (the runner is its only writer)
+    events.jsonl          one JSON line per transition (structlog)
+    plan.yaml             the plan as it was when the run started
+    streams/<name>/       agent.log, prompt.md, progress.json (written by ``wtr progress``)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from worktree_runner.errors import BadInput
+
+STATE_VERSION = 1
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    MERGED = "merged"
+
+
+class RunState(StrEnum):
+    RUNNING = "running"
+    FINISHED = "finished"
+    INTERRUPTED = "interrupted"
+
+
+FAILURE_KINDS = (
+    "exit_code", "timeout", "stalled", "setup", "ownership", "verify", "interrupted", "error",
+)
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, document: Any) -> None:
+    """Write to a temporary file beside ``path`` and rename it over: readers never see half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class Failure:
+    kind: str
+    message: str
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StreamRecord:
+    name: str
+    branch: str
+    worktree: str | None
+    depends_on: list[str]
+    status: str = Status.PENDING.value
+    base_commit: str | None = None
+    head_commit: str | None = None
+    attempts: int = 0
+    exit_code: int | None = None
+    failure: Failure | None = None
+    changed_files: list[str] = field(default_factory=list)
+    started_at: str | None = None
+    finished_at: str | None = None
+    pid: int | None = None
+    blocked_by: str | None = None
+    accepted: dict[str, str] | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StreamRecord:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("failure") is not None:
+            values["failure"] = Failure(**values["failure"])
+        return cls(**values)
+
+
+def empty_merge(target: str) -> dict[str, Any]:
+    return {
+        "state": "none",
+        "target": target,
+        "worktree": None,
+        "stream": None,
+        "conflicted_files": [],
+        "merged": [],
+        "left_out": [],
+    }
+
+
+@dataclass
+class RunRecord:
+    run: str
+    plan: str
+    repo: str
+    base: str
+    base_commit: str
+    target: str
+    worktrees_root: str
+    max_parallel: int
+    streams: dict[str, StreamRecord]
+    state: str = RunState.RUNNING.value
+    created_at: str = field(default_factory=now)
+    finished_at: str | None = None
+    runner_pid: int | None = None
+    merge: dict[str, Any] = field(default_factory=dict)
+    version: int = STATE_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["streams"] = {
+            name: StreamRecord.from_json(stream) for name, stream in data["streams"].items()
+        }
+        return cls(**values)
+
+
+class RunStore:
+    """The state folder of one run; the single place that writes ``state.json``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir
+        self.state_path = run_dir / "state.json"
+        self.events_path = run_dir / "events.jsonl"
+        self.plan_path = run_dir / "plan.yaml"
+        self._lock = threading.RLock()
+        self._events: TextIO | None = None
+        self._record: RunRecord | None = None
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+
+    @property
+    def run_id(self) -> str:
+        return self.dir.name
+
+    def stream_dir(self, name: str) -> Path:
+        return self.dir / "streams" / name
+
+    def log_path(self, name: str) -> Path:
+        return self.stream_dir(name) / "agent.log"
+
+    def progress_path(self, name: str) -> Path:
+        return self.stream_dir(name) / "progress.json"
+
+    # -- the state file ------------------------------------------------------------
+
+    def load(self) -> RunRecord:
+        data = read_json(self.state_path)
+        if not isinstance(data, dict):
+            raise BadInput(
+                f"the state of run {self.run_id} is missing or unreadable ({self.state_path})",
+                hint="pick another run with --run, or remove that folder",
+            )
+        if data.get("version") != STATE_VERSION:
+            raise BadInput(
+                f"run {self.run_id} was written by another version of worktree_runner "
+                f"(state version {data.get('version')!r})",
+                hint="use the version that started it",
+            )
+        try:
+            record = RunRecord.from_json(data)
+        except (KeyError, TypeError) as exc:
+            raise BadInput(f"the state of run {self.run_id} is damaged: {exc}") from None
+        self._record = record
+        return record
+
+    @property
+    def record(self) -> RunRecord:
+        return self._record if self._record is not None else self.load()
+
+    def save(self, record: RunRecord | None = None) -> None:
+        with self._lock:
+            if record is not None:
+                self._record = record
+            write_json_atomic(self.state_path, self.record.to_json())
+
+    def update_stream(self, name: str, event: str | None = None, **changes: Any) -> StreamRecord:
+        """Change a stream's fields, save the state, and log the transition."""
+        with self._lock:
+            stream = self.record.streams[name]
+            for key, value in changes.items():
+                setattr(stream, key, value)
+            self.save()
+            if event:
+                data = {"status": stream.status, "attempt": stream.attempts,
+                        **_loggable(changes)}
+                self.event(event, stream=name, **data)
+            return stream
+
+    def update_run(self, event: str | None = None, **changes: Any) -> RunRecord:
+        with self._lock:
+            record = self.record
+            for key, value in changes.items():
+                setattr(record, key, value)
+            self.save()
+            if event:
+                self.event(event, **_loggable(changes))
+            return record
+
+    # -- the event log -----------------------------------------------------------------
+
+    def event(self, name: str, **data: Any) -> None:
+        with self._lock:
+            if self._events is None:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self._events = self.events_path.open("a", encoding="utf-8", buffering=1)
+            logger = structlog.wrap_logger(
+                structlog.PrintLogger(self._events),
+                processors=[
+                    structlog.processors.TimeStamper(fmt="iso", utc=True, key="at"),
+                    structlog.processors.JSONRenderer(),
+                ],
+            )
+            logger.msg(name, run=self.run_id, **data)
+            for listener in self.listeners:
+                listener(name, data)
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.events_path.exists():
+            return []
+        lines = self.events_path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def close(self) -> None:
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+
+    # -- progress, written by agents through ``wtr progress`` ---------------------------
+
+    def progress(self, name: str) -> dict[str, Any] | None:
+        data = read_json(self.progress_path(name))
+        return data if isinstance(data, dict) else None
+
+
+def _loggable(changes: dict[str, Any]) -> dict[str, Any]:
+    result = {}
+    for key, value in changes.items():
+        result[key] = asdict(value) if isinstance(value, Failure) else value
+    return result

@@ -1,0 +1,60 @@
+"""The consolidated status of a run: the document of ``wtr status --json`` (SPEC)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from worktree_runner.run.state import RunStore, Status, StreamRecord, empty_merge
+
+
+def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
+    progress = store.progress(stream.name) or {}
+    percent = progress.get("percent")
+    if stream.status in (Status.SUCCEEDED, Status.MERGED):
+        percent = 100
+    return {
+        "name": stream.name,
+        "status": stream.status,
+        "branch": stream.branch,
+        "worktree": stream.worktree,
+        "base_commit": stream.base_commit,
+        "head_commit": stream.head_commit,
+        "depends_on": stream.depends_on,
+        "attempts": stream.attempts,
+        "exit_code": stream.exit_code,
+        "progress": {
+            "percent": percent,
+            "message": progress.get("message"),
+            "blocked": bool(progress.get("blocked", False)),
+            "at": progress.get("at"),
+        },
+        "failure": asdict(stream.failure) if stream.failure else None,
+        "changed_files": stream.changed_files,
+        "started_at": stream.started_at,
+        "finished_at": stream.finished_at,
+        "blocked_by": stream.blocked_by,
+        "accepted": stream.accepted,
+    }
+
+
+def status_document(store: RunStore) -> dict[str, Any]:
+    record = store.load()
+    streams = [stream_document(store, s) for s in record.streams.values()]
+    counts = {status.value: 0 for status in Status}
+    for stream in record.streams.values():
+        counts[stream.status] += 1
+    return {
+        "run": record.run,
+        "plan": record.plan,
+        "repo": record.repo,
+        "state": record.state,
+        "base": record.base,
+        "base_commit": record.base_commit,
+        "target": record.target,
+        "created_at": record.created_at,
+        "finished_at": record.finished_at,
+        "counts": counts,
+        "streams": streams,
+        "merge": {**empty_merge(record.target), **record.merge},
+    }

@@ -1,0 +1,326 @@
+"""The life of one stream: its worktree, its agent's attempts, and the checks of its work."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
+
+from worktree_runner import git, procs
+from worktree_runner.errors import WtrError
+from worktree_runner.plan.analysis import compile_patterns
+from worktree_runner.plan.model import Plan, Stream
+from worktree_runner.run.prompt import DependencyWork, render_command, render_prompt
+from worktree_runner.run.state import Failure, RunStore, Status, now
+
+POLL_SECONDS = 0.1
+RETRY_BACKOFF_SECONDS = float(os.environ.get("WTR_RETRY_BACKOFF", "2"))
+
+
+@dataclass
+class RunContext:
+    """What every stream of a run shares."""
+
+    repo: git.Repository
+    plan: Plan
+    store: RunStore
+    base_commit: str
+    worktrees_root: Path
+    bin_dir: Path
+    stop: threading.Event = field(default_factory=threading.Event)
+    _untracked: list[str] | None = None
+    _untracked_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def run_id(self) -> str:
+        return self.store.run_id
+
+    def branch(self, name: str) -> str:
+        return f"wtr/{self.run_id}/{name}"
+
+    def worktree(self, name: str) -> Path:
+        return self.worktrees_root / self.run_id / name
+
+    def untracked(self) -> list[str]:
+        """The main worktree's untracked files, listed once per run (for ``copy``)."""
+        with self._untracked_lock:
+            if self._untracked is None:
+                self._untracked = git.untracked_files(self.repo)
+            return self._untracked
+
+
+class StreamFailed(Exception):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+def run_stream(ctx: RunContext, name: str) -> bool:
+    """Prepare, run and check one stream; record the outcome. True if it succeeded."""
+    stream = ctx.plan.stream(name)
+    ctx.store.update_stream(name, "stream_started", status=Status.RUNNING.value,
+                            started_at=now(), finished_at=None, failure=None, exit_code=None)
+    failure: Failure | None
+    try:
+        _check_program(ctx, stream)
+        _prepare(ctx, stream)
+        failure = _attempts(ctx, stream)
+    except StreamFailed as exc:
+        failure = exc.failure
+    except WtrError as exc:
+        failure = Failure("error", exc.message)
+    except Exception as exc:  # one stream's crash must not take the others down
+        _append_log(ctx, name, traceback.format_exc())
+        failure = Failure("error", f"internal error: {exc!r} (traceback in the stream's log)")
+    status = Status.FAILED if failure else Status.SUCCEEDED
+    ctx.store.update_stream(name, "stream_finished", status=status.value, failure=failure,
+                            finished_at=now(), pid=None)
+    return failure is None
+
+
+# -- before the agent ---------------------------------------------------------------------
+
+
+def _check_program(ctx: RunContext, stream: Stream) -> None:
+    template = stream.agent.argv_template()
+    if isinstance(template, str) or "/" in template[0]:
+        return
+    path = procs.child_env({}, ctx.bin_dir)["PATH"]
+    if shutil.which(template[0], path=path) is None:
+        raise StreamFailed(Failure(
+            "error", f"agent program '{template[0]}' was not found on PATH; install it or "
+                     "change the stream's agent"))
+
+
+def _prepare(ctx: RunContext, stream: Stream) -> None:
+    """Create the stream's branch and worktree (or reuse them), copy files, run setup."""
+    path, branch = ctx.worktree(stream.name), ctx.branch(stream.name)
+    record = ctx.store.record.streams[stream.name]
+    if path.exists() and record.base_commit:
+        return
+    if git.branch_exists(ctx.repo, branch) and record.base_commit:
+        git.add_worktree(ctx.repo, path, branch, None)
+        ctx.store.update_stream(stream.name, "worktree_recreated", worktree=str(path))
+        return
+    base = _stream_base(ctx, stream)
+    ctx.store.update_stream(stream.name, "base_resolved", base_commit=base)
+    git.add_worktree(ctx.repo, path, branch, base)
+    ctx.store.update_stream(stream.name, "worktree_created", worktree=str(path))
+    _copy_files(ctx, path)
+    for command in ctx.plan.setup:
+        code = procs.run_logged(command, path, _env(ctx, stream), ctx.store.log_path(stream.name))
+        if code != 0:
+            raise StreamFailed(Failure("setup", f"setup command failed (exit {code}): {command}"))
+
+
+def _stream_base(ctx: RunContext, stream: Stream) -> str:
+    """The run's base, the one predecessor's result, or a merge of several (SPEC "Stream base")."""
+    streams = ctx.store.record.streams
+    finished = [
+        streams[n].head_commit
+        for n in (*stream.depends_on, *stream.waits_for)
+        if streams[n].status == Status.SUCCEEDED.value and streams[n].head_commit
+    ]
+    parents = git.independent(ctx.repo, [c for c in finished if c])
+    if not parents:
+        return ctx.base_commit
+    merged = parents[0]
+    for parent in parents[1:]:
+        result = git.merge_trees(ctx.repo, merged, parent)
+        if result.tree is None:
+            raise StreamFailed(Failure(
+                "error", "the streams this one starts from conflict in "
+                         + ", ".join(result.conflicts), result.conflicts))
+        merged = git.commit_tree(ctx.repo, result.tree, [merged, parent], "merge")
+    if len(parents) == 1:
+        return merged
+    tree = ctx.repo.out("rev-parse", f"{merged}^{{tree}}")
+    names = ", ".join(n for n in (*stream.depends_on, *stream.waits_for))
+    return git.commit_tree(ctx.repo, tree, parents, f"wtr: start of {stream.name} from {names}")
+
+
+def _copied(ctx: RunContext) -> list[str]:
+    if not ctx.plan.copy:
+        return []
+    return sorted(compile_patterns(ctx.plan.copy).match_files(ctx.untracked()))
+
+
+def _copy_files(ctx: RunContext, worktree: Path) -> None:
+    for relative in _copied(ctx):
+        source, target = ctx.repo.root / relative, worktree / relative
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def _env(ctx: RunContext, stream: Stream) -> dict[str, str]:
+    record = ctx.store.record.streams[stream.name]
+    return procs.child_env(
+        {
+            **stream.agent.env,
+            "WTR_RUN": ctx.run_id,
+            "WTR_STREAM": stream.name,
+            "WTR_WORKTREE": str(ctx.worktree(stream.name)),
+            "WTR_BRANCH": ctx.branch(stream.name),
+            "WTR_BASE_COMMIT": record.base_commit or "",
+            "WTR_PROMPT_FILE": str(ctx.store.stream_dir(stream.name) / "prompt.md"),
+            "WTR_FILES": "\n".join(stream.files),
+            "WTR_STATE_DIR": str(ctx.store.dir),
+        },
+        ctx.bin_dir,
+    )
+
+
+def _append_log(ctx: RunContext, name: str, text: str) -> None:
+    path = ctx.store.log_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as out:
+        out.write(text if text.endswith("\n") else text + "\n")
+
+
+# -- the agent's attempts -------------------------------------------------------------------
+
+
+def _attempts(ctx: RunContext, stream: Stream) -> Failure | None:
+    """Run attempts until one succeeds, retries run out, or the run is stopped."""
+    previous: list[Failure | None] = [ctx.store.record.streams[stream.name].failure]
+
+    def attempt() -> Failure | None:
+        failure = _attempt(ctx, stream, previous[-1])
+        previous.append(failure)
+        return failure
+
+    def pause(seconds: float) -> None:
+        ctx.stop.wait(seconds)
+
+    retrying = Retrying(
+        stop=stop_after_attempt(stream.agent.retries + 1),
+        wait=wait_exponential(multiplier=RETRY_BACKOFF_SECONDS, max=300),
+        retry=retry_if_result(lambda f: f is not None and not ctx.stop.is_set()),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        sleep=pause,
+    )
+    result: Failure | None = retrying(attempt)
+    return result
+
+
+def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failure | None:
+    name = stream.name
+    record = ctx.store.update_stream(name, "attempt_started",
+                                     attempts=ctx.store.record.streams[name].attempts + 1)
+    worktree, branch = ctx.worktree(name), ctx.branch(name)
+    prompt = render_prompt(ctx.plan, stream, str(worktree), branch,
+                           _dependency_work(ctx, stream), previous)
+    prompt_file = ctx.store.stream_dir(name) / "prompt.md"
+    prompt_file.write_text(prompt, encoding="utf-8")
+    values = {"prompt_file": str(prompt_file), "prompt": prompt, "stream": name,
+              "worktree": str(worktree), "branch": branch}
+    argv = render_command(stream.agent.argv_template(), values)
+    _append_log(ctx, name, f"--- attempt {record.attempts} at {now()} ---")
+    process = procs.start(argv, worktree, _env(ctx, stream), ctx.store.log_path(name))
+    ctx.store.update_stream(name, "agent_started", pid=process.pid)
+    failure = _watch(ctx, stream, process)
+    ctx.store.update_stream(name, "agent_exited", exit_code=process.returncode, pid=None)
+    return failure or _check_work(ctx, stream)
+
+
+def _watch(ctx: RunContext, stream: Stream, process: subprocess.Popen[bytes]) -> Failure | None:
+    """Wait for the agent; stop its process group at a timeout, a stall, or a run stop."""
+    started = time.monotonic()
+    timeout, stall = stream.agent.timeout, stream.agent.stall_timeout
+    activity = _Activity(ctx.store.log_path(stream.name), ctx.store.progress_path(stream.name))
+    while process.poll() is None:
+        failure = None
+        if ctx.stop.is_set():
+            failure = Failure("interrupted", "the run was stopped before the agent finished")
+        elif timeout is not None and time.monotonic() - started > timeout:
+            failure = Failure("timeout", f"the agent ran longer than its timeout of {timeout:g}s")
+        elif stall is not None and activity.silent_for() > stall:
+            failure = Failure("stalled", f"no output and no progress report for {stall:g}s")
+        if failure:
+            procs.stop_group(process)
+            return failure
+        time.sleep(POLL_SECONDS)
+    procs.reap_group(process)
+    if process.returncode == 0:
+        return None
+    reason = ""
+    progress = ctx.store.progress(stream.name)
+    if progress and progress.get("blocked"):
+        reason = f"; it reported being blocked: {progress.get('message', '')}"
+    return Failure("exit_code", f"the agent exited with code {process.returncode}{reason}")
+
+
+class _Activity:
+    """When the agent last wrote output or reported progress."""
+
+    def __init__(self, *paths: Path) -> None:
+        self.paths = paths
+        self.last_seen = time.monotonic()
+        self.last_stamp = self._stamp()
+
+    def _stamp(self) -> tuple[tuple[int, int], ...]:
+        stamps = []
+        for path in self.paths:
+            try:
+                info = path.stat()
+                stamps.append((info.st_mtime_ns, info.st_size))
+            except FileNotFoundError:
+                stamps.append((0, 0))
+        return tuple(stamps)
+
+    def silent_for(self) -> float:
+        stamp = self._stamp()
+        if stamp != self.last_stamp:
+            self.last_stamp, self.last_seen = stamp, time.monotonic()
+        return time.monotonic() - self.last_seen
+
+
+def _dependency_work(ctx: RunContext, stream: Stream) -> list[DependencyWork]:
+    work = []
+    for dep in (*stream.depends_on, *stream.waits_for):
+        record = ctx.store.record.streams[dep]
+        if record.status != Status.SUCCEEDED.value or not record.head_commit:
+            continue
+        subjects = git.subjects(ctx.repo, record.base_commit or ctx.base_commit,
+                                record.head_commit)
+        work.append(DependencyWork(dep, record.changed_files, subjects))
+    return work
+
+
+# -- done means checked ---------------------------------------------------------------------
+
+
+def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
+    """Commit leftovers, then every changed path must be in scope, then verify must pass."""
+    name, worktree, branch = stream.name, ctx.worktree(stream.name), ctx.branch(stream.name)
+    on_branch = git.current_branch(ctx.repo, cwd=worktree)
+    if on_branch != branch:
+        return Failure("error", f"the agent left its branch {branch} (HEAD is now "
+                                f"{on_branch or 'detached'}); check out {branch} again")
+    if git.commit_all(ctx.repo, worktree, f"{name}: work left uncommitted by the agent",
+                      exclude=_copied(ctx)):
+        ctx.store.event("leftovers_committed", stream=name)
+    record = ctx.store.record.streams[name]
+    head = git.ref_commit(ctx.repo, f"refs/heads/{branch}")
+    base = record.base_commit or ctx.base_commit
+    changed = git.changed_paths(ctx.repo, base, head or base)
+    ctx.store.update_stream(name, "work_recorded", head_commit=head, changed_files=changed)
+    scope = compile_patterns(stream.scope)
+    outside = [path for path in changed if not scope.match_file(path)]
+    if outside:
+        return Failure("ownership", f"changed {len(outside)} file(s) outside its files: "
+                       + ", ".join(outside[:10]), outside)
+    for command in stream.verify:
+        code = procs.run_logged(command, worktree, _env(ctx, stream), ctx.store.log_path(name),
+                                timeout=stream.agent.timeout)
+        if code != 0:
+            return Failure("verify", f"verify command failed (exit {code}): {command}")
+    return None
