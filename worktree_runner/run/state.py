@@ -57,6 +57,7 @@ def write_json_atomic(path: Path, document: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(document, handle, indent=2)
             handle.write("\n")
@@ -97,6 +98,7 @@ class StreamRecord:
     changed_files: list[str] = field(default_factory=list)
     started_at: str | None = None
     finished_at: str | None = None
+    seconds: float | None = None
     pid: int | None = None
     blocked_by: str | None = None
     accepted: dict[str, str] | None = None
@@ -241,8 +243,10 @@ class RunStore:
             if self._events is None:
                 self.dir.mkdir(parents=True, exist_ok=True)
                 self._events = self.events_path.open("a", encoding="utf-8", buffering=1)
+            # Not the CLI's configured logger: the event log keeps every level, always JSON.
             logger = structlog.wrap_logger(
                 structlog.PrintLogger(self._events),
+                wrapper_class=structlog.BoundLogger,
                 processors=[
                     structlog.processors.TimeStamper(fmt="iso", utc=True, key="at"),
                     structlog.processors.JSONRenderer(),

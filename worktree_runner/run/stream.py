@@ -65,6 +65,7 @@ class StreamFailed(Exception):
 def run_stream(ctx: RunContext, name: str) -> bool:
     """Prepare, run and check one stream; record the outcome. True if it succeeded."""
     stream = ctx.plan.stream(name)
+    started = time.monotonic()
     ctx.store.update_stream(name, "stream_started", status=Status.RUNNING.value,
                             started_at=now(), finished_at=None, failure=None, exit_code=None)
     failure: Failure | None
@@ -81,7 +82,8 @@ def run_stream(ctx: RunContext, name: str) -> bool:
         failure = Failure("error", f"internal error: {exc!r} (traceback in the stream's log)")
     status = Status.FAILED if failure else Status.SUCCEEDED
     ctx.store.update_stream(name, "stream_finished", status=status.value, failure=failure,
-                            finished_at=now(), pid=None)
+                            finished_at=now(), pid=None,
+                            seconds=round(time.monotonic() - started, 3))
     return failure is None
 
 

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""A test agent: does what its AGENT_* environment variables say, and records what it saw.
+
+AGENT_RECORD=DIR     write DIR/<stream>.<attempt>.json: argv, cwd, WTR_* variables, times
+AGENT_WRITE=a=x;b=y  write file a with text x and b with y (relative to the worktree)
+AGENT_COMMIT=0       leave the changes uncommitted (default: commit them)
+AGENT_SLEEP=S        sleep S seconds before finishing
+AGENT_EXIT=N         exit with code N (after writing and committing)
+AGENT_FAIL_ATTEMPTS=N  exit 1 on the first N attempts
+AGENT_HANG=1         start a grandchild that sleeps, then sleep forever (printing nothing)
+AGENT_CHATTY_HANG=1  like AGENT_HANG, but keep printing output
+AGENT_PROGRESS=1     report progress with `wtr progress`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def record(stage: str, extra: dict[str, object] | None = None) -> None:
+    folder = os.environ.get("AGENT_RECORD")
+    if not folder:
+        return
+    stream = os.environ["WTR_STREAM"]
+    attempt = len(list(Path(folder).glob(f"{stream}.*.start")))
+    if stage == "start":
+        attempt += 1
+        (Path(folder) / f"{stream}.{attempt}.start").write_text(str(time.time()))
+    data = {
+        "argv": sys.argv,
+        "cwd": os.getcwd(),
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("WTR_", "GIT_", "CUSTOM"))},
+        "path": os.environ.get("PATH", ""),
+        "time": time.time(),
+        "attempt": attempt,
+        **(extra or {}),
+    }
+    (Path(folder) / f"{stream}.{attempt}.{stage}.json").write_text(json.dumps(data))
+
+
+def git(*args: str) -> None:
+    subprocess.run(["git", *args], check=True, capture_output=True)
+
+
+def main() -> int:
+    record("start")
+    if os.environ.get("AGENT_PROGRESS"):
+        subprocess.run(["wtr", "progress", "halfway", "--percent", "50"], check=True)
+    if os.environ.get("AGENT_HANG") or os.environ.get("AGENT_CHATTY_HANG"):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        record("child", {"child_pid": child.pid, "pid": os.getpid()})
+        while True:
+            if os.environ.get("AGENT_CHATTY_HANG"):
+                print("still working", flush=True)
+            time.sleep(0.2)
+    failing = int(os.environ.get("AGENT_FAIL_ATTEMPTS", "0"))
+    folder = os.environ.get("AGENT_RECORD")
+    attempt = len(list(Path(folder).glob(f"{os.environ['WTR_STREAM']}.*.start"))) if folder else 1
+    if attempt <= failing:
+        print(f"failing attempt {attempt} on purpose", flush=True)
+        return 1
+    for item in filter(None, os.environ.get("AGENT_WRITE", "").split(";")):
+        name, _, text = item.partition("=")
+        target = Path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text + "\n")
+    if os.environ.get("AGENT_COMMIT", "1") == "1" and os.environ.get("AGENT_WRITE"):
+        git("add", "-A")
+        git("commit", "-q", "-m", f"{os.environ['WTR_STREAM']}: work")
+    time.sleep(float(os.environ.get("AGENT_SLEEP", "0")))
+    record("end")
+    print("done", flush=True)
+    return int(os.environ.get("AGENT_EXIT", "0"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Helpers for tests that run plans with the test agent (tests/agents/agent.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+AGENT = Path(__file__).resolve().parent / "agents" / "agent.py"
+
+
+def agent_plan(streams: dict[str, dict[str, Any]], **top: Any) -> dict[str, Any]:
+    """A plan whose default agent is the test agent; ``env`` in a stream goes to its agent."""
+    specs = {}
+    for name, spec in streams.items():
+        spec = dict(spec)
+        env = spec.pop("env", None)
+        agent = dict(spec.pop("agent", {}))
+        if env:
+            agent["env"] = env
+        if agent:
+            spec["agent"] = agent
+        spec.setdefault("prompt", f"do the {name} work")
+        specs[name] = spec
+    default_agent = {"command": [sys.executable, str(AGENT)], "timeout": 60}
+    default_agent.update(top.pop("agent", {}))
+    return {"version": 1, "agent": default_agent, **top, "streams": specs}
+
+
+def records(folder: Path, stream: str, stage: str = "start") -> list[dict[str, Any]]:
+    """What the test agent recorded for ``stream``, one entry per attempt."""
+    files = sorted(folder.glob(f"{stream}.*.{stage}.json"))
+    return [json.loads(f.read_text()) for f in files]
+
+
+def stream_of(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in doc["streams"] if s["name"] == name)
