@@ -1,0 +1,1 @@
+"""A small shop: prices with tax, a stock of goods, and carts to buy them in."""
