@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,18 @@ from worktree_runner import __version__, git, render
 from worktree_runner.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    EXIT_HALTED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    BadInput,
     PlanInvalid,
     WtrError,
 )
 from worktree_runner.live import run_with_display
 from worktree_runner.logs import configure_logging
+from worktree_runner.merge.order import merge_order
+from worktree_runner.merge.predict import predict
+from worktree_runner.merge.stage import MergeStage
 from worktree_runner.plan.analysis import analyze
 from worktree_runner.plan.load import load_plan
 from worktree_runner.plan.starter import DEFAULT_PLAN_FILE, write_starter_plan
@@ -84,6 +90,7 @@ def cli(ctx: click.Context, verbose: bool, repo_dir: Path | None) -> None:
       wtr run PLAN             each stream: own branch + worktree + agent, checked
       wtr status               what every stream is doing (--json, --markdown)
       wtr logs STREAM          an agent's output
+      wtr merge                replay finished streams onto the target (--check first)
     Exit codes: 0 ok, 1 work failed, 2 bad input, 3 halted for a human, 130 interrupted.
     """
     ctx.obj = {"repo_dir": repo_dir}
@@ -227,6 +234,55 @@ def runs(repo_dir: Path | None, as_json: bool) -> None:
     for doc in docs:
         counts = ", ".join(f"{n} {k}" for k, n in doc["counts"].items() if n)
         click.echo(f"{doc['run']:<24} {doc['state']:<12} {doc['created_at']}  {counts}")
+
+
+@cli.command()
+@repo_option
+@run_option
+@click.option("--check", "predict_only", is_flag=True,
+              help="Predict conflicts; change no worktree, index or ref. Exit 3 on a conflict.")
+@click.option("--continue", "resume", is_flag=True, help="Go on after resolving a halt.")
+@click.option("--abort", is_flag=True, help="Drop the halted merge; nothing stays changed.")
+@click.option("--undo", is_flag=True, help="Move the target back to where the last merge found it.")
+@click.option("--json", "as_json", is_flag=True, help="With --check: one JSON document.")
+def merge(repo_dir: Path | None, run_id: str | None, predict_only: bool, resume: bool,
+          abort: bool, undo: bool, as_json: bool) -> None:
+    """Merge the run's succeeded streams onto the plan's target.
+
+    \b
+    In dependency order, each stream's own commits are rebased onto the integration
+    tip inside a detached worktree of the run; stream branches never move. On a
+    conflict it halts (exit 3) and says where to resolve; then --continue or --abort.
+    The plan's verify commands run on the result; then the target moves once, as a
+    fast-forward, only if it has not moved since the merge began.
+    """
+    if sum((predict_only, resume, abort, undo)) > 1:
+        raise BadInput("use at most one of --check, --continue, --abort, --undo")
+    repo, store = open_store(repo_dir, run_id)
+    plan = runner.load_run_plan(store)
+    if predict_only:
+        _merge_check(repo, store, plan, as_json)
+        return
+    stage = MergeStage(repo, store, plan)
+    if abort:
+        click.echo(stage.abort())
+    elif undo:
+        click.echo(stage.undo())
+    else:
+        landed = stage.resume() if resume else stage.start()
+        click.echo(render.landed_report(landed))
+
+
+def _merge_check(repo: git.Repository, store: RunStore, plan: Any, as_json: bool) -> None:
+    order = merge_order(plan, store.record)
+    predictions = predict(repo, store.record, order)
+    conflict = any(not p.clean for p in predictions)
+    if as_json:
+        emit_json({"run": store.run_id, "target": store.record.target, "clean": not conflict,
+                   "streams": [asdict(p) for p in predictions], "left_out": order.left_out})
+    else:
+        click.echo(render.prediction_report(store.record.target, predictions, order.left_out))
+    sys.exit(EXIT_HALTED if conflict else EXIT_OK)
 
 
 @cli.command()

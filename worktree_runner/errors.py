@@ -65,6 +65,13 @@ class Halted(WtrError):
 
     exit_code = EXIT_HALTED
 
+    def __init__(self, message: str, details: Sequence[str] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.details = list(details)
+
+    def lines(self) -> list[str]:
+        return [*super().lines(), *self.details]
+
 
 class Interrupted(WtrError):
     exit_code = EXIT_INTERRUPTED

@@ -144,7 +144,8 @@ class Repository:
         return self.common_dir / "worktree-runner"
 
     def git(self, *args: str, check: bool = True, cwd: Path | None = None) -> GitResult:
-        return run_git(args, cwd or self.toplevel, check=check)
+        # The main worktree, not the user's: the user may stand in a worktree we remove.
+        return run_git(args, cwd or self.root, check=check)
 
     def out(self, *args: str, cwd: Path | None = None) -> str:
         return self.git(*args, cwd=cwd).stdout.strip()
@@ -191,7 +192,8 @@ def resolve_commit(repo: Repository, ref: str) -> str:
 
 def current_branch(repo: Repository, cwd: Path | None = None) -> str | None:
     """The branch checked out in ``cwd`` (default: the user's worktree); None if detached."""
-    result = repo.git("symbolic-ref", "--quiet", "--short", "HEAD", check=False, cwd=cwd)
+    result = repo.git("symbolic-ref", "--quiet", "--short", "HEAD", check=False,
+                      cwd=cwd or repo.toplevel)
     return result.stdout.strip() or None
 
 
@@ -330,7 +332,7 @@ def merge_trees(repo: Repository, ours: str, theirs: str) -> TreeMerge:
     """Merge two commits without touching any worktree or index (git merge-tree)."""
     result = run_git(
         ["merge-tree", "--write-tree", "--name-only", "-z", "--no-messages", ours, theirs],
-        repo.toplevel,
+        repo.root,
         check=False,
     )
     if result.returncode not in (0, 1):
@@ -344,7 +346,7 @@ def commit_tree(repo: Repository, tree: str, parents: Sequence[str], message: st
     args = ["commit-tree", tree]
     for parent in parents:
         args += ["-p", parent]
-    return run_git([*args, "-m", message], repo.toplevel, env=identity_env(repo)).stdout.strip()
+    return run_git([*args, "-m", message], repo.root, env=identity_env(repo)).stdout.strip()
 
 
 def worktree_dirty(worktree: Path) -> list[str]:
@@ -374,3 +376,100 @@ def untracked_files(repo: Repository) -> list[str]:
     """Untracked files of the main worktree, ignored ones included (for ``copy``)."""
     out = run_git(["ls-files", "--others", "-z"], repo.root).stdout
     return [name for name in out.split("\0") if name]
+
+
+# -- the merge stage ---------------------------------------------------------------------
+
+REBASE_CONFIG = ("-c", "rerere.enabled=true", "-c", "rerere.autoupdate=true",
+                 "-c", "core.editor=true", "-c", "advice.mergeConflict=false")
+
+
+def rebase_onto(repo: Repository, worktree: Path, onto: str, base: str, head: str) -> GitResult:
+    """Replay ``base..head`` onto ``onto`` in ``worktree`` (detached); never moves a branch."""
+    return run_git([*REBASE_CONFIG, "rebase", "--quiet", "--onto", onto, base, head], worktree,
+                   check=False, env=identity_env(repo))
+
+
+def rebase_continue(repo: Repository, worktree: Path) -> GitResult:
+    return run_git([*REBASE_CONFIG, "rebase", "--continue"], worktree, check=False,
+                   env=identity_env(repo))
+
+
+def rebase_in_progress(worktree: Path) -> bool:
+    for name in ("rebase-merge", "rebase-apply"):
+        path = run_git(["rev-parse", "--git-path", name], worktree).stdout.strip()
+        if (worktree / path).exists():
+            return True
+    return False
+
+
+def rebase_stopped_at(worktree: Path) -> str | None:
+    result = run_git(["rev-parse", "--verify", "--quiet", "REBASE_HEAD"], worktree, check=False)
+    return result.stdout.strip() or None
+
+
+def unmerged_files(worktree: Path) -> list[str]:
+    out = run_git(["diff", "--name-only", "-z", "--diff-filter=U"], worktree).stdout
+    return sorted({name for name in out.split("\0") if name})
+
+
+def head_of(worktree: Path) -> str:
+    return run_git(["rev-parse", "HEAD"], worktree).stdout.strip()
+
+
+def is_ancestor(repo: Repository, older: str, newer: str) -> bool:
+    return repo.git("merge-base", "--is-ancestor", older, newer, check=False).ok
+
+
+def update_ref(repo: Repository, ref: str, new: str, old: str | None = None,
+               message: str = "worktree-runner") -> bool:
+    """Point ``ref`` at ``new``, only if it still points at ``old`` (compare-and-swap)."""
+    args = ["update-ref", "-m", message, ref, new]
+    if old is not None:
+        args.append(old)
+    return repo.git(*args, check=False).ok
+
+
+def delete_refs_under(repo: Repository, prefix: str) -> None:
+    refs = repo.out("for-each-ref", "--format=%(refname)", prefix).split()
+    if refs:
+        run_git(["update-ref", "--stdin"], repo.root,
+                stdin="".join(f"delete {ref}\n" for ref in refs))
+
+
+def remove_worktree(repo: Repository, path: Path) -> None:
+    """Remove a worktree we own, even if it has changes; prune it if its folder is gone."""
+    with repository_lock(repo):
+        if path.exists():
+            repo.git("worktree", "remove", "--force", "--force", str(path), check=False)
+            if path.exists():
+                shutil.rmtree(path)
+        repo.git("worktree", "prune")
+
+
+def commits_between(repo: Repository, base: str, head: str) -> list[str]:
+    """The commits a rebase of ``base..head`` replays, oldest first (merges are dropped)."""
+    out = repo.out("rev-list", "--reverse", "--no-merges", f"{base}..{head}")
+    return out.split()
+
+
+def tree_of(repo: Repository, commit: str) -> str:
+    return repo.out("rev-parse", f"{commit}^{{tree}}")
+
+
+def first_parent(repo: Repository, commit: str) -> str:
+    return repo.out("rev-parse", f"{commit}^")
+
+
+def merge_ff_only(repo: Repository, worktree: Path, commit: str) -> GitResult:
+    return run_git(["merge", "--ff-only", "--quiet", commit], worktree, check=False)
+
+
+def reset_keep(worktree: Path, commit: str) -> GitResult:
+    return run_git(["reset", "--keep", "--quiet", commit], worktree, check=False)
+
+
+def tracked_changes(worktree: Path) -> list[str]:
+    """Uncommitted changes to tracked files (staged or not) in ``worktree``."""
+    out = run_git(["status", "--porcelain", "-z", "--untracked-files=no"], worktree).stdout
+    return [entry[3:] for entry in out.split("\0") if len(entry) > 3]

@@ -15,6 +15,8 @@ from worktree_runner.plan.analysis import Analysis
 from worktree_runner.plan.durations import format_duration
 
 if TYPE_CHECKING:
+    from worktree_runner.merge.predict import StreamPrediction
+    from worktree_runner.merge.stage import Landed
     from worktree_runner.run.runner import PlannedStream, Prepared
 
 _SHOWN_UNOWNED = 10
@@ -200,4 +202,34 @@ def dry_run_report(prepared: Prepared, run_id: str, planned: list[PlannedStream]
                 f"    base:     {item.base}",
                 f"    command:  {command}",
             ]
+    return "\n".join(lines)
+
+
+def landed_report(landed: Landed) -> str:
+    lines = [f"merged {len(landed.merged)} stream(s) onto {landed.target}: "
+             f"{landed.old[:12]} -> {landed.new[:12]}"]
+    if landed.merged:
+        lines.append(f"  in order: {', '.join(landed.merged)}")
+    if landed.left_out:
+        lines.append(f"  left out (did not succeed, or depend on one that did not): "
+                     f"{', '.join(landed.left_out)}")
+    lines.append("  undo with: wtr merge --undo")
+    return "\n".join(lines)
+
+
+def prediction_report(target: str, predictions: list[StreamPrediction],
+                      left_out: list[str]) -> str:
+    lines = [f"merge prediction onto {target} (nothing was changed):"]
+    for p in predictions:
+        if p.clean:
+            lines.append(f"  {p.stream}: clean ({p.commits} commit(s))")
+        else:
+            lines.append(f"  {p.stream}: CONFLICT at {(p.conflict_commit or '')[:12]} in "
+                         + ", ".join(p.conflicts))
+    if not predictions:
+        lines.append("  no stream to merge")
+    if left_out:
+        lines.append(f"  left out: {', '.join(left_out)}")
+    conflicts = sum(1 for p in predictions if not p.clean)
+    lines.append(f"{conflicts} stream(s) would conflict" if conflicts else "clean")
     return "\n".join(lines)

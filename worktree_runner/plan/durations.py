@@ -32,7 +32,8 @@ def _parse_text(text: str) -> float:
     total, pos = 0.0, 0
     while pos < len(text):
         match = _PART.match(text, pos)
-        if match is None or (match.group(2) == "" and match.end() != len(text)):
+        # A bare number is seconds only on its own: '1h30' is more likely 1h30m than 1h30s.
+        if match is None or (match.group(2) == "" and (pos or match.end() != len(text))):
             raise ValueError(f"'{text}' is not a duration; write 90, '30s', '10m' or '2h'")
         total += float(match.group(1)) * _UNIT[match.group(2)]
         pos = match.end()

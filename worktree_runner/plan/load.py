@@ -54,7 +54,8 @@ def pattern_problem(pattern: str) -> str | None:
     body = pattern[1:] if pattern.startswith("!") else pattern
     if not body.strip():
         return "empty pattern"
-    if body.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[\\/]", body):
+    # A leading backslash is Windows' root, unless it escapes a character as gitignore allows.
+    if re.match(r"/|\\(?![#!*?\[\] ])|[A-Za-z]:[\\/]", body):
         return (
             f"'{pattern}' is an absolute path; patterns are relative to the repository root"
             " (a pattern with a '/' inside is already anchored there)"

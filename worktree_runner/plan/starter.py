@@ -102,7 +102,7 @@ def _streams_text(folders: list[str]) -> str:
             name=_scalar(name),
             description=_scalar(f"work in {folder}/"),
             folder=folder,
-            pattern=json.dumps(f"{_literal(folder)}/**"),
+            pattern=json.dumps(f"{_literal(folder)}/**", ensure_ascii=False),
         ))
     return "".join(parts) or _WHOLE_REPO
 
@@ -114,7 +114,7 @@ def _scalar(text: str) -> str:
         plain = yaml.safe_load(text) == text and "\n" not in text
     except yaml.YAMLError:
         plain = False
-    return text if plain else json.dumps(text)
+    return text if plain else json.dumps(text, ensure_ascii=False)
 
 
 def _literal(folder: str) -> str:

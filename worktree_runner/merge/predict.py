@@ -1,0 +1,58 @@
+"""``wtr merge --check``: replay every stream's commits in memory and report conflicts.
+
+git 2.39's ``merge-tree --write-tree`` has no ``--merge-base``, so a cherry-pick of
+commit C (parent P) onto tip T is computed as the merge of C with a throwaway commit that
+has T's tree and P as its parent: their merge base is then P, as in a real rebase. Only
+objects are written; no worktree, index or ref changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from worktree_runner import git
+from worktree_runner.merge.order import MergeOrder
+from worktree_runner.run.state import RunRecord
+
+
+@dataclass
+class StreamPrediction:
+    stream: str
+    commits: int = 0
+    conflict_commit: str | None = None
+    conflicts: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.conflicts
+
+
+def predict(repo: git.Repository, record: RunRecord, order: MergeOrder) -> list[StreamPrediction]:
+    """Conflicts each stream would meet when replayed onto the target, in merge order.
+
+    A stream that would conflict is assumed left out when predicting the ones after it.
+    """
+    tip = git.resolve_commit(repo, f"refs/heads/{record.target}")
+    predictions = []
+    for name in order.streams:
+        stream = record.streams[name]
+        prediction = StreamPrediction(name)
+        new_tip = tip
+        for commit in git.commits_between(repo, stream.base_commit or "", stream.head_commit or ""):
+            prediction.commits += 1
+            result = _cherry_pick(repo, new_tip, commit)
+            if result.tree is None:
+                prediction.conflict_commit = commit
+                prediction.conflicts = result.conflicts
+                break
+            new_tip = git.commit_tree(repo, result.tree, [new_tip], "wtr merge --check")
+        if prediction.clean:
+            tip = new_tip
+        predictions.append(prediction)
+    return predictions
+
+
+def _cherry_pick(repo: git.Repository, tip: str, commit: str) -> git.TreeMerge:
+    parent = git.first_parent(repo, commit)
+    stand_in = git.commit_tree(repo, git.tree_of(repo, tip), [parent], "wtr merge --check")
+    return git.merge_trees(repo, stand_in, commit)
