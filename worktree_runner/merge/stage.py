@@ -289,10 +289,16 @@ class MergeStage:
                               *self._next_steps()])
             self._settle_rebase(name, "")
             self._stream_done(name)
-        elif git.head_of(self.path) == self.ms.onto:
-            self._merge_stream(name)  # the rebase was aborted by hand: replay it again
-        else:
-            self._stream_done(name)   # the rebase was finished by hand
+        elif self._finished_by_hand():
+            self._stream_done(name)
+        else:  # the rebase was aborted by hand: start this stream over from where it began
+            git.run_git(["checkout", "--quiet", "--detach", self.ms.onto or "HEAD"], self.path)
+            self._merge_stream(name)
+
+    def _finished_by_hand(self) -> bool:
+        """HEAD has moved on from where the halted stream began (not back to its own tip)."""
+        head, onto = git.head_of(self.path), self.ms.onto or ""
+        return head != onto and git.is_ancestor(self.repo, onto, head)
 
     def abort(self) -> str:
         if not self.ms.active and not self.path.exists():
