@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ from typing import Any
 import click
 
 from worktree_runner import __version__, git, render
+from worktree_runner.clean import clean_run
 from worktree_runner.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -23,6 +27,7 @@ from worktree_runner.errors import (
     WtrError,
 )
 from worktree_runner.live import run_with_display
+from worktree_runner.locks import run_locked
 from worktree_runner.logs import configure_logging
 from worktree_runner.merge.order import merge_order
 from worktree_runner.merge.predict import predict
@@ -30,7 +35,7 @@ from worktree_runner.merge.stage import MergeStage
 from worktree_runner.plan.analysis import analyze
 from worktree_runner.plan.load import load_plan
 from worktree_runner.plan.starter import DEFAULT_PLAN_FILE, write_starter_plan
-from worktree_runner.run import registry, runner
+from worktree_runner.run import recover, registry, runner
 from worktree_runner.run.progress import report_progress
 from worktree_runner.run.state import RunStore, Status
 from worktree_runner.run.status import status_document
@@ -91,6 +96,8 @@ def cli(ctx: click.Context, verbose: bool, repo_dir: Path | None) -> None:
       wtr status               what every stream is doing (--json, --markdown)
       wtr logs STREAM          an agent's output
       wtr merge                replay finished streams onto the target (--check first)
+      wtr clean                remove worktrees and merged branches; never loses work
+    After a crash or Ctrl-C: wtr resume. After a failure: wtr retry / wtr accept.
     Exit codes: 0 ok, 1 work failed, 2 bad input, 3 halted for a human, 130 interrupted.
     """
     ctx.obj = {"repo_dir": repo_dir}
@@ -176,16 +183,122 @@ def run(plan_file: Path, repo_dir: Path | None, max_parallel: int | None, dry_ru
     store = runner.create_run(prepared)
     click.echo(f"run {store.run_id}: {len(prepared.plan.streams)} streams, state in {store.dir}",
                err=True)
-    record = run_with_display(
-        lambda: runner.run_plan(prepared.repo, store, prepared.plan), store,
-        sys.stdout.isatty(),
-    )
+    _drive(store, lambda: runner.run_plan(prepared.repo, store, prepared.plan))
+
+
+def _drive(store: RunStore, work: Any) -> None:
+    """Run ``work`` holding the run's lock, with the live display; exit as the SPEC says."""
+    with registry.hold_run(store), _sigterm_as_interrupt():
+        record = run_with_display(work, store, sys.stdout.isatty())
     doc = status_document(store)
     click.echo(render.counts_line(doc))
-    failed = [s for s in record.streams.values() if s.status != Status.SUCCEEDED]
-    if failed:
+    unfinished = [s for s in record.streams.values()
+                  if s.status not in (Status.SUCCEEDED, Status.MERGED)]
+    if unfinished:
         click.echo(f"see 'wtr status --run {store.run_id}' and 'wtr logs STREAM'", err=True)
-    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+    sys.exit(EXIT_FAILED if unfinished else EXIT_OK)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """``kill PID`` stops a run as Ctrl-C does: agents stopped, state saved."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@cli.command()
+@repo_option
+@run_option
+@click.option("--retry-failed", is_flag=True, help="Also re-run failed streams (and then "
+              "their blocked dependents).")
+def resume(repo_dir: Path | None, run_id: str | None, retry_failed: bool) -> None:
+    """Continue a run that was interrupted or whose runner died.
+
+    \b
+    Agents still running are adopted and waited for; agents that ended while no
+    runner watched get their checks; streams whose agent vanished without a result
+    get a new attempt in the same worktree, keeping their commits; a worktree that
+    vanished is recreated from its branch. Finished streams are never redone.
+    """
+    repo, store = open_store(repo_dir, run_id)
+    _drive(store, lambda: runner.resume_run(repo, store, retry_failed))
+
+
+@cli.command()
+@click.argument("streams", nargs=-1, required=True)
+@repo_option
+@run_option
+def retry(streams: tuple[str, ...], repo_dir: Path | None, run_id: str | None) -> None:
+    """Re-run failed STREAMS (new attempts, same worktrees, commits kept), then their dependents."""
+    repo, store = open_store(repo_dir, run_id)
+    _drive(store, lambda: runner.retry_streams(repo, store, list(streams)))
+
+
+@cli.command()
+@click.argument("stream")
+@repo_option
+@run_option
+@click.option("--reason", required=True, help="Why the work is good (kept in the status).")
+def accept(stream: str, repo_dir: Path | None, run_id: str | None, reason: str) -> None:
+    """Declare a failed STREAM's work good; its dependents may then run ('wtr resume')."""
+    repo, store = open_store(repo_dir, run_id)
+    with registry.hold_run(store):
+        record = recover.accept(repo, store, stream, reason)
+    click.echo(f"accepted {stream} ({len(record.changed_files)} changed file(s)) by "
+               f"{(record.accepted or {}).get('by')}; run 'wtr resume' to start what waits on it")
+
+
+@cli.command()
+@repo_option
+@run_option
+@click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
+@click.option("--force", is_flag=True, help="Also delete unmerged stream branches (their tips "
+              "pinned under refs/worktree-runner/archive/ first).")
+@click.option("--all", "every_run", is_flag=True, help="Clean every finished run.")
+def clean(repo_dir: Path | None, run_id: str | None, dry_run: bool, force: bool,
+          every_run: bool) -> None:
+    """Remove a run's worktrees and the branches whose work is in the target.
+
+    Uncommitted changes in a worktree are saved under refs/worktree-runner/rescue/
+    before it is removed; branches with work found nowhere else are kept and listed.
+    """
+    repo = open_repo(repo_dir)
+    if every_run:
+        stores = [s for s in registry.list_runs(repo)
+                  if s.load().state == "finished" and not s.record.cleaned_at]
+    else:
+        stores = [registry.open_run(repo, run_id)]
+    if not stores:
+        click.echo("no finished run to clean")
+    for store in stores:
+        report = clean_run(repo, store, dry_run, force)
+        click.echo(f"run {report.run}:" + (" (dry run, nothing changed)" if dry_run else ""))
+        for line in [*report.rescued, *report.done, *report.kept]:
+            click.echo(f"  {line}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@repo_option
+@click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Seconds to wait for the lock.")
+def lock(name: str, command: tuple[str, ...], repo_dir: Path | None, timeout: float) -> None:
+    """For agents: run COMMAND holding lock NAME, shared by every worktree.
+
+    \b
+    Example:  wtr lock db-migrations --timeout 300 -- npm run migrate
+    Waits with exponential backoff; past the timeout exits 1 naming the holder.
+    A holder that dies (even by SIGKILL) releases the lock.
+    """
+    sys.exit(run_locked(open_repo(repo_dir), name, timeout, command, os.environ))
 
 
 @cli.command()
@@ -263,14 +376,15 @@ def merge(repo_dir: Path | None, run_id: str | None, predict_only: bool, resume:
     if predict_only:
         _merge_check(repo, store, plan, as_json)
         return
-    stage = MergeStage(repo, store, plan)
-    if abort:
-        click.echo(stage.abort())
-    elif undo:
-        click.echo(stage.undo())
-    else:
-        landed = stage.resume() if resume else stage.start()
-        click.echo(render.landed_report(landed))
+    with registry.hold_run(store):
+        stage = MergeStage(repo, store, plan)
+        if abort:
+            click.echo(stage.abort())
+        elif undo:
+            click.echo(stage.undo())
+        else:
+            landed = stage.resume() if resume else stage.start()
+            click.echo(render.landed_report(landed))
 
 
 def _merge_check(repo: git.Repository, store: RunStore, plan: Any, as_json: bool) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -285,13 +286,21 @@ retry_on_lock = retry(
 
 @retry_on_lock
 def add_worktree(repo: Repository, path: Path, branch: str, commit: str | None) -> None:
-    """Check ``branch`` out in a new worktree at ``path``, creating it at ``commit`` if given."""
+    """Register an empty worktree at ``path`` on ``branch``, created at ``commit`` if given.
+
+    Only this step takes the repository lock; ``populate_worktree`` fills it afterwards.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     where = ["-b", branch, str(path), commit] if commit else [str(path), branch]
     with repository_lock(repo):
         repo.git("worktree", "add", "--quiet", "--no-checkout", *where)
-    # Filling the worktree touches only its own index, so it runs outside the lock.
-    repo.git("reset", "--quiet", "--hard", cwd=path)
+
+
+def populate_worktree(path: Path) -> None:
+    """Check out a worktree registered with --no-checkout; its own index only, so no lock."""
+    index = run_git(["rev-parse", "--git-path", "index"], path).stdout.strip()
+    if not (path / index).exists():
+        run_git(["reset", "--quiet", "--hard"], path)
 
 
 @retry_on_lock
@@ -473,3 +482,41 @@ def tracked_changes(worktree: Path) -> list[str]:
     """Uncommitted changes to tracked files (staged or not) in ``worktree``."""
     out = run_git(["status", "--porcelain", "-z", "--untracked-files=no"], worktree).stdout
     return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
+
+
+# -- cleaning up without losing work ---------------------------------------------------------
+
+
+def snapshot_worktree(repo: Repository, worktree: Path, message: str) -> str | None:
+    """A commit holding everything uncommitted in ``worktree`` (untracked files included,
+    ignored ones not), on top of its HEAD; made through a temporary index, so the
+    worktree itself is not touched. None when there is nothing uncommitted."""
+    if not worktree_dirty(worktree):
+        return None
+    head = run_git(["rev-parse", "HEAD"], worktree).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        run_git(["read-tree", head], worktree, env=env)
+        run_git(["add", "--all"], worktree, env=env)
+        tree = run_git(["write-tree"], worktree, env=env).stdout.strip()
+    return commit_tree(repo, tree, [head], message)
+
+
+def unique_commits(repo: Repository, upstream: str, head: str, base: str) -> list[str]:
+    """Commits of ``base..head`` with no patch-equivalent in ``upstream`` (git cherry)."""
+    out = repo.out("cherry", upstream, head, base)
+    return [line[2:] for line in out.splitlines() if line.startswith("+ ")]
+
+
+def delete_branch(repo: Repository, branch: str, expected: str) -> bool:
+    """Delete ``branch`` only if it still points at ``expected``."""
+    return update_ref_delete(repo, f"refs/heads/{branch}", expected)
+
+
+def update_ref_delete(repo: Repository, ref: str, expected: str) -> bool:
+    return repo.git("update-ref", "-d", ref, expected, check=False).ok
+
+
+def refs_under(repo: Repository, prefix: str) -> dict[str, str]:
+    out = repo.out("for-each-ref", "--format=%(refname) %(objectname)", prefix)
+    return dict(line.split(" ", 1) for line in out.splitlines() if line)

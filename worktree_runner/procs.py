@@ -8,12 +8,14 @@ reads /dev/null and appends its output to a log file, never to a pipe of the run
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -29,7 +31,8 @@ def write_wtr_shim(bin_dir: Path) -> Path:
     """Put a ``wtr`` that runs this very installation in ``bin_dir`` (for the agents' PATH)."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     shim = bin_dir / "wtr"
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m worktree_runner "$@"\n')
+    # -P: the agent's worktree (its cwd) may hold a package of the same name; never import it.
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -P -m worktree_runner "$@"\n')
     shim.chmod(0o755)
     return bin_dir
 
@@ -107,3 +110,65 @@ def run_logged(command: str, cwd: Path, env: Mapping[str, str], log_path: Path,
         return -int(signal.SIGKILL)
     finally:
         reap_group(process)
+
+
+# -- agents: started through the supervisor, or adopted after a runner crash ----------------
+
+
+def process_start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), to tell a reused pid apart; None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+@dataclass
+class Agent:
+    """An agent's supervisor: the leader of the agent's process group."""
+
+    pid: int
+    started: int | None
+    exit_file: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def running(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return self.started is not None and process_start_time(self.pid) == self.started
+
+    def exit_code(self) -> int | None:
+        """The agent's exit code, from the supervisor's record; None if it left none."""
+        try:
+            return int(json.loads(self.exit_file.read_text())["exit_code"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return self.process.returncode if self.process is not None else None
+
+    def stop(self, grace: float = KILL_GRACE_SECONDS) -> None:
+        if self.process is not None:
+            stop_group(self.process, grace)
+            return
+        _signal_group(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and group_alive(self.pid):
+            time.sleep(0.05)
+        _signal_group(self.pid, signal.SIGKILL)
+
+    def reap(self) -> None:
+        """Once the agent has exited: stop whatever it left running in its group."""
+        if group_alive(self.pid):
+            self.stop(grace=1.0)
+
+
+def start_agent(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str], log_path: Path,
+                exit_file: Path) -> Agent:
+    command = ["/bin/sh", "-c", argv] if isinstance(argv, str) else list(argv)
+    exit_file.unlink(missing_ok=True)
+    supervised = [sys.executable, "-P", "-m", "worktree_runner.supervise", str(exit_file), "--",
+                  *command]
+    process = start(supervised, cwd, env, log_path)
+    return Agent(process.pid, process_start_time(process.pid), exit_file, process)

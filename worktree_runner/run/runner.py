@@ -12,7 +12,7 @@ from worktree_runner.errors import BadInput, Interrupted
 from worktree_runner.plan.analysis import Analysis, analyze
 from worktree_runner.plan.load import load_plan, parse_plan
 from worktree_runner.plan.model import Plan
-from worktree_runner.run import registry
+from worktree_runner.run import recover, registry
 from worktree_runner.run.prompt import render_command
 from worktree_runner.run.scheduler import Hooks, Scheduler
 from worktree_runner.run.state import RunRecord, RunState, RunStore, Status, StreamRecord, now
@@ -106,7 +106,8 @@ def create_run(prepared: Prepared) -> RunStore:
     return store
 
 
-def run_plan(repo: git.Repository, store: RunStore, plan: Plan) -> RunRecord:
+def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
+             recovered: dict[str, procs.Agent] | None = None) -> RunRecord:
     """Run every stream that can run; returns the final record. Ctrl-C raises Interrupted."""
     record = store.record
     ctx = RunContext(
@@ -116,9 +117,16 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan) -> RunRecord:
         base_commit=record.base_commit,
         worktrees_root=Path(record.worktrees_root),
         bin_dir=procs.write_wtr_shim(store.dir / "bin"),
+        recovered=dict(recovered or {}),
     )
     statuses = {name: Status(s.status) for name, s in record.streams.items()}
-    hooks = Hooks(started=lambda name: None, blocked=lambda name, by: _blocked(store, name, by))
+
+    def kill_all() -> None:
+        for agent in list(ctx.agents.values()):
+            agent.stop(grace=0)
+
+    hooks = Hooks(started=lambda name: None, blocked=lambda name, by: _blocked(store, name, by),
+                  kill_all=kill_all)
     scheduler = Scheduler(plan, statuses, lambda name: run_stream(ctx, name), hooks,
                           record.max_parallel, ctx.stop)
     store.update_run("run_started", state=RunState.RUNNING.value, runner_pid=os.getpid())
@@ -136,6 +144,19 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan) -> RunRecord:
 
 def _blocked(store: RunStore, name: str, by: str) -> None:
     store.update_stream(name, "stream_blocked", status=Status.BLOCKED.value, blocked_by=by)
+
+
+def resume_run(repo: git.Repository, store: RunStore, retry_failed: bool) -> RunRecord:
+    """Continue a run after a crash, a Ctrl-C or a stop: adopt, check, re-run what is unfinished."""
+    plan = load_run_plan(store)
+    recovered = recover.reconcile(store, plan, retry_failed)
+    return run_plan(repo, store, plan, recovered)
+
+
+def retry_streams(repo: git.Repository, store: RunStore, names: list[str]) -> RunRecord:
+    plan = load_run_plan(store)
+    recover.requeue(store, plan, names)
+    return run_plan(repo, store, plan)
 
 
 def load_run_plan(store: RunStore) -> Plan:

@@ -24,6 +24,7 @@ class Hooks:
 
     started: Callable[[str], None]
     blocked: Callable[[str, str], None]
+    kill_all: Callable[[], None]
 
 
 class Scheduler:
@@ -88,8 +89,14 @@ class Scheduler:
                     if not ok and self.plan.stream(name).on_failure == "stop":
                         self.stop.set()
         except BaseException:
+            # Ctrl-C: the workers stop their agents (SIGTERM, then SIGKILL after a grace
+            # period). A second Ctrl-C while they do stops every agent at once.
             self.stop.set()
-            wait(running)
+            try:
+                wait(running)
+            except KeyboardInterrupt:
+                self.hooks.kill_all()
+                wait(running)
             raise
 
     def _launch(self, executor: Executor, running: dict[Future[bool], str]) -> None:

@@ -100,6 +100,10 @@ class StreamRecord:
     finished_at: str | None = None
     seconds: float | None = None
     pid: int | None = None
+    pid_start: int | None = None
+    agent_started: float | None = None
+    prepared: bool = False
+    adopted: bool = False
     blocked_by: str | None = None
     accepted: dict[str, str] | None = None
 
@@ -139,6 +143,7 @@ class RunRecord:
     created_at: str = field(default_factory=now)
     finished_at: str | None = None
     runner_pid: int | None = None
+    cleaned_at: str | None = None
     merge: dict[str, Any] = field(default_factory=dict)
     version: int = STATE_VERSION
 
@@ -177,6 +182,9 @@ class RunStore:
 
     def log_path(self, name: str) -> Path:
         return self.stream_dir(name) / "agent.log"
+
+    def exit_path(self, name: str, attempt: int) -> Path:
+        return self.stream_dir(name) / f"exit-{attempt}.json"
 
     def progress_path(self, name: str) -> Path:
         return self.stream_dir(name) / "progress.json"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import threading
 import time
 import traceback
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
-from worktree_runner import git, procs
+from worktree_runner import faults, git, procs
 from worktree_runner.errors import WtrError
 from worktree_runner.plan.analysis import compile_patterns
 from worktree_runner.plan.model import Plan, Stream
@@ -35,6 +34,9 @@ class RunContext:
     worktrees_root: Path
     bin_dir: Path
     stop: threading.Event = field(default_factory=threading.Event)
+    # Agents found alive, or ended with a recorded exit code, when a run is resumed.
+    recovered: dict[str, procs.Agent] = field(default_factory=dict)
+    agents: dict[str, procs.Agent] = field(default_factory=dict)
     _untracked: list[str] | None = None
     _untracked_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,13 +68,14 @@ def run_stream(ctx: RunContext, name: str) -> bool:
     """Prepare, run and check one stream; record the outcome. True if it succeeded."""
     stream = ctx.plan.stream(name)
     started = time.monotonic()
+    previous = ctx.store.record.streams[name].failure
     ctx.store.update_stream(name, "stream_started", status=Status.RUNNING.value,
                             started_at=now(), finished_at=None, failure=None, exit_code=None)
     failure: Failure | None
     try:
         _check_program(ctx, stream)
         _prepare(ctx, stream)
-        failure = _attempts(ctx, stream)
+        failure = _attempts(ctx, stream, previous)
     except StreamFailed as exc:
         failure = exc.failure
     except WtrError as exc:
@@ -102,24 +105,39 @@ def _check_program(ctx: RunContext, stream: Stream) -> None:
 
 
 def _prepare(ctx: RunContext, stream: Stream) -> None:
-    """Create the stream's branch and worktree (or reuse them), copy files, run setup."""
-    path, branch = ctx.worktree(stream.name), ctx.branch(stream.name)
-    record = ctx.store.record.streams[stream.name]
-    if path.exists() and record.base_commit:
-        return
-    if git.branch_exists(ctx.repo, branch) and record.base_commit:
+    """Create the stream's branch and worktree, or bring back what a crash left; copy; setup.
+
+    Each step is recorded once done, so a runner killed between any two of them resumes
+    at the step it had not finished.
+    """
+    name, path, branch = stream.name, ctx.worktree(stream.name), ctx.branch(stream.name)
+    record = ctx.store.record.streams[name]
+    if not git.branch_exists(ctx.repo, branch):
+        base = record.base_commit or _stream_base(ctx, stream)
+        ctx.store.update_stream(name, "base_resolved", base_commit=base)
+        git.add_worktree(ctx.repo, path, branch, base)
+        faults.point("after_branch", name)
+    elif not _registered(ctx, path, branch):
+        ctx.repo.git("worktree", "prune")
         git.add_worktree(ctx.repo, path, branch, None)
-        ctx.store.update_stream(stream.name, "worktree_recreated", worktree=str(path))
-        return
-    base = _stream_base(ctx, stream)
-    ctx.store.update_stream(stream.name, "base_resolved", base_commit=base)
-    git.add_worktree(ctx.repo, path, branch, base)
-    ctx.store.update_stream(stream.name, "worktree_created", worktree=str(path))
-    _copy_files(ctx, path)
-    for command in ctx.plan.setup:
-        code = procs.run_logged(command, path, _env(ctx, stream), ctx.store.log_path(stream.name))
-        if code != 0:
-            raise StreamFailed(Failure("setup", f"setup command failed (exit {code}): {command}"))
+        ctx.store.event("worktree_recreated", stream=name)
+    git.populate_worktree(path)
+    faults.point("after_worktree", name)
+    if record.worktree != str(path):
+        ctx.store.update_stream(name, "worktree_created", worktree=str(path))
+    if not record.prepared:
+        _copy_files(ctx, path)
+        for command in ctx.plan.setup:
+            code = procs.run_logged(command, path, _env(ctx, stream), ctx.store.log_path(name))
+            if code != 0:
+                raise StreamFailed(Failure("setup",
+                                           f"setup command failed (exit {code}): {command}"))
+        ctx.store.update_stream(name, "worktree_prepared", prepared=True)
+
+
+def _registered(ctx: RunContext, path: Path, branch: str) -> bool:
+    found = next((w for w in git.list_worktrees(ctx.repo) if w.path == path), None)
+    return found is not None and found.branch == branch and path.exists()
 
 
 def _stream_base(ctx: RunContext, stream: Stream) -> str:
@@ -190,12 +208,16 @@ def _append_log(ctx: RunContext, name: str, text: str) -> None:
 # -- the agent's attempts -------------------------------------------------------------------
 
 
-def _attempts(ctx: RunContext, stream: Stream) -> Failure | None:
+def _attempts(ctx: RunContext, stream: Stream, last: Failure | None) -> Failure | None:
     """Run attempts until one succeeds, retries run out, or the run is stopped."""
-    previous: list[Failure | None] = [ctx.store.record.streams[stream.name].failure]
+    previous: list[Failure | None] = [last]
 
     def attempt() -> Failure | None:
-        failure = _attempt(ctx, stream, previous[-1])
+        recovered = ctx.recovered.pop(stream.name, None)
+        if recovered is not None:
+            failure = _finish_attempt(ctx, stream, recovered)
+        else:
+            failure = _attempt(ctx, stream, previous[-1])
         previous.append(failure)
         return failure
 
@@ -226,19 +248,33 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
               "worktree": str(worktree), "branch": branch}
     argv = render_command(stream.agent.argv_template(), values)
     _append_log(ctx, name, f"--- attempt {record.attempts} at {now()} ---")
-    process = procs.start(argv, worktree, _env(ctx, stream), ctx.store.log_path(name))
-    ctx.store.update_stream(name, "agent_started", pid=process.pid)
-    failure = _watch(ctx, stream, process)
-    ctx.store.update_stream(name, "agent_exited", exit_code=process.returncode, pid=None)
+    agent = procs.start_agent(argv, worktree, _env(ctx, stream), ctx.store.log_path(name),
+                              ctx.store.exit_path(name, record.attempts))
+    ctx.store.update_stream(name, "agent_started", pid=agent.pid, pid_start=agent.started,
+                            agent_started=time.time())
+    faults.point("agent_running", name)
+    return _finish_attempt(ctx, stream, agent)
+
+
+def _finish_attempt(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | None:
+    """Watch the agent to its end, record how it ended, and check its work."""
+    ctx.agents[stream.name] = agent
+    try:
+        failure = _watch(ctx, stream, agent)
+    finally:
+        ctx.agents.pop(stream.name, None)
+    faults.point("agent_ended", stream.name)
+    ctx.store.update_stream(stream.name, "agent_exited", exit_code=agent.exit_code(), pid=None)
     return failure or _check_work(ctx, stream)
 
 
-def _watch(ctx: RunContext, stream: Stream, process: subprocess.Popen[bytes]) -> Failure | None:
+def _watch(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | None:
     """Wait for the agent; stop its process group at a timeout, a stall, or a run stop."""
-    started = time.monotonic()
+    record = ctx.store.record.streams[stream.name]
+    started = time.monotonic() - (time.time() - (record.agent_started or time.time()))
     timeout, stall = stream.agent.timeout, stream.agent.stall_timeout
     activity = _Activity(ctx.store.log_path(stream.name), ctx.store.progress_path(stream.name))
-    while process.poll() is None:
+    while agent.running():
         failure = None
         if ctx.stop.is_set():
             failure = Failure("interrupted", "the run was stopped before the agent finished")
@@ -247,17 +283,20 @@ def _watch(ctx: RunContext, stream: Stream, process: subprocess.Popen[bytes]) ->
         elif stall is not None and activity.silent_for() > stall:
             failure = Failure("stalled", f"no output and no progress report for {stall:g}s")
         if failure:
-            procs.stop_group(process)
+            agent.stop()
             return failure
         time.sleep(POLL_SECONDS)
-    procs.reap_group(process)
-    if process.returncode == 0:
+    agent.reap()
+    code = agent.exit_code()
+    if code == 0:
         return None
+    if code is None:
+        return Failure("error", "the agent ended without leaving an exit code")
     reason = ""
     progress = ctx.store.progress(stream.name)
     if progress and progress.get("blocked"):
         reason = f"; it reported being blocked: {progress.get('message', '')}"
-    return Failure("exit_code", f"the agent exited with code {process.returncode}{reason}")
+    return Failure("exit_code", f"the agent exited with code {code}{reason}")
 
 
 class _Activity:
@@ -314,6 +353,7 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
     head = git.ref_commit(ctx.repo, f"refs/heads/{branch}")
     base = record.base_commit or ctx.base_commit
     changed = git.changed_paths(ctx.repo, base, head or base)
+    faults.point("ownership_check", name)
     ctx.store.update_stream(name, "work_recorded", head_commit=head, changed_files=changed)
     scope = compile_patterns(stream.scope)
     outside = [path for path in changed if not scope.match_file(path)]

@@ -1,0 +1,103 @@
+"""After a crash or a stop: match a run's state with what is really there, and say what to redo.
+
+Used by ``wtr resume``, ``wtr retry`` and ``wtr accept``. Streams already finished are
+never redone; their commits are never touched.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+
+from worktree_runner import git, procs
+from worktree_runner.errors import BadInput
+from worktree_runner.plan.model import Plan
+from worktree_runner.run.state import RunStore, Status, StreamRecord, now
+
+
+def reconcile(store: RunStore, plan: Plan, retry_failed: bool = False) -> dict[str, procs.Agent]:
+    """Put every unfinished stream back to pending; return the agents worth waiting for.
+
+    A stream that was running keeps its agent if that agent is alive (same pid and start
+    time) or left an exit code; otherwise it gets a new attempt in the same worktree.
+    """
+    recovered: dict[str, procs.Agent] = {}
+    for name, stream in store.record.streams.items():
+        if stream.status == Status.RUNNING.value:
+            agent = _surviving_agent(store, stream)
+            if agent is not None:
+                recovered[name] = agent
+            store.update_stream(name, "stream_recovered", status=Status.PENDING.value,
+                                adopted=agent is not None)
+        elif stream.status == Status.FAILED.value and (
+            retry_failed or (stream.failure is not None and stream.failure.kind == "interrupted")
+        ):
+            store.update_stream(name, "stream_requeued", status=Status.PENDING.value)
+        elif stream.status == Status.BLOCKED.value:
+            store.update_stream(name, "stream_requeued", status=Status.PENDING.value,
+                                blocked_by=None)
+    return recovered
+
+
+def _surviving_agent(store: RunStore, stream: StreamRecord) -> procs.Agent | None:
+    if not stream.attempts:
+        return None
+    exit_file = store.exit_path(stream.name, stream.attempts)
+    agent = procs.Agent(stream.pid or 0, stream.pid_start, exit_file)
+    if stream.pid and agent.running():
+        return agent
+    if exit_file.exists():
+        return agent
+    return None
+
+
+def requeue(store: RunStore, plan: Plan, names: list[str]) -> None:
+    """``wtr retry``: the named failed streams, and what waits on them, go back to pending."""
+    streams = store.record.streams
+    for name in names:
+        if name not in streams:
+            raise BadInput(f"run {store.run_id} has no stream '{name}'")
+        if streams[name].status != Status.FAILED.value:
+            raise BadInput(f"stream '{name}' is {streams[name].status}, not failed",
+                           hint="only failed streams can be retried")
+    for name in names:
+        store.update_stream(name, "stream_requeued", status=Status.PENDING.value)
+    _unblock(store)
+
+
+def accept(repo: git.Repository, store: RunStore, name: str, reason: str) -> StreamRecord:
+    """A human declares a failed stream's work good: it counts as succeeded from now on."""
+    streams = store.record.streams
+    if name not in streams:
+        raise BadInput(f"run {store.run_id} has no stream '{name}'")
+    stream = streams[name]
+    if stream.status != Status.FAILED.value:
+        raise BadInput(f"stream '{name}' is {stream.status}, not failed",
+                       hint="only failed streams can be accepted")
+    head = git.ref_commit(repo, f"refs/heads/{stream.branch}")
+    if head is None or not stream.base_commit:
+        raise BadInput(f"stream '{name}' has no branch with work to accept")
+    changed = git.changed_paths(repo, stream.base_commit, head)
+    accepted = {"by": _who(repo), "reason": reason, "at": now(),
+                "failure": stream.failure.kind if stream.failure else ""}
+    record = store.update_stream(name, "stream_accepted", status=Status.SUCCEEDED.value,
+                                 head_commit=head, changed_files=changed, accepted=accepted)
+    _unblock(store)
+    return record
+
+
+def _unblock(store: RunStore) -> None:
+    for name, stream in store.record.streams.items():
+        if stream.status == Status.BLOCKED.value:
+            store.update_stream(name, "stream_requeued", status=Status.PENDING.value,
+                                blocked_by=None)
+
+
+def _who(repo: git.Repository) -> str:
+    name = repo.git("config", "user.name", check=False).stdout.strip()
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "unknown")
