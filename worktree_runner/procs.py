@@ -64,6 +64,8 @@ def start(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str],
 
 
 def group_alive(pgid: int) -> bool:
+    if pgid <= 1:  # 0 and 1 would mean our own group, or every process
+        return False
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -74,6 +76,8 @@ def group_alive(pgid: int) -> bool:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    if pgid <= 1:
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 

@@ -71,7 +71,9 @@ def main() -> int:
         target.write_text(text + "\n")
     if os.environ.get("AGENT_COMMIT", "1") == "1" and os.environ.get("AGENT_WRITE"):
         git("add", "-A")
-        git("commit", "-q", "-m", f"{os.environ['WTR_STREAM']}: work")
+        staged = subprocess.run(["git", "diff", "--cached", "--quiet"], check=False)
+        if staged.returncode:  # a later attempt may find its work committed already
+            git("commit", "-q", "-m", f"{os.environ['WTR_STREAM']}: work")
     time.sleep(float(os.environ.get("AGENT_SLEEP", "0")))
     record("end")
     print("done", flush=True)
