@@ -76,7 +76,9 @@ class Repo:
     def write_plan(self, plan: Mapping[str, Any] | str, name: str = "plan.yaml") -> Path:
         """Write a plan (a mapping, dumped as YAML, or raw text) beside the repository."""
         path = self.path.parent / name
-        path.write_text(plan if isinstance(plan, str) else yaml.safe_dump(dict(plan)))
+        # sort_keys=False: the order of streams is meaningful (later ones wait on conflicts).
+        text = plan if isinstance(plan, str) else yaml.safe_dump(dict(plan), sort_keys=False)
+        path.write_text(text)
         return path
 
     def refs(self) -> str:
@@ -99,6 +101,21 @@ class Result:
 
     def json(self) -> Any:
         return json.loads(self.stdout)
+
+    def error_lines(self, code: int = 2) -> list[str]:
+        """stderr, once checked to be a user error as the SPEC prints one: exit ``code``,
+        a first line ``wtr: ...`` and no traceback."""
+        assert self.returncode == code, (self.returncode, self.stdout, self.stderr)
+        assert "Traceback" not in self.stderr, self.stderr
+        lines = self.stderr.splitlines()
+        assert lines and lines[0].startswith("wtr: "), self.stderr
+        return lines
+
+    def one_line_error(self, code: int = 2) -> str:
+        """The single ``wtr: ...`` line of a user error that is not a list of plan problems."""
+        lines = self.error_lines(code)
+        assert len(lines) == 1, self.stderr
+        return lines[0]
 
 
 def run_wtr(*args: str | Path, cwd: Path, env: Mapping[str, str] | None = None,

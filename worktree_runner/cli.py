@@ -24,6 +24,7 @@ from worktree_runner.errors import (
     EXIT_OK,
     BadInput,
     PlanInvalid,
+    PlanProblem,
     WtrError,
 )
 from worktree_runner.live import run_with_display
@@ -134,19 +135,21 @@ def check(plan_file: Path, repo_dir: Path | None, as_json: bool) -> None:
     """
     try:
         plan = load_plan(plan_file)
-    except PlanInvalid as exc:
+        analysis = analyze(plan, open_repo(repo_dir))
+    except WtrError as exc:
         if not as_json:
             raise
+        problems = exc.problems if isinstance(exc, PlanInvalid) else [PlanProblem("", exc.message)]
         emit_json({"plan": str(plan_file), "valid": False,
-                   "errors": [p.to_json() for p in exc.problems]})
-        sys.exit(EXIT_BAD_INPUT)
-    analysis = analyze(plan, open_repo(repo_dir))
+                   "errors": [p.to_json() for p in problems]})
+        sys.exit(exc.exit_code)
     if as_json:
         emit_json(analysis.to_json())
-    else:
-        click.echo(render.check_report(analysis))
-    if analysis.overlaps:
-        sys.exit(EXIT_BAD_INPUT)
+        if analysis.overlaps:
+            sys.exit(EXIT_BAD_INPUT)
+        return
+    click.echo(render.check_report(analysis))
+    analysis.raise_if_invalid()
 
 
 def run_option(func: Any) -> Any:

@@ -1,9 +1,9 @@
 """The one door to git: every git command and repository query goes through here.
 
-Commands run as plain ``git`` subprocesses with a cleaned environment (STYLE 2-3):
-GitPython's ``Git.execute`` always merges ``os.environ``, so it cannot keep an inherited
-``GIT_DIR`` or ``GIT_INDEX_FILE`` away from a command. GitPython is used where it reads
-the repository without running anything: discovering it from a directory.
+Commands run as plain ``git`` subprocesses with a cleaned environment (STYLE 2-3).
+GitPython is not used: its ``Git.execute`` always merges ``os.environ`` and its ``Repo``
+honours an inherited ``GIT_COMMON_DIR``, so neither can keep a leaked ``GIT_DIR`` or
+``GIT_INDEX_FILE`` from pointing a command at the wrong repository or index.
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ from pathlib import Path
 import structlog
 from filelock import FileLock
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
-
-os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-import git as gitpython
 
 from worktree_runner.errors import GitFailed, GitMissing, NotARepository, UnknownRef
 
@@ -153,29 +150,30 @@ class Repository:
 
 
 def open_repository(path: Path | str | None = None) -> Repository:
-    """Find the repository containing ``path`` (default: the current directory)."""
+    """Find the repository containing ``path`` (default: the current directory).
+
+    Asked of git itself, with the cleaned environment: an inherited GIT_DIR or
+    GIT_COMMON_DIR must not make us act on another repository.
+    """
     git_executable()
     start = Path(path or Path.cwd()).resolve()
     if not start.exists():
         raise NotARepository(f"{start} does not exist", hint="pass --repo with a repository path")
-    try:
-        repo = gitpython.Repo(start, search_parent_directories=True)
-    except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
+    where = start if start.is_dir() else start.parent
+    result = run_git(["rev-parse", "--path-format=absolute", "--is-bare-repository",
+                      "--git-common-dir", "--git-dir", "--show-toplevel"], where, check=False)
+    lines = result.stdout.splitlines()
+    if lines and lines[0] == "true":
+        raise NotARepository(
+            f"{lines[1] if len(lines) > 1 else start} is a bare repository",
+            hint="worktree_runner needs a repository with a working tree; clone it first",
+        )
+    if not result.ok or len(lines) < 4:
         raise NotARepository(
             f"{start} is not inside a git repository",
             hint="run this inside a repository or pass --repo DIR",
-        ) from None
-    try:
-        if repo.bare or repo.working_tree_dir is None:
-            raise NotARepository(
-                f"{repo.git_dir} is a bare repository",
-                hint="worktree_runner needs a repository with a working tree; clone it first",
-            )
-        toplevel = Path(repo.working_tree_dir).resolve()
-        common_dir = Path(repo.common_dir).resolve()
-        git_dir = Path(repo.git_dir).resolve()
-    finally:
-        repo.close()
+        )
+    common_dir, git_dir, toplevel = (Path(line).resolve() for line in lines[1:4])
     root = common_dir.parent if common_dir.name == ".git" else toplevel
     return Repository(root=root, toplevel=toplevel, common_dir=common_dir, git_dir=git_dir)
 

@@ -173,7 +173,7 @@ class _Reader:
         version = top.get("version", _MISSING)
         if version is _MISSING:
             self.fail(("version",), "missing; add 'version: 1' at the top of the plan")
-        elif version != 1 or isinstance(version, bool):
+        elif version != 1 or not isinstance(version, int) or isinstance(version, bool):
             self.fail(("version",), f"unsupported version {version!r}; only 1 exists")
 
     def _streams(self, top: dict[str, Any], default_agent: dict[str, Any],
