@@ -35,7 +35,11 @@ from worktree_runner.merge.predict import predict
 from worktree_runner.merge.stage import MergeStage
 from worktree_runner.plan.analysis import analyze
 from worktree_runner.plan.load import load_plan
-from worktree_runner.plan.starter import DEFAULT_PLAN_FILE, write_starter_plan
+from worktree_runner.plan.starter import (
+    DEFAULT_PLAN_FILE,
+    parse_stream_list,
+    write_starter_plan,
+)
 from worktree_runner.run import recover, registry, runner
 from worktree_runner.run.progress import report_progress
 from worktree_runner.run.state import RunStore, Status
@@ -108,15 +112,24 @@ def cli(ctx: click.Context, verbose: bool, repo_dir: Path | None) -> None:
 @cli.command()
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @repo_option
-def init(path: Path | None, repo_dir: Path | None) -> None:
+@click.option("--from-dirs", is_flag=True,
+              help="One stream per top-level folder (what init does without --streams).")
+@click.option("--streams", "stream_list", metavar="LIST", default=None,
+              help="Streams from a quick list: 'api:src/api/**,ui:src/ui/**|tests/ui/**'.")
+def init(path: Path | None, repo_dir: Path | None, from_dirs: bool,
+         stream_list: str | None) -> None:
     """Write a commented starter plan (default: worktree-plan.yaml at the repository root).
 
-    It suggests one stream per top-level folder, the checked-out branch as base and
-    target, and the claude preset as agent. Never overwrites an existing file.
+    It suggests one stream per top-level folder (or the streams of --streams), the
+    checked-out branch as base and target, and the claude preset as agent. Never
+    overwrites an existing file.
     """
+    if from_dirs and stream_list:
+        raise BadInput("use --from-dirs or --streams, not both")
     repo = open_repo(repo_dir)
+    streams = parse_stream_list(stream_list) if stream_list is not None else None
     target = path if path is not None else repo.toplevel / DEFAULT_PLAN_FILE
-    written = write_starter_plan(repo, target)
+    written = write_starter_plan(repo, target, streams)
     click.echo(f"wrote {written}; edit it, then run: wtr check {written}")
 
 

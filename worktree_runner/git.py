@@ -365,8 +365,9 @@ def worktree_dirty(worktree: Path) -> list[str]:
 
 def commit_all(repo: Repository, worktree: Path, message: str, exclude: Sequence[str] = ()) -> bool:
     """Commit everything left in ``worktree`` except ``exclude``; False if nothing was left."""
-    pathspec = [".", *(f":(exclude,literal){path}" for path in exclude)]
-    run_git(["add", "--all", "--", *pathspec], worktree)
+    run_git(["add", "--all"], worktree)
+    if exclude:  # (an exclude pathspec naming an ignored file makes 'git add' fail)
+        run_git(["--literal-pathspecs", "reset", "--quiet", "--", *exclude], worktree)
     if run_git(["diff", "--cached", "--quiet"], worktree, check=False).ok:
         return False
     run_git(["commit", "--quiet", "--no-verify", "-m", message], worktree,

@@ -34,7 +34,7 @@ def record(stage: str, extra: dict[str, object] | None = None) -> None:
     data = {
         "argv": sys.argv,
         "cwd": os.getcwd(),
-        "env": {k: v for k, v in os.environ.items() if k.startswith(("WTR_", "GIT_", "CUSTOM"))},
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("WTR_", "GIT_", "CUSTOM", "COMPOSE_"))},
         "path": os.environ.get("PATH", ""),
         "time": time.time(),
         "attempt": attempt,

@@ -13,7 +13,14 @@ from typing import Any, TypeVar
 from worktree_runner.errors import BadInput, PlanInvalid, PlanProblem
 from worktree_runner.plan import graph
 from worktree_runner.plan.durations import parse_duration
-from worktree_runner.plan.model import DEFAULT_MAX_PARALLEL, DEFAULT_TIMEOUT, Agent, Plan, Stream
+from worktree_runner.plan.model import (
+    DEFAULT_MAX_PARALLEL,
+    DEFAULT_PORT_RANGE,
+    DEFAULT_TIMEOUT,
+    Agent,
+    Plan,
+    Stream,
+)
 from worktree_runner.plan.yamlsource import Document, KeyPath, parse_yaml
 from worktree_runner.presets import PLACEHOLDERS, PRESETS
 
@@ -21,7 +28,7 @@ T = TypeVar("T")
 
 TOP_KEYS = frozenset(
     {"version", "name", "base", "target", "max_parallel", "worktrees_dir", "agent", "setup",
-     "copy", "verify", "shared", "streams"}
+     "copy", "verify", "shared", "streams", "port_range"}
 )
 AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout", "retries", "env"})
 STREAM_KEYS = frozenset(
@@ -165,9 +172,17 @@ class _Reader:
             copy=self.get(top, root, "copy", _patterns, NO_TEXTS),
             verify=self.get(top, root, "verify", _commands, NO_TEXTS),
             shared=shared,
+            port_range=self._port_range(top, len(streams)),
             warnings=tuple(self.warnings),
             lines=MappingProxyType({".".join(k): v for k, v in self.doc.lines.items()}),
         )
+
+    def _port_range(self, top: dict[str, Any], streams: int) -> tuple[int, int]:
+        ports = self.get(top, (), "port_range", _port_range, DEFAULT_PORT_RANGE)
+        if ports[1] - ports[0] + 1 < streams:
+            self.fail(("port_range",), f"gives {ports[1] - ports[0] + 1} ports for {streams} "
+                                       "streams; each stream needs its own")
+        return ports
 
     def _version(self, top: dict[str, Any]) -> None:
         version = top.get("version", _MISSING)
@@ -358,6 +373,32 @@ def _ref(value: Any) -> str:
     if not text or text.startswith("-") or any(c.isspace() for c in text):
         raise ValueError(f"'{value}' is not a usable git ref")
     return text
+
+
+def _port_range(value: Any) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", _text(value))
+    if not match:
+        raise ValueError("write it as 'FIRST-LAST', e.g. '41000-41999'")
+    first, last = int(match.group(1)), int(match.group(2))
+    if not 1024 <= first <= last <= 65535:
+        raise ValueError("ports must be from 1024 to 65535, the first no greater than the last")
+    return first, last
+
+
+def worktree_include(root: Path) -> tuple[str, ...]:
+    """Patterns of a ``.worktreeinclude`` file at the repository root (gitignore syntax)."""
+    path = root / ".worktreeinclude"
+    if not path.is_file():
+        return ()
+    patterns = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        if (problem := pattern_problem(pattern)) is not None:
+            raise BadInput(f"{path}:{number}: {problem}")
+        patterns.append(pattern)
+    return tuple(patterns)
 
 
 def _plan_name(value: Any) -> str:

@@ -11,6 +11,7 @@ from worktree_runner.presets import PRESETS
 
 DEFAULT_MAX_PARALLEL = 4
 DEFAULT_TIMEOUT = 3600.0
+DEFAULT_PORT_RANGE = (41000, 41999)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Plan:
     copy: tuple[str, ...] = ()
     verify: tuple[str, ...] = ()
     shared: tuple[str, ...] = ()
+    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
     warnings: tuple[str, ...] = ()
     lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
@@ -78,6 +80,10 @@ class Plan:
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.streams]
+
+    def port(self, name: str) -> int:
+        """The stream's own port (WTR_PORT): distinct for every stream of the plan."""
+        return self.port_range[0] + self.names.index(name)
 
     def stream(self, name: str) -> Stream:
         for stream in self.streams:

@@ -10,7 +10,7 @@ import yaml
 
 from worktree_runner import git
 from worktree_runner.errors import BadInput
-from worktree_runner.plan.load import default_plan_name
+from worktree_runner.plan.load import default_plan_name, name_problem, pattern_problem
 
 DEFAULT_PLAN_FILE = "worktree-plan.yaml"
 
@@ -51,6 +51,14 @@ _STREAM = """\
     # verify: []          # commands that must pass in this stream's worktree
 """
 
+_LISTED = """\
+  {name}:
+    files: [{patterns}]
+    prompt: |
+      Describe what the agent should do with {listing}.
+    # depends_on: []      # streams that must succeed first (this one starts from their result)
+"""
+
 _WHOLE_REPO = """\
   main:
     description: the whole repository
@@ -72,7 +80,35 @@ def stream_name(folder: str) -> str:
     return re.sub(r"\.{2,}", ".", cleaned)[:64].removesuffix(".lock").rstrip(".") or "part"
 
 
-def starter_plan(repo: git.Repository, plan_path: Path) -> str:
+def parse_stream_list(text: str) -> list[tuple[str, list[str]]]:
+    """``"api:src/api/**,ui:src/ui/**|tests/ui/**"`` as (name, patterns); a name given
+    twice gathers its patterns. Raises BadInput for a malformed item."""
+    streams: dict[str, list[str]] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, patterns = item.partition(":")
+        listed = [p.strip() for p in patterns.split("|") if p.strip()]
+        problem = name_problem(name.strip()) if sep else "each item is NAME:PATTERN"
+        problem = problem or next(filter(None, map(pattern_problem, listed)), None)
+        if problem or not listed:
+            raise BadInput(f"--streams item '{item}': {problem or 'no pattern'}",
+                           hint="write --streams 'api:src/api/**,ui:src/ui/**|tests/ui/**'")
+        streams.setdefault(name.strip(), []).extend(listed)
+    if not streams:
+        raise BadInput("--streams lists no stream", hint="write --streams 'api:src/api/**'")
+    return list(streams.items())
+
+
+def _listed_text(streams: list[tuple[str, list[str]]]) -> str:
+    return "".join(
+        _LISTED.format(name=_scalar(name),
+                       patterns=", ".join(json.dumps(p, ensure_ascii=False) for p in patterns),
+                       listing=", ".join(patterns))
+        for name, patterns in streams
+    )
+
+
+def starter_plan(repo: git.Repository, plan_path: Path,
+                 streams: list[tuple[str, list[str]]] | None = None) -> str:
     branch = git.current_branch(repo)
     if branch is None:
         raise BadInput(
@@ -87,6 +123,8 @@ def starter_plan(repo: git.Repository, plan_path: Path) -> str:
         base=json.dumps(branch),
         repo=repo.root.name,
     )
+    if streams:
+        return header + _listed_text(streams)
     return header + _streams_text(suggested_folders(repo, commit))
 
 
@@ -124,12 +162,13 @@ def _literal(folder: str) -> str:
     return "\\" + escaped if escaped.startswith(("#", "!")) else escaped
 
 
-def write_starter_plan(repo: git.Repository, path: Path) -> Path:
+def write_starter_plan(repo: git.Repository, path: Path,
+                       streams: list[tuple[str, list[str]]] | None = None) -> Path:
     if path.exists():
         raise BadInput(
             f"{path} already exists", hint="pass another PATH to 'wtr init', or remove it first"
         )
-    text = starter_plan(repo, path)
+    text = starter_plan(repo, path, streams)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("x", encoding="utf-8") as handle:
         handle.write(text)

@@ -10,7 +10,7 @@ from pathlib import Path
 from worktree_runner import git, procs
 from worktree_runner.errors import BadInput, Interrupted
 from worktree_runner.plan.analysis import Analysis, analyze
-from worktree_runner.plan.load import load_plan, parse_plan
+from worktree_runner.plan.load import load_plan, parse_plan, worktree_include
 from worktree_runner.plan.model import Plan
 from worktree_runner.run import recover, registry
 from worktree_runner.run.prompt import render_command
@@ -37,6 +37,7 @@ def prepare(repo: git.Repository, plan_file: Path, max_parallel: int | None = No
     plan = load_plan(plan_file)
     analysis = analyze(plan, repo)
     analysis.raise_if_invalid()
+    worktree_include(repo.root)  # a bad .worktreeinclude stops the run before it starts
     if max_parallel is not None and max_parallel < 1:
         raise BadInput("--max-parallel must be at least 1")
     return Prepared(repo, plan, analysis, max_parallel or plan.max_parallel)
@@ -118,6 +119,7 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
         worktrees_root=Path(record.worktrees_root),
         bin_dir=procs.write_wtr_shim(store.dir / "bin"),
         recovered=dict(recovered or {}),
+        copy_patterns=(*plan.copy, *worktree_include(repo.root)),
     )
     statuses = {name: Status(s.status) for name, s in record.streams.items()}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
@@ -36,6 +37,7 @@ class RunContext:
     stop: threading.Event = field(default_factory=threading.Event)
     # Agents found alive, or ended with a recorded exit code, when a run is resumed.
     recovered: dict[str, procs.Agent] = field(default_factory=dict)
+    copy_patterns: tuple[str, ...] = ()
     agents: dict[str, procs.Agent] = field(default_factory=dict)
     _untracked: list[str] | None = None
     _untracked_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -167,15 +169,18 @@ def _stream_base(ctx: RunContext, stream: Stream) -> str:
 
 
 def _copied(ctx: RunContext) -> list[str]:
-    if not ctx.plan.copy:
+    """Untracked files of the main worktree that ``copy`` or ``.worktreeinclude`` select."""
+    if not ctx.copy_patterns:
         return []
-    return sorted(compile_patterns(ctx.plan.copy).match_files(ctx.untracked()))
+    return sorted(compile_patterns(ctx.copy_patterns).match_files(ctx.untracked()))
 
 
 def _copy_files(ctx: RunContext, worktree: Path) -> None:
+    root = ctx.repo.root
     for relative in _copied(ctx):
-        source, target = ctx.repo.root / relative, worktree / relative
-        if source.is_file():
+        source, target = root / relative, worktree / relative
+        # A link could lead out of the repository: copy only what really lies inside it.
+        if source.is_file() and source.resolve().is_relative_to(root.resolve()):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
 
@@ -193,6 +198,9 @@ def _env(ctx: RunContext, stream: Stream) -> dict[str, str]:
             "WTR_PROMPT_FILE": str(ctx.store.stream_dir(stream.name) / "prompt.md"),
             "WTR_FILES": "\n".join(stream.files),
             "WTR_STATE_DIR": str(ctx.store.dir),
+            "WTR_PORT": str(ctx.plan.port(stream.name)),
+            "COMPOSE_PROJECT_NAME": re.sub(r"[^a-z0-9_-]", "-",
+                                           f"{ctx.run_id}-{stream.name}".lower()),
         },
         ctx.bin_dir,
     )
