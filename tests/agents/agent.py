@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+RECORDED = ("WTR_", "GIT_", "CUSTOM", "COMPOSE_")
+
 
 def record(stage: str, extra: dict[str, object] | None = None) -> None:
     folder = os.environ.get("AGENT_RECORD")
@@ -34,7 +36,7 @@ def record(stage: str, extra: dict[str, object] | None = None) -> None:
     data = {
         "argv": sys.argv,
         "cwd": os.getcwd(),
-        "env": {k: v for k, v in os.environ.items() if k.startswith(("WTR_", "GIT_", "CUSTOM", "COMPOSE_"))},
+        "env": {k: v for k, v in os.environ.items() if k.startswith(RECORDED)},
         "path": os.environ.get("PATH", ""),
         "time": time.time(),
         "attempt": attempt,
