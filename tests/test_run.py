@@ -344,3 +344,15 @@ def test_status_without_runs_and_unknown_run(repo: Repo) -> None:
     assert result.returncode == 2 and "nope-1" in result.stderr
     result = run_wtr("logs", "nope", cwd=repo.path)
     assert result.returncode == 2 and "no stream 'nope'" in result.stderr
+
+
+def test_progress_finds_the_run_by_wtr_run_without_a_state_dir(repo: Repo) -> None:
+    plan = agent_plan({"db": {"files": ["src/db/**"]}})
+    _, doc = run(repo, plan)
+    env = {"WTR_RUN": doc["run"], "WTR_STREAM": "db", "WTR_STATE_DIR": ""}
+    result = run_wtr("progress", "from outside", "--percent", "30", cwd=repo.path, env=env)
+    assert result.returncode == 0, result.stderr
+    seen = stream_of(run_wtr("status", "--json", cwd=repo.path).json(), "db")["progress"]
+    assert seen["message"] == "from outside"
+    wrong = run_wtr("progress", "x", cwd=repo.path, env={**env, "WTR_STREAM": "nope"})
+    assert wrong.returncode == 2 and "no stream 'nope'" in wrong.stderr

@@ -419,9 +419,15 @@ def _merge_check(repo: git.Repository, store: RunStore, plan: Any, as_json: bool
 @click.argument("message")
 @click.option("--percent", type=click.IntRange(0, 100), default=None, help="How far, 0-100.")
 @click.option("--blocked", is_flag=True, help="Say the agent cannot go on (MESSAGE says why).")
-def progress(message: str, percent: int | None, blocked: bool) -> None:
-    """For agents: record the progress of the stream named by WTR_STREAM."""
-    report_progress(os.environ, message, percent, blocked)
+@repo_option
+def progress(message: str, percent: int | None, blocked: bool, repo_dir: Path | None) -> None:
+    """For agents: record the progress of the stream named by WTR_STREAM and WTR_RUN.
+
+    \b
+    Example:  wtr progress "tests written, fixing the last one" --percent 80
+              wtr progress "the API spec is missing" --blocked ; exit 1
+    """
+    report_progress(os.environ, message, percent, blocked, lambda: open_repo(repo_dir))
 
 
 def main() -> None:

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from worktree_runner import git
 from worktree_runner.errors import BadInput
+from worktree_runner.run import registry
 from worktree_runner.run.state import RunStore, now, read_json, write_json_atomic
 
 
 def report_progress(env: Mapping[str, str], message: str, percent: int | None,
-                    blocked: bool) -> Path:
-    """Record the progress of the stream named by WTR_STREAM in the run at WTR_STATE_DIR."""
-    stream, state_dir = env.get("WTR_STREAM"), env.get("WTR_STATE_DIR")
-    if not stream or not state_dir:
+                    blocked: bool, find_repo: Callable[[], git.Repository]) -> Path:
+    """Record the progress of the stream named by WTR_STREAM, in the run at WTR_STATE_DIR
+    or else the run named by WTR_RUN in the repository ``find_repo`` gives."""
+    stream, state_dir, run = env.get("WTR_STREAM"), env.get("WTR_STATE_DIR"), env.get("WTR_RUN")
+    if not stream or not (state_dir or run):
         raise BadInput(
-            "wtr progress is for agents started by 'wtr run': WTR_STREAM and WTR_STATE_DIR "
+            "wtr progress is for agents started by 'wtr run': WTR_STREAM and WTR_RUN "
             "are not set",
         )
-    store = RunStore(Path(state_dir))
+    store = RunStore(Path(state_dir)) if state_dir else registry.open_run(find_repo(), run)
     if not store.state_path.exists():
         raise BadInput(f"WTR_STATE_DIR {state_dir} is not the folder of a run")
     if stream not in store.load().streams:
