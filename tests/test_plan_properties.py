@@ -255,11 +255,12 @@ def test_the_plan_strategy_reaches_valid_plans_with_dependencies() -> None:
 
     def rich_and_valid(document: dict[str, Any]) -> bool:
         plan = plan_or_none(dump(document))
-        return plan is not None and any(s.depends_on and s.waits_for for s in plan.streams)
+        return (plan is not None and any(s.depends_on for s in plan.streams)
+                and any(s.waits_for for s in plan.streams))
 
-    no_shrinking = settings(max_examples=500, deadline=None, database=None,
+    no_shrinking = settings(max_examples=500, deadline=None, database=None, derandomize=True,
                             phases=[Phase.generate])
-    found = find(plans, rich_and_valid, settings=no_shrinking)
+    found = find(tame_plans, rich_and_valid, settings=no_shrinking)
     assert rich_and_valid(found)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from worktree_runner import __version__, git, render
+from worktree_runner.agentfile import write_agent_files
 from worktree_runner.clean import clean_run
 from worktree_runner.errors import (
     EXIT_BAD_INPUT,
@@ -413,6 +414,29 @@ def _merge_check(repo: git.Repository, store: RunStore, plan: Any, as_json: bool
     else:
         click.echo(render.prediction_report(store.record.target, predictions, order.left_out))
     sys.exit(EXIT_HALTED if conflict else EXIT_OK)
+
+
+@cli.command("agent-file")
+@click.option("--plan", "plan_path", metavar="PATH", default=None,
+              help="The plan the files run (default: worktree-plan.yaml).")
+@click.option("--command", "with_command", is_flag=True,
+              help="Also write the slash command .claude/commands/parallel-run.md.")
+@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+@repo_option
+def agent_file(plan_path: str | None, with_command: bool, force: bool,
+               repo_dir: Path | None) -> None:
+    """Write a Claude Code subagent (and slash command) that runs a plan.
+
+    \b
+    .claude/agents/parallel-worker.md is the subagent Claude delegates a plan to:
+    wtr check, wtr run, wtr status --json, wtr logs, wtr merge --check, wtr merge,
+    then a report; it stops at anything that needs a human. --command adds the
+    slash command /parallel-run. Written in the repository's main worktree;
+    an existing file is kept unless --force.
+    """
+    repo = open_repo(repo_dir)
+    for path in write_agent_files(repo.root, plan_path, with_command, force):
+        click.echo(f"wrote {path}")
 
 
 @cli.command()

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.run.state import Failure
 
-_TOKEN = re.compile(r"\{(prompt_file|prompt|stream|worktree|branch)\}")
+# "${stream}" is the shell's, not ours: the plan check reads placeholders the same way.
+_TOKEN = re.compile(r"(?<!\$)\{(prompt_file|prompt|stream|worktree|branch)\}")
 
 
 @dataclass(frozen=True)
