@@ -19,13 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
 from filelock import FileLock
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from worktree_runner import logs
 from worktree_runner.errors import GitFailed, GitMissing, NotARepository, UnknownRef
-
-log = structlog.get_logger(__name__)
 
 ZERO_SHA = "0" * 40
 
@@ -99,7 +97,7 @@ def run_git(
         env=clean_env(env),
         check=False,
     )
-    log.debug(
+    logs.debug(
         "git",
         args=list(args),
         cwd=str(cwd),
@@ -294,11 +292,17 @@ def add_worktree(repo: Repository, path: Path, branch: str, commit: str | None) 
         repo.git("worktree", "add", "--quiet", "--no-checkout", *where)
 
 
+# Checkouts write many files: more of them at once than there are cores only makes
+# each slower (seen: 20 parallel checkouts of 2,000 files, 16 s each on 2 cores).
+_CHECKOUTS = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+
+
 def populate_worktree(path: Path) -> None:
     """Check out a worktree registered with --no-checkout; its own index only, so no lock."""
     index = run_git(["rev-parse", "--git-path", "index"], path).stdout.strip()
     if not (path / index).exists():
-        run_git(["reset", "--quiet", "--hard"], path)
+        with _CHECKOUTS:
+            run_git(["reset", "--quiet", "--hard"], path)
 
 
 @retry_on_lock

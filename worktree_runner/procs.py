@@ -18,11 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
+from worktree_runner import logs
 from worktree_runner.git import clean_env
-
-log = structlog.get_logger(__name__)
 
 KILL_GRACE_SECONDS = float(os.environ.get("WTR_KILL_GRACE", "5"))
 
@@ -59,7 +56,7 @@ def start(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str],
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    log.debug("started", command=command, cwd=str(cwd), pid=process.pid)
+    logs.debug("started", command=command, cwd=str(cwd), pid=process.pid)
     return process
 
 
@@ -144,6 +141,14 @@ class Agent:
         if self.process is not None:
             return self.process.poll() is None
         return self.started is not None and process_start_time(self.pid) == self.started
+
+    def wait(self, seconds: float) -> None:
+        """Return when the agent exits, or after ``seconds``."""
+        if self.process is None:
+            time.sleep(seconds)
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=seconds)
 
     def exit_code(self) -> int | None:
         """The agent's exit code, from the supervisor's record; None if it left none."""

@@ -6,16 +6,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pathspec
-
 from worktree_runner import git
 from worktree_runner.errors import BadInput, PlanInvalid, PlanProblem
 from worktree_runner.plan import graph
 from worktree_runner.plan.model import Plan
-
-
-def compile_patterns(patterns: Iterable[str]) -> pathspec.GitIgnoreSpec:
-    return pathspec.GitIgnoreSpec.from_lines(list(patterns))
+from worktree_runner.plan.patterns import PathIndex
 
 
 @dataclass(frozen=True)
@@ -128,9 +123,10 @@ def waves(plan: Plan) -> list[list[str]]:
 def analyze(plan: Plan, repo: git.Repository) -> Analysis:
     refs = resolve_refs(plan, repo)
     files = git.tracked_files(repo, refs.base_commit)
-    owned = {s.name: set(compile_patterns(s.files).match_files(files)) for s in plan.streams}
+    index = PathIndex(files)
+    owned = {s.name: index.matching(s.files) for s in plan.streams}
     owned_lists = {name: sorted(paths) for name, paths in owned.items()}
-    covered = set().union(*owned.values(), compile_patterns(plan.shared).match_files(files))
+    covered = set().union(*owned.values(), index.matching(plan.shared))
     return Analysis(
         plan=plan,
         refs=refs,
@@ -139,7 +135,7 @@ def analyze(plan: Plan, repo: git.Repository) -> Analysis:
         owned=owned_lists,
         overlaps=_overlaps(plan, owned_lists),
         unowned=[path for path in files if path not in covered],
-        unmatched=list(_unmatched(plan, files)),
+        unmatched=list(_unmatched(plan, index)),
         tracked_count=len(files),
     )
 
@@ -162,13 +158,12 @@ def _overlaps(plan: Plan, owned: dict[str, list[str]]) -> list[Overlap]:
     return found
 
 
-def _unmatched(plan: Plan, files: list[str]) -> Iterable[tuple[str, str]]:
+def _unmatched(plan: Plan, index: PathIndex) -> Iterable[tuple[str, str]]:
     groups = [(f"streams.{s.name}.files", s.files) for s in plan.streams]
     groups.append(("shared", plan.shared))
     for where, patterns in groups:
         for pattern in patterns:
             if pattern.startswith("!"):
                 continue
-            spec = compile_patterns([pattern])
-            if not any(spec.match_file(path) for path in files):
+            if not index.matches_any(pattern):
                 yield where, pattern

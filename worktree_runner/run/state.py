@@ -21,8 +21,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
-import structlog
-
 from worktree_runner.errors import BadInput
 
 STATE_VERSION = 1
@@ -59,8 +57,9 @@ def write_json_atomic(path: Path, document: Any) -> None:
     try:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2)
-            handle.write("\n")
+            # No indent: json's C encoder only serves compact output, and a run's state
+            # is rewritten at every transition of every stream.
+            handle.write(json.dumps(document, separators=(",", ":")) + "\n")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -251,6 +250,8 @@ class RunStore:
             if self._events is None:
                 self.dir.mkdir(parents=True, exist_ok=True)
                 self._events = self.events_path.open("a", encoding="utf-8", buffering=1)
+            import structlog  # here, not at the top: see logs.py
+
             # Not the CLI's configured logger: the event log keeps every level, always JSON.
             logger = structlog.wrap_logger(
                 structlog.PrintLogger(self._events),

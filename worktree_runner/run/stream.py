@@ -15,12 +15,12 @@ from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponen
 
 from worktree_runner import faults, git, procs
 from worktree_runner.errors import WtrError
-from worktree_runner.plan.analysis import compile_patterns
 from worktree_runner.plan.model import Plan, Stream
+from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.run.prompt import DependencyWork, render_command, render_prompt
 from worktree_runner.run.state import Failure, RunStore, Status, now
 
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.2
 RETRY_BACKOFF_SECONDS = float(os.environ.get("WTR_RETRY_BACKOFF", "2"))
 
 
@@ -293,7 +293,7 @@ def _watch(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | Non
         if failure:
             agent.stop()
             return failure
-        time.sleep(POLL_SECONDS)
+        agent.wait(POLL_SECONDS)
     agent.reap()
     code = agent.exit_code()
     if code == 0:

@@ -1,0 +1,63 @@
+"""Matching gitignore-style patterns against many paths without trying every path.
+
+A pattern with a '/' before its end is anchored at the repository root, so every path it
+matches begins with its literal head (the text before its first wildcard). With paths
+sorted, those are one contiguous slice: a stream owning ``area07/**`` is matched against
+the files of ``area07/`` only, not against the whole repository.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterable, Sequence
+
+import pathspec
+
+_WILDCARD = re.compile(r"[*?\[\\]")
+
+
+def compile_patterns(patterns: Iterable[str]) -> pathspec.GitIgnoreSpec:
+    return pathspec.GitIgnoreSpec.from_lines(list(patterns))
+
+
+def literal_head(pattern: str) -> str | None:
+    """The text every match of ``pattern`` starts with, or None if it may match anywhere."""
+    if pattern.startswith(("!", "\\", "#")):
+        return None
+    rooted = pattern.startswith("/")
+    body = pattern.lstrip("/").rstrip("/") if rooted else pattern.rstrip("/")
+    if not rooted and "/" not in body:
+        return None
+    wildcard = _WILDCARD.search(body)
+    return body if wildcard is None else body[: wildcard.start()]
+
+
+class PathIndex:
+    """Paths kept sorted, to hand out the ones a pattern can possibly match."""
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        self.paths: list[str] = sorted(paths)
+
+    def starting_with(self, head: str) -> Sequence[str]:
+        start = bisect.bisect_left(self.paths, head)
+        end = bisect.bisect_left(self.paths, head + "\U0010ffff")
+        return self.paths[start:end]
+
+    def candidates(self, patterns: Sequence[str]) -> Iterable[str]:
+        """A superset of the paths ``patterns`` match (negations only ever remove)."""
+        heads = [literal_head(p) for p in patterns if not p.startswith("!")]
+        if any(head is None for head in heads):
+            return self.paths
+        found: set[str] = set()
+        for head in heads:
+            found.update(self.starting_with(head or ""))
+        return found
+
+    def matching(self, patterns: Sequence[str]) -> set[str]:
+        spec = compile_patterns(patterns)
+        return {path for path in self.candidates(patterns) if spec.match_file(path)}
+
+    def matches_any(self, pattern: str) -> bool:
+        spec = compile_patterns([pattern])
+        return any(spec.match_file(path) for path in self.candidates([pattern]))
