@@ -37,7 +37,7 @@ def clean_run(repo: git.Repository, store: RunStore, dry_run: bool, force: bool)
             continue
         _rescue(repo, store, name, path, dry_run, report)
         if not dry_run:
-            git.remove_worktree(repo, path)
+            git.remove_worktree(repo, path, prune=False)
         report.done.append(f"{verb} worktree {path}")
     if not dry_run:
         repo.git("worktree", "prune")

@@ -1,4 +1,9 @@
-"""The command line: parses, dispatches, prints. The only module that imports click."""
+"""The command line: parses, dispatches, prints. The only module that imports click.
+
+Each command imports what only it needs inside its body: every agent's ``wtr progress``
+and ``wtr lock`` pays the start-up of this module, and rich, yaml and the merge stage
+are not needed there.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,7 @@ from typing import Any
 
 import click
 
-from worktree_runner import __version__, git, render
-from worktree_runner.agentfile import write_agent_files
-from worktree_runner.clean import clean_run
+from worktree_runner import __version__, git
 from worktree_runner.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -28,21 +31,8 @@ from worktree_runner.errors import (
     PlanProblem,
     WtrError,
 )
-from worktree_runner.live import run_with_display
-from worktree_runner.locks import run_locked
 from worktree_runner.logs import configure_logging
-from worktree_runner.merge.order import merge_order
-from worktree_runner.merge.predict import predict
-from worktree_runner.merge.stage import MergeStage
-from worktree_runner.plan.analysis import analyze
-from worktree_runner.plan.load import load_plan
-from worktree_runner.plan.starter import (
-    DEFAULT_PLAN_FILE,
-    parse_stream_list,
-    write_starter_plan,
-)
-from worktree_runner.run import recover, registry, runner
-from worktree_runner.run.progress import report_progress
+from worktree_runner.run import registry
 from worktree_runner.run.state import RunStore, Status
 from worktree_runner.run.status import status_document
 
@@ -125,6 +115,12 @@ def init(path: Path | None, repo_dir: Path | None, from_dirs: bool,
     checked-out branch as base and target, and the claude preset as agent. Never
     overwrites an existing file.
     """
+    from worktree_runner.plan.starter import (
+        DEFAULT_PLAN_FILE,
+        parse_stream_list,
+        write_starter_plan,
+    )
+
     if from_dirs and stream_list:
         raise BadInput("use --from-dirs or --streams, not both")
     repo = open_repo(repo_dir)
@@ -147,6 +143,10 @@ def check(plan_file: Path, repo_dir: Path | None, as_json: bool) -> None:
     owned by two streams that may run together (an error), files no stream owns
     (a note) and patterns that match nothing (a warning). Exit 0 valid, 2 invalid.
     """
+    from worktree_runner import render
+    from worktree_runner.plan.analysis import analyze
+    from worktree_runner.plan.load import load_plan
+
     try:
         plan = load_plan(plan_file)
         analysis = analyze(plan, open_repo(repo_dir))
@@ -192,6 +192,9 @@ def run(plan_file: Path, repo_dir: Path | None, max_parallel: int | None, dry_ru
     verify commands must pass. Dependents of a failed stream are blocked; the rest
     go on. Exit 0 when every stream succeeded, 1 otherwise, 130 on Ctrl-C.
     """
+    from worktree_runner import render
+    from worktree_runner.run import runner
+
     prepared = runner.prepare(open_repo(repo_dir), plan_file, max_parallel)
     if dry_run:
         run_id, planned = runner.dry_run(prepared)
@@ -205,6 +208,9 @@ def run(plan_file: Path, repo_dir: Path | None, max_parallel: int | None, dry_ru
 
 def _drive(store: RunStore, work: Any) -> None:
     """Run ``work`` holding the run's lock, with the live display; exit as the SPEC says."""
+    from worktree_runner import render
+    from worktree_runner.live import run_with_display
+
     with registry.hold_run(store), _sigterm_as_interrupt():
         record = run_with_display(work, store, sys.stdout.isatty())
     doc = status_document(store)
@@ -244,6 +250,8 @@ def resume(repo_dir: Path | None, run_id: str | None, retry_failed: bool) -> Non
     get a new attempt in the same worktree, keeping their commits; a worktree that
     vanished is recreated from its branch. Finished streams are never redone.
     """
+    from worktree_runner.run import runner
+
     repo, store = open_store(repo_dir, run_id)
     _drive(store, lambda: runner.resume_run(repo, store, retry_failed))
 
@@ -254,6 +262,8 @@ def resume(repo_dir: Path | None, run_id: str | None, retry_failed: bool) -> Non
 @run_option
 def retry(streams: tuple[str, ...], repo_dir: Path | None, run_id: str | None) -> None:
     """Re-run failed STREAMS (new attempts, same worktrees, commits kept), then their dependents."""
+    from worktree_runner.run import runner
+
     repo, store = open_store(repo_dir, run_id)
     _drive(store, lambda: runner.retry_streams(repo, store, list(streams)))
 
@@ -265,6 +275,8 @@ def retry(streams: tuple[str, ...], repo_dir: Path | None, run_id: str | None) -
 @click.option("--reason", required=True, help="Why the work is good (kept in the status).")
 def accept(stream: str, repo_dir: Path | None, run_id: str | None, reason: str) -> None:
     """Declare a failed STREAM's work good; its dependents may then run ('wtr resume')."""
+    from worktree_runner.run import recover
+
     repo, store = open_store(repo_dir, run_id)
     with registry.hold_run(store):
         record = recover.accept(repo, store, stream, reason)
@@ -286,6 +298,8 @@ def clean(repo_dir: Path | None, run_id: str | None, dry_run: bool, force: bool,
     Uncommitted changes in a worktree are saved under refs/worktree-runner/rescue/
     before it is removed; branches with work found nowhere else are kept and listed.
     """
+    from worktree_runner.clean import clean_run
+
     repo = open_repo(repo_dir)
     if every_run:
         stores = [s for s in registry.list_runs(repo)
@@ -315,6 +329,8 @@ def lock(name: str, command: tuple[str, ...], repo_dir: Path | None, timeout: fl
     Waits with exponential backoff; past the timeout exits 1 naming the holder.
     A holder that dies (even by SIGKILL) releases the lock.
     """
+    from worktree_runner.locks import run_locked
+
     sys.exit(run_locked(open_repo(repo_dir), name, timeout, command, os.environ))
 
 
@@ -325,6 +341,8 @@ def lock(name: str, command: tuple[str, ...], repo_dir: Path | None, timeout: fl
 @click.option("--markdown", is_flag=True, help="A Markdown report.")
 def status(repo_dir: Path | None, run_id: str | None, as_json: bool, markdown: bool) -> None:
     """Show a run's status: counts, every stream, the merge state."""
+    from worktree_runner import render
+
     _, store = open_store(repo_dir, run_id)
     doc = status_document(store)
     if as_json:
@@ -386,6 +404,10 @@ def merge(repo_dir: Path | None, run_id: str | None, predict_only: bool, resume:
     The plan's verify commands run on the result; then the target moves once, as a
     fast-forward, only if it has not moved since the merge began.
     """
+    from worktree_runner import render
+    from worktree_runner.merge.stage import MergeStage
+    from worktree_runner.run import runner
+
     if sum((predict_only, resume, abort, undo)) > 1:
         raise BadInput("use at most one of --check, --continue, --abort, --undo")
     repo, store = open_store(repo_dir, run_id)
@@ -405,6 +427,10 @@ def merge(repo_dir: Path | None, run_id: str | None, predict_only: bool, resume:
 
 
 def _merge_check(repo: git.Repository, store: RunStore, plan: Any, as_json: bool) -> None:
+    from worktree_runner import render
+    from worktree_runner.merge.order import merge_order
+    from worktree_runner.merge.predict import predict
+
     order = merge_order(plan, store.record)
     predictions = predict(repo, store.record, order)
     conflict = any(not p.clean for p in predictions)
@@ -434,6 +460,8 @@ def agent_file(plan_path: str | None, with_command: bool, force: bool,
     slash command /parallel-run. Written in the repository's main worktree;
     an existing file is kept unless --force.
     """
+    from worktree_runner.agentfile import write_agent_files
+
     repo = open_repo(repo_dir)
     for path in write_agent_files(repo.root, plan_path, with_command, force):
         click.echo(f"wrote {path}")
@@ -451,6 +479,8 @@ def progress(message: str, percent: int | None, blocked: bool, repo_dir: Path | 
     Example:  wtr progress "tests written, fixing the last one" --percent 80
               wtr progress "the API spec is missing" --blocked ; exit 1
     """
+    from worktree_runner.run.progress import report_progress
+
     report_progress(os.environ, message, percent, blocked, lambda: open_repo(repo_dir))
 
 

@@ -8,6 +8,7 @@ honours an inherited ``GIT_COMMON_DIR``, so neither can keep a leaked ``GIT_DIR`
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -314,9 +315,14 @@ def add_detached_worktree(repo: Repository, path: Path, commit: str) -> None:
 
 def identity_env(repo: Repository) -> dict[str, str]:
     """A fallback identity for the runner's own commits when git has none configured."""
-    if repo.git("var", "GIT_COMMITTER_IDENT", check=False).ok:
-        return {}
-    return dict(FALLBACK_IDENTITY)
+    return dict(_identity_env(repo.root))
+
+
+@functools.cache
+def _identity_env(root: Path) -> tuple[tuple[str, str], ...]:
+    if run_git(["var", "GIT_COMMITTER_IDENT"], root, check=False).ok:
+        return ()
+    return tuple(FALLBACK_IDENTITY.items())
 
 
 def ref_commit(repo: Repository, ref: str) -> str | None:
@@ -449,14 +455,15 @@ def delete_refs_under(repo: Repository, prefix: str) -> None:
                 stdin="".join(f"delete {ref}\n" for ref in refs))
 
 
-def remove_worktree(repo: Repository, path: Path) -> None:
-    """Remove a worktree we own, even if it has changes; prune it if its folder is gone."""
+def remove_worktree(repo: Repository, path: Path, prune: bool = True) -> None:
+    """Remove a worktree we own, even if it has changes; ``prune`` forgets vanished ones."""
     with repository_lock(repo):
         if path.exists():
             repo.git("worktree", "remove", "--force", "--force", str(path), check=False)
             if path.exists():
                 shutil.rmtree(path)
-        repo.git("worktree", "prune")
+        if prune:
+            repo.git("worktree", "prune")
 
 
 def commits_between(repo: Repository, base: str, head: str) -> list[str]:

@@ -223,8 +223,7 @@ class MergeStage:
                                 f"wtr merge {self.store.run_id}"):
             self._target_moved(old)
         self.pin("landed", new)
-        for name in self.ms.merged:
-            self.store.update_stream(name, None, status=Status.MERGED.value)
+        self.store.update_streams(self.ms.merged, "streams_merged", status=Status.MERGED.value)
         self.ms.state, self.ms.active, self.ms.halt = "landed", False, None
         self.ms.landed_from, self.ms.landed_to = old, new
         self._discard_worktree()
@@ -336,8 +335,8 @@ class MergeStage:
         elif not git.update_ref(self.repo, f"refs/heads/{self.ms.target}", before, landed,
                                 f"wtr merge --undo {self.store.run_id}"):
             raise WtrError(f"'{self.ms.target}' moved while undoing; nothing was changed")
-        for name in self.ms.merged:
-            self.store.update_stream(name, None, status=Status.SUCCEEDED.value)
+        self.store.update_streams(self.ms.merged, "streams_unmerged",
+                                  status=Status.SUCCEEDED.value)
         self.ms.state = "undone"
         self.save("merge_undone")
         return (f"'{self.ms.target}' is back at {before[:12]}; the merged result stays pinned "

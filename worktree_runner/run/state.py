@@ -106,6 +106,12 @@ class StreamRecord:
     blocked_by: str | None = None
     accepted: dict[str, str] | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        document = dict(vars(self))
+        if self.failure is not None:
+            document["failure"] = dict(vars(self.failure))
+        return document
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StreamRecord:
         known = {f.name for f in fields(cls)}
@@ -147,7 +153,11 @@ class RunRecord:
     version: int = STATE_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand, not dataclasses.asdict: its deep copy made every save O(streams) slower
+        # than it needs to be, and a run saves at every transition of every stream.
+        document = dict(vars(self))
+        document["streams"] = {name: s.to_json() for name, s in self.streams.items()}
+        return document
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
@@ -232,6 +242,15 @@ class RunStore:
                         **_loggable(changes)}
                 self.event(event, stream=name, **data)
             return stream
+
+    def update_streams(self, names: list[str], event: str, **changes: Any) -> None:
+        """The same change to several streams, saved once."""
+        with self._lock:
+            for name in names:
+                for key, value in changes.items():
+                    setattr(self.record.streams[name], key, value)
+            self.save()
+            self.event(event, streams=names, **_loggable(changes))
 
     def update_run(self, event: str | None = None, **changes: Any) -> RunRecord:
         with self._lock:
