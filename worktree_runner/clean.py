@@ -8,6 +8,8 @@ and listed, or with ``force`` pinned under ``refs/worktree-runner/archive/`` fir
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,15 +32,21 @@ def clean_run(repo: git.Repository, store: RunStore, dry_run: bool, force: bool)
     record = store.load()
     _refuse_active(store, record, force)
     report = CleanReport(store.run_id)
-    verb = "would remove" if dry_run else "removed"
-    worktrees = {w.path for w in git.list_worktrees(repo)}
-    for name, path in _worktrees(record):
-        if path not in worktrees and not path.exists():
-            continue
-        _rescue(repo, store, name, path, dry_run, report)
+    registered = {w.path for w in git.list_worktrees(repo)}
+    present = [(n, p) for n, p in _worktrees(record) if p in registered or p.exists()]
+
+    def clear(item: tuple[str, Path]) -> tuple[str | None, str]:
+        name, path = item
+        rescued = _rescue(repo, store, name, path, dry_run)
         if not dry_run:
             git.remove_worktree(repo, path, prune=False)
-        report.done.append(f"{verb} worktree {path}")
+        return rescued, f"{'would remove' if dry_run else 'removed'} worktree {path}"
+
+    # Looking for uncommitted work reads every file of a worktree: one core each.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for rescued, done in pool.map(clear, present):
+            report.rescued += [rescued] if rescued else []
+            report.done.append(done)
     if not dry_run:
         repo.git("worktree", "prune")
     target_tip = git.ref_commit(repo, f"refs/heads/{record.target}")
@@ -71,21 +79,20 @@ def _worktrees(record: RunRecord) -> list[tuple[str, Path]]:
     return [*found, (INTEGRATION_DIR, root / INTEGRATION_DIR)]
 
 
-def _rescue(repo: git.Repository, store: RunStore, name: str, path: Path, dry_run: bool,
-            report: CleanReport) -> None:
+def _rescue(repo: git.Repository, store: RunStore, name: str, path: Path,
+            dry_run: bool) -> str | None:
+    """Save the worktree's uncommitted work under a rescue ref; what was done, if anything."""
     if not path.exists() or not git.worktree_dirty(path):
-        return
+        return None
     ref = f"refs/worktree-runner/rescue/{store.run_id}/{name}"
     if dry_run:
-        report.rescued.append(f"would save uncommitted changes of {path} to {ref}")
-        return
+        return f"would save uncommitted changes of {path} to {ref}"
     commit = git.snapshot_worktree(repo, path, f"wtr clean: uncommitted work of {name}")
-    if commit:
-        git.update_ref(repo, ref, commit)
-        report.rescued.append(
-            f"saved uncommitted changes of {name} to {ref}; get them back with: "
-            f"git checkout {ref} -- .  (or: git cherry-pick --no-commit {ref})"
-        )
+    if commit is None:
+        return None
+    git.update_ref(repo, ref, commit)
+    return (f"saved uncommitted changes of {name} to {ref}; get them back with: "
+            f"git checkout {ref} -- .  (or: git cherry-pick --no-commit {ref})")
 
 
 def _clean_branch(repo: git.Repository, store: RunStore, record: RunRecord, name: str,
