@@ -260,3 +260,23 @@ def test_worktree_that_vanished_is_recreated_on_resume(repo: Repo, rec: Path) ->
     assert worktree.exists()
     assert repo.git("show", f"{stream_of(status(repo), 'db')['branch']}:src/db/models.py") \
         == "DB = 6"
+
+
+def test_clean_all_cleans_every_finished_run_and_only_those(repo: Repo, rec: Path) -> None:
+    plan = agent_plan({"db": {"files": ["src/db/**"],
+                              "env": {"AGENT_WRITE": "src/db/models.py=DB = 7"}}})
+    for _ in range(2):
+        assert run_wtr("run", repo.write_plan(plan), cwd=repo.path).returncode == 0
+    crashed = run_wtr("run", repo.write_plan(plan), cwd=repo.path,
+                      env={"WTR_FAULT": "after_worktree"})
+    assert crashed.returncode == -signal.SIGKILL
+    result = run_wtr("clean", "--all", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    assert "run plan-1:" in result.stdout and "run plan-2:" in result.stdout
+    assert "plan-3" not in result.stdout
+    worktrees = repo.git("worktree", "list")
+    assert "plan-1" not in worktrees and "plan-2" not in worktrees and "plan-3" in worktrees
+    # unmerged work of the cleaned runs stays on its branches
+    assert "wtr/plan-1/db" in repo.git("branch", "--list", "wtr/*")
+    again = run_wtr("clean", "--all", cwd=repo.path)
+    assert again.returncode == 0 and "no finished run to clean" in again.stdout
