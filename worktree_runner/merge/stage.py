@@ -8,7 +8,7 @@ commit is pinned under ``refs/worktree-runner/merge/<run>/<attempt>/``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from worktree_runner import git, procs
 from worktree_runner.errors import BadInput, Halted, WtrError
 from worktree_runner.merge.order import merge_order
 from worktree_runner.plan.model import Plan
-from worktree_runner.run.state import RunStore, Status, now
+from worktree_runner.run.state import RunStore, Status, known_fields, now
 
 INTEGRATION_DIR = "_merge"
 
@@ -46,8 +46,7 @@ class MergeState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], target: str) -> MergeState:
-        known = {f.name for f in fields(cls)}
-        state = cls(**{k: v for k, v in data.items() if k in known})
+        state = cls(**known_fields(cls, data))
         state.target = state.target or target
         return state
 

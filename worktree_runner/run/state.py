@@ -75,6 +75,13 @@ def read_json(path: Path) -> Any:
         return None
 
 
+def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that are fields of dataclass ``cls`` (a newer state file may
+    carry more; they are ignored, not an error)."""
+    known = {f.name for f in fields(cls)}
+    return {key: value for key, value in data.items() if key in known}
+
+
 @dataclass
 class Failure:
     kind: str
@@ -114,8 +121,7 @@ class StreamRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StreamRecord:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = known_fields(cls, data)
         if values.get("failure") is not None:
             values["failure"] = Failure(**values["failure"])
         return cls(**values)
@@ -161,8 +167,7 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = known_fields(cls, data)
         values["streams"] = {
             name: StreamRecord.from_json(stream) for name, stream in data["streams"].items()
         }
