@@ -206,6 +206,8 @@ def test_retry_and_accept(repo: Repo, rec: Path) -> None:
     resumed = run_wtr("resume", cwd=repo.path)
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert status(repo)["counts"]["succeeded"] == 3
+    again = run_wtr("accept", "api", cwd=repo.path)  # --reason is optional (SPEC)
+    assert again.returncode == 2 and "not failed" in again.stderr
 
 
 def _locker(repo: Repo, log: Path, hold: float) -> subprocess.Popen[str]:

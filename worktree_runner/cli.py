@@ -272,7 +272,7 @@ def retry(streams: tuple[str, ...], repo_dir: Path | None, run_id: str | None) -
 @click.argument("stream")
 @repo_option
 @run_option
-@click.option("--reason", required=True, help="Why the work is good (kept in the status).")
+@click.option("--reason", default="", help="Why the work is good (kept in the status).")
 def accept(stream: str, repo_dir: Path | None, run_id: str | None, reason: str) -> None:
     """Declare a failed STREAM's work good; its dependents may then run ('wtr resume')."""
     from worktree_runner.run import recover

@@ -78,7 +78,7 @@ def accept(repo: git.Repository, store: RunStore, name: str, reason: str) -> Str
     if head is None or not stream.base_commit:
         raise BadInput(f"stream '{name}' has no branch with work to accept")
     changed = git.changed_paths(repo, stream.base_commit, head)
-    accepted = {"by": _who(repo), "reason": reason, "at": now(),
+    accepted = {"by": _who(repo), "reason": reason or "no reason given", "at": now(),
                 "failure": stream.failure.kind if stream.failure else ""}
     record = store.update_stream(name, "stream_accepted", status=Status.SUCCEEDED.value,
                                  head_commit=head, changed_files=changed, accepted=accepted)
