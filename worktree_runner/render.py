@@ -149,7 +149,8 @@ def _attention(doc: dict[str, Any]) -> list[str]:
     for s in doc["streams"]:
         if s["status"] == "failed":
             files = s["failure"].get("files") or []
-            extra = f" ({', '.join(files)})" if files else ""
+            # the message names the first ten out-of-scope files already
+            extra = f" (all of them: {', '.join(files)})" if len(files) > 10 else ""
             items.append(f"- **{s['name']}** failed — {_note(s)}{extra}; "
                          f"see `wtr logs {s['name']}`, then `wtr retry {s['name']}` "
                          f"or `wtr accept {s['name']}`")
