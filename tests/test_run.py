@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -356,3 +359,31 @@ def test_progress_finds_the_run_by_wtr_run_without_a_state_dir(repo: Repo) -> No
     assert seen["message"] == "from outside"
     wrong = run_wtr("progress", "x", cwd=repo.path, env={**env, "WTR_STREAM": "nope"})
     assert wrong.returncode == 2 and "no stream 'nope'" in wrong.stderr
+
+
+def test_logs_follow_streams_until_the_stream_ends(repo: Repo, rec: Path) -> None:
+    plan = agent_plan({"db": {"files": ["src/db/**"],
+                              "env": {"AGENT_RECORD": str(rec), "AGENT_SLEEP": "1.5"}}})
+    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
+                               str(repo.write_plan(plan))], cwd=repo.path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not records(rec, "db") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    follow = run_wtr("logs", "db", "--follow", cwd=repo.path)
+    runner.wait(timeout=60)
+    assert follow.returncode == 0
+    assert "attempt 1" in follow.stdout and "done" in follow.stdout
+
+
+def test_max_parallel_option_overrides_the_plan(repo: Repo, rec: Path) -> None:
+    env = {"AGENT_RECORD": str(rec), "AGENT_SLEEP": "0.4"}
+    plan = agent_plan({n: {"files": [f"{n}/**"], "env": env} for n in ("a", "b", "c")},
+                      max_parallel=3)
+    result, _ = run(repo, plan, "--max-parallel", "1")
+    assert result.returncode == 0, result.stderr
+    spans = sorted((records(rec, n)[0]["time"], records(rec, n, "end")[0]["time"])
+                   for n in "abc")
+    assert all(first[1] <= second[0] for first, second in itertools.pairwise(spans))
+    bad = run_wtr("run", repo.write_plan(plan), "--max-parallel", "0", cwd=repo.path)
+    assert bad.returncode == 2
