@@ -26,6 +26,9 @@ target.parent.mkdir(parents=True, exist_ok=True)
 target.write_text(Path(sys.argv[0]).name + "\\n")
 subprocess.run(["git", "add", "-A"], check=True)
 subprocess.run(["git", "commit", "-q", "-m", "stand-in work"], check=True)
+if "stream-json" in sys.argv:
+    print(json.dumps({{"type": "assistant", "message": "working"}}))
+    print(json.dumps({{"type": "result", "num_turns": 3, "total_cost_usd": 0.25}}))
 """
 
 
@@ -161,3 +164,18 @@ def test_init_streams_writes_a_plan_that_checks(repo: Repo) -> None:
     assert not (repo.path / "other.yaml").exists()
     both = run_wtr("init", "x.yaml", "--streams", "a:b", "--from-dirs", cwd=repo.path)
     assert both.returncode == 2
+
+
+def test_claude_stream_json_turns_and_cost_reach_the_status(repo: Repo, stand_ins: Path,
+                                                            tmp_path: Path) -> None:
+    record_dir = tmp_path / "seen"
+    record_dir.mkdir()
+    plan = agent_plan({"db": {"files": ["src/db/**"]}, "ui": {"files": ["src/ui/**"]}},
+                      agent={"preset": "claude",
+                             "args": ["--output-format", "stream-json", "--verbose"],
+                             "env": {"RECORD_DIR": str(record_dir)}})
+    plan["streams"]["ui"]["agent"] = {"preset": "claude", "args": []}
+    plan["agent"].pop("command")
+    doc = run_with_path(repo, plan, stand_ins)
+    assert stream_of(doc, "db")["usage"] == {"turns": 3.0, "cost_usd": 0.25}
+    assert stream_of(doc, "ui")["usage"] is None

@@ -127,7 +127,7 @@ def status_markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Run `{doc['run']}`", "",
              f"- state: **{doc['state']}**", f"- plan: `{doc['plan']}`",
              f"- base: `{doc['base']}` (`{doc['base_commit'][:12]}`), target `{doc['target']}`",
-             "", "## Overview", "", "| status | streams |", "| --- | --- |"]
+             *_usage_line(doc), "", "## Overview", "", "| status | streams |", "| --- | --- |"]
     lines += [f"| {status} | {n} |" for status, n in doc["counts"].items()]
     lines += ["", "## Streams", "",
               "| stream | status | progress | message | elapsed | branch |",
@@ -142,6 +142,15 @@ def status_markdown(doc: dict[str, Any]) -> str:
     if merge := merge_lines(doc):
         lines += ["", "## Merge", "", *(f"- {line.strip()}" for line in merge)]
     return "\n".join(lines) + "\n"
+
+
+def _usage_line(doc: dict[str, Any]) -> list[str]:
+    used = [s["usage"] for s in doc["streams"] if s.get("usage")]
+    if not used:
+        return []
+    cost = sum(u.get("cost_usd", 0.0) for u in used)
+    turns = sum(u.get("turns", 0.0) for u in used)
+    return [f"- agents reported: {turns:.0f} turns, ${cost:.2f}"]
 
 
 def _attention(doc: dict[str, Any]) -> list[str]:

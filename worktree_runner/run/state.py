@@ -108,6 +108,8 @@ class StreamRecord:
     pid: int | None = None
     pid_start: int | None = None
     agent_started: float | None = None
+    log_start: int | None = None
+    usage: dict[str, float] | None = None
     prepared: bool = False
     adopted: bool = False
     blocked_by: str | None = None

@@ -34,6 +34,7 @@ def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
         "started_at": stream.started_at,
         "finished_at": stream.finished_at,
         "blocked_by": stream.blocked_by,
+        "usage": stream.usage,
         "accepted": stream.accepted,
     }
 

@@ -19,6 +19,7 @@ from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.run.prompt import DependencyWork, render_command, render_prompt
 from worktree_runner.run.state import Failure, RunStore, Status, now
+from worktree_runner.run.usage import add_usage, attempt_usage
 
 POLL_SECONDS = 0.2
 RETRY_BACKOFF_SECONDS = float(os.environ.get("WTR_RETRY_BACKOFF", "2"))
@@ -256,10 +257,11 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
               "worktree": str(worktree), "branch": branch}
     argv = render_command(stream.agent.argv_template(), values)
     _append_log(ctx, name, f"--- attempt {record.attempts} at {now()} ---")
+    log_start = ctx.store.log_path(name).stat().st_size
     agent = procs.start_agent(argv, worktree, _env(ctx, stream), ctx.store.log_path(name),
                               ctx.store.exit_path(name, record.attempts))
     ctx.store.update_stream(name, "agent_started", pid=agent.pid, pid_start=agent.started,
-                            agent_started=time.time())
+                            agent_started=time.time(), log_start=log_start)
     faults.point("agent_running", name)
     return _finish_attempt(ctx, stream, agent)
 
@@ -272,7 +274,10 @@ def _finish_attempt(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Fail
     finally:
         ctx.agents.pop(stream.name, None)
     faults.point("agent_ended", stream.name)
-    ctx.store.update_stream(stream.name, "agent_exited", exit_code=agent.exit_code(), pid=None)
+    record = ctx.store.record.streams[stream.name]
+    used = attempt_usage(ctx.store.log_path(stream.name), record.log_start or 0)
+    ctx.store.update_stream(stream.name, "agent_exited", exit_code=agent.exit_code(), pid=None,
+                            usage=add_usage(record.usage, used))
     return failure or _check_work(ctx, stream)
 
 

@@ -1,0 +1,52 @@
+"""Turns and cost of an agent's attempt, when the agent reports them.
+
+``claude -p --output-format stream-json --verbose`` (``agent.args`` on the claude preset)
+ends its output with a ``{"type": "result", "num_turns": ..., "total_cost_usd": ...}``
+line. The runner reads it from the stream's log after each attempt; other agents simply
+have no usage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+_TAIL_BYTES = 256 * 1024
+
+
+def attempt_usage(log_path: Path, since: int) -> dict[str, float] | None:
+    """The last result record written to the log after byte offset ``since``."""
+    try:
+        with log_path.open("rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(since, size - _TAIL_BYTES))
+            tail = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in reversed(tail.splitlines()):
+        record = _result_record(line.strip())
+        if record is not None:
+            return {"turns": float(record.get("num_turns") or 0),
+                    "cost_usd": float(record.get("total_cost_usd") or 0.0)}
+    return None
+
+
+def _result_record(line: str) -> dict[str, Any] | None:
+    if not (line.startswith("{") and '"result"' in line):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and record.get("type") == "result" else None
+
+
+def add_usage(total: dict[str, float] | None, more: dict[str, float] | None
+              ) -> dict[str, float] | None:
+    """Usage summed over attempts (a retry costs too)."""
+    if more is None:
+        return total
+    if total is None:
+        return dict(more)
+    return {key: total.get(key, 0.0) + value for key, value in more.items()}
