@@ -88,8 +88,6 @@ def _rescue(repo: git.Repository, store: RunStore, name: str, path: Path,
     if dry_run:
         return f"would save uncommitted changes of {path} to {ref}"
     commit = git.snapshot_worktree(repo, path, f"wtr clean: uncommitted work of {name}")
-    if commit is None:
-        return None
     git.update_ref(repo, ref, commit)
     return (f"saved uncommitted changes of {name} to {ref}; get them back with: "
             f"git checkout {ref} -- .  (or: git cherry-pick --no-commit {ref})")

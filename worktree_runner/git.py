@@ -26,8 +26,6 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_
 from worktree_runner import logs
 from worktree_runner.errors import GitFailed, GitMissing, NotARepository, UnknownRef
 
-ZERO_SHA = "0" * 40
-
 # Inherited GIT_* variables that say who the user is or how to reach remotes; every
 # other one (GIT_DIR, GIT_INDEX_FILE, GIT_WORK_TREE, ...) would point a command at the
 # wrong repository or index, so it is dropped.
@@ -366,11 +364,15 @@ def commit_tree(repo: Repository, tree: str, parents: Sequence[str], message: st
     return run_git([*args, "-m", message], repo.root, env=identity_env(repo)).stdout.strip()
 
 
+def _status_paths(worktree: Path, untracked: str) -> list[str]:
+    out = run_git(["status", "--porcelain", "-z", f"--untracked-files={untracked}"],
+                  worktree).stdout
+    return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
+
+
 def worktree_dirty(worktree: Path) -> list[str]:
     """Paths with uncommitted or untracked changes in ``worktree`` (ignored files aside)."""
-    out = run_git(["status", "--porcelain", "-z", "--untracked-files=all"], worktree).stdout
-    entries = [entry for entry in out.split("\0") if entry]
-    return [entry[3:] for entry in entries if len(entry) > 3]
+    return _status_paths(worktree, "all")
 
 
 def commit_all(repo: Repository, worktree: Path, message: str, exclude: Sequence[str] = ()) -> bool:
@@ -490,20 +492,17 @@ def reset_keep(worktree: Path, commit: str) -> GitResult:
 
 def tracked_changes(worktree: Path) -> list[str]:
     """Uncommitted changes to tracked files (staged or not) in ``worktree``."""
-    out = run_git(["status", "--porcelain", "-z", "--untracked-files=no"], worktree).stdout
-    return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
+    return _status_paths(worktree, "no")
 
 
 # -- cleaning up without losing work ---------------------------------------------------------
 
 
-def snapshot_worktree(repo: Repository, worktree: Path, message: str) -> str | None:
+def snapshot_worktree(repo: Repository, worktree: Path, message: str) -> str:
     """A commit holding everything uncommitted in ``worktree`` (untracked files included,
     ignored ones not), on top of its HEAD; made through a temporary index, so the
-    worktree itself is not touched. None when there is nothing uncommitted."""
-    if not worktree_dirty(worktree):
-        return None
-    head = run_git(["rev-parse", "HEAD"], worktree).stdout.strip()
+    worktree itself is not touched. The caller has seen that there is something."""
+    head = head_of(worktree)
     with tempfile.TemporaryDirectory() as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         run_git(["read-tree", head], worktree, env=env)
@@ -520,13 +519,4 @@ def unique_commits(repo: Repository, upstream: str, head: str, base: str) -> lis
 
 def delete_branch(repo: Repository, branch: str, expected: str) -> bool:
     """Delete ``branch`` only if it still points at ``expected``."""
-    return update_ref_delete(repo, f"refs/heads/{branch}", expected)
-
-
-def update_ref_delete(repo: Repository, ref: str, expected: str) -> bool:
-    return repo.git("update-ref", "-d", ref, expected, check=False).ok
-
-
-def refs_under(repo: Repository, prefix: str) -> dict[str, str]:
-    out = repo.out("for-each-ref", "--format=%(refname) %(objectname)", prefix)
-    return dict(line.split(" ", 1) for line in out.splitlines() if line)
+    return repo.git("update-ref", "-d", f"refs/heads/{branch}", expected, check=False).ok
