@@ -41,10 +41,15 @@ def child_env(extra: Mapping[str, str], bin_dir: Path | None = None) -> dict[str
     return env
 
 
+def as_argv(command: Sequence[str] | str) -> list[str]:
+    """A list is exec'd as it is; a string is run by ``sh -c``."""
+    return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+
+
 def start(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str],
           log_path: Path) -> subprocess.Popen[bytes]:
     """Start a child in its own process group; a string is run by ``sh -c``."""
-    command = ["/bin/sh", "-c", argv] if isinstance(argv, str) else list(argv)
+    command = as_argv(argv)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as out:
         process = subprocess.Popen(
@@ -79,23 +84,26 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def stop_group(process: subprocess.Popen[bytes], grace: float = KILL_GRACE_SECONDS) -> None:
-    """SIGTERM the child's whole process group, SIGKILL what is left after ``grace``."""
-    pgid = process.pid
+def stop_group(pgid: int, process: subprocess.Popen[bytes] | None = None,
+               grace: float = KILL_GRACE_SECONDS) -> None:
+    """SIGTERM a process group, SIGKILL what is left after ``grace``. ``process``, the
+    group's leader when it is our child, is waited for so that it leaves no zombie."""
     _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if process.poll() is not None and not group_alive(pgid):
+        leader_gone = process is None or process.poll() is not None
+        if leader_gone and not group_alive(pgid):
             return
         time.sleep(0.05)
     _signal_group(pgid, signal.SIGKILL)
-    process.wait()
+    if process is not None:
+        process.wait()
 
 
-def reap_group(process: subprocess.Popen[bytes]) -> None:
-    """After the child exited: stop whatever it left running in its group."""
-    if group_alive(process.pid):
-        stop_group(process, grace=1.0)
+def reap_group(pgid: int, process: subprocess.Popen[bytes] | None = None) -> None:
+    """After the leader exited: stop whatever it left running in its group."""
+    if group_alive(pgid):
+        stop_group(pgid, process, grace=1.0)
 
 
 def run_logged(command: str, cwd: Path, env: Mapping[str, str], log_path: Path,
@@ -107,10 +115,10 @@ def run_logged(command: str, cwd: Path, env: Mapping[str, str], log_path: Path,
     try:
         return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        stop_group(process)
+        stop_group(process.pid, process)
         return -int(signal.SIGKILL)
     finally:
-        reap_group(process)
+        reap_group(process.pid, process)
 
 
 # -- agents: started through the supervisor, or adopted after a runner crash ----------------
@@ -158,26 +166,17 @@ class Agent:
             return self.process.returncode if self.process is not None else None
 
     def stop(self, grace: float = KILL_GRACE_SECONDS) -> None:
-        if self.process is not None:
-            stop_group(self.process, grace)
-            return
-        _signal_group(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and group_alive(self.pid):
-            time.sleep(0.05)
-        _signal_group(self.pid, signal.SIGKILL)
+        stop_group(self.pid, self.process, grace)
 
     def reap(self) -> None:
         """Once the agent has exited: stop whatever it left running in its group."""
-        if group_alive(self.pid):
-            self.stop(grace=1.0)
+        reap_group(self.pid, self.process)
 
 
 def start_agent(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str], log_path: Path,
                 exit_file: Path) -> Agent:
-    command = ["/bin/sh", "-c", argv] if isinstance(argv, str) else list(argv)
     exit_file.unlink(missing_ok=True)
     supervised = [sys.executable, "-P", "-m", "worktree_runner.supervise", str(exit_file), "--",
-                  *command]
+                  *as_argv(argv)]
     process = start(supervised, cwd, env, log_path)
     return Agent(process.pid, process_start_time(process.pid), exit_file, process)
