@@ -29,49 +29,80 @@ from worktree_runner.errors import BadInput, WtrError
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-def lock_paths(repo: git.Repository, name: str) -> tuple[Path, Path]:
+class HeldLock:
+    """A file lock with a note beside it saying who holds it (pid, since when, and what).
+
+    Serves both ``wtr lock NAME`` and the one-runner-per-run rule. The kernel releases
+    the lock when its holder dies, even by SIGKILL; a stale note is simply overwritten.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.lock = FileLock(str(path))
+        self.note = path.with_suffix(".holder")
+
+    def acquire(self, timeout: float, holder: Mapping[str, object]) -> bool:
+        """Take the lock, waiting up to ``timeout`` seconds with backoff; False if busy."""
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception_type(Timeout),
+                wait=wait_random_exponential(multiplier=0.05, max=2.0),
+                stop=stop_after_delay(timeout),
+            ):
+                with attempt:
+                    self.lock.acquire(timeout=0)
+        except RetryError:
+            return False
+        self.note.write_text(json.dumps({"pid": os.getpid(), "since": time.time(), **holder}))
+        return True
+
+    def release(self) -> None:
+        self.note.unlink(missing_ok=True)
+        self.lock.release()
+
+    def busy(self) -> bool:
+        if not self.acquire(0, {}):
+            return True
+        self.release()
+        return False
+
+    def holder(self) -> dict[str, object]:
+        """What the holder wrote, with ``since`` as a clock time; empty if unreadable."""
+        try:
+            data = json.loads(self.note.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        data["since"] = time.strftime("%H:%M:%S", time.localtime(float(data.get("since", 0))))
+        return data
+
+
+def lock_path(repo: git.Repository, name: str) -> Path:
     if not _NAME.fullmatch(name) or ".." in name:
         raise BadInput(f"'{name}' is not a valid lock name: use letters, digits, . _ -")
     folder = repo.state_dir / "locks"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}.lock", folder / f"{name}.holder"
+    return folder / f"{name}.lock"
 
 
 def run_locked(repo: git.Repository, name: str, timeout: float, command: Sequence[str],
                env: Mapping[str, str]) -> int:
     """Run ``command`` while holding lock ``name``; its exit code."""
-    lock_path, holder_path = lock_paths(repo, name)
-    lock = FileLock(str(lock_path))
-    try:
-        for attempt in Retrying(
-            retry=retry_if_exception_type(Timeout),
-            wait=wait_random_exponential(multiplier=0.05, max=2.0),
-            stop=stop_after_delay(timeout),
-        ):
-            with attempt:
-                lock.acquire(timeout=0)
-    except RetryError:
+    lock = HeldLock(lock_path(repo, name))
+    if not lock.acquire(timeout, {"stream": env.get("WTR_STREAM"), "run": env.get("WTR_RUN")}):
         raise WtrError(f"lock '{name}' is still held after {timeout:g}s, by "
-                       f"{_holder(holder_path)}") from None
+                       f"{_describe(lock.holder())}")
     try:
-        holder_path.write_text(json.dumps({
-            "pid": os.getpid(), "since": time.time(),
-            "stream": env.get("WTR_STREAM"), "run": env.get("WTR_RUN"),
-        }))
-        try:
-            return subprocess.call(list(command))
-        except OSError as exc:
-            raise BadInput(f"cannot run {command[0]!r}: {exc.strerror}") from None
+        return subprocess.call(list(command))
+    except OSError as exc:
+        raise BadInput(f"cannot run {command[0]!r}: {exc.strerror}") from None
     finally:
-        holder_path.unlink(missing_ok=True)
         lock.release()
 
 
-def _holder(path: Path) -> str:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+def _describe(holder: dict[str, object]) -> str:
+    if not holder:
         return "an unknown holder"
-    who = f"stream {data['stream']} of run {data['run']}" if data.get("stream") else "a process"
-    since = time.strftime("%H:%M:%S", time.localtime(data.get("since", 0)))
-    return f"{who} (pid {data.get('pid')}, since {since})"
+    who = (f"stream {holder['stream']} of run {holder['run']}" if holder.get("stream")
+           else "a process")
+    return f"{who} (pid {holder.get('pid')}, since {holder['since']})"

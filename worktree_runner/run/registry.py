@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import sys
 import time
@@ -12,10 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from worktree_runner import git
 from worktree_runner.errors import BadInput, UnknownRun, WtrError
+from worktree_runner.locks import HeldLock
 from worktree_runner.run.state import RunStore
 
 
@@ -120,37 +117,18 @@ def summary(store: RunStore) -> dict[str, Any]:
 @contextmanager
 def hold_run(store: RunStore) -> Iterator[None]:
     """One wtr at a time works on a run; the lock dies with its holder (kill -9 included)."""
-    lock = FileLock(str(store.dir / "runner.lock"))
-    holder = store.dir / "runner.holder"
+    lock = HeldLock(store.dir / "runner.lock")
+    if not lock.acquire(0, {"command": " ".join(sys.argv[1:3])}):
+        holder = lock.holder()
+        described = (f"pid {holder.get('pid')}, 'wtr {holder.get('command', '')}', "
+                     f"since {holder.get('since')}" if holder else "pid unknown")
+        raise WtrError(f"run {store.run_id} is being worked on by another wtr ({described})",
+                       hint="wait for it to finish, or stop it with Ctrl-C")
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise WtrError(f"run {store.run_id} is being worked on by another wtr "
-                       f"({_describe_holder(holder)})",
-                       hint="wait for it to finish, or stop it with Ctrl-C") from None
-    try:
-        holder.write_text(json.dumps({"pid": os.getpid(), "since": time.time(),
-                                      "command": " ".join(sys.argv[1:3])}))
         yield
     finally:
-        holder.unlink(missing_ok=True)
         lock.release()
 
 
 def run_is_active(store: RunStore) -> bool:
-    lock = FileLock(str(store.dir / "runner.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return True
-    lock.release()
-    return False
-
-
-def _describe_holder(path: Path) -> str:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return "pid unknown"
-    since = time.strftime("%H:%M:%S", time.localtime(data.get("since", 0)))
-    return f"pid {data.get('pid')}, 'wtr {data.get('command', '')}', since {since}"
+    return HeldLock(store.dir / "runner.lock").busy()
