@@ -64,8 +64,8 @@ def dry_run(prepared: Prepared) -> tuple[str, list[PlannedStream]]:
         starts = (*stream.depends_on, *stream.waits_for)
         base = (f"the result of {', '.join(starts)}" if starts
                 else f"{prepared.analysis.refs.base} ({prepared.analysis.refs.base_commit[:12]})")
-        prompt_file = str(prepared.repo.state_dir / "runs" / run_id / "streams" / stream.name
-                          / "prompt.md")
+        prompt_file = str(RunStore(registry.runs_root(prepared.repo) / run_id)
+                          .prompt_path(stream.name))
         values = {"prompt_file": prompt_file, "prompt": f"<contents of {prompt_file}>",
                   "stream": stream.name, "worktree": str(worktree), "branch": branch}
         command = render_command(stream.agent.argv_template(), values)
@@ -127,8 +127,7 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
         for agent in list(ctx.agents.values()):
             agent.stop(grace=0)
 
-    hooks = Hooks(started=lambda name: None, blocked=lambda name, by: _blocked(store, name, by),
-                  kill_all=kill_all)
+    hooks = Hooks(blocked=lambda name, by: _blocked(store, name, by), kill_all=kill_all)
     scheduler = Scheduler(plan, statuses, lambda name: run_stream(ctx, name), hooks,
                           record.max_parallel, ctx.stop)
     store.update_run("run_started", state=RunState.RUNNING.value, runner_pid=os.getpid())

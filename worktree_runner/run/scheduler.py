@@ -20,9 +20,8 @@ FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.BLOCKED})
 
 @dataclass
 class Hooks:
-    """What the scheduler reports: a stream started, finished, or became blocked."""
+    """What the scheduler reports: a stream became blocked; or asks: stop every agent now."""
 
-    started: Callable[[str], None]
     blocked: Callable[[str, str], None]
     kill_all: Callable[[], None]
 
@@ -104,5 +103,4 @@ class Scheduler:
             if len(running) >= self.limit:
                 return
             self.statuses[name] = Status.RUNNING
-            self.hooks.started(name)
             running[executor.submit(self.work, name)] = name

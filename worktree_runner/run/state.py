@@ -41,11 +41,6 @@ class RunState(StrEnum):
     INTERRUPTED = "interrupted"
 
 
-FAILURE_KINDS = (
-    "exit_code", "timeout", "stalled", "setup", "ownership", "verify", "interrupted", "error",
-)
-
-
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -84,7 +79,7 @@ def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Failure:
-    kind: str
+    kind: str  # exit_code | timeout | stalled | setup | ownership | verify | interrupted | error
     message: str
     files: list[str] = field(default_factory=list)
 
@@ -198,6 +193,9 @@ class RunStore:
 
     def log_path(self, name: str) -> Path:
         return self.stream_dir(name) / "agent.log"
+
+    def prompt_path(self, name: str) -> Path:
+        return self.stream_dir(name) / "prompt.md"
 
     def exit_path(self, name: str, attempt: int) -> Path:
         return self.stream_dir(name) / f"exit-{attempt}.json"

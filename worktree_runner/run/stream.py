@@ -40,8 +40,8 @@ class RunContext:
     recovered: dict[str, procs.Agent] = field(default_factory=dict)
     copy_patterns: tuple[str, ...] = ()
     agents: dict[str, procs.Agent] = field(default_factory=dict)
-    _untracked: list[str] | None = None
-    _untracked_lock: threading.Lock = field(default_factory=threading.Lock)
+    _copied: list[str] | None = None
+    _copied_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def run_id(self) -> str:
@@ -53,12 +53,14 @@ class RunContext:
     def worktree(self, name: str) -> Path:
         return self.worktrees_root / self.run_id / name
 
-    def untracked(self) -> list[str]:
-        """The main worktree's untracked files, listed once per run (for ``copy``)."""
-        with self._untracked_lock:
-            if self._untracked is None:
-                self._untracked = git.untracked_files(self.repo)
-            return self._untracked
+    def copied(self) -> list[str]:
+        """Untracked files of the main worktree that ``copy`` or ``.worktreeinclude``
+        select; found once per run, used when preparing and checking every stream."""
+        with self._copied_lock:
+            if self._copied is None:
+                untracked = git.untracked_files(self.repo) if self.copy_patterns else []
+                self._copied = sorted(compile_patterns(self.copy_patterns).match_files(untracked))
+            return self._copied
 
 
 class StreamFailed(Exception):
@@ -147,11 +149,11 @@ def _stream_base(ctx: RunContext, stream: Stream) -> str:
     """The run's base, the one predecessor's result, or a merge of several (SPEC "Stream base")."""
     streams = ctx.store.record.streams
     finished = [
-        streams[n].head_commit
+        head
         for n in (*stream.depends_on, *stream.waits_for)
-        if streams[n].status == Status.SUCCEEDED.value and streams[n].head_commit
+        if streams[n].status == Status.SUCCEEDED.value and (head := streams[n].head_commit)
     ]
-    parents = git.independent(ctx.repo, [c for c in finished if c])
+    parents = git.independent(ctx.repo, finished)
     if not parents:
         return ctx.base_commit
     merged = parents[0]
@@ -164,21 +166,14 @@ def _stream_base(ctx: RunContext, stream: Stream) -> str:
         merged = git.commit_tree(ctx.repo, result.tree, [merged, parent], "merge")
     if len(parents) == 1:
         return merged
-    tree = ctx.repo.out("rev-parse", f"{merged}^{{tree}}")
+    tree = git.tree_of(ctx.repo, merged)
     names = ", ".join(n for n in (*stream.depends_on, *stream.waits_for))
     return git.commit_tree(ctx.repo, tree, parents, f"wtr: start of {stream.name} from {names}")
 
 
-def _copied(ctx: RunContext) -> list[str]:
-    """Untracked files of the main worktree that ``copy`` or ``.worktreeinclude`` select."""
-    if not ctx.copy_patterns:
-        return []
-    return sorted(compile_patterns(ctx.copy_patterns).match_files(ctx.untracked()))
-
-
 def _copy_files(ctx: RunContext, worktree: Path) -> None:
     root = ctx.repo.root
-    for relative in _copied(ctx):
+    for relative in ctx.copied():
         source, target = root / relative, worktree / relative
         # A link could lead out of the repository: copy only what really lies inside it.
         if source.is_file() and source.resolve().is_relative_to(root.resolve()):
@@ -196,7 +191,7 @@ def _env(ctx: RunContext, stream: Stream) -> dict[str, str]:
             "WTR_WORKTREE": str(ctx.worktree(stream.name)),
             "WTR_BRANCH": ctx.branch(stream.name),
             "WTR_BASE_COMMIT": record.base_commit or "",
-            "WTR_PROMPT_FILE": str(ctx.store.stream_dir(stream.name) / "prompt.md"),
+            "WTR_PROMPT_FILE": str(ctx.store.prompt_path(stream.name)),
             "WTR_FILES": "\n".join(stream.files),
             "WTR_STATE_DIR": str(ctx.store.dir),
             "WTR_PORT": str(ctx.plan.port(stream.name)),
@@ -251,7 +246,7 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
     worktree, branch = ctx.worktree(name), ctx.branch(name)
     prompt = render_prompt(ctx.plan, stream, str(worktree), branch,
                            _dependency_work(ctx, stream), previous)
-    prompt_file = ctx.store.stream_dir(name) / "prompt.md"
+    prompt_file = ctx.store.prompt_path(name)
     prompt_file.write_text(prompt, encoding="utf-8")
     values = {"prompt_file": str(prompt_file), "prompt": prompt, "stream": name,
               "worktree": str(worktree), "branch": branch}
@@ -360,7 +355,7 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
         return Failure("error", f"the agent left its branch {branch} (HEAD is now "
                                 f"{on_branch or 'detached'}); check out {branch} again")
     if git.commit_all(ctx.repo, worktree, f"{name}: work left uncommitted by the agent",
-                      exclude=_copied(ctx)):
+                      exclude=ctx.copied()):
         ctx.store.event("leftovers_committed", stream=name)
     record = ctx.store.record.streams[name]
     head = git.ref_commit(ctx.repo, f"refs/heads/{branch}")
