@@ -25,7 +25,7 @@ def report_progress(env: Mapping[str, str], message: str, percent: int | None,
     if not store.state_path.exists():
         raise BadInput(f"WTR_STATE_DIR {state_dir} is not the folder of a run")
     if stream not in store.load().streams:
-        raise BadInput(f"run {store.run_id} has no stream '{stream}' (from WTR_STREAM)")
+        raise registry.unknown_stream(store, stream)
     path = store.progress_path(stream)
     previous = read_json(path)
     if percent is None and isinstance(previous, dict):

@@ -12,6 +12,7 @@ import os
 from worktree_runner import git, procs
 from worktree_runner.errors import BadInput
 from worktree_runner.plan.model import Plan
+from worktree_runner.run import registry
 from worktree_runner.run.state import RunStore, Status, StreamRecord, now
 
 
@@ -51,15 +52,21 @@ def _surviving_agent(store: RunStore, stream: StreamRecord) -> procs.Agent | Non
     return None
 
 
-def requeue(store: RunStore, plan: Plan, names: list[str]) -> None:
+def _failed_stream(store: RunStore, name: str, action: str) -> StreamRecord:
+    """The named stream, which must exist and have failed, or a one-line error."""
+    stream = store.record.streams.get(name)
+    if stream is None:
+        raise registry.unknown_stream(store, name)
+    if stream.status != Status.FAILED.value:
+        raise BadInput(f"stream '{name}' is {stream.status}, not failed",
+                       hint=f"only failed streams can be {action}")
+    return stream
+
+
+def requeue(store: RunStore, names: list[str]) -> None:
     """``wtr retry``: the named failed streams, and what waits on them, go back to pending."""
-    streams = store.record.streams
     for name in names:
-        if name not in streams:
-            raise BadInput(f"run {store.run_id} has no stream '{name}'")
-        if streams[name].status != Status.FAILED.value:
-            raise BadInput(f"stream '{name}' is {streams[name].status}, not failed",
-                           hint="only failed streams can be retried")
+        _failed_stream(store, name, "retried")
     for name in names:
         store.update_stream(name, "stream_requeued", status=Status.PENDING.value)
     _unblock(store)
@@ -67,13 +74,7 @@ def requeue(store: RunStore, plan: Plan, names: list[str]) -> None:
 
 def accept(repo: git.Repository, store: RunStore, name: str, reason: str) -> StreamRecord:
     """A human declares a failed stream's work good: it counts as succeeded from now on."""
-    streams = store.record.streams
-    if name not in streams:
-        raise BadInput(f"run {store.run_id} has no stream '{name}'")
-    stream = streams[name]
-    if stream.status != Status.FAILED.value:
-        raise BadInput(f"stream '{name}' is {stream.status}, not failed",
-                       hint="only failed streams can be accepted")
+    stream = _failed_stream(store, name, "accepted")
     head = git.ref_commit(repo, f"refs/heads/{stream.branch}")
     if head is None or not stream.base_commit:
         raise BadInput(f"stream '{name}' has no branch with work to accept")

@@ -156,7 +156,7 @@ def resume_run(repo: git.Repository, store: RunStore, retry_failed: bool) -> Run
 
 def retry_streams(repo: git.Repository, store: RunStore, names: list[str]) -> RunRecord:
     plan = load_run_plan(store)
-    recover.requeue(store, plan, names)
+    recover.requeue(store, names)
     return run_plan(repo, store, plan)
 
 
