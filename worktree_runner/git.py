@@ -365,8 +365,9 @@ def commit_tree(repo: Repository, tree: str, parents: Sequence[str], message: st
 
 
 def _status_paths(worktree: Path, untracked: str) -> list[str]:
-    out = run_git(["status", "--porcelain", "-z", f"--untracked-files={untracked}"],
-                  worktree).stdout
+    # --no-renames: a rename would add a second, unprefixed entry (its old path).
+    args = ["status", "--porcelain", "-z", "--no-renames", f"--untracked-files={untracked}"]
+    out = run_git(args, worktree).stdout
     return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
 
 
