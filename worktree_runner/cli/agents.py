@@ -1,0 +1,72 @@
+"""Commands for agents and their hosts: progress, lock, agent-file."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from worktree_runner.cli.base import cli, open_repo, repo_option
+
+
+@cli.command("agent-file")
+@click.option("--plan", "plan_path", metavar="PATH", default=None,
+              help="The plan the files run (default: worktree-plan.yaml).")
+@click.option("--command", "with_command", is_flag=True,
+              help="Also write the slash command .claude/commands/parallel-run.md.")
+@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+@repo_option
+def agent_file(plan_path: str | None, with_command: bool, force: bool,
+               repo_dir: Path | None) -> None:
+    """Write a Claude Code subagent (and slash command) that runs a plan.
+
+    \b
+    .claude/agents/parallel-worker.md is the subagent Claude delegates a plan to:
+    wtr check, wtr run, wtr status --json, wtr logs, wtr merge --check, wtr merge,
+    then a report; it stops at anything that needs a human. --command adds the
+    slash command /parallel-run. Written in the repository's main worktree;
+    an existing file is kept unless --force.
+    """
+    from worktree_runner.agentfile import write_agent_files
+
+    repo = open_repo(repo_dir)
+    for path in write_agent_files(repo.root, plan_path, with_command, force):
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("message")
+@click.option("--percent", type=click.IntRange(0, 100), default=None, help="How far, 0-100.")
+@click.option("--blocked", is_flag=True, help="Say the agent cannot go on (MESSAGE says why).")
+@repo_option
+def progress(message: str, percent: int | None, blocked: bool, repo_dir: Path | None) -> None:
+    """For agents: record the progress of the stream named by WTR_STREAM and WTR_RUN.
+
+    \b
+    Example:  wtr progress "tests written, fixing the last one" --percent 80
+              wtr progress "the API spec is missing" --blocked ; exit 1
+    """
+    from worktree_runner.run.progress import report_progress
+
+    report_progress(os.environ, message, percent, blocked, lambda: open_repo(repo_dir))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@repo_option
+@click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="Seconds to wait for the lock.")
+def lock(name: str, command: tuple[str, ...], repo_dir: Path | None, timeout: float) -> None:
+    """For agents: run COMMAND holding lock NAME, shared by every worktree.
+
+    \b
+    Example:  wtr lock db-migrations --timeout 300 -- npm run migrate
+    Waits with exponential backoff; past the timeout exits 1 naming the holder.
+    A holder that dies (even by SIGKILL) releases the lock.
+    """
+    from worktree_runner.locks import run_locked
+
+    sys.exit(run_locked(open_repo(repo_dir), name, timeout, command, os.environ))

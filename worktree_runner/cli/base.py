@@ -1,0 +1,96 @@
+"""The command group and what every command shares: --repo, --run, errors to exit codes.
+
+The only place, with its sibling modules, that imports click. Each command imports what
+only it needs inside its body: every agent's ``wtr progress`` and ``wtr lock`` pays the
+start-up of this package, and rich, yaml and the merge stage are not needed there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from worktree_runner import __version__, git
+from worktree_runner.errors import (
+    EXIT_INTERRUPTED,
+    WtrError,
+)
+from worktree_runner.logs import configure_logging
+from worktree_runner.run import registry
+from worktree_runner.run.state import RunStore
+
+
+class WtrGroup(click.Group):
+    """Maps the project's errors to one line on stderr and the SPEC's exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WtrError as exc:
+            first, *rest = exc.lines()
+            click.echo(f"wtr: {first}", err=True)
+            for line in rest:
+                click.echo(line, err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("wtr: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+def emit_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, sort_keys=False))
+
+
+def repo_option(func: Any) -> Any:
+    return click.option(
+        "--repo",
+        "repo_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="The repository (default: the one containing the current directory).",
+    )(func)
+
+
+def open_repo(repo_dir: Path | None) -> git.Repository:
+    """The repository named by the command's --repo, else the group's, else the cwd's."""
+    ctx = click.get_current_context()
+    fallback = (ctx.find_root().obj or {}).get("repo_dir")
+    return git.open_repository(repo_dir or fallback)
+
+
+@click.group(cls=WtrGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="wtr")
+@click.option("-v", "--verbose", is_flag=True, help="Log every step (git commands included).")
+@repo_option
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, repo_dir: Path | None) -> None:
+    """Run many coding agents on one repository at once, each in its own git worktree.
+
+    \b
+    A plan (YAML) names work streams: the files each owns, its agent, its prompt,
+    what it depends on. Typical session:
+      wtr init                 write a starter plan for this repository
+      wtr check PLAN           validate it: waves, critical path, file ownership
+      wtr run PLAN             each stream: own branch + worktree + agent, checked
+      wtr status               what every stream is doing (--json, --markdown)
+      wtr logs STREAM          an agent's output
+      wtr merge                replay finished streams onto the target (--check first)
+      wtr clean                remove worktrees and merged branches; never loses work
+    After a crash or Ctrl-C: wtr resume. After a failure: wtr retry / wtr accept.
+    Exit codes: 0 ok, 1 work failed, 2 bad input, 3 halted for a human, 130 interrupted.
+    """
+    ctx.obj = {"repo_dir": repo_dir}
+    configure_logging(verbose)
+
+
+def run_option(func: Any) -> Any:
+    return click.option("--run", "run_id", metavar="ID", default=None,
+                        help="The run (default: the most recent one).")(func)
+
+
+def open_store(repo_dir: Path | None, run_id: str | None) -> tuple[git.Repository, RunStore]:
+    repo = open_repo(repo_dir)
+    return repo, registry.open_run(repo, run_id)

@@ -1,0 +1,41 @@
+"""The clean command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from worktree_runner.cli.base import cli, open_repo, repo_option, run_option
+from worktree_runner.run import registry
+
+
+@cli.command()
+@repo_option
+@run_option
+@click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
+@click.option("--force", is_flag=True, help="Also delete unmerged stream branches (their tips "
+              "pinned under refs/worktree-runner/archive/ first).")
+@click.option("--all", "every_run", is_flag=True, help="Clean every finished run.")
+def clean(repo_dir: Path | None, run_id: str | None, dry_run: bool, force: bool,
+          every_run: bool) -> None:
+    """Remove a run's worktrees and the branches whose work is in the target.
+
+    Uncommitted changes in a worktree are saved under refs/worktree-runner/rescue/
+    before it is removed; branches with work found nowhere else are kept and listed.
+    """
+    from worktree_runner.clean import clean_run
+
+    repo = open_repo(repo_dir)
+    if every_run:
+        stores = [s for s in registry.list_runs(repo)
+                  if s.load().state == "finished" and not s.record.cleaned_at]
+    else:
+        stores = [registry.open_run(repo, run_id)]
+    if not stores:
+        click.echo("no finished run to clean")
+    for store in stores:
+        report = clean_run(repo, store, dry_run, force)
+        click.echo(f"run {report.run}:" + (" (dry run, nothing changed)" if dry_run else ""))
+        for line in [*report.rescued, *report.done, *report.kept]:
+            click.echo(f"  {line}")

@@ -1,0 +1,176 @@
+"""Commands about a run: run, resume, retry, accept, status, logs, runs."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from worktree_runner.cli.base import cli, emit_json, open_repo, open_store, repo_option, run_option
+from worktree_runner.errors import EXIT_FAILED, EXIT_OK
+from worktree_runner.run import registry
+from worktree_runner.run.state import RunStore, Status
+from worktree_runner.run.status import status_document
+
+
+@cli.command()
+@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
+@repo_option
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None,
+              help="Agents running at once (default: the plan's max_parallel).")
+@click.option("--dry-run", is_flag=True, help="Print what would happen; create nothing.")
+def run(plan_file: Path, repo_dir: Path | None, max_parallel: int | None, dry_run: bool) -> None:
+    """Run PLAN: every stream in its own branch and worktree, agents in parallel.
+
+    \b
+    A stream starts once its dependencies have succeeded, nothing it conflicts with
+    is running, and fewer than --max-parallel agents run. When its agent exits 0,
+    leftovers are committed, every changed file must be inside its files, and its
+    verify commands must pass. Dependents of a failed stream are blocked; the rest
+    go on. Exit 0 when every stream succeeded, 1 otherwise, 130 on Ctrl-C.
+    """
+    from worktree_runner import render
+    from worktree_runner.run import runner
+
+    prepared = runner.prepare(open_repo(repo_dir), plan_file, max_parallel)
+    if dry_run:
+        run_id, planned = runner.dry_run(prepared)
+        click.echo(render.dry_run_report(prepared, run_id, planned))
+        return
+    store = runner.create_run(prepared)
+    click.echo(f"run {store.run_id}: {len(prepared.plan.streams)} streams, state in {store.dir}",
+               err=True)
+    _drive(store, lambda: runner.run_plan(prepared.repo, store, prepared.plan))
+
+
+def _drive(store: RunStore, work: Any) -> None:
+    """Run ``work`` holding the run's lock, with the live display; exit as the SPEC says."""
+    from worktree_runner import render
+    from worktree_runner.live import run_with_display
+
+    with registry.hold_run(store), _sigterm_as_interrupt():
+        record = run_with_display(work, store, sys.stdout.isatty())
+    doc = status_document(store)
+    click.echo(render.counts_line(doc))
+    unfinished = [s for s in record.streams.values()
+                  if s.status not in (Status.SUCCEEDED, Status.MERGED)]
+    if unfinished:
+        click.echo(f"see 'wtr status --run {store.run_id}' and 'wtr logs STREAM'", err=True)
+    sys.exit(EXIT_FAILED if unfinished else EXIT_OK)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """``kill PID`` stops a run as Ctrl-C does: agents stopped, state saved."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@cli.command()
+@repo_option
+@run_option
+@click.option("--retry-failed", is_flag=True, help="Also re-run failed streams (and then "
+              "their blocked dependents).")
+def resume(repo_dir: Path | None, run_id: str | None, retry_failed: bool) -> None:
+    """Continue a run that was interrupted or whose runner died.
+
+    \b
+    Agents still running are adopted and waited for; agents that ended while no
+    runner watched get their checks; streams whose agent vanished without a result
+    get a new attempt in the same worktree, keeping their commits; a worktree that
+    vanished is recreated from its branch. Finished streams are never redone.
+    """
+    from worktree_runner.run import runner
+
+    repo, store = open_store(repo_dir, run_id)
+    _drive(store, lambda: runner.resume_run(repo, store, retry_failed))
+
+
+@cli.command()
+@click.argument("streams", nargs=-1, required=True)
+@repo_option
+@run_option
+def retry(streams: tuple[str, ...], repo_dir: Path | None, run_id: str | None) -> None:
+    """Re-run failed STREAMS (new attempts, same worktrees, commits kept), then their dependents."""
+    from worktree_runner.run import runner
+
+    repo, store = open_store(repo_dir, run_id)
+    _drive(store, lambda: runner.retry_streams(repo, store, list(streams)))
+
+
+@cli.command()
+@click.argument("stream")
+@repo_option
+@run_option
+@click.option("--reason", default="", help="Why the work is good (kept in the status).")
+def accept(stream: str, repo_dir: Path | None, run_id: str | None, reason: str) -> None:
+    """Declare a failed STREAM's work good; its dependents may then run ('wtr resume')."""
+    from worktree_runner.run import recover
+
+    repo, store = open_store(repo_dir, run_id)
+    with registry.hold_run(store):
+        record = recover.accept(repo, store, stream, reason)
+    click.echo(f"accepted {stream} ({len(record.changed_files)} changed file(s)) by "
+               f"{(record.accepted or {}).get('by')}; run 'wtr resume' to start what waits on it")
+
+
+@cli.command()
+@repo_option
+@run_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (see SPEC).")
+@click.option("--markdown", is_flag=True, help="A Markdown report.")
+def status(repo_dir: Path | None, run_id: str | None, as_json: bool, markdown: bool) -> None:
+    """Show a run's status: counts, every stream, the merge state."""
+    from worktree_runner import render
+
+    _, store = open_store(repo_dir, run_id)
+    doc = status_document(store)
+    if as_json:
+        emit_json(doc)
+    elif markdown:
+        click.echo(render.status_markdown(doc), nl=False)
+    else:
+        render.print_status(doc)
+
+
+@cli.command()
+@click.argument("stream")
+@repo_option
+@run_option
+@click.option("-f", "--follow", is_flag=True, help="Keep printing as the agent writes.")
+def logs(stream: str, repo_dir: Path | None, run_id: str | None, follow: bool) -> None:
+    """Print the output of STREAM's agent (and its setup and verify commands)."""
+    _, store = open_store(repo_dir, run_id)
+    if stream not in store.record.streams:
+        raise registry.unknown_stream(store, stream)
+    for chunk in registry.read_log(store, stream, follow):
+        click.echo(chunk, nl=False)
+
+
+@cli.command()
+@repo_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+def runs(repo_dir: Path | None, as_json: bool) -> None:
+    """List the runs of this repository, oldest first."""
+    repo = open_repo(repo_dir)
+    docs = [registry.summary(store) for store in registry.list_runs(repo)]
+    if as_json:
+        emit_json({"runs": docs})
+        return
+    if not docs:
+        click.echo("no runs yet; start one with 'wtr run PLAN'")
+    for doc in docs:
+        counts = ", ".join(f"{n} {k}" for k, n in doc["counts"].items() if n)
+        click.echo(f"{doc['run']:<24} {doc['state']:<12} {doc['created_at']}  {counts}")
