@@ -76,6 +76,11 @@ def git_executable() -> str:
     return found
 
 
+# An agent can write the shared .git/hooks or .git/config: the runner's own git commands
+# run no hook and no fsmonitor command, so nothing an agent planted runs as the runner.
+NO_HOOKS = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
+
+
 def run_git(
     args: Sequence[str],
     cwd: Path,
@@ -83,9 +88,10 @@ def run_git(
     check: bool = True,
     stdin: str | None = None,
     env: Mapping[str, str] | None = None,
+    hooks_off: bool = True,
 ) -> GitResult:
     """Run ``git args`` in ``cwd``; raise GitFailed on a non-zero exit when ``check``."""
-    command = [git_executable(), *args]
+    command = [git_executable(), *(NO_HOOKS if hooks_off else ()), *args]
     started = time.perf_counter()
     completed = subprocess.run(
         command,
@@ -521,3 +527,35 @@ def unique_commits(repo: Repository, upstream: str, head: str, base: str) -> lis
 def delete_branch(repo: Repository, branch: str, expected: str) -> bool:
     """Delete ``branch`` only if it still points at ``expected``."""
     return repo.git("update-ref", "-d", f"refs/heads/{branch}", expected, check=False).ok
+
+
+# -- what a run must leave alone: the user's refs, checkout, hooks and config ----------------
+
+
+def user_refs(repo: Repository) -> dict[str, str]:
+    """Every branch and tag, by full name, with the object it points at."""
+    out = repo.out("for-each-ref", "--format=%(refname) %(objectname)", "refs/heads", "refs/tags")
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+def checkout_head(worktree: Path) -> str:
+    """What HEAD of ``worktree`` is: the branch it names, else the commit."""
+    result = run_git(["symbolic-ref", "--quiet", "HEAD"], worktree, check=False)
+    if result.ok:
+        return result.stdout.strip()
+    return run_git(["rev-parse", "--verify", "--quiet", "HEAD"], worktree,
+                   check=False).stdout.strip()
+
+
+def status_entries(worktree: Path) -> list[tuple[str, str]]:
+    """(two-letter code, path) of each uncommitted or untracked path of ``worktree``."""
+    args = ["status", "--porcelain", "-z", "--no-renames", "--untracked-files=all"]
+    out = run_git(args, worktree).stdout
+    return [(entry[:2], entry[3:]) for entry in out.split("\0") if len(entry) > 3]
+
+
+def hooks_dir(repo: Repository) -> Path:
+    """Where git looks for hooks in this repository (core.hooksPath honoured)."""
+    path = run_git(["rev-parse", "--path-format=absolute", "--git-path", "hooks"],
+                   repo.root, check=False, hooks_off=False).stdout.strip()
+    return Path(path) if path else repo.common_dir / "hooks"

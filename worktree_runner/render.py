@@ -123,6 +123,16 @@ def merge_lines(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def isolation_lines(doc: dict[str, Any]) -> list[str]:
+    """What changed outside the run's worktrees while it ran, and who could have done it."""
+    lines = []
+    for breach in doc.get("isolation") or []:
+        who = (f"by {breach['stream']}" if breach.get("stream")
+               else f"while {', '.join(breach.get('suspects') or []) or 'no agent'} ran")
+        lines.append(f"outside the worktrees, {who}: " + "; ".join(breach.get("changes") or []))
+    return lines
+
+
 def status_markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Run `{doc['run']}`", "",
              f"- state: **{doc['state']}**", f"- plan: `{doc['plan']}`",
@@ -141,6 +151,8 @@ def status_markdown(doc: dict[str, Any]) -> str:
     lines += attention or ["Nothing: every stream is fine so far."]
     if merge := merge_lines(doc):
         lines += ["", "## Merge", "", *(f"- {line.strip()}" for line in merge)]
+    if breaches := isolation_lines(doc):
+        lines += ["", "## Isolation", "", *(f"- {line}" for line in breaches)]
     return "\n".join(lines) + "\n"
 
 
@@ -193,6 +205,8 @@ def print_status(doc: dict[str, Any]) -> None:
     console.print(status_table(doc))
     for line in merge_lines(doc):
         console.print(line)
+    for line in isolation_lines(doc):
+        console.print(line, markup=False, highlight=False, style="yellow")
 
 
 def dry_run_report(prepared: Prepared, run_id: str, planned: list[PlannedStream]) -> str:

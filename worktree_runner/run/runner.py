@@ -13,6 +13,7 @@ from worktree_runner.plan.analysis import Analysis, analyze
 from worktree_runner.plan.load import load_plan, parse_plan, worktree_include
 from worktree_runner.plan.model import Plan
 from worktree_runner.run import recover, registry
+from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import render_command
 from worktree_runner.run.scheduler import Hooks, Scheduler
 from worktree_runner.run.state import RunRecord, RunState, RunStore, Status, StreamRecord, now
@@ -120,7 +121,9 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
         bin_dir=procs.write_wtr_shim(store.dir / "bin"),
         recovered=dict(recovered or {}),
         copy_patterns=(*plan.copy, *worktree_include(repo.root)),
+        guard=Guard(repo, store),
     )
+    ctx.guard.start()
     statuses = {name: Status(s.status) for name, s in record.streams.items()}
 
     def kill_all() -> None:

@@ -153,6 +153,8 @@ class RunRecord:
     runner_pid: int | None = None
     cleaned_at: str | None = None
     merge: dict[str, Any] = field(default_factory=dict)
+    # What changed outside the run's worktrees while it ran (see run/guard.py).
+    isolation: list[dict[str, Any]] = field(default_factory=list)
     version: int = STATE_VERSION
 
     def to_json(self) -> dict[str, Any]:

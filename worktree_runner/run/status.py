@@ -58,4 +58,5 @@ def status_document(store: RunStore) -> dict[str, Any]:
         "counts": counts,
         "streams": streams,
         "merge": {**empty_merge(record.target), **record.merge},
+        "isolation": record.isolation,
     }

@@ -17,6 +17,7 @@ from worktree_runner import faults, git, procs
 from worktree_runner.errors import WtrError
 from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
+from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import DependencyWork, render_command, render_prompt
 from worktree_runner.run.state import Failure, RunStore, Status, now
 from worktree_runner.run.usage import add_usage, attempt_usage
@@ -35,6 +36,7 @@ class RunContext:
     base_commit: str
     worktrees_root: Path
     bin_dir: Path
+    guard: Guard
     stop: threading.Event = field(default_factory=threading.Event)
     # Agents found alive, or ended with a recorded exit code, when a run is resumed.
     recovered: dict[str, procs.Agent] = field(default_factory=dict)
@@ -77,6 +79,7 @@ def run_stream(ctx: RunContext, name: str) -> bool:
     ctx.store.update_stream(name, "stream_started", status=Status.RUNNING.value,
                             started_at=now(), finished_at=None, failure=None, exit_code=None)
     failure: Failure | None
+    ctx.guard.enter(name)
     try:
         _check_program(ctx, stream)
         _prepare(ctx, stream)
@@ -88,6 +91,13 @@ def run_stream(ctx: RunContext, name: str) -> bool:
     except Exception as exc:  # one stream's crash must not take the others down
         _append_log(ctx, name, traceback.format_exc())
         failure = Failure("error", f"internal error: {exc!r} (traceback in the stream's log)")
+    try:
+        breach = ctx.guard.leave(name)
+    except WtrError as exc:
+        breach = None
+        _append_log(ctx, name, f"wtr: could not look for changes outside the worktree: {exc}")
+    if breach is not None and failure is None:
+        failure = Failure("error", breach)
     status = Status.FAILED if failure else Status.SUCCEEDED
     ctx.store.update_stream(name, "stream_finished", status=status.value, failure=failure,
                             finished_at=now(), pid=None,

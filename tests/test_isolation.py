@@ -1,0 +1,118 @@
+"""Isolation that is physical: what an agent does outside its worktree is seen, reported,
+blamed on the stream that did it, and never run by the runner's own git commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.gitrepo import Repo, run_wtr
+from tests.runhelp import agent_plan, stream_of
+
+COMMON = '"$(git rev-parse --path-format=absolute --git-common-dir)"'
+
+
+def shell_agent(script: str, **extra: Any) -> dict[str, Any]:
+    return {"command": script, "timeout": 60, **extra}
+
+
+def run(repo: Repo, plan: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    result = run_wtr("run", repo.write_plan(plan), cwd=repo.path)
+    status = run_wtr("status", "--json", cwd=repo.path)
+    assert status.returncode == 0, status.stderr
+    return result, status.json()
+
+
+def events(repo: Repo, run_id: str, name: str) -> list[dict[str, Any]]:
+    path = repo.path / ".git" / "worktree-runner" / "runs" / run_id / "events.jsonl"
+    lines = path.read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["event"] == name]
+
+
+def test_runner_git_commands_never_run_hooks_an_agent_planted(repo: Repo, tmp_path: Path) -> None:
+    marker = tmp_path / "hook-ran"
+    hook = f'#!/bin/sh\necho "$0" >> {marker}\n'
+    script = (
+        f"for h in post-commit pre-commit commit-msg reference-transaction post-checkout; do "
+        f"printf '%s' '{hook}' > {COMMON}/hooks/$h && chmod +x {COMMON}/hooks/$h; done; "
+        "echo 'X = 1' > src/api/orders.py"  # left uncommitted: the runner commits it
+    )
+    plan = agent_plan({
+        "api": {"files": ["src/api/**"], "agent": shell_agent(script)},
+        "ui": {"files": ["src/ui/**"], "depends_on": ["api"],
+               "env": {"AGENT_WRITE": "src/ui/view.py=UI = 1", "AGENT_COMMIT": "0"}},
+    })
+    result, doc = run(repo, plan)
+    assert not marker.exists(), marker.read_text()
+    # the planting is reported, and blamed on the stream that did it
+    api = stream_of(doc, "api")
+    assert api["status"] == "failed", api
+    assert api["failure"]["kind"] == "error"
+    assert "hooks/post-commit" in api["failure"]["message"]
+    assert "wtr accept api" in api["failure"]["message"]
+    assert result.returncode == 1
+    breaches = doc["isolation"]
+    assert breaches and breaches[0]["stream"] == "api"
+    assert any("post-commit" in c for c in breaches[0]["changes"])
+    assert events(repo, doc["run"], "isolation_breach")
+
+
+def test_agent_moving_the_users_branch_is_reported_and_the_old_tip_kept(repo: Repo) -> None:
+    before = repo.head("main")
+    script = ("echo 'X = 2' > src/api/orders.py && git commit -qam mine && "
+              "git update-ref refs/heads/main HEAD && git tag -f sneaky HEAD")
+    plan = agent_plan({"api": {"files": ["src/api/**"], "agent": shell_agent(script)}})
+    result, doc = run(repo, plan)
+    assert result.returncode == 1
+    api = stream_of(doc, "api")
+    assert api["status"] == "failed" and api["failure"]["kind"] == "error"
+    message = api["failure"]["message"]
+    assert "branch main moved" in message and "tag sneaky created" in message
+    # the tip it had is kept under a ref of the runner, so the user can put it back
+    kept = repo.git("for-each-ref", "--format=%(objectname)",
+                    f"refs/worktree-runner/isolation/{doc['run']}/")
+    assert before in kept.split()
+    text = run_wtr("status", cwd=repo.path)
+    assert "branch main moved" in text.stdout, text.stdout
+
+
+def test_agent_writing_into_the_main_checkout_or_config_is_reported(repo: Repo) -> None:
+    script = (f"echo hacked >> {COMMON}/../README.md && "
+              f"git config --file {COMMON}/config core.sneaky yes && "
+              "echo 'X = 3' > src/api/orders.py")
+    plan = agent_plan({"api": {"files": ["src/api/**"], "agent": shell_agent(script)}})
+    _, doc = run(repo, plan)
+    message = stream_of(doc, "api")["failure"]["message"]
+    assert "main checkout: README.md" in message
+    assert ".git/config changed" in message
+
+
+def test_change_made_while_two_agents_ran_is_reported_on_the_run(repo: Repo) -> None:
+    script = f"sleep 1; echo hacked >> {COMMON}/../README.md; echo 'X = 4' > src/api/orders.py"
+    plan = agent_plan({
+        "api": {"files": ["src/api/**"], "agent": shell_agent(script)},
+        "ui": {"files": ["src/ui/**"], "env": {"AGENT_WRITE": "src/ui/view.py=UI = 1",
+                                               "AGENT_SLEEP": "4"}},
+    })
+    result, doc = run(repo, plan)
+    # both were running: nobody can be blamed for sure, so the run carries a warning
+    assert result.returncode == 0, result.stderr
+    assert doc["counts"]["succeeded"] == 2
+    [breach] = doc["isolation"]
+    assert breach["stream"] is None and sorted(breach["suspects"]) == ["api", "ui"]
+    assert any("README.md" in c for c in breach["changes"])
+
+
+def test_a_well_behaved_run_and_its_merge_report_nothing(repo: Repo) -> None:
+    plan = agent_plan({
+        "api": {"files": ["src/api/**"], "env": {"AGENT_WRITE": "src/api/orders.py=A = 1"}},
+        "ui": {"files": ["src/ui/**"], "depends_on": ["api"],
+               "env": {"AGENT_WRITE": "src/ui/view.py=U = 1", "AGENT_COMMIT": "0"}},
+    })
+    result, doc = run(repo, plan)
+    assert result.returncode == 0, result.stderr
+    assert doc["isolation"] == []
+    merged = run_wtr("merge", cwd=repo.path)
+    assert merged.returncode == 0, merged.stderr
+    assert run_wtr("status", "--json", cwd=repo.path).json()["isolation"] == []

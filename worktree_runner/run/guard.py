@@ -1,0 +1,205 @@
+"""What a run must leave alone, watched: the user's branches and tags, the main checkout,
+the shared hooks and config.
+
+A snapshot is taken when a run starts and compared each time a stream ends. A change is
+blamed on a stream only when that stream was the only one running since the last look;
+otherwise it is reported on the run with the streams that could have made it. Refs that
+moved or vanished keep their old tip under ``refs/worktree-runner/isolation/<run>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from worktree_runner import git
+from worktree_runner.run.state import RunStore, now, read_json, write_json_atomic
+
+MESSAGE_CHANGES = 8
+
+
+@dataclass
+class Snapshot:
+    refs: dict[str, str]
+    head: str
+    checkout: dict[str, str]  # path -> "<status code> <size> <mtime_ns>"
+    hooks: dict[str, str]  # file under the hooks folder -> "<mode> <sha256>"
+    config: str  # sha256 of the shared config file
+
+    @classmethod
+    def from_json(cls, data: Any) -> Snapshot | None:
+        try:
+            return cls(**data)
+        except TypeError:
+            return None
+
+
+def _digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return "unreadable"
+
+
+def _stamp(path: Path) -> str:
+    try:
+        info = path.lstat()
+    except OSError:
+        return "gone"
+    return f"{info.st_size} {info.st_mtime_ns}"
+
+
+def _hooks(folder: Path) -> dict[str, str]:
+    if not folder.is_dir():
+        return {}
+    return {
+        str(path.relative_to(folder)): f"{path.lstat().st_mode:o} {_digest(path)}"
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() or path.is_symlink()
+    }
+
+
+def take(repo: git.Repository, run_id: str) -> Snapshot:
+    own = f"refs/heads/wtr/{run_id}/"
+    refs = {name: sha for name, sha in git.user_refs(repo).items() if not name.startswith(own)}
+    checkout = {path: f"{code} {_stamp(repo.root / path)}"
+                for code, path in git.status_entries(repo.root)}
+    return Snapshot(refs=refs, head=git.checkout_head(repo.root), checkout=checkout,
+                    hooks=_hooks(git.hooks_dir(repo)),
+                    config=_digest(repo.common_dir / "config"))
+
+
+def _short(ref: str) -> str:
+    for prefix, kind in (("refs/heads/", "branch"), ("refs/tags/", "tag")):
+        if ref.startswith(prefix):
+            return f"{kind} {ref.removeprefix(prefix)}"
+    return ref
+
+
+def ref_changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    changes = []
+    for ref in sorted(before.keys() | after.keys()):
+        old, new = before.get(ref), after.get(ref)
+        if old == new:
+            continue
+        if old is None:
+            changes.append(f"{_short(ref)} created at {new and new[:12]}")
+        elif new is None:
+            changes.append(f"{_short(ref)} deleted (was {old[:12]})")
+        else:
+            changes.append(f"{_short(ref)} moved from {old[:12]} to {new[:12]}")
+    return changes
+
+
+def _entry_changes(before: dict[str, str], after: dict[str, str], what: str) -> list[str]:
+    changes = []
+    for key in sorted(before.keys() | after.keys()):
+        old, new = before.get(key), after.get(key)
+        if old == new:
+            continue
+        verb = "added" if old is None else "removed" if new is None else "changed"
+        changes.append(f"{what}{key} {verb}")
+    return changes
+
+
+def differences(repo: git.Repository, before: Snapshot, after: Snapshot) -> list[str]:
+    hooks = git.hooks_dir(repo)
+    shown = hooks.relative_to(repo.root) if hooks.is_relative_to(repo.root) else hooks
+    changes = ref_changes(before.refs, after.refs)
+    if before.head != after.head:
+        changes.append(f"the main checkout's HEAD changed from {before.head} to {after.head}")
+    changes += _entry_changes(before.checkout, after.checkout, "main checkout: ")
+    changes += _entry_changes(before.hooks, after.hooks, f"{shown}/")
+    if before.config != after.config:
+        changes.append(".git/config changed")
+    return changes
+
+
+@dataclass
+class Guard:
+    """The snapshot of a run, and which streams could have changed what it watches."""
+
+    repo: git.Repository
+    store: RunStore
+    # Streams that cannot write outside their worktree (sandboxed): never suspects.
+    contained: frozenset[str] = frozenset()
+    _active: set[str] = field(default_factory=set)
+    _touched: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def path(self) -> Path:
+        return self.store.dir / "guard.json"
+
+    def start(self) -> None:
+        """Take the run's snapshot; on a resume, first report what changed unwatched."""
+        with self._lock:
+            stored = Snapshot.from_json(read_json(self.path))
+            if stored is None:
+                write_json_atomic(self.path, asdict(take(self.repo, self.store.run_id)))
+            else:
+                self._compare(stored, suspects=set(), stream=None)
+
+    def enter(self, name: str) -> None:
+        with self._lock:
+            self._active.add(name)
+            if name not in self.contained:
+                self._touched.add(name)
+
+    def leave(self, name: str) -> str | None:
+        """Look again as ``name`` ends; what it changed, if it alone could have."""
+        with self._lock:
+            self._active.discard(name)
+            suspects = set(self._touched)
+            self._touched = self._active - self.contained
+            stored = Snapshot.from_json(read_json(self.path))
+            if stored is None:
+                write_json_atomic(self.path, asdict(take(self.repo, self.store.run_id)))
+                return None
+            blamed = name if suspects == {name} else None
+            changes = self._compare(stored, suspects, blamed)
+        if not changes or blamed is None:
+            return None
+        listed = "; ".join(changes[:MESSAGE_CHANGES])
+        extra = len(changes) - MESSAGE_CHANGES
+        more = f" and {extra} more" if extra > 0 else ""
+        return (f"changed what lies outside its worktree: {listed}{more}; if you made that "
+                f"change yourself, 'wtr accept {name}'")
+
+    def _compare(self, before: Snapshot, suspects: set[str], stream: str | None) -> list[str]:
+        after = take(self.repo, self.store.run_id)
+        ignored = {ref for ref in before.refs.keys() | after.refs.keys()
+                   if self._runner_made(ref, before.refs.get(ref), after.refs.get(ref))}
+        old = replace(before, refs={r: s for r, s in before.refs.items() if r not in ignored})
+        new = replace(after, refs={r: s for r, s in after.refs.items() if r not in ignored})
+        changes = differences(self.repo, old, new)
+        if changes:
+            self._record(old.refs, new.refs, changes, suspects, stream)
+        write_json_atomic(self.path, asdict(after))
+        return changes
+
+    def _runner_made(self, ref: str, old: str | None, new: str | None) -> bool:
+        """Moves wtr makes itself: a merge landing or undone, other runs' stream branches."""
+        if ref.startswith("refs/heads/wtr/"):
+            run = ref.removeprefix("refs/heads/wtr/").split("/", 1)[0]
+            state = read_json(self.store.dir.parent / run / "state.json")
+            return isinstance(state, dict) and state.get("state") == "running"
+        return old != new and new is not None and new in self._merge_pins()
+
+    def _merge_pins(self) -> set[str]:
+        out = self.repo.out("for-each-ref", "--format=%(objectname)", "refs/worktree-runner/merge/")
+        return set(out.split())
+
+    def _record(self, before: dict[str, str], after: dict[str, str], changes: list[str],
+                suspects: set[str], stream: str | None) -> None:
+        number = len(self.store.record.isolation) + 1
+        for ref, old in before.items():
+            if after.get(ref) != old:
+                git.update_ref(self.repo, f"refs/worktree-runner/isolation/{self.store.run_id}/"
+                                          f"{number}/{ref.removeprefix('refs/')}", old)
+        entry = {"at": now(), "stream": stream, "suspects": sorted(suspects), "changes": changes}
+        self.store.update_run("isolation_breach", isolation=[*self.store.record.isolation, entry])
+
