@@ -13,11 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worktree_runner import git
+from worktree_runner import git, procs
 from worktree_runner.errors import WtrError
 from worktree_runner.merge.stage import INTEGRATION_DIR
 from worktree_runner.run import registry
-from worktree_runner.run.state import RunRecord, RunState, RunStore, Status, now
+from worktree_runner.run.state import RunRecord, RunState, RunStore, Status, StreamRecord, now
+from worktree_runner.run.stream import compose_project_name
 
 
 @dataclass
@@ -28,8 +29,10 @@ class CleanReport:
     rescued: list[str] = field(default_factory=list)
 
 
-def clean_run(repo: git.Repository, store: RunStore, dry_run: bool, force: bool) -> CleanReport:
+def clean_run(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
+              remote: bool = False) -> CleanReport:
     record = store.load()
+    teardown = _teardown_commands(store)
     _refuse_active(store, record, force)
     report = CleanReport(store.run_id)
     registered = {w.path for w in git.list_worktrees(repo)}
@@ -38,9 +41,11 @@ def clean_run(repo: git.Repository, store: RunStore, dry_run: bool, force: bool)
     def clear(item: tuple[str, Path]) -> tuple[str | None, str]:
         name, path = item
         rescued = _rescue(repo, store, name, path, dry_run)
+        done = f"{'would remove' if dry_run else 'removed'} worktree {path}"
         if not dry_run:
+            done += _teardown(store, name, path, teardown)
             git.remove_worktree(repo, path, prune=False)
-        return rescued, f"{'would remove' if dry_run else 'removed'} worktree {path}"
+        return rescued, done
 
     # Looking for uncommitted work reads every file of a worktree: one core each.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
@@ -52,6 +57,8 @@ def clean_run(repo: git.Repository, store: RunStore, dry_run: bool, force: bool)
     target_tip = git.ref_commit(repo, f"refs/heads/{record.target}")
     for stream in record.streams.values():
         _clean_branch(repo, store, record, stream.name, target_tip, dry_run, force, report)
+    if remote:
+        _clean_remote_branches(repo, store, dry_run, report)
     if not dry_run:
         merge = dict(record.merge)
         if merge.get("state") == "halted":
@@ -128,4 +135,72 @@ def _contained(repo: git.Repository, record: RunRecord, name: str, head: str,
             and git.is_ancestor(repo, landed, target_tip)):
         return True
     base = stream.base_commit
-    return bool(base) and not git.unique_commits(repo, target_tip, head, base or "")
+    if not base:
+        return False
+    if not git.unique_commits(repo, target_tip, head, base):
+        return True
+    return git.holds_changes(repo, base, head, target_tip) or _pr_merged(repo, stream, head)
+
+
+def _pr_merged(repo: git.Repository, stream: StreamRecord, head: str) -> bool:
+    """The stream's pull request is merged on its forge and holds every commit of the branch
+    (what we pushed is the branch's tip): its work is in the target there, however merged.
+    No forge CLI, no login, no answer: not proven, the branch is kept."""
+    pr, pushed = stream.pr or {}, stream.pushed or {}
+    if not pr or pushed.get("commit") != head:
+        return False
+    from worktree_runner.forge import forge_for
+
+    try:
+        url = git.remote_url(repo, pushed["remote"])
+        forge = forge_for(pr.get("forge"), pushed["remote"], url, repo.root)
+        found = forge.find(stream.branch)
+    except WtrError:
+        return False
+    return found is not None and found.state == "merged" and found.number == pr.get("number")
+
+
+def _clean_remote_branches(repo: git.Repository, store: RunStore, dry_run: bool,
+                           report: CleanReport) -> None:
+    """Delete the pushed branches of streams whose local branch is gone (their work is in the
+    target), each only if the remote still holds what this run pushed."""
+    for stream in store.record.streams.values():
+        pushed = stream.pushed
+        if not pushed or git.ref_commit(repo, f"refs/heads/{stream.branch}") is not None:
+            continue
+        where = f"{pushed['remote']}/{pushed['branch']}"
+        if dry_run:
+            report.done.append(f"would delete remote branch {where}")
+            continue
+        result = git.push_branch(repo, pushed["remote"], pushed["branch"], None, pushed["commit"])
+        if result.ok:
+            store.update_stream(stream.name, "remote_branch_deleted", pushed=None)
+            report.done.append(f"deleted remote branch {where}")
+        else:
+            report.kept.append(f"kept remote branch {where} (it moved since this run pushed it, "
+                               "or the remote refused)")
+
+
+def _teardown_commands(store: RunStore) -> tuple[str, ...]:
+    from worktree_runner.run.runner import load_run_plan
+
+    try:
+        return load_run_plan(store).teardown
+    except (OSError, WtrError):
+        return ()
+
+
+def _teardown(store: RunStore, name: str, path: Path, commands: tuple[str, ...]) -> str:
+    """Run the plan's teardown commands in a stream's worktree before it goes (after its work
+    was saved); a failure is reported, never a reason to keep or lose anything."""
+    if name == INTEGRATION_DIR or not path.exists():
+        return ""
+    env = procs.child_env({"WTR_RUN": store.run_id, "WTR_STREAM": name,
+                           "WTR_WORKTREE": str(path),
+                           "COMPOSE_PROJECT_NAME": compose_project_name(store.run_id, name)})
+    failed = [f"{command!r} (exit {code})" for command in commands
+              if (code := procs.run_logged(command, path, env, store.log_path(name))) != 0]
+    if failed:
+        store.event("teardown_failed", stream=name, commands=failed)
+        return f"; teardown failed: {', '.join(failed)} (see 'wtr logs {name}')"
+    return "; teardown ran" if commands else ""

@@ -559,3 +559,63 @@ def hooks_dir(repo: Repository) -> Path:
     path = run_git(["rev-parse", "--path-format=absolute", "--git-path", "hooks"],
                    repo.root, check=False, hooks_off=False).stdout.strip()
     return Path(path) if path else repo.common_dir / "hooks"
+
+
+def holds_changes(repo: Repository, base: str, head: str, target: str) -> bool:
+    """Whether ``target``'s tree has ``head``'s version of every path ``base..head`` changed:
+    the proof, on content, that a stream's work is in the target whatever its commit ids
+    (a squash merge, a rebase merge, a cherry-pick by hand)."""
+    paths = changed_paths(repo, base, head)
+    if not paths:
+        return True
+    return _blobs(repo, head, paths) == _blobs(repo, target, paths)
+
+
+def _blobs(repo: Repository, commit: str, paths: Sequence[str]) -> dict[str, str]:
+    """Path -> blob id (and mode) in ``commit``, for the ``paths`` that exist there."""
+    out = run_git(["ls-tree", "-r", "-z", "--full-tree", commit, "--", *paths], repo.root).stdout
+    blobs = {}
+    for entry in filter(None, out.split("\0")):
+        meta, path = entry.split("\t", 1)
+        mode, _, blob = meta.split()
+        blobs[path] = f"{mode} {blob}"
+    return blobs
+
+
+# -- remotes ----------------------------------------------------------------------------------
+
+
+def remote_names(repo: Repository) -> list[str]:
+    return repo.out("remote").split()
+
+
+def remote_url(repo: Repository, remote: str) -> str:
+    return repo.out("remote", "get-url", "--", remote)
+
+
+def upstream_remote(repo: Repository, branch: str) -> str | None:
+    """The remote ``branch`` tracks (``branch.<name>.remote``), if it is set."""
+    result = repo.git("config", "--get", f"branch.{branch}.remote", check=False)
+    remote = result.stdout.strip()
+    return remote if result.ok and remote and remote != "." else None
+
+
+def remote_branch_commit(repo: Repository, remote: str, branch: str) -> str | None:
+    """Where ``branch`` points on ``remote`` now (one round trip), None if it is not there."""
+    out = run_git(["ls-remote", "--heads", "--", remote, f"refs/heads/{branch}"], repo.root).stdout
+    for line in out.splitlines():
+        commit, _, ref = line.partition("\t")
+        if ref == f"refs/heads/{branch}":
+            return commit
+    return None
+
+
+def push_branch(repo: Repository, remote: str, branch: str, commit: str | None,
+                expected: str | None) -> GitResult:
+    """Set (or with ``commit`` None, delete) ``branch`` on ``remote``, only if it is still at
+    ``expected`` there (None: only if it does not exist): a lease, never a blind force.
+    Hooks are not run: a pre-push hook may have been planted by an agent."""
+    ref = f"refs/heads/{branch}"
+    return repo.git("push", "--porcelain", "--no-verify",
+                    f"--force-with-lease={ref}:{expected or ''}",
+                    "--", remote, f"{commit or ''}:{ref}", check=False)

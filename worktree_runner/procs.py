@@ -121,6 +121,20 @@ def run_logged(command: str, cwd: Path, env: Mapping[str, str], log_path: Path,
         reap_group(process.pid, process)
 
 
+def capture(argv: Sequence[str], cwd: Path, timeout: float = 120) -> tuple[int, str, str]:
+    """Run a helper program (a forge's CLI) to completion: exit code, stdout, stderr.
+    A program that is missing or hangs answers like one that failed (127, -9)."""
+    try:
+        done = subprocess.run(list(argv), cwd=cwd, env=child_env({}), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        return 127, "", f"{argv[0]}: not found"
+    except subprocess.TimeoutExpired:
+        return -int(signal.SIGKILL), "", f"{argv[0]}: no answer in {timeout:.0f} s"
+    logs.debug("ran", command=list(argv), returncode=done.returncode)
+    return done.returncode, done.stdout, done.stderr
+
+
 # -- agents: started through the supervisor, or adopted after a runner crash ----------------
 
 

@@ -17,12 +17,17 @@ from worktree_runner.run import registry
 @click.option("--force", is_flag=True, help="Also delete unmerged stream branches (their tips "
               "pinned under refs/worktree-runner/archive/ first).")
 @click.option("--all", "every_run", is_flag=True, help="Clean every finished run.")
+@click.option("--remote", "remote_branches", is_flag=True,
+              help="Also delete the pushed copies ('wtr push') of the branches it deletes.")
 def clean(repo_dir: Path | None, run_id: str | None, dry_run: bool, force: bool,
-          every_run: bool) -> None:
+          every_run: bool, remote_branches: bool) -> None:
     """Remove a run's worktrees and the branches whose work is in the target.
 
     Uncommitted changes in a worktree are saved under refs/worktree-runner/rescue/
-    before it is removed; branches with work found nowhere else are kept and listed.
+    before it is removed, then the plan's teardown commands run in it. A branch counts
+    as merged when the target holds its commits or its content (a squash or rebase
+    merge), or when its pull request was merged; branches with work found nowhere else
+    are kept and listed. Remote branches are deleted only with --remote.
     """
     from worktree_runner.clean import clean_run
 
@@ -35,7 +40,7 @@ def clean(repo_dir: Path | None, run_id: str | None, dry_run: bool, force: bool,
     if not stores:
         click.echo("no finished run to clean")
     for store in stores:
-        report = clean_run(repo, store, dry_run, force)
+        report = clean_run(repo, store, dry_run, force, remote_branches)
         click.echo(f"run {report.run}:" + (" (dry run, nothing changed)" if dry_run else ""))
         for line in [*report.rescued, *report.done, *report.kept]:
             click.echo(f"  {line}")

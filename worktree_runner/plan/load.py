@@ -28,7 +28,7 @@ T = TypeVar("T")
 
 TOP_KEYS = frozenset(
     {"version", "name", "base", "target", "max_parallel", "worktrees_dir", "agent", "setup",
-     "copy", "verify", "shared", "streams", "port_range"}
+     "teardown", "copy", "verify", "shared", "streams", "port_range"}
 )
 AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout", "retries", "env"})
 STREAM_KEYS = frozenset(
@@ -169,6 +169,7 @@ class _Reader:
             max_parallel=self.get(top, root, "max_parallel", _positive_int, DEFAULT_MAX_PARALLEL),
             worktrees_dir=self.get(top, root, "worktrees_dir", _text, None),
             setup=self.get(top, root, "setup", _commands, NO_TEXTS),
+            teardown=self.get(top, root, "teardown", _commands, NO_TEXTS),
             copy=self.get(top, root, "copy", _patterns, NO_TEXTS),
             verify=self.get(top, root, "verify", _commands, NO_TEXTS),
             shared=shared,

@@ -67,6 +67,7 @@ class Plan:
     max_parallel: int = DEFAULT_MAX_PARALLEL
     worktrees_dir: str | None = None
     setup: tuple[str, ...] = ()
+    teardown: tuple[str, ...] = ()
     copy: tuple[str, ...] = ()
     verify: tuple[str, ...] = ()
     shared: tuple[str, ...] = ()

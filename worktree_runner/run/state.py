@@ -109,6 +109,8 @@ class StreamRecord:
     adopted: bool = False
     blocked_by: str | None = None
     accepted: dict[str, str] | None = None
+    pushed: dict[str, str] | None = None
+    pr: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         document = dict(vars(self))

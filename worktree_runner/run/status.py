@@ -36,6 +36,8 @@ def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
         "blocked_by": stream.blocked_by,
         "usage": stream.usage,
         "accepted": stream.accepted,
+        "pushed": stream.pushed,
+        "pr": stream.pr,
     }
 
 

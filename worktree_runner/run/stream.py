@@ -205,11 +205,15 @@ def _env(ctx: RunContext, stream: Stream) -> dict[str, str]:
             "WTR_FILES": "\n".join(stream.files),
             "WTR_STATE_DIR": str(ctx.store.dir),
             "WTR_PORT": str(ctx.plan.port(stream.name)),
-            "COMPOSE_PROJECT_NAME": re.sub(r"[^a-z0-9_-]", "-",
-                                           f"{ctx.run_id}-{stream.name}".lower()),
+            "COMPOSE_PROJECT_NAME": compose_project_name(ctx.run_id, stream.name),
         },
         ctx.bin_dir,
     )
+
+
+def compose_project_name(run_id: str, name: str) -> str:
+    """Docker Compose's project of a stream's worktree (its containers, networks, volumes)."""
+    return re.sub(r"[^a-z0-9_-]", "-", f"{run_id}-{name}".lower())
 
 
 def _append_log(ctx: RunContext, name: str, text: str) -> None:
