@@ -18,24 +18,21 @@ class MergeOrder:
 
 def merge_order(plan: Plan, record: RunRecord) -> MergeOrder:
     status = {name: s.status for name, s in record.streams.items()}
-    above = graph.ancestors(plan.dependency_graph())
+    ancestry = graph.Ancestry(plan.dependency_graph())
     good = {Status.SUCCEEDED.value, Status.MERGED.value}
+    not_good = ancestry.bits(name for name in plan.names if status[name] not in good)
     eligible = [
         name for name in plan.names
-        if status[name] in good and all(status[d] in good for d in above[name])
+        if status[name] in good and not ancestry.mask[name] & not_good
     ]
     already = [n for n in eligible if status[n] == Status.MERGED.value]
     todo = [n for n in eligible if status[n] == Status.SUCCEEDED.value]
-    left_out = [n for n in plan.names if n not in eligible]
+    chosen = set(eligible)
+    left_out = [n for n in plan.names if n not in chosen]
     return MergeOrder(_topological(plan, todo), left_out, already)
 
 
 def _topological(plan: Plan, names: list[str]) -> list[str]:
     """Dependencies (and earlier conflicting streams) first; otherwise plan order."""
-    chosen = set(names)
-    waits = {n: [w for w in plan.ordering_graph()[n] if w in chosen] for n in names}
-    ordered: list[str] = []
-    while len(ordered) < len(names):
-        nxt = next(n for n in names if n not in ordered and all(w in ordered for w in waits[n]))
-        ordered.append(nxt)
-    return ordered
+    ordering = plan.ordering_graph()
+    return graph.topological({n: ordering[n] for n in names})

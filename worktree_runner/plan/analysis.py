@@ -141,21 +141,31 @@ def analyze(plan: Plan, repo: git.Repository) -> Analysis:
 
 
 def _overlaps(plan: Plan, owned: dict[str, list[str]]) -> list[Overlap]:
-    above = graph.ancestors(plan.dependency_graph())
-    found: list[Overlap] = []
-    streams = plan.streams
-    for i, first in enumerate(streams):
-        mine = set(owned[first.name])
-        for second in streams[i + 1:]:
-            ordered = first.name in above[second.name] or second.name in above[first.name]
-            declared = second.name in first.conflicts_with or first.name in second.conflicts_with
-            if ordered or declared:
-                continue
-            found.extend(
-                Overlap(path, (first.name, second.name))
-                for path in sorted(mine.intersection(owned[second.name]))
-            )
-    return found
+    """Tracked files owned by two streams that may run at the same time; found through
+    each file's owners, not by comparing every pair of streams."""
+    ancestry = graph.Ancestry(plan.dependency_graph())
+    names = plan.names
+    position = {name: i for i, name in enumerate(names)}
+    owners: dict[str, list[str]] = {}
+    for name in names:
+        for path in owned[name]:
+            owners.setdefault(path, []).append(name)
+    found: list[tuple[int, int, str]] = []
+    for path, owning in owners.items():
+        for i, first in enumerate(owning):
+            for second in owning[i + 1:]:
+                if may_run_together(plan, ancestry, first, second):
+                    found.append((position[first], position[second], path))
+    found.sort()
+    return [Overlap(path, (names[a], names[b])) for a, b, path in found]
+
+
+def may_run_together(plan: Plan, ancestry: graph.Ancestry, first: str, second: str) -> bool:
+    """Neither depends on the other, directly or not, and no conflicts_with keeps them apart."""
+    if ancestry.ordered(first, second):
+        return False
+    return (second not in plan.stream(first).conflicts_with
+            and first not in plan.stream(second).conflicts_with)
 
 
 def _unmatched(plan: Plan, index: PathIndex) -> Iterable[tuple[str, str]]:

@@ -21,7 +21,13 @@ from worktree_runner.plan.model import (
     Plan,
     Stream,
 )
-from worktree_runner.plan.yamlsource import Document, KeyPath, parse_yaml
+from worktree_runner.plan.yamlsource import (
+    MAX_PLAN_BYTES,
+    Document,
+    KeyPath,
+    parse_yaml,
+    too_big,
+)
 from worktree_runner.presets import PLACEHOLDERS, PRESETS
 
 T = TypeVar("T")
@@ -84,13 +90,16 @@ def load_plan(path: Path | str) -> Plan:
     """The plan in ``path``; raises PlanInvalid listing every problem found."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_PLAN_BYTES + 1)
     except FileNotFoundError:
         raise BadInput(
             f"plan file {path} does not exist", hint="create one with 'wtr init'"
         ) from None
     except OSError as exc:
         raise BadInput(f"cannot read plan file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_PLAN_BYTES:
+        raise PlanInvalid(str(path), [too_big()])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -337,27 +346,36 @@ def _env_or_empty(agent_fields: dict[str, Any]) -> dict[str, str]:
 
 def _with_waits(streams: list[Stream]) -> tuple[Stream, ...]:
     """Give each stream the earlier-declared streams it may not run beside."""
-    deps = {s.name: s.depends_on for s in streams}
-    above = graph.ancestors(deps)
+    ancestry = graph.Ancestry({s.name: s.depends_on for s in streams})
+    position = {s.name: i for i, s in enumerate(streams)}
+    partners = _exclusive_partners(streams)
     result: list[Stream] = []
     for index, stream in enumerate(streams):
-        waits = tuple(
-            earlier.name
-            for earlier in streams[:index]
-            if _exclusive(stream, earlier)
-            and earlier.name not in above[stream.name]
-            and stream.name not in above[earlier.name]
+        earlier = sorted(
+            (other for other in partners[stream.name] if position[other] < index),
+            key=position.__getitem__,
         )
+        waits = tuple(other for other in earlier if not ancestry.ordered(stream.name, other))
         result.append(replace(stream, waits_for=waits))
     return tuple(result)
 
 
-def _exclusive(a: Stream, b: Stream) -> bool:
-    return (
-        b.name in a.conflicts_with
-        or a.name in b.conflicts_with
-        or bool(set(a.shared) & set(b.shared))
-    )
+def _exclusive_partners(streams: list[Stream]) -> dict[str, set[str]]:
+    """For each stream, the others it may not run beside: conflicts_with either way, or
+    a shared path in common. Found through the names, not by trying every pair."""
+    partners: dict[str, set[str]] = {s.name: set() for s in streams}
+    sharing: dict[str, list[str]] = {}
+    for stream in streams:
+        for other in stream.conflicts_with:
+            if other in partners and other != stream.name:
+                partners[stream.name].add(other)
+                partners[other].add(stream.name)
+        for path in set(stream.shared):
+            sharing.setdefault(path, []).append(stream.name)
+    for names in sharing.values():
+        for name in names:
+            partners[name].update(n for n in names if n != name)
+    return partners
 
 
 # -- converters: each returns the typed value or raises ValueError with the reason ------

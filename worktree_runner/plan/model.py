@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 
@@ -82,15 +83,16 @@ class Plan:
     def names(self) -> list[str]:
         return [s.name for s in self.streams]
 
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {s.name: i for i, s in enumerate(self.streams)}
+
     def port(self, name: str) -> int:
         """The stream's own port (WTR_PORT): distinct for every stream of the plan."""
-        return self.port_range[0] + self.names.index(name)
+        return self.port_range[0] + self._index[name]
 
     def stream(self, name: str) -> Stream:
-        for stream in self.streams:
-            if stream.name == name:
-                return stream
-        raise KeyError(name)
+        return self.streams[self._index[name]]
 
     def dependency_graph(self) -> dict[str, tuple[str, ...]]:
         return {s.name: s.depends_on for s in self.streams}

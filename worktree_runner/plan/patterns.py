@@ -9,16 +9,34 @@ the files of ``area07/`` only, not against the whole repository.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections.abc import Iterable, Sequence
 
 import pathspec
+from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
 _WILDCARD = re.compile(r"[*?\[\\]")
 
 
 def compile_patterns(patterns: Iterable[str]) -> pathspec.GitIgnoreSpec:
-    return pathspec.GitIgnoreSpec.from_lines(list(patterns))
+    return pathspec.GitIgnoreSpec.from_lines(list(patterns), pattern_factory=_compiled)
+
+
+@functools.lru_cache(maxsize=32768)
+def _compiled(pattern: str) -> GitIgnoreSpecPattern:
+    """One pattern compiled once: a plan's patterns are matched several times each, and
+    compiling a gitignore pattern to a regular expression is most of the cost."""
+    return GitIgnoreSpecPattern(pattern)
+
+
+def pattern_error(pattern: str) -> str | None:
+    """Why ``pattern`` cannot be compiled (e.g. the range in '[z-a]'), or None."""
+    try:
+        _compiled(pattern)
+    except (re.error, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def literal_head(pattern: str) -> str | None:

@@ -12,6 +12,17 @@ from worktree_runner.errors import PlanProblem
 KeyPath = tuple[str, ...]
 
 _MAX_DEPTH = 50
+# A plan of 5,000 streams is well under 2 MB; a bigger file is a mistake or an attack.
+MAX_PLAN_BYTES = 8 * 1024 * 1024
+# Values reached again through aliases ('*name'): a few anchors reused by many streams
+# stay far below this; nested aliases that multiply ("billion laughs") hit it at once.
+MAX_ALIAS_VALUES = 100_000
+# libyaml when PyYAML was built with it: the pure-Python parser takes seconds on big plans.
+_FAST_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _TooManyAliases(Exception):
+    pass
 
 
 def dotted(path: KeyPath) -> str:
@@ -37,25 +48,49 @@ class Document:
         self.problems.append(PlanProblem(dotted(path), message, self.line(path)))
 
 
+def too_big() -> PlanProblem:
+    return PlanProblem("", f"the plan is larger than {MAX_PLAN_BYTES // 1024 // 1024} MB, "
+                           "the most a plan may be; split it or trim it")
+
+
 def parse_yaml(text: str) -> Document:
     doc = Document()
+    if len(text) > MAX_PLAN_BYTES:
+        doc.problems.append(too_big())
+        return doc
+    node = _compose(text, doc)
+    if node is None:
+        return doc
+    doc.lines[()] = node.start_mark.line + 1
+    walker = _Walker(doc)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        doc.value = walker.convert(node, ())
+    except _TooManyAliases:
+        doc.value = None
+        doc.problems.append(PlanProblem(
+            "", f"YAML aliases ('*name') expand to more than {MAX_ALIAS_VALUES} values; "
+                "write the repeated parts out, or use fewer nested aliases",
+            walker.alias_line))
+    return doc
+
+
+def _compose(text: str, doc: Document) -> yaml.Node | None:
+    """The document's node tree; None, with a problem recorded, when it is not YAML."""
+    try:
+        return yaml.compose(text, Loader=_FAST_LOADER)
+    except yaml.YAMLError:
+        pass  # the pure-Python parser below says what is wrong more precisely
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         doc.problems.append(PlanProblem("", f"invalid YAML: {reason}", line))
-        return doc
     except RecursionError:
         # PyYAML's composer recurses once per nesting level: '[[[[...' runs out of stack.
         doc.problems.append(PlanProblem("", "invalid YAML: nested too deeply"))
-        return doc
-    if node is None:
-        return doc
-    doc.lines[()] = node.start_mark.line + 1
-    doc.value = _Walker(doc).convert(node, ())
-    return doc
+    return None
 
 
 class _Walker:
@@ -63,11 +98,15 @@ class _Walker:
         self.doc = doc
         self.constructor = yaml.constructor.SafeConstructor()
         self.active: set[int] = set()
+        self.seen: set[int] = set()
+        self.visits = 0
+        self.alias_line: int | None = None
 
     def convert(self, node: yaml.Node, path: KeyPath) -> Any:
         if id(node) in self.active or len(path) > _MAX_DEPTH:
             self.doc.problem(path, "recursive or too deeply nested YAML")
             return None
+        self._count(node)
         self.active.add(id(node))
         try:
             if isinstance(node, yaml.MappingNode):
@@ -77,6 +116,17 @@ class _Walker:
             return self._scalar(node, path)
         finally:
             self.active.discard(id(node))
+
+    def _count(self, node: yaml.Node) -> None:
+        """Stop once values met a second time (through an alias) pass the limit."""
+        self.visits += 1
+        if id(node) in self.seen:
+            if self.alias_line is None:
+                self.alias_line = node.start_mark.line + 1
+            if self.visits - len(self.seen) > MAX_ALIAS_VALUES:
+                raise _TooManyAliases
+        else:
+            self.seen.add(id(node))
 
     def _scalar(self, node: yaml.Node, path: KeyPath) -> Any:
         try:
