@@ -1,24 +1,31 @@
 """``wtr clean``: remove a run's worktrees and merged branches; never lose work.
 
-A worktree with uncommitted or untracked changes is first saved as a commit under
-``refs/worktree-runner/rescue/<run>/<stream>``. A branch is deleted only when its work
-is in the target (by ancestry, by the landed merge, or patch by patch); others are kept
-and listed, or with ``force`` pinned under ``refs/worktree-runner/archive/`` first.
+Before a worktree is removed, its uncommitted work is saved as a commit under
+``refs/worktree-runner/rescue/<run>/<stream>`` (a later save never overwrites an earlier
+one: it becomes ``<stream>@2``, ``@3``...), and commits the agent made and then hid
+(detached HEAD, reset, amend, a deleted branch) that no branch, tag or rescue ref holds
+are saved as ``<stream>@commit-<id>``. Files brought in by ``copy`` are never saved.
+A branch is deleted only when the target's tree is proven to hold its net change; others
+are kept and listed, or with ``force`` pinned under ``refs/worktree-runner/archive/``
+first. Only worktrees of this repository are ever removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worktree_runner import git, procs
+from worktree_runner import faults, git, procs
 from worktree_runner.errors import WtrError
 from worktree_runner.merge.stage import INTEGRATION_DIR
 from worktree_runner.run import registry
 from worktree_runner.run.state import RunRecord, RunState, RunStore, Status, StreamRecord, now
 from worktree_runner.run.stream import compose_project_name
+
+RESCUE_PREFIX = "refs/worktree-runner/rescue"
 
 
 @dataclass
@@ -31,29 +38,44 @@ class CleanReport:
 
 def clean_run(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
               remote: bool = False) -> CleanReport:
-    record = store.load()
+    """Clean one run, holding its lock: no other wtr writes its state meanwhile."""
+    with registry.hold_run(store):
+        return _clean(repo, store, dry_run, force, remote)
+
+
+def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
+           remote: bool) -> CleanReport:
+    record = store.record
     teardown = _teardown_commands(store)
     _refuse_active(store, record, force)
     report = CleanReport(store.run_id)
-    registered = {w.path for w in git.list_worktrees(repo)}
-    present = [(n, p) for n, p in _worktrees(record) if p in registered or p.exists()]
+    worktrees = _worktrees(record)
+    if not dry_run:  # a clean killed earlier may have left git's own locks behind
+        git.clear_stale_locks(repo, [f"refs/heads/wtr/{record.run}", "refs/worktree-runner"],
+                              [path for _, path in worktrees])
+    ours = _our_worktrees(repo, worktrees, report)
 
-    def clear(item: tuple[str, Path]) -> tuple[str | None, str]:
+    def clear(item: tuple[str, Path]) -> tuple[list[str], str]:
         name, path = item
-        rescued = _rescue(repo, store, name, path, dry_run)
+        rescued = [] if git.removal_started(repo, path) else _rescue_worktree(
+            repo, store, name, path, dry_run)
+        faults.point("clean_rescued", name)
         done = f"{'would remove' if dry_run else 'removed'} worktree {path}"
         if not dry_run:
             done += _teardown(store, name, path, teardown)
+            git.mark_removing(repo, path)
             git.remove_worktree(repo, path, prune=False)
         return rescued, done
 
     # Looking for uncommitted work reads every file of a worktree: one core each.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        for rescued, done in pool.map(clear, present):
-            report.rescued += [rescued] if rescued else []
+        for rescued, done in pool.map(clear, ours):
+            report.rescued += rescued
             report.done.append(done)
     if not dry_run:
         repo.git("worktree", "prune")
+        _remove_empty_run_folder(record)
+    faults.point("clean_branches", "")
     target_tip = git.ref_commit(repo, f"refs/heads/{record.target}")
     for stream in record.streams.values():
         _clean_branch(repo, store, record, stream.name, target_tip, dry_run, force, report)
@@ -68,8 +90,6 @@ def clean_run(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
 
 
 def _refuse_active(store: RunStore, record: RunRecord, force: bool) -> None:
-    if registry.run_is_active(store):
-        raise WtrError(f"run {store.run_id} is still active", hint="wait for it to finish")
     running = [s.name for s in record.streams.values() if s.status == Status.RUNNING.value]
     if running and record.state == RunState.RUNNING.value:
         raise WtrError(f"run {store.run_id} did not finish (running: {', '.join(running)})",
@@ -86,18 +106,105 @@ def _worktrees(record: RunRecord) -> list[tuple[str, Path]]:
     return [*found, (INTEGRATION_DIR, root / INTEGRATION_DIR)]
 
 
-def _rescue(repo: git.Repository, store: RunStore, name: str, path: Path,
-            dry_run: bool) -> str | None:
-    """Save the worktree's uncommitted work under a rescue ref; what was done, if anything."""
-    if not path.exists() or not git.worktree_dirty(path):
+def _our_worktrees(repo: git.Repository, worktrees: list[tuple[str, Path]],
+                   report: CleanReport) -> list[tuple[str, Path]]:
+    """The run's worktree paths that are worktrees of this repository; anything else at
+    such a path (another repository's worktree, a folder made by hand) is left alone."""
+    ours = []
+    for name, path in worktrees:
+        if not path.exists():
+            continue
+        if git.owns_worktree(repo, path):
+            ours.append((name, path))
+        else:
+            report.kept.append(f"left {path} alone: it is not a worktree of this repository")
+    return ours
+
+
+def _remove_empty_run_folder(record: RunRecord) -> None:
+    folder = Path(record.worktrees_root) / record.run
+    # Not empty (something not ours is in it), or already gone: leave it.
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+# -- saving work before a worktree goes --------------------------------------------------
+
+
+def _rescue_worktree(repo: git.Repository, store: RunStore, name: str, path: Path,
+                     dry_run: bool) -> list[str]:
+    lines = [] if name == INTEGRATION_DIR else _rescue_hidden_commits(
+        repo, store, name, path, dry_run)
+    uncommitted = _rescue_uncommitted(repo, store, name, path, dry_run)
+    return [*lines, *([uncommitted] if uncommitted else [])]
+
+
+def _rescue_uncommitted(repo: git.Repository, store: RunStore, name: str, path: Path,
+                        dry_run: bool) -> str | None:
+    """Save the worktree's uncommitted work (not files brought in by ``copy``) under a new
+    rescue ref; what was done, if anything."""
+    copied = store.record.copied
+    dirty = [p for p in git.worktree_dirty(path) if p not in copied]
+    if not dirty:
         return None
-    ref = f"refs/worktree-runner/rescue/{store.run_id}/{name}"
     if dry_run:
-        return f"would save uncommitted changes of {path} to {ref}"
-    commit = git.snapshot_worktree(repo, path, f"wtr clean: uncommitted work of {name}")
-    git.update_ref(repo, ref, commit)
-    return (f"saved uncommitted changes of {name} to {ref}; get them back with: "
-            f"git checkout {ref} -- .  (or: git cherry-pick --no-commit {ref})")
+        return (f"would save uncommitted changes of {name} ({_files(len(dirty))}) under "
+                f"{RESCUE_PREFIX}/{store.run_id}/{name}")
+    commit = git.snapshot_worktree(repo, path, f"wtr clean: uncommitted work of {name}",
+                                   exclude=copied)
+    if commit is None:
+        return None
+    ref, new = _uncommitted_ref(repo, store.run_id, name, commit)
+    saved = "saved" if new else "already saved"
+    return (f"{saved} uncommitted changes of {name} ({_files(len(dirty))}) to {ref}; "
+            f"get exactly those changes back in a checkout with: "
+            f"git cherry-pick --no-commit {ref}")
+
+
+def _uncommitted_ref(repo: git.Repository, run: str, name: str, commit: str) -> tuple[str, bool]:
+    """A rescue ref for ``commit``: an existing one with the same content, else a new one
+    (``<name>``, ``<name>@2``, ...). An existing ref is never moved."""
+    base = f"{RESCUE_PREFIX}/{run}/{name}"
+    tree = git.tree_of(repo, commit)
+    for _ in range(20):
+        existing = {ref: sha for ref, sha in git.refs_under(repo, f"{RESCUE_PREFIX}/{run}/").items()
+                    if ref == base or (ref.startswith(f"{base}@")
+                                       and not ref.startswith(f"{base}@commit-"))}
+        for ref, sha in existing.items():
+            if git.tree_of(repo, sha) == tree:
+                return ref, False
+        number = 1
+        while (ref := base if number == 1 else f"{base}@{number}") in existing:
+            number += 1
+        if git.create_ref(repo, ref, commit):
+            return ref, True
+    raise WtrError(f"could not create a rescue ref for {name} under {base}",
+                   hint="see 'git for-each-ref refs/worktree-runner/rescue/' and try again")
+
+
+def _rescue_hidden_commits(repo: git.Repository, store: RunStore, name: str, path: Path,
+                           dry_run: bool) -> list[str]:
+    """Save commits the worktree's HEAD or its stream branch once pointed at that no branch,
+    tag or rescue ref holds any more (detached work, resets, amends, deleted branches)."""
+    stream = store.record.streams.get(name)
+    candidates = git.reflog(path, "HEAD")
+    if stream is not None:
+        candidates += git.reflog(path, f"refs/heads/{stream.branch}")
+    lines = []
+    for tip in git.unreachable_tips(repo, list(dict.fromkeys(candidates))):
+        ref = f"{RESCUE_PREFIX}/{store.run_id}/{name}@commit-{tip[:12]}"
+        if not dry_run:
+            git.create_ref(repo, ref, tip)  # named by the commit: an existing one holds it
+        lines.append(f"{'would save' if dry_run else 'saved'} commit {tip[:12]} of {name}, "
+                     f"which no branch holds any more, to {ref}; see it with: git log {ref}")
+    return lines
+
+
+def _files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"
+
+
+# -- branches --------------------------------------------------------------------------------
 
 
 def _clean_branch(repo: git.Repository, store: RunStore, record: RunRecord, name: str,
@@ -107,41 +214,44 @@ def _clean_branch(repo: git.Repository, store: RunStore, record: RunRecord, name
     head = git.ref_commit(repo, f"refs/heads/{stream.branch}")
     if head is None:
         return
-    if target_tip and _contained(repo, record, name, head, target_tip):
+    verb = "would delete" if dry_run else "deleted"
+    if stream.base_commit and git.tree_of(repo, head) == git.tree_of(repo, stream.base_commit):
         if not dry_run:
-            git.delete_branch(repo, stream.branch, head)
-        report.done.append(f"{'would delete' if dry_run else 'deleted'} branch {stream.branch} "
-                           f"(its work is in {record.target})")
+            _delete_branch(repo, stream.branch, head)
+        report.done.append(f"{verb} branch {stream.branch} (no work: nothing changed "
+                           f"since its base)")
+    elif target_tip and _work_in_target(repo, record, name, head, target_tip):
+        if not dry_run:
+            _delete_branch(repo, stream.branch, head)
+        report.done.append(f"{verb} branch {stream.branch} (its work is in {record.target})")
     elif force:
         archive = f"refs/worktree-runner/archive/{store.run_id}/{name}"
         if not dry_run:
             git.update_ref(repo, archive, head)
-            git.delete_branch(repo, stream.branch, head)
-        report.done.append(f"{'would delete' if dry_run else 'deleted'} unmerged branch "
-                           f"{stream.branch}, its tip pinned at {archive}")
+            _delete_branch(repo, stream.branch, head)
+        report.done.append(f"{verb} unmerged branch {stream.branch}, its tip pinned at {archive}")
     else:
         report.kept.append(f"kept branch {stream.branch} ({stream.status}; its work is not in "
                            f"{record.target}; --force deletes it after pinning its tip)")
 
 
-def _contained(repo: git.Repository, record: RunRecord, name: str, head: str,
-               target_tip: str) -> bool:
-    stream = record.streams[name]
+def _delete_branch(repo: git.Repository, branch: str, head: str) -> None:
+    if not git.delete_branch(repo, branch, head):
+        raise WtrError(f"could not delete branch {branch} (it moved, or git holds a lock on it)",
+                       hint="run 'wtr clean' again")
+
+
+def _work_in_target(repo: git.Repository, record: RunRecord, name: str, head: str,
+                    target_tip: str) -> bool:
+    """Proven, not assumed from the merge's record: the branch is in the target's history,
+    or the target's tree holds the stream's net change (base -> head) for every file."""
     if git.is_ancestor(repo, head, target_tip):
         return True
-    merge = record.merge
-    landed = merge.get("landed_to")
-    if (merge.get("state") == "landed" and name in merge.get("merged", []) and landed
-            and git.is_ancestor(repo, landed, target_tip)):
-        return True
+    stream = record.streams[name]
     base = stream.base_commit
     if not base:
         return False
-    if not git.unique_commits(repo, target_tip, head, base):
-        return True
-    return git.holds_changes(repo, base, head, target_tip) or _pr_merged(repo, stream, head)
-
-
+    return git.contains_change(repo, target_tip, base, head) or _pr_merged(repo, stream, head)
 def _pr_merged(repo: git.Repository, stream: StreamRecord, head: str) -> bool:
     """The stream's pull request is merged on its forge and holds every commit of the branch
     (what we pushed is the branch's tip): its work is in the target there, however merged.

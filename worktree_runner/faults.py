@@ -1,18 +1,39 @@
-"""Fault injection for crash tests: ``WTR_FAULT=<point>`` kills the runner at that point.
+"""Fault injection for crash and race tests.
 
-A point is ``<step>`` or ``<step>:<stream>``, the steps being after_branch,
-after_worktree, agent_running, agent_ended and ownership_check.
-The runner dies as with ``kill -9``: no cleanup, no state written, so tests can prove
-that ``wtr resume`` recovers from each step.
+``WTR_FAULT=<point>`` kills the process at that point, as ``kill -9`` would: no cleanup,
+no state written, so tests can prove that ``wtr resume`` (or a second ``wtr clean``)
+recovers from each step. ``WTR_PAUSE=<point>`` with ``WTR_PAUSE_FILE=<path>`` instead
+writes ``<path>.reached`` there and waits while ``<path>`` exists, so a test can run a
+second command at exactly that moment.
+
+A point is ``<step>`` or ``<step>:<stream>``. Steps: after_branch, after_worktree,
+agent_started, agent_running, agent_ended, ownership_check (the runner); clean_rescued,
+clean_branches (clean).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
+
+PAUSE_LIMIT_SECONDS = 300.0
 
 
 def point(step: str, stream: str) -> None:
+    names = (step, f"{step}:{stream}")
     wanted = os.environ.get("WTR_FAULT")
-    if wanted and wanted in (step, f"{step}:{stream}"):
+    if wanted and wanted in names:
         os.kill(os.getpid(), signal.SIGKILL)
+    paused = os.environ.get("WTR_PAUSE")
+    pause_file = os.environ.get("WTR_PAUSE_FILE")
+    if paused and pause_file and paused in names:
+        _pause(Path(pause_file))
+
+
+def _pause(path: Path) -> None:
+    Path(f"{path}.reached").write_text(str(os.getpid()))
+    deadline = time.monotonic() + PAUSE_LIMIT_SECONDS
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)

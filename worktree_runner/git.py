@@ -24,7 +24,7 @@ from filelock import FileLock
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from worktree_runner import logs
-from worktree_runner.errors import GitFailed, GitMissing, NotARepository, UnknownRef
+from worktree_runner.errors import GitFailed, GitMissing, NotARepository, UnknownRef, WtrError
 
 # Inherited GIT_* variables that say who the user is or how to reach remotes; every
 # other one (GIT_DIR, GIT_INDEX_FILE, GIT_WORK_TREE, ...) would point a command at the
@@ -291,10 +291,19 @@ def add_worktree(repo: Repository, path: Path, branch: str, commit: str | None) 
 
     Only this step takes the repository lock; ``populate_worktree`` fills it afterwards.
     """
+    refuse_occupied(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     where = ["-b", branch, str(path), commit] if commit else [str(path), branch]
     with repository_lock(repo):
         repo.git("worktree", "add", "--quiet", "--no-checkout", *where)
+
+
+def refuse_occupied(path: Path) -> None:
+    """A new worktree never goes over something that is already there."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise WtrError(f"cannot create a worktree at {path}: something is already there "
+                       "(another repository's worktree, or files left by hand)",
+                       hint="move it away, or point 'worktrees_dir' elsewhere")
 
 
 # Checkouts write many files: more of them at once than there are cores only makes
@@ -312,6 +321,7 @@ def populate_worktree(path: Path) -> None:
 
 @retry_on_lock
 def add_detached_worktree(repo: Repository, path: Path, commit: str) -> None:
+    refuse_occupied(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with repository_lock(repo):
         repo.git("worktree", "add", "--quiet", "--detach", str(path), commit)
@@ -464,15 +474,66 @@ def delete_refs_under(repo: Repository, prefix: str) -> None:
                 stdin="".join(f"delete {ref}\n" for ref in refs))
 
 
-def remove_worktree(repo: Repository, path: Path, prune: bool = True) -> None:
-    """Remove a worktree we own, even if it has changes; ``prune`` forgets vanished ones."""
+def remove_worktree(repo: Repository, path: Path, prune: bool = True) -> bool:
+    """Remove a worktree of this repository, even if it has changes; False if ``path`` is
+    not one (then nothing is touched). ``prune`` forgets worktrees that vanished."""
     with repository_lock(repo):
         if path.exists():
+            if not owns_worktree(repo, path):
+                return False
             repo.git("worktree", "remove", "--force", "--force", str(path), check=False)
-            if path.exists():
+            if path.exists():  # e.g. it holds a submodule, or an earlier removal was cut short
                 shutil.rmtree(path)
         if prune:
             repo.git("worktree", "prune")
+    return True
+
+
+def admin_dir(repo: Repository, path: Path) -> Path | None:
+    """This repository's record of the worktree at ``path`` (``<common>/worktrees/<id>``)."""
+    records = repo.common_dir / "worktrees"
+    wanted = str(path / ".git")
+    for gitdir in records.glob("*/gitdir") if records.is_dir() else ():
+        try:
+            if gitdir.read_text(errors="replace").strip() == wanted:
+                return gitdir.parent
+        except OSError:
+            continue
+    return None
+
+
+def owns_worktree(repo: Repository, path: Path) -> bool:
+    """True if ``path`` is a worktree of this repository: registered here, and its ``.git``
+    (when still there) points back to that registration, not to another repository."""
+    record = admin_dir(repo, path)
+    if record is None:
+        return False
+    dot_git = path / ".git"
+    if not dot_git.exists() and not dot_git.is_symlink():
+        return True  # a removal cut short deletes .git too; the registration is ours
+    if not dot_git.is_file():
+        return False
+    text = dot_git.read_text(errors="replace").strip()
+    if not text.startswith("gitdir:"):
+        return False
+    target = Path(text.removeprefix("gitdir:").strip())
+    return (path / target).resolve() == record.resolve()
+
+
+REMOVING_MARK = "wtr-removing"
+
+
+def mark_removing(repo: Repository, path: Path) -> None:
+    """Note, in the worktree's registration, that its removal began (its work is saved)."""
+    record = admin_dir(repo, path)
+    if record is not None:
+        (record / REMOVING_MARK).write_text("")
+
+
+def removal_started(repo: Repository, path: Path) -> bool:
+    """True if an earlier removal of this worktree began (and was cut short)."""
+    record = admin_dir(repo, path)
+    return record is None or (record / REMOVING_MARK).exists() or not (path / ".git").exists()
 
 
 def commits_between(repo: Repository, base: str, head: str) -> list[str]:
@@ -505,17 +566,67 @@ def tracked_changes(worktree: Path) -> list[str]:
 # -- cleaning up without losing work ---------------------------------------------------------
 
 
-def snapshot_worktree(repo: Repository, worktree: Path, message: str) -> str:
+def snapshot_worktree(repo: Repository, worktree: Path, message: str,
+                      exclude: Sequence[str] = ()) -> str | None:
     """A commit holding everything uncommitted in ``worktree`` (untracked files included,
-    ignored ones not), on top of its HEAD; made through a temporary index, so the
-    worktree itself is not touched. The caller has seen that there is something."""
+    ignored ones and ``exclude`` not), on top of its HEAD; made through a temporary index,
+    so the worktree itself is not touched. None if that leaves nothing to save."""
     head = head_of(worktree)
     with tempfile.TemporaryDirectory() as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         run_git(["read-tree", head], worktree, env=env)
         run_git(["add", "--all"], worktree, env=env)
+        if exclude:  # back to HEAD's version: a copied secret never enters a commit
+            run_git(["--literal-pathspecs", "reset", "--quiet", head, "--", *exclude],
+                    worktree, env=env)
         tree = run_git(["write-tree"], worktree, env=env).stdout.strip()
+    if tree == tree_of(repo, head):
+        return None
     return commit_tree(repo, tree, [head], message)
+
+
+def create_ref(repo: Repository, ref: str, commit: str) -> bool:
+    """Create ``ref`` at ``commit``; False (and nothing changed) if it exists already."""
+    return update_ref(repo, ref, commit, old="0" * 40)
+
+
+def refs_under(repo: Repository, prefix: str) -> dict[str, str]:
+    out = repo.out("for-each-ref", "--format=%(refname) %(objectname)", prefix)
+    return dict(line.split(" ", 1) for line in out.splitlines() if line)
+
+
+def reflog(worktree: Path, ref: str = "HEAD") -> list[str]:
+    """Every commit ``ref`` pointed at, newest first, as seen from ``worktree`` (HEAD is
+    that worktree's own); [] when there is no reflog."""
+    result = run_git(["reflog", "show", "--format=%H", ref, "--"], worktree, check=False)
+    return list(dict.fromkeys(result.stdout.split())) if result.ok else []
+
+
+# Refs that keep commits for good; merge pins are pruned with their run, so they do not count.
+DURABLE_REFS = ("--branches", "--tags", "--remotes", "--glob=refs/worktree-runner/rescue",
+                "--glob=refs/worktree-runner/archive")
+
+
+def unreachable_tips(repo: Repository, commits: Sequence[str]) -> list[str]:
+    """The newest of ``commits``' history that no branch, tag or rescue ref reaches."""
+    if not commits:
+        return []
+    out = repo.out("rev-list", "--parents", "--ignore-missing", *commits, "--not", *DURABLE_REFS)
+    lost = [line.split() for line in out.splitlines() if line]
+    parents = {parent for _, *rest in lost for parent in rest}
+    return [commit for commit, *_ in lost if commit not in parents]
+
+
+def contains_change(repo: Repository, target: str, base: str, head: str) -> bool:
+    """True if ``target``'s tree already holds the net change ``base`` -> ``head``: merging
+    that change into it (three-way, from ``base``) would change nothing."""
+    if tree_of(repo, base) == tree_of(repo, head):
+        return True
+    target_tree = tree_of(repo, target)
+    ours = commit_tree(repo, target_tree, [base], "wtr: target, for a content check")
+    theirs = commit_tree(repo, tree_of(repo, head), [base], "wtr: stream, for a content check")
+    merged = merge_trees(repo, ours, theirs)
+    return merged.tree == target_tree
 
 
 def unique_commits(repo: Repository, upstream: str, head: str, base: str) -> list[str]:
@@ -619,3 +730,67 @@ def push_branch(repo: Repository, remote: str, branch: str, commit: str | None,
     return repo.git("push", "--porcelain", "--no-verify",
                     f"--force-with-lease={ref}:{expected or ''}",
                     "--", remote, f"{commit or ''}:{ref}", check=False)
+
+
+# -- git's own lock files, left behind by a killed command ----------------------------------
+
+STALE_LOCK_SECONDS = 5.0
+
+
+def clear_stale_locks(repo: Repository, ref_folders: Sequence[str], worktrees: Sequence[Path],
+                      timeout: float = 120.0) -> list[Path]:
+    """Wait for git lock files (``*.lock``) under ``ref_folders``, ``packed-refs.lock`` and
+    the registrations of ``worktrees`` while a live process holds them open; remove the
+    ones no process holds that are older than a few seconds (their git was killed).
+    Returns what was removed. Without /proc nothing is removed, only waited for."""
+    deadline = time.monotonic() + timeout
+    removed: list[Path] = []
+    can_tell = Path("/proc/self/fd").is_dir()
+    while locks := _lock_files(repo, ref_folders, worktrees):
+        held = _held_open({str(lock) for lock in locks}) if can_tell else set()
+        for lock in locks:
+            if can_tell and str(lock) not in held and _age(lock) >= STALE_LOCK_SECONDS:
+                lock.unlink(missing_ok=True)
+                removed.append(lock)
+                logs.debug("removed stale git lock", path=str(lock))
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return removed
+
+
+def _lock_files(repo: Repository, ref_folders: Sequence[str],
+                worktrees: Sequence[Path]) -> list[Path]:
+    common = repo.common_dir
+    found = [common / "packed-refs.lock"]
+    for folder in ref_folders:
+        found += (common / folder).rglob("*.lock") if (common / folder).is_dir() else []
+    for path in worktrees:
+        record = admin_dir(repo, path)
+        found += record.glob("*.lock") if record is not None else []
+    return [lock for lock in found if lock.is_file()]
+
+
+def _held_open(paths: set[str]) -> set[str]:
+    """Which of ``paths`` some process has open (every /proc/<pid>/fd we may read)."""
+    held: set[str] = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            entries = list(fd_dir.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                target = os.readlink(entry)
+            except OSError:
+                continue
+            if target in paths:
+                held.add(target)
+    return held
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

@@ -25,25 +25,52 @@ def _number(run_id: str, name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def next_run_id(repo: git.Repository, plan_name: str) -> str:
-    """``<plan name>-<n>``, one above every run of that name there has been."""
+def next_run_id(repo: git.Repository, plan_name: str, worktrees_root: Path | None = None) -> str:
+    """``<plan name>-<n>``, one above every run of that name this repository has had, and
+    (when ``worktrees_root`` is given) whose worktree folder is not taken there: several
+    repositories may share one worktrees folder."""
     root = runs_root(repo)
     taken = [_number(p.name, plan_name) for p in root.iterdir()] if root.exists() else []
-    return f"{plan_name}-{max((n for n in taken if n is not None), default=0) + 1}"
+    number = max((n for n in taken if n is not None), default=0) + 1
+    while worktrees_root is not None and (worktrees_root / f"{plan_name}-{number}").exists():
+        number += 1
+    return f"{plan_name}-{number}"
 
 
-def create_run_dir(repo: git.Repository, plan_name: str) -> RunStore:
-    """Claim a new run folder; ``mkdir`` without exist_ok makes the claim race-free."""
+def create_run_dir(repo: git.Repository, plan_name: str,
+                   worktrees_root: Path | None = None) -> RunStore:
+    """Claim a new run folder, and its folder for worktrees; ``mkdir`` without exist_ok
+    makes each claim race-free, against other runs and other repositories alike."""
     root = runs_root(repo)
     root.mkdir(parents=True, exist_ok=True)
     while True:
-        run_dir = root / next_run_id(repo, plan_name)
+        run_dir = root / next_run_id(repo, plan_name, worktrees_root)
         try:
             run_dir.mkdir()
         except FileExistsError:
             continue
+        try:
+            claimed = worktrees_root is None or _claim(worktrees_root / run_dir.name)
+        except BadInput:
+            run_dir.rmdir()
+            raise
+        if not claimed:  # taken in the shared worktrees folder: try the next number
+            run_dir.rmdir()
+            continue
         (repo.state_dir / "latest").write_text(run_dir.name + "\n")
         return RunStore(run_dir)
+
+
+def _claim(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise BadInput(f"cannot create the worktrees folder {folder}: {exc.strerror}",
+                       hint="check 'worktrees_dir' in the plan and that folder's permissions"
+                       ) from None
+    return True
 
 
 def list_runs(repo: git.Repository) -> list[RunStore]:
@@ -125,6 +152,7 @@ def hold_run(store: RunStore) -> Iterator[None]:
         raise WtrError(f"run {store.run_id} is being worked on by another wtr ({described})",
                        hint="wait for it to finish, or stop it with Ctrl-C")
     try:
+        store.load()  # what was read before the lock may be stale by now
         yield
     finally:
         lock.release()

@@ -56,7 +56,8 @@ class PlannedStream:
 
 def dry_run(prepared: Prepared) -> tuple[str, list[PlannedStream]]:
     """What ``wtr run`` would do, computed without creating anything."""
-    run_id = registry.next_run_id(prepared.repo, prepared.plan.name)
+    run_id = registry.next_run_id(prepared.repo, prepared.plan.name,
+                                 prepared.worktrees_root)
     wave_of = {name: i for i, wave in enumerate(prepared.analysis.waves, 1) for name in wave}
     planned = []
     for stream in prepared.plan.streams:
@@ -78,7 +79,7 @@ def dry_run(prepared: Prepared) -> tuple[str, list[PlannedStream]]:
 def create_run(prepared: Prepared) -> RunStore:
     """Claim the run folder and write the first state: every stream pending."""
     plan, refs = prepared.plan, prepared.analysis.refs
-    store = registry.create_run_dir(prepared.repo, plan.name)
+    store = registry.create_run_dir(prepared.repo, plan.name, prepared.worktrees_root)
     store.plan_path.write_bytes(plan.path.read_bytes())
     record = RunRecord(
         run=store.run_id,
@@ -124,6 +125,8 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
         guard=Guard(repo, store),
     )
     ctx.guard.start()
+    if ctx.copy_patterns:
+        store.update_run(copied=sorted({*record.copied, *ctx.copied()}))
     statuses = {name: Status(s.status) for name, s in record.streams.items()}
 
     def kill_all() -> None:

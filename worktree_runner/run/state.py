@@ -157,6 +157,8 @@ class RunRecord:
     merge: dict[str, Any] = field(default_factory=dict)
     # What changed outside the run's worktrees while it ran (see run/guard.py).
     isolation: list[dict[str, Any]] = field(default_factory=list)
+    # Untracked files brought into the worktrees by ``copy``/.worktreeinclude: never committed.
+    copied: list[str] = field(default_factory=list)
     version: int = STATE_VERSION
 
     def to_json(self) -> dict[str, Any]:

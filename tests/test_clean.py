@@ -1,0 +1,281 @@
+"""wtr clean on real repositories: what it may remove, what it must save, and how it
+behaves after a clean that was killed, beside another repository or another wtr."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.gitrepo import Repo, make_repo, run_wtr
+from tests.runhelp import agent_plan, stream_of
+
+FILES = {"README.md": "# sample\n", "src/db/models.py": "MODELS = []\n",
+         "src/ui/view.py": "VIEW = None\n"}
+
+
+def status(repo: Repo) -> dict:
+    return run_wtr("status", "--json", cwd=repo.path).json()
+
+
+def run_ok(repo: Repo, plan: dict, code: int = 0) -> dict:
+    result = run_wtr("run", repo.write_plan(plan), cwd=repo.path)
+    assert result.returncode == code, result.stderr + result.stdout
+    return status(repo)
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def rescue_refs(repo: Repo, run: str) -> dict[str, str]:
+    out = repo.git("for-each-ref", "--format=%(refname) %(objectname)",
+                   f"refs/worktree-runner/rescue/{run}/")
+    return dict(line.split() for line in out.splitlines())
+
+
+def db_plan(**top: object) -> dict:
+    return agent_plan({"db": {"files": ["src/db/**"],
+                              "env": {"AGENT_WRITE": "src/db/models.py=DB = 1"}}}, **top)
+
+
+# -- 16.3: never another repository's worktree --------------------------------------------
+
+
+def test_two_repositories_sharing_a_worktrees_dir_never_touch_each_other(tmp_path: Path) -> None:
+    first, second = make_repo(tmp_path / "a", FILES), make_repo(tmp_path / "b", FILES)
+    plan = db_plan(worktrees_dir="../shared.wt")  # same plan name, same folder
+    a_db = stream_of(run_ok(first, plan), "db")
+    (Path(a_db["worktree"]) / "notes.txt").write_text("A's own notes\n")
+    b_doc = run_ok(second, plan)
+    b_db = stream_of(b_doc, "db")
+    assert b_doc["run"] != status(first)["run"]  # ids are safe in the shared folder
+    assert b_db["worktree"] != a_db["worktree"]
+    cleaned = run_wtr("clean", cwd=second.path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert (Path(a_db["worktree"]) / "notes.txt").read_text() == "A's own notes\n"
+    assert a_db["worktree"] in first.git("worktree", "list")
+    assert not Path(b_db["worktree"]).exists()
+
+
+def test_clean_leaves_alone_a_folder_that_is_not_its_worktree(repo: Repo) -> None:
+    db = stream_of(run_ok(repo, db_plan()), "db")
+    path = Path(db["worktree"])
+    repo.git("worktree", "remove", "--force", str(path))
+    path.mkdir(parents=True)
+    (path / "precious.txt").write_text("not yours\n")
+    result = run_wtr("clean", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    assert (path / "precious.txt").read_text() == "not yours\n"
+    assert f"left {path} alone" in result.stdout
+
+
+def test_a_worktree_is_never_created_over_an_existing_folder(repo: Repo, tmp_path: Path) -> None:
+    from worktree_runner import git
+    from worktree_runner.errors import WtrError
+
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine\n")
+    with pytest.raises(WtrError, match="something is already there"):
+        git.add_worktree(git.open_repository(repo.path), occupied, "feature", repo.head())
+    assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
+    assert "feature" not in repo.git("branch", "--list")
+
+
+# -- 16.4: a rescue is never overwritten; a second clean after a killed one succeeds -------
+
+
+@pytest.mark.parametrize("cut_short", [False, True])
+def test_clean_after_a_killed_clean_keeps_the_first_rescue(repo: Repo, cut_short: bool) -> None:
+    db = stream_of(run_ok(repo, db_plan()), "db")
+    worktree = Path(db["worktree"])
+    (worktree / "src/db/models.py").write_text("DB = 'hand edit'\n")
+    killed = run_wtr("clean", cwd=repo.path, env={"WTR_FAULT": "clean_rescued"})
+    assert killed.returncode == -signal.SIGKILL
+    run = status(repo)["run"]
+    first = rescue_refs(repo, run)
+    assert list(first) == [f"refs/worktree-runner/rescue/{run}/db"]
+    if cut_short:  # as a removal killed half way would leave it
+        (worktree / "README.md").unlink()
+    again = run_wtr("clean", cwd=repo.path)
+    assert again.returncode == 0, again.stderr
+    after = rescue_refs(repo, run)
+    ref = f"refs/worktree-runner/rescue/{run}/db"
+    assert after[ref] == first[ref]
+    assert repo.git("show", f"{ref}:src/db/models.py") == "DB = 'hand edit'"
+    assert repo.git("show", f"{ref}:README.md") == "# sample"
+    assert not worktree.exists()
+
+
+def test_clean_removes_stale_git_locks_and_waits_for_live_ones(repo: Repo,
+                                                                tmp_path: Path) -> None:
+    run_ok(repo, db_plan())
+    assert run_wtr("merge", cwd=repo.path).returncode == 0
+    doc = status(repo)
+    branch = stream_of(doc, "db")["branch"]
+    stale = repo.path / ".git" / "refs" / "heads" / f"{branch}.lock"
+    stale.write_text("")
+    os.utime(stale, (time.time() - 60, time.time() - 60))
+    live = repo.path / ".git" / "packed-refs.lock"
+    seen = tmp_path / "seen"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import os, sys, time\n"
+        f"f = open({str(live)!r}, 'w')\n"
+        f"open({str(seen)!r}, 'w').write('open')\n"
+        "time.sleep(4)\n"
+        f"open({str(seen)!r}, 'w').write('still there' if os.path.exists({str(live)!r}) "
+        "else 'gone')\n"
+        f"os.unlink({str(live)!r})\n")])
+    wait_for(seen.exists)
+    result = run_wtr("clean", cwd=repo.path)
+    holder.wait(timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert seen.read_text() == "still there"  # the live holder's lock was not taken away
+    assert branch not in repo.git("branch", "--list", "wtr/*")
+    assert not stale.exists()
+
+
+# -- 16.5: files brought in by copy are never committed ------------------------------------
+
+
+def test_copied_files_are_never_committed_nor_rescued(repo: Repo) -> None:
+    (repo.path / ".env").write_text("SECRET=1\n")
+    plan = agent_plan({"db": {"files": ["src/db/**"],
+                              "env": {"AGENT_WRITE": "src/db/models.py=DB = 5;.env=SECRET=2",
+                                      "AGENT_COMMIT": "0"}}}, copy=[".env"])
+    db = stream_of(run_ok(repo, plan), "db")
+    assert ".env" not in repo.git("ls-tree", "-r", "--name-only", db["branch"])
+    (Path(db["worktree"]) / "src/db/models.py").write_text("DB = 'hand edit'\n")
+    result = run_wtr("clean", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    ref = f"refs/worktree-runner/rescue/{db['branch'].split('/')[1]}/db"
+    assert repo.git("show", f"{ref}:src/db/models.py") == "DB = 'hand edit'"
+    assert ".env" not in repo.git("ls-tree", "-r", "--name-only", ref)
+
+
+def test_a_worktree_holding_only_copied_files_needs_no_rescue(repo: Repo) -> None:
+    (repo.path / ".env").write_text("SECRET=1\n")
+    plan = agent_plan({"db": {"files": ["src/db/**"],
+                              "env": {"AGENT_WRITE": "src/db/models.py=DB = 5",
+                                      "AGENT_COMMIT": "0"}}}, copy=[".env"])
+    db = stream_of(run_ok(repo, plan), "db")
+    (Path(db["worktree"]) / ".env").write_text("SECRET=changed\n")
+    result = run_wtr("clean", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    assert rescue_refs(repo, status(repo)["run"]) == {}
+
+
+# -- 10.1: the recovery hint restores exactly the rescued changes --------------------------
+
+
+def test_following_the_rescue_hint_changes_only_the_rescued_files(repo: Repo) -> None:
+    plan = agent_plan({
+        "db": {"files": ["src/db/**"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 2"}},
+        "ui": {"files": ["src/ui/**"], "env": {"AGENT_WRITE": "src/ui/view.py=UI = 2"}},
+    })
+    db = stream_of(run_ok(repo, plan), "db")
+    assert run_wtr("merge", cwd=repo.path).returncode == 0
+    (Path(db["worktree"]) / "src/db/models.py").write_text("DB = 'hand edit'\n")
+    result = run_wtr("clean", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    hint = re.search(r"get exactly those changes back in a checkout with: (.+)$",
+                     result.stdout, re.MULTILINE)
+    assert hint, result.stdout
+    subprocess.run(hint.group(1), shell=True, cwd=repo.path, check=True, capture_output=True)
+    changed = repo.git("status", "--porcelain").splitlines()
+    assert [line[3:] for line in changed] == ["src/db/models.py"]
+    assert (repo.path / "src/db/models.py").read_text() == "DB = 'hand edit'\n"
+    assert (repo.path / "src/ui/view.py").read_text() == "UI = 2\n"  # merged work kept
+
+
+# -- 16.1 (clean's half): "its work is in the target" is proven on content ----------------
+
+
+def test_a_branch_whose_work_left_the_target_is_kept(repo: Repo) -> None:
+    plan = agent_plan({
+        "db": {"files": ["src/db/**"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 3"}},
+        "ui": {"files": ["src/ui/**"], "env": {"AGENT_WRITE": "src/ui/view.py=UI = 3"}},
+    })
+    ui = stream_of(run_ok(repo, plan), "ui")
+    assert run_wtr("merge", cwd=repo.path).returncode == 0
+    landed_as_copy = subprocess.run(["git", "merge-base", "--is-ancestor", ui["branch"], "main"],
+                                    cwd=repo.path, check=False).returncode
+    assert landed_as_copy == 1
+    repo.git("revert", "--no-edit", "HEAD")  # ui's landed work is no longer in main
+    result = run_wtr("clean", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    assert f"kept branch {ui['branch']}" in result.stdout
+    assert "deleted branch wtr/plan-1/db (its work is in main)" in result.stdout
+
+
+def test_a_merged_branch_is_deleted_once_its_content_is_proven(repo: Repo) -> None:
+    db = stream_of(run_ok(repo, db_plan()), "db")
+    assert run_wtr("merge", cwd=repo.path).returncode == 0
+    repo.commit({"README.md": "later work\n"}, "later")
+    result = run_wtr("clean", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    assert f"deleted branch {db['branch']} (its work is in main)" in result.stdout
+
+
+# -- 10 (should fix): no work, empty folders -----------------------------------------------
+
+
+def test_a_failed_stream_without_commits_is_reported_as_no_work(repo: Repo) -> None:
+    plan = agent_plan({"db": {"files": ["src/db/**"], "env": {"AGENT_EXIT": "1"}}})
+    db = stream_of(run_ok(repo, plan, code=1), "db")
+    result = run_wtr("clean", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    assert f"deleted branch {db['branch']} (no work" in result.stdout
+    assert "its work is in" not in result.stdout
+
+
+def test_clean_all_removes_the_empty_run_folders(repo: Repo) -> None:
+    for _ in range(2):
+        run_ok(repo, db_plan())
+    folder = repo.path.parent / "repo.worktrees"
+    assert sorted(p.name for p in folder.iterdir()) == ["plan-1", "plan-2"]
+    result = run_wtr("clean", "--all", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    assert list(folder.iterdir()) == []
+
+
+# -- 16.8: a command that writes a run's state holds the run's lock ------------------------
+
+
+@pytest.mark.parametrize("second", [("accept", "ui"), ("retry", "ui")])
+def test_clean_holds_the_run_lock_against_retry_and_accept(repo: Repo, tmp_path: Path,
+                                                           second: tuple[str, str]) -> None:
+    plan = agent_plan({
+        "db": {"files": ["src/db/**"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 8"}},
+        "ui": {"files": ["src/ui/**"], "env": {"AGENT_WRITE": "src/ui/view.py=UI = 8",
+                                                "AGENT_EXIT": "1"}},
+    })
+    run_ok(repo, plan, code=1)
+    pause = tmp_path / "pause"
+    pause.write_text("")
+    cleaning = subprocess.Popen(
+        [sys.executable, "-m", "worktree_runner", "clean"], cwd=repo.path, text=True,
+        env={**os.environ, "WTR_PAUSE": "clean_branches", "WTR_PAUSE_FILE": str(pause)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(Path(f"{pause}.reached").exists)
+        racing = run_wtr(*second, cwd=repo.path)
+        assert racing.returncode == 1, racing.stdout + racing.stderr
+        assert "being worked on by another wtr" in racing.stderr
+    finally:
+        pause.unlink()
+        _, err = cleaning.communicate(timeout=120)
+    assert cleaning.returncode == 0, err
+    doc = status(repo)
+    assert doc["counts"]["failed"] == 1  # nothing changed behind clean's back
+    assert stream_of(doc, "ui")["status"] == "failed"
