@@ -214,6 +214,7 @@ def dry_run_report(prepared: Prepared, run_id: str, planned: list[PlannedStream]
     lines = [
         f"dry run: would create run {run_id} from {refs.base} ({refs.base_commit[:12]}), "
         f"max_parallel {prepared.max_parallel}; nothing was created",
+        f"streams would run {prepared.executor.where()}",
     ]
     for wave in sorted({p.wave for p in planned}):
         lines.append(f"wave {wave}:")

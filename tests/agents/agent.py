@@ -10,6 +10,7 @@ AGENT_FAIL_ATTEMPTS=N  exit 1 on the first N attempts
 AGENT_HANG=1         start a grandchild that sleeps, then sleep forever (printing nothing)
 AGENT_CHATTY_HANG=1  like AGENT_HANG, but keep printing output
 AGENT_PROGRESS=1     report progress with `wtr progress`
+AGENT_SLEEP_FIRST=S  on the first attempt only (needs AGENT_RECORD), sleep S seconds at the end
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def record(stage: str, extra: dict[str, object] | None = None) -> None:
         "path": os.environ.get("PATH", ""),
         "time": time.time(),
         "attempt": attempt,
+        "pid": os.getpid(),
         **(extra or {}),
     }
     (Path(folder) / f"{stream}.{attempt}.{stage}.json").write_text(json.dumps(data))
@@ -77,6 +79,8 @@ def main() -> int:
         if staged.returncode:  # a later attempt may find its work committed already
             git("commit", "-q", "-m", f"{os.environ['WTR_STREAM']}: work")
     time.sleep(float(os.environ.get("AGENT_SLEEP", "0")))
+    if attempt == 1:
+        time.sleep(float(os.environ.get("AGENT_SLEEP_FIRST", "0")))
     record("end")
     print("done", flush=True)
     return int(os.environ.get("AGENT_EXIT", "0"))

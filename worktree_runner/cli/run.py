@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from worktree_runner.cli.base import cli, emit_json, open_repo, open_store, repo_option, run_option
-from worktree_runner.errors import EXIT_FAILED, EXIT_OK
+from worktree_runner.errors import EXIT_FAILED, EXIT_OK, BadInput
 from worktree_runner.run import registry
 from worktree_runner.run.state import RunStore, Status
 from worktree_runner.run.status import status_document
@@ -24,7 +24,14 @@ from worktree_runner.run.status import status_document
 @click.option("--max-parallel", type=click.IntRange(min=1), default=None,
               help="Agents running at once (default: the plan's max_parallel).")
 @click.option("--dry-run", is_flag=True, help="Print what would happen; create nothing.")
-def run(plan_file: Path, repo_dir: Path | None, max_parallel: int | None, dry_run: bool) -> None:
+@click.option("--executor", type=click.Choice(["local", "dask"]), default=None,
+              help="Where streams run (default: the plan's executor, else local).")
+@click.option("--scheduler", metavar="ADDR", default=None,
+              help="With --executor dask: tcp://HOST:PORT, or local:N to start N workers here.")
+@click.option("--remote", metavar="URL", default=None,
+              help="With --executor dask: a git URL every worker can fetch from and push to.")
+def run(plan_file: Path, repo_dir: Path | None, max_parallel: int | None, dry_run: bool,
+        executor: str | None, scheduler: str | None, remote: str | None) -> None:
     """Run PLAN: every stream in its own branch and worktree, agents in parallel.
 
     \b
@@ -33,11 +40,14 @@ def run(plan_file: Path, repo_dir: Path | None, max_parallel: int | None, dry_ru
     leftovers are committed, every changed file must be inside its files, and its
     verify commands must pass. Dependents of a failed stream are blocked; the rest
     go on. Exit 0 when every stream succeeded, 1 otherwise, 130 on Ctrl-C.
+    With --executor dask, streams run on Dask workers and reach them through the
+    git remote --remote; state and logs stay here.
     """
     from worktree_runner import render
     from worktree_runner.run import runner
 
-    prepared = runner.prepare(open_repo(repo_dir), plan_file, max_parallel)
+    chosen = _executor(executor, scheduler, remote)
+    prepared = runner.prepare(open_repo(repo_dir), plan_file, max_parallel, chosen)
     if dry_run:
         run_id, planned = runner.dry_run(prepared)
         click.echo(render.dry_run_report(prepared, run_id, planned))
@@ -46,6 +56,20 @@ def run(plan_file: Path, repo_dir: Path | None, max_parallel: int | None, dry_ru
     click.echo(f"run {store.run_id}: {len(prepared.plan.streams)} streams, state in {store.dir}",
                err=True)
     _drive(store, lambda: runner.run_plan(prepared.repo, store, prepared.plan))
+
+
+def _executor(kind: str | None, scheduler: str | None, remote: str | None) -> Any:
+    """The executor the command line asks for, or None to keep the plan's."""
+    from worktree_runner.plan.executor import checked_executor
+
+    if kind is None:
+        if scheduler or remote:
+            raise BadInput("--scheduler and --remote go with --executor dask")
+        return None
+    try:
+        return checked_executor(kind, scheduler, remote)
+    except ValueError as exc:
+        raise BadInput(f"--executor {kind}: {exc}") from None
 
 
 def _drive(store: RunStore, work: Any) -> None:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from worktree_runner.errors import BadInput, PlanInvalid, PlanProblem
 from worktree_runner.plan import graph
 from worktree_runner.plan.durations import parse_duration
+from worktree_runner.plan.executor import Executor, executor_from
 from worktree_runner.plan.model import (
     DEFAULT_MAX_PARALLEL,
     DEFAULT_PORT_RANGE,
@@ -34,7 +35,7 @@ T = TypeVar("T")
 
 TOP_KEYS = frozenset(
     {"version", "name", "base", "target", "max_parallel", "worktrees_dir", "agent", "setup",
-     "teardown", "copy", "verify", "shared", "streams", "port_range"}
+     "teardown", "copy", "verify", "shared", "streams", "port_range", "executor"}
 )
 AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout", "retries", "env"})
 STREAM_KEYS = frozenset(
@@ -183,6 +184,7 @@ class _Reader:
             verify=self.get(top, root, "verify", _commands, NO_TEXTS),
             shared=shared,
             port_range=self._port_range(top, len(streams)),
+            executor=self.get(top, root, "executor", executor_from, Executor()),
             warnings=tuple(self.warnings),
             lines=MappingProxyType({".".join(k): v for k, v in self.doc.lines.items()}),
         )

@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 
+from worktree_runner.plan.executor import Executor
 from worktree_runner.presets import PRESETS
 
 DEFAULT_MAX_PARALLEL = 4
@@ -73,6 +74,7 @@ class Plan:
     verify: tuple[str, ...] = ()
     shared: tuple[str, ...] = ()
     port_range: tuple[int, int] = DEFAULT_PORT_RANGE
+    executor: Executor = field(default_factory=Executor)
     warnings: tuple[str, ...] = ()
     lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from worktree_runner import git, procs
 from worktree_runner.errors import BadInput, Interrupted
 from worktree_runner.plan.analysis import Analysis, analyze
+from worktree_runner.plan.executor import Executor
 from worktree_runner.plan.load import load_plan, parse_plan, worktree_include
 from worktree_runner.plan.model import Plan
 from worktree_runner.run import recover, registry
@@ -28,20 +31,23 @@ class Prepared:
     plan: Plan
     analysis: Analysis
     max_parallel: int
+    executor: Executor = field(default_factory=Executor)
 
     @property
     def worktrees_root(self) -> Path:
         return self.plan.worktrees_root(self.repo.root)
 
 
-def prepare(repo: git.Repository, plan_file: Path, max_parallel: int | None = None) -> Prepared:
+def prepare(repo: git.Repository, plan_file: Path, max_parallel: int | None = None,
+            executor: Executor | None = None) -> Prepared:
     plan = load_plan(plan_file)
     analysis = analyze(plan, repo)
     analysis.raise_if_invalid()
     worktree_include(repo.root)  # a bad .worktreeinclude stops the run before it starts
     if max_parallel is not None and max_parallel < 1:
         raise BadInput("--max-parallel must be at least 1")
-    return Prepared(repo, plan, analysis, max_parallel or plan.max_parallel)
+    return Prepared(repo, plan, analysis, max_parallel or plan.max_parallel,
+                    executor or plan.executor)
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ def create_run(prepared: Prepared) -> RunStore:
             for s in plan.streams
         },
         runner_pid=os.getpid(),
+        executor=None if prepared.executor.kind == "local" else prepared.executor.to_json(),
     )
     for name in plan.names:
         store.stream_dir(name).mkdir(parents=True)
@@ -134,19 +141,30 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
             agent.stop(grace=0)
 
     hooks = Hooks(blocked=lambda name, by: _blocked(store, name, by), kill_all=kill_all)
-    scheduler = Scheduler(plan, statuses, lambda name: run_stream(ctx, name), hooks,
-                          record.max_parallel, ctx.stop)
     store.update_run("run_started", state=RunState.RUNNING.value, runner_pid=os.getpid())
     try:
-        with ThreadPoolExecutor(max_workers=record.max_parallel,
-                                thread_name_prefix="stream") as executor:
-            scheduler.run(executor)
+        with _stream_work(ctx, record) as work, ThreadPoolExecutor(
+                max_workers=record.max_parallel, thread_name_prefix="stream") as executor:
+            Scheduler(plan, statuses, work, hooks, record.max_parallel, ctx.stop).run(executor)
     except KeyboardInterrupt:
         store.update_run("run_interrupted", state=RunState.INTERRUPTED.value, runner_pid=None)
         raise Interrupted("interrupted; the agents were stopped",
                           hint=f"'wtr resume --run {store.run_id}' continues") from None
     return store.update_run("run_finished", state=RunState.FINISHED.value, finished_at=now(),
                             runner_pid=None)
+
+
+@contextmanager
+def _stream_work(ctx: RunContext, record: RunRecord) -> Iterator[Callable[[str], bool]]:
+    """What runs one stream: its life here, or the same life on a Dask worker."""
+    if not record.executor or record.executor.get("kind") == "local":
+        yield lambda name: run_stream(ctx, name)
+        return
+    from worktree_runner.run import distributed
+
+    config = Executor(**record.executor)
+    with distributed.session(config, record.max_parallel) as cluster:
+        yield distributed.RemoteStreams(ctx, config, cluster).run
 
 
 def _blocked(store: RunStore, name: str, by: str) -> None:

@@ -109,6 +109,7 @@ class StreamRecord:
     adopted: bool = False
     blocked_by: str | None = None
     accepted: dict[str, str] | None = None
+    remote_task: str | None = None
     pushed: dict[str, str] | None = None
     pr: dict[str, Any] | None = None
 
@@ -159,6 +160,8 @@ class RunRecord:
     isolation: list[dict[str, Any]] = field(default_factory=list)
     # Untracked files brought into the worktrees by ``copy``/.worktreeinclude: never committed.
     copied: list[str] = field(default_factory=list)
+    # Where the streams run: {"kind": "dask", "scheduler": ..., "remote": ...}; None: here.
+    executor: dict[str, Any] | None = None
     version: int = STATE_VERSION
 
     def to_json(self) -> dict[str, Any]:

@@ -1,0 +1,185 @@
+"""Streams on a real Dask LocalCluster (worker processes) through a real bare remote."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.gitrepo import ROOT, Repo, git, run_wtr
+from tests.runhelp import agent_plan, records, stream_of
+
+pytest.importorskip("distributed", reason="Dask is part of the test extra; install it")
+pytestmark = pytest.mark.slow
+
+STREAMS = {
+    "db": {"files": ["src/db/**"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 2",
+                                           "AGENT_PROGRESS": "1"}},
+    "api": {"files": ["src/api/**"], "depends_on": ["db"],
+            "env": {"AGENT_WRITE": "src/api/orders.py=API = 2"}},
+    "ui": {"files": ["src/ui/**"], "env": {"AGENT_WRITE": "src/ui/view.py=UI = 2"}},
+    "docs": {"files": ["docs/**"], "conflicts_with": ["ui"],
+             "env": {"AGENT_WRITE": "docs/index.md=orders"}},
+}
+
+
+def bare_remote(repo: Repo, tmp_path: Path) -> Path:
+    remote = tmp_path / "shared.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    repo.git("push", "-q", str(remote), "main")
+    return remote
+
+
+def dask_plan(streams: dict, remote: Path, workers: int = 2, **top: object) -> dict:
+    return agent_plan(streams, executor={"kind": "dask", "scheduler": f"local:{workers}",
+                                         "remote": str(remote)}, **top)
+
+
+def events(repo: Repo, run: str) -> list[dict]:
+    path = repo.path / ".git" / "worktree-runner" / "runs" / run / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_a_plan_runs_on_dask_workers_and_merges_and_cleans_here(repo: Repo,
+                                                               tmp_path: Path) -> None:
+    remote = bare_remote(repo, tmp_path)
+    result = run_wtr("run", repo.write_plan(dask_plan(STREAMS, remote)), cwd=repo.path,
+                     timeout=240)
+    assert result.returncode == 0, result.stderr
+    doc = run_wtr("status", "--json", cwd=repo.path).json()
+    assert {s["status"] for s in doc["streams"]} == {"succeeded"}
+    for stream in doc["streams"]:
+        # every branch came home, at the commit the worker pushed
+        remote_tip = git(remote, "rev-parse", f"refs/heads/{stream['branch']}")
+        assert repo.head(stream["branch"]) == remote_tip == stream["head_commit"]
+        assert stream["worktree"] is None  # it lived on a worker
+    assert stream_of(doc, "api")["base_commit"] == stream_of(doc, "db")["head_commit"]
+    assert stream_of(doc, "db")["progress"]["message"] == "halfway"
+    seen = events(repo, doc["run"])
+    workers = {e["worker"] for e in seen if e["event"] == "remote_started"}
+    assert len([e for e in seen if e["event"] == "remote_started"]) == 4 and workers
+    # docs and ui never ran at once, even on different workers
+    spans = {e["stream"]: e for e in seen if e["event"] == "stream_finished"}
+    starts = {e["stream"]: e for e in seen if e["event"] == "stream_started"}
+    ui_docs = sorted(["ui", "docs"], key=lambda n: starts[n]["at"])
+    assert spans[ui_docs[0]]["at"] <= starts[ui_docs[1]]["at"]
+    log = run_wtr("logs", "db", cwd=repo.path).stdout
+    assert "done" in log
+    merged = run_wtr("merge", cwd=repo.path)
+    assert merged.returncode == 0, merged.stderr
+    assert (repo.path / "src/api/orders.py").read_text() == "API = 2\n"
+    cleaned = run_wtr("clean", cwd=repo.path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert repo.git("branch", "--list", "wtr/*") == ""
+    # the remote keeps the stream branches (deleting them there is --remote's job)
+    assert git(remote, "for-each-ref", "--format=%(refname)", "refs/heads/wtr").count("\n") == 3
+
+
+def test_dry_run_says_where_streams_would_run(repo: Repo, tmp_path: Path) -> None:
+    plan = repo.write_plan(agent_plan({"db": STREAMS["db"]}))
+    result = run_wtr("run", plan, "--dry-run", "--executor", "dask", "--scheduler",
+                     "tcp://10.1.2.3:8786", "--remote", "git@host:team/repo.git", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    assert ("streams would run on the Dask cluster at tcp://10.1.2.3:8786, through the git "
+            "remote git@host:team/repo.git") in result.stdout
+
+
+@pytest.mark.parametrize(("executor", "expected"), [
+    ({"kind": "dask", "scheduler": "local:2"}, "kind: dask needs a scheduler"),
+    ({"kind": "dask", "scheduler": "http//x", "remote": "/r.git"}, "is not a Dask address"),
+    ({"kind": "dask", "scheduler": "local:2", "remote": "not a url"}, "is not a git URL"),
+    ({"kind": "k8s"}, "kind must be one of local, dask"),
+    ({"kind": "local", "remote": "/r.git"}, "scheduler and remote go with kind: dask"),
+])
+def test_check_rejects_a_bad_executor_section(repo: Repo, executor: dict, expected: str) -> None:
+    plan = repo.write_plan(agent_plan({"db": STREAMS["db"]}, executor=executor))
+    result = run_wtr("check", plan, cwd=repo.path)
+    assert result.returncode == 2 and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_scheduler_is_one_line(repo: Repo, tmp_path: Path) -> None:
+    remote = bare_remote(repo, tmp_path)
+    plan = repo.write_plan(agent_plan({"db": STREAMS["db"]}))
+    result = run_wtr("run", plan, "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9",
+                     "--remote", str(remote), cwd=repo.path, timeout=120)
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def start_run(repo: Repo, plan: Path, record: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "AGENT_RECORD": str(record), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "worktree_runner", "run", str(plan)],
+                            cwd=repo.path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for(condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def latest_run(repo: Repo) -> str:
+    runs = repo.path / ".git" / "worktree-runner" / "runs"
+    found = sorted(runs.iterdir(), key=lambda p: p.stat().st_mtime) if runs.exists() else []
+    return found[-1].name if found else ""
+
+
+def test_a_worker_killed_mid_stream_loses_no_pushed_commit(repo: Repo, tmp_path: Path) -> None:
+    remote = bare_remote(repo, tmp_path)
+    record = tmp_path / "record"
+    record.mkdir()
+    streams = {"db": {**STREAMS["db"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 2",
+                                               "AGENT_SLEEP_FIRST": "20"}}}
+    run = start_run(repo, repo.write_plan(dask_plan(streams, remote)), record)
+    wait_for(lambda: bool(records(record, "db")))  # the first attempt committed, now sleeps
+    started = next(e for e in events(repo, latest_run(repo)) if e["event"] == "remote_started")
+    wait_for(lambda: git(remote, "for-each-ref", "refs/heads/wtr") != "")
+    first_commit = git(remote, "for-each-ref", "--format=%(objectname)", "refs/heads/wtr")
+    os.kill(started["pid"], signal.SIGKILL)
+    out, err = run.communicate(timeout=240)
+    assert run.returncode == 0, err
+    doc = run_wtr("status", "--json", cwd=repo.path).json()
+    db = stream_of(doc, "db")
+    assert db["status"] == "succeeded" and db["attempts"] == 2
+    # what the lost worker had pushed is still in the branch
+    assert repo.git("merge-base", "--is-ancestor", first_commit, db["branch"], check=False) == ""
+    assert repo.git("show", f"{db['branch']}:src/db/models.py") == "DB = 2"
+
+
+def test_ctrl_c_stops_remote_agents_and_resume_finishes_without_redoing(
+        repo: Repo, tmp_path: Path) -> None:
+    remote = bare_remote(repo, tmp_path)
+    record = tmp_path / "record"
+    record.mkdir()
+    streams = {"db": STREAMS["db"],
+               "ui": {**STREAMS["ui"], "env": {"AGENT_WRITE": "src/ui/view.py=UI = 2",
+                                               "AGENT_SLEEP_FIRST": "120"}}}
+    run = start_run(repo, repo.write_plan(dask_plan(streams, remote)), record)
+    wait_for(lambda: bool(records(record, "db", "end")) and bool(records(record, "ui")))
+    wait_for(lambda: any(e["event"] == "stream_finished" and e["stream"] == "db"
+                         for e in events(repo, latest_run(repo))))
+    agent_pid = records(record, "ui")[0]["pid"]
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=180)
+    assert run.returncode == 130, err
+    doc = run_wtr("status", "--json", cwd=repo.path).json()
+    assert stream_of(doc, "ui")["failure"]["kind"] == "interrupted"
+    with pytest.raises(ProcessLookupError):
+        os.kill(agent_pid, 0)  # the remote agent was stopped, not left running
+    resumed = run_wtr("resume", cwd=repo.path, env={"AGENT_RECORD": str(record)}, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    doc = run_wtr("status", "--json", cwd=repo.path).json()
+    assert {s["status"] for s in doc["streams"]} == {"succeeded"}
+    assert len(records(record, "db")) == 1  # db was not redone
+    assert len(records(record, "ui")) == 2
