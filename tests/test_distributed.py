@@ -17,7 +17,8 @@ from tests.gitrepo import ROOT, Repo, git, run_wtr
 from tests.runhelp import agent_plan, records, stream_of
 
 pytest.importorskip("distributed", reason="Dask is part of the test extra; install it")
-pytestmark = pytest.mark.slow
+# LocalClusters start in seconds, but a loaded CI machine can take minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 STREAMS = {
     "db": {"files": ["src/db/**"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 2",
@@ -187,3 +188,57 @@ def test_ctrl_c_stops_remote_agents_and_resume_finishes_without_redoing(
     assert {s["status"] for s in doc["streams"]} == {"succeeded"}
     assert len(records(record, "db")) == 1  # db was not redone
     assert len(records(record, "ui")) == 2
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_coordinator_killed_outright_adopts_what_finished_meanwhile(
+        repo: Repo, tmp_path: Path) -> None:
+    """A long-lived cluster (scheduler and worker processes of their own) outlives a
+    coordinator killed with -9; `wtr resume` takes the finished stream's pushed result
+    instead of running its agent again."""
+    remote = bare_remote(repo, tmp_path)
+    record = tmp_path / "record"
+    record.mkdir()
+    dask = Path(sys.executable).parent / "dask"
+    address = f"tcp://127.0.0.1:{free_port()}"
+    # the agents run on the worker, in its environment
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AGENT_RECORD": str(record)}
+    cluster = [subprocess.Popen([str(dask), "scheduler", "--host", "127.0.0.1", "--port",
+                                 address.rsplit(":", 1)[1], "--no-dashboard"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    cluster.append(subprocess.Popen([str(dask), "worker", address, "--nthreads", "2",
+                                     "--no-dashboard", "--local-directory",
+                                     str(tmp_path / "worker")], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        streams = {"db": {**STREAMS["db"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 2",
+                                                   "AGENT_SLEEP": "4"}}}
+        plan = repo.write_plan(agent_plan(streams, executor={
+            "kind": "dask", "scheduler": address, "remote": str(remote)}))
+        run = start_run(repo, plan, record)
+        wait_for(lambda: bool(records(record, "db")))
+        run.kill()  # -9: no chance to hear the result
+        run.wait()
+        result_ref = f"refs/worktree-runner/dask/{latest_run(repo)}/db/result"
+        wait_for(lambda: git(remote, "for-each-ref", result_ref) != "")
+        resumed = run_wtr("resume", cwd=repo.path, env={"AGENT_RECORD": str(record)},
+                          timeout=240)
+        assert resumed.returncode == 0, resumed.stderr
+    finally:
+        for process in reversed(cluster):
+            process.terminate()
+        for process in cluster:
+            process.wait(timeout=60)
+    doc = run_wtr("status", "--json", cwd=repo.path).json()
+    db = stream_of(doc, "db")
+    assert db["status"] == "succeeded"
+    assert len(records(record, "db")) == 1  # adopted, not run again
+    assert repo.git("show", f"{db['branch']}:src/db/models.py") == "DB = 2"
+    assert any(e["event"] == "remote_result_adopted" for e in events(repo, doc["run"]))
