@@ -103,7 +103,7 @@ class Result:
         return json.loads(self.stdout)
 
     def error_lines(self, code: int = 2) -> list[str]:
-        """stderr, once checked to be a user error as the SPEC prints one: exit ``code``,
+        """stderr, once checked to be a user error as the CLI prints one: exit ``code``,
         a first line ``wtr: ...`` and no traceback."""
         assert self.returncode == code, (self.returncode, self.stdout, self.stderr)
         assert "Traceback" not in self.stderr, self.stderr

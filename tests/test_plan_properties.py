@@ -1,5 +1,5 @@
 """Property tests of the plan loader: whatever the text, a Plan or a PlanInvalid, and a Plan
-that comes back keeps the SPEC's promises."""
+that comes back keeps the documented promises."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every plan rule of SPEC "The plan", checked through the real ``wtr check PLAN``.
+"""Every plan rule of docs/plan.md, checked through the real ``wtr check PLAN``.
 
 A broken rule must exit 2 with a first stderr line ``wtr: plan ... is invalid (N problems)``
 and one line per problem, ``PLAN:LINE: KEY.PATH: message``, never a traceback. Each rule

@@ -206,7 +206,7 @@ def test_retry_and_accept(repo: Repo, rec: Path) -> None:
     resumed = run_wtr("resume", cwd=repo.path)
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert status(repo)["counts"]["succeeded"] == 3
-    again = run_wtr("accept", "api", cwd=repo.path)  # --reason is optional (SPEC)
+    again = run_wtr("accept", "api", cwd=repo.path)  # --reason is optional (docs/commands.md)
     assert again.returncode == 2 and "not failed" in again.stderr
 
 

@@ -1,4 +1,4 @@
-"""The one error family: everything a user can cause or fix, with the SPEC's exit codes."""
+"""The one error family: everything a user can cause or fix, with fixed exit codes (docs/commands.md)."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ import click
 from worktree_runner import __version__, git
 from worktree_runner.errors import (
     EXIT_INTERRUPTED,
+    BadInput,
     WtrError,
 )
 from worktree_runner.logs import configure_logging
@@ -24,7 +25,7 @@ from worktree_runner.run.state import RunStore
 
 
 class WtrGroup(click.Group):
-    """Maps the project's errors to one line on stderr and the SPEC's exit code."""
+    """Maps the project's errors to one line on stderr and its fixed exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -58,7 +59,29 @@ def open_repo(repo_dir: Path | None) -> git.Repository:
     """The repository named by the command's --repo, else the group's, else the cwd's."""
     ctx = click.get_current_context()
     fallback = (ctx.find_root().obj or {}).get("repo_dir")
+    if repo_dir and fallback and repo_dir.resolve() != fallback.resolve():
+        raise BadInput(f"--repo is given twice ({fallback} and {repo_dir})",
+                       hint="give it once, before or after the command name")
     return git.open_repository(repo_dir or fallback)
+
+
+def exclusive(**flags: object) -> None:
+    """Refuse options that cannot go together: no option is silently ignored."""
+    given = [f"--{name.replace('_', '-')}" for name, value in flags.items() if value]
+    if len(given) > 1:
+        raise BadInput(f"{' and '.join(given)} cannot go together", hint="use one of them")
+
+
+def plan_argument(func: Any) -> Any:
+    return click.argument("plan_file", metavar="[PLAN]", required=False,
+                          type=click.Path(dir_okay=False, path_type=Path))(func)
+
+
+def plan_path(plan_file: Path | None, repo: git.Repository) -> Path:
+    """PLAN as given, else worktree-plan.yaml at the repository root (where init writes it)."""
+    from worktree_runner.plan.starter import DEFAULT_PLAN_FILE
+
+    return plan_file if plan_file is not None else repo.toplevel / DEFAULT_PLAN_FILE
 
 
 @click.group(cls=WtrGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,14 +96,16 @@ def cli(ctx: click.Context, verbose: bool, repo_dir: Path | None) -> None:
     A plan (YAML) names work streams: the files each owns, its agent, its prompt,
     what it depends on. Typical session:
       wtr init                 write a starter plan for this repository
-      wtr check PLAN           validate it: waves, critical path, file ownership
-      wtr run PLAN             each stream: own branch + worktree + agent, checked
+      wtr check [PLAN]         validate it: waves, critical path, file ownership
+      wtr run [PLAN]           each stream: own branch + worktree + agent, checked
       wtr status               what every stream is doing (--json, --markdown)
       wtr logs STREAM          an agent's output
       wtr merge                replay finished streams onto the target (--check first)
       wtr clean                remove worktrees and merged branches; never loses work
     After a crash or Ctrl-C: wtr resume. After a failure: wtr retry / wtr accept.
+    PLAN defaults to worktree-plan.yaml at the repository root.
     Exit codes: 0 ok, 1 work failed, 2 bad input, 3 halted for a human, 130 interrupted.
+    Reference: docs/commands.md and docs/plan.md in the project.
     """
     ctx.obj = {"repo_dir": repo_dir}
     configure_logging(verbose)

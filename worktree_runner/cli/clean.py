@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from worktree_runner.cli.base import cli, open_repo, repo_option, run_option
+from worktree_runner.errors import BadInput
 from worktree_runner.run import registry
 
 
@@ -31,6 +32,9 @@ def clean(repo_dir: Path | None, run_id: str | None, dry_run: bool, force: bool,
     """
     from worktree_runner.clean import clean_run
 
+    if every_run and run_id:
+        raise BadInput("--all and --run cannot go together",
+                       hint="--all cleans every finished run; --run ID cleans one")
     repo = open_repo(repo_dir)
     if every_run:
         stores = [s for s in registry.list_runs(repo)

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from worktree_runner.cli.base import cli, emit_json, open_repo, repo_option
+from worktree_runner.cli.base import (
+    cli,
+    emit_json,
+    open_repo,
+    plan_argument,
+    plan_path,
+    repo_option,
+)
 from worktree_runner.errors import (
     EXIT_BAD_INPUT,
     BadInput,
@@ -48,11 +55,11 @@ def init(path: Path | None, repo_dir: Path | None, from_dirs: bool,
 
 
 @cli.command()
-@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
+@plan_argument
 @repo_option
 @click.option("--json", "as_json", is_flag=True, help="Print the analysis as one JSON document.")
-def check(plan_file: Path, repo_dir: Path | None, as_json: bool) -> None:
-    """Validate PLAN against the repository and show its analysis.
+def check(plan_file: Path | None, repo_dir: Path | None, as_json: bool) -> None:
+    """Validate PLAN (default: worktree-plan.yaml) and show its analysis.
 
     \b
     Reports the waves (streams that can run at the same time, in order), the critical
@@ -65,13 +72,15 @@ def check(plan_file: Path, repo_dir: Path | None, as_json: bool) -> None:
     from worktree_runner.plan.load import load_plan
 
     try:
+        repo = open_repo(repo_dir)
+        plan_file = plan_path(plan_file, repo)
         plan = load_plan(plan_file)
-        analysis = analyze(plan, open_repo(repo_dir))
+        analysis = analyze(plan, repo)
     except WtrError as exc:
         if not as_json:
             raise
         problems = exc.problems if isinstance(exc, PlanInvalid) else [PlanProblem("", exc.message)]
-        emit_json({"plan": str(plan_file), "valid": False,
+        emit_json({"plan": str(plan_file or "worktree-plan.yaml"), "valid": False,
                    "errors": [p.to_json() for p in problems]})
         sys.exit(exc.exit_code)
     if as_json:

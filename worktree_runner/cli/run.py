@@ -11,7 +11,17 @@ from typing import Any
 
 import click
 
-from worktree_runner.cli.base import cli, emit_json, open_repo, open_store, repo_option, run_option
+from worktree_runner.cli.base import (
+    cli,
+    emit_json,
+    exclusive,
+    open_repo,
+    open_store,
+    plan_argument,
+    plan_path,
+    repo_option,
+    run_option,
+)
 from worktree_runner.errors import EXIT_FAILED, EXIT_OK, BadInput
 from worktree_runner.run import registry
 from worktree_runner.run.state import RunStore, Status
@@ -19,7 +29,7 @@ from worktree_runner.run.status import status_document
 
 
 @cli.command()
-@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
+@plan_argument
 @repo_option
 @click.option("--max-parallel", type=click.IntRange(min=1), default=None,
               help="Agents running at once (default: the plan's max_parallel).")
@@ -30,9 +40,10 @@ from worktree_runner.run.status import status_document
               help="With --executor dask: tcp://HOST:PORT, or local:N to start N workers here.")
 @click.option("--remote", metavar="URL", default=None,
               help="With --executor dask: a git URL every worker can fetch from and push to.")
-def run(plan_file: Path, repo_dir: Path | None, max_parallel: int | None, dry_run: bool,
-        executor: str | None, scheduler: str | None, remote: str | None) -> None:
-    """Run PLAN: every stream in its own branch and worktree, agents in parallel.
+def run(plan_file: Path | None, repo_dir: Path | None, max_parallel: int | None,
+        dry_run: bool, executor: str | None, scheduler: str | None,
+        remote: str | None) -> None:
+    """Run PLAN (default: worktree-plan.yaml): each stream in its own branch and worktree.
 
     \b
     A stream starts once its dependencies have succeeded, nothing it conflicts with
@@ -47,7 +58,8 @@ def run(plan_file: Path, repo_dir: Path | None, max_parallel: int | None, dry_ru
     from worktree_runner.run import runner
 
     chosen = _executor(executor, scheduler, remote)
-    prepared = runner.prepare(open_repo(repo_dir), plan_file, max_parallel, chosen)
+    repo = open_repo(repo_dir)
+    prepared = runner.prepare(repo, plan_path(plan_file, repo), max_parallel, chosen)
     if dry_run:
         run_id, planned = runner.dry_run(prepared)
         click.echo(render.dry_run_report(prepared, run_id, planned))
@@ -73,7 +85,7 @@ def _executor(kind: str | None, scheduler: str | None, remote: str | None) -> An
 
 
 def _drive(store: RunStore, work: Any) -> None:
-    """Run ``work`` holding the run's lock, with the live display; exit as the SPEC says."""
+    """Run ``work`` holding the run's lock, with the live display; exit with the documented code."""
     from worktree_runner import render
     from worktree_runner.live import run_with_display
 
@@ -153,12 +165,13 @@ def accept(stream: str, repo_dir: Path | None, run_id: str | None, reason: str) 
 @cli.command()
 @repo_option
 @run_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON document (see SPEC).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (fields: docs/commands.md).")
 @click.option("--markdown", is_flag=True, help="A Markdown report.")
 def status(repo_dir: Path | None, run_id: str | None, as_json: bool, markdown: bool) -> None:
     """Show a run's status: counts, every stream, the merge state."""
     from worktree_runner import render
 
+    exclusive(json=as_json, markdown=markdown)
     _, store = open_store(repo_dir, run_id)
     doc = status_document(store)
     if as_json:

@@ -1,4 +1,4 @@
-"""Which streams a merge takes, and in what order (SPEC "Merge")."""
+"""Which streams a merge takes, and in what order (docs/commands.md, wtr merge)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ INTEGRATION_DIR = "_merge"
 
 @dataclass
 class MergeState:
-    """The ``merge`` section of a run's state (SPEC fields first, then the runner's own)."""
+    """The ``merge`` section of a run's state (documented fields first, then the runner's own)."""
 
     state: str = "none"
     target: str = ""

@@ -1,4 +1,4 @@
-"""Read a plan file and check every rule of SPEC "The plan", collecting all problems."""
+"""Read a plan file and check every rule of docs/plan.md, collecting all problems."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A plan as typed, immutable values (see SPEC "The plan")."""
+"""A plan as typed, immutable values (docs/plan.md)."""
 
 from __future__ import annotations
 

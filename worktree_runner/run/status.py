@@ -1,4 +1,4 @@
-"""The consolidated status of a run: the document of ``wtr status --json`` (SPEC)."""
+"""The consolidated status of a run: the document of ``wtr status --json`` (docs/commands.md)."""
 
 from __future__ import annotations
 

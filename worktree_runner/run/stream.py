@@ -156,7 +156,7 @@ def _registered(ctx: RunContext, path: Path, branch: str) -> bool:
 
 
 def _stream_base(ctx: RunContext, stream: Stream) -> str:
-    """The run's base, the one predecessor's result, or a merge of several (SPEC "Stream base")."""
+    """The run's base, the one predecessor's result, or a merge of several (docs/plan.md)."""
     streams = ctx.store.record.streams
     finished = [
         head
