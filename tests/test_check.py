@@ -135,10 +135,11 @@ def test_repo_option_before_and_after_the_subcommand(repo: Repo, tmp_path: Path)
         assert result.json()["base_commit"] == repo.head()
 
 
-def test_subcommand_repo_option_wins_over_the_group_one(repo: Repo, tmp_path: Path) -> None:
+def test_two_different_repo_options_are_refused_not_one_ignored(repo: Repo,
+                                                                 tmp_path: Path) -> None:
     path = repo.write_plan(CHECKOUT)
     result = run_wtr("--repo", tmp_path, "check", path, "--repo", repo.path, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert "--repo is given twice" in result.one_line_error(2)
 
 
 def test_base_defaults_to_the_checked_out_branch(repo: Repo, wtr: Wtr) -> None:

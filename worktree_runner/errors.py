@@ -1,4 +1,4 @@
-"""The one error family: everything a user can cause or fix, with fixed exit codes (docs/commands.md)."""
+"""The one error family: everything a user can cause or fix, with its fixed exit code."""
 
 from __future__ import annotations
 

@@ -165,7 +165,8 @@ def accept(stream: str, repo_dir: Path | None, run_id: str | None, reason: str) 
 @cli.command()
 @repo_option
 @run_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON document (fields: docs/commands.md).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document (its fields: docs/commands.md).")
 @click.option("--markdown", is_flag=True, help="A Markdown report.")
 def status(repo_dir: Path | None, run_id: str | None, as_json: bool, markdown: bool) -> None:
     """Show a run's status: counts, every stream, the merge state."""
