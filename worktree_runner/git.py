@@ -432,6 +432,19 @@ def rebase_continue(repo: Repository, worktree: Path) -> GitResult:
                    env=identity_env(repo))
 
 
+def merge_in_worktree(repo: Repository, worktree: Path, commit: str, message: str) -> GitResult:
+    """Merge ``commit`` into the branch checked out in ``worktree``; on a conflict the merge
+    is left in progress there for a human (a non-zero exit is an answer)."""
+    return run_git(["-c", "core.editor=true", "-c", "advice.mergeConflict=false", "merge",
+                    "--no-ff", "--quiet", "-m", message, commit], worktree, check=False,
+                   env=identity_env(repo))
+
+
+def merge_in_progress(worktree: Path) -> bool:
+    return run_git(["rev-parse", "--verify", "--quiet", "MERGE_HEAD"], worktree,
+                   check=False).ok
+
+
 def rebase_in_progress(worktree: Path) -> bool:
     for name in ("rebase-merge", "rebase-apply"):
         path = run_git(["rev-parse", "--git-path", name], worktree).stdout.strip()

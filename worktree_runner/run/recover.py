@@ -75,6 +75,10 @@ def requeue(store: RunStore, names: list[str]) -> None:
 def accept(repo: git.Repository, store: RunStore, name: str, reason: str) -> StreamRecord:
     """A human declares a failed stream's work good: it counts as succeeded from now on."""
     stream = _failed_stream(store, name, "accepted")
+    if stream.start_conflict is not None:
+        raise BadInput(f"stream '{name}' has not started: the merge of the streams it starts "
+                       f"from waits for a human in {stream.worktree}",
+                       hint=f"resolve and commit it there, then run 'wtr retry {name}'")
     head = git.ref_commit(repo, f"refs/heads/{stream.branch}")
     if head is None or not stream.base_commit:
         raise BadInput(f"stream '{name}' has no branch with work to accept")

@@ -110,6 +110,8 @@ class StreamRecord:
     blocked_by: str | None = None
     accepted: dict[str, str] | None = None
     remote_task: str | None = None
+    # Set while the results it starts from conflict and wait for a human in its worktree.
+    start_conflict: dict[str, Any] | None = None
     pushed: dict[str, str] | None = None
     pr: dict[str, Any] | None = None
 

@@ -10,6 +10,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
@@ -129,7 +130,11 @@ def _prepare(ctx: RunContext, stream: Stream) -> None:
     record = ctx.store.record.streams[name]
     if not git.branch_exists(ctx.repo, branch):
         base = record.base_commit or _stream_base(ctx, stream)
-        ctx.store.update_stream(name, "base_resolved", base_commit=base)
+        if isinstance(base, StartConflict):
+            ctx.store.update_stream(name, "start_conflict", start_conflict=base.to_json())
+            base = base.ours
+        else:
+            ctx.store.update_stream(name, "base_resolved", base_commit=base)
         git.add_worktree(ctx.repo, path, branch, base)
         faults.point("after_branch", name)
     elif not _registered(ctx, path, branch):
@@ -140,6 +145,8 @@ def _prepare(ctx: RunContext, stream: Stream) -> None:
     faults.point("after_worktree", name)
     if record.worktree != str(path):
         ctx.store.update_stream(name, "worktree_created", worktree=str(path))
+    if record.start_conflict is not None:
+        _resolved_start(ctx, stream, path, record.start_conflict)
     if not record.prepared:
         _copy_files(ctx, path)
         for command in ctx.plan.setup:
@@ -155,30 +162,83 @@ def _registered(ctx: RunContext, path: Path, branch: str) -> bool:
     return found is not None and found.branch == branch and path.exists()
 
 
-def _stream_base(ctx: RunContext, stream: Stream) -> str:
+@dataclass(frozen=True)
+class StartConflict:
+    """The results a stream starts from conflict: ``ours`` (those merged so far) with
+    ``theirs``; a human resolves the merge in the stream's worktree."""
+
+    ours: str
+    theirs: str
+    streams: list[str]
+    files: list[str]
+    parents: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"streams": self.streams, "files": self.files, "parents": self.parents,
+                "theirs": self.theirs}
+
+
+def _stream_base(ctx: RunContext, stream: Stream) -> str | StartConflict:
     """The run's base, the one predecessor's result, or a merge of several (docs/plan.md)."""
     streams = ctx.store.record.streams
-    finished = [
-        head
+    heads = {
+        n: head
         for n in (*stream.depends_on, *stream.waits_for)
         if streams[n].status == Status.SUCCEEDED.value and (head := streams[n].head_commit)
-    ]
-    parents = git.independent(ctx.repo, finished)
+    }
+    parents = git.independent(ctx.repo, list(heads.values()))
     if not parents:
         return ctx.base_commit
     merged = parents[0]
-    for parent in parents[1:]:
+    for index, parent in enumerate(parents[1:], 2):
         result = git.merge_trees(ctx.repo, merged, parent)
         if result.tree is None:
-            raise StreamFailed(Failure(
-                "error", "the streams this one starts from conflict in "
-                         + ", ".join(result.conflicts), result.conflicts))
+            involved = [n for n, head in heads.items() if head in parents[:index]]
+            return StartConflict(merged, parent, involved, result.conflicts, parents)
         merged = git.commit_tree(ctx.repo, result.tree, [merged, parent], "merge")
     if len(parents) == 1:
         return merged
     tree = git.tree_of(ctx.repo, merged)
+    return git.commit_tree(ctx.repo, tree, parents, _start_message(stream))
+
+
+def _start_message(stream: Stream) -> str:
     names = ", ".join(n for n in (*stream.depends_on, *stream.waits_for))
-    return git.commit_tree(ctx.repo, tree, parents, f"wtr: start of {stream.name} from {names}")
+    return f"wtr: start of {stream.name} from {names}"
+
+
+def _resolved_start(ctx: RunContext, stream: Stream, path: Path,
+                    pending: dict[str, Any]) -> None:
+    """Merge the stream's starting points in its worktree; a conflict waits there for a
+    human. Once every one is in a commit there, that commit is the stream's base."""
+    name = stream.name
+    if git.merge_in_progress(path) or git.unmerged_files(path):
+        raise StreamFailed(_start_failure(
+            ctx, stream, path, pending,
+            "the merge of its starting points is not resolved and committed yet"))
+    for parent in pending["parents"]:
+        if git.is_ancestor(ctx.repo, parent, git.head_of(path)):
+            continue
+        result = git.merge_in_worktree(ctx.repo, path, parent, _start_message(stream))
+        if not result.ok:
+            files = git.unmerged_files(path) or pending["files"]
+            pending = {**pending, "files": files, "theirs": parent}
+            ctx.store.update_stream(name, "start_conflict", start_conflict=pending)
+            raise StreamFailed(_start_failure(ctx, stream, path, pending, ""))
+    ctx.store.update_stream(name, "base_resolved", base_commit=git.head_of(path),
+                            start_conflict=None)
+
+
+def _start_failure(ctx: RunContext, stream: Stream, path: Path, pending: dict[str, Any],
+                   why: str) -> Failure:
+    files = ", ".join(pending["files"])
+    streams = " and ".join(f"'{n}'" for n in pending["streams"])
+    cause = (f"{why} (conflict in {files})" if why
+             else f"the results of {streams}, which it starts from, conflict in {files}")
+    message = (f"{cause}; resolve the merge in {path} (edit, git add, git commit), "
+               f"then run 'wtr retry {stream.name}'")
+    _append_log(ctx, stream.name, f"wtr: {stream.name}: {message}")
+    return Failure("error", message, list(pending["files"]))
 
 
 def _copy_files(ctx: RunContext, worktree: Path) -> None:
