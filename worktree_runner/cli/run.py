@@ -24,7 +24,7 @@ from worktree_runner.cli.base import (
 )
 from worktree_runner.errors import EXIT_FAILED, EXIT_OK, BadInput
 from worktree_runner.run import registry
-from worktree_runner.run.state import RunStore, Status
+from worktree_runner.run.state import RunStore, Status, StreamRecord
 from worktree_runner.run.status import status_document
 
 
@@ -193,8 +193,25 @@ def logs(stream: str, repo_dir: Path | None, run_id: str | None, follow: bool) -
     _, store = open_store(repo_dir, run_id)
     if stream not in store.record.streams:
         raise registry.unknown_stream(store, stream)
+    printed = False
     for chunk in registry.read_log(store, stream, follow):
         click.echo(chunk, nl=False)
+        printed = True
+    if not printed:
+        click.echo(_why_no_log(store.record.streams[stream]))
+
+
+def _why_no_log(record: StreamRecord) -> str:
+    name = record.name
+    if record.failure is not None:
+        return (f"{name} never started an agent: {record.failure.kind}: "
+                f"{record.failure.message}")
+    if record.status == Status.BLOCKED:
+        return f"{name} never started: it depends on '{record.blocked_by}', which did not succeed"
+    if record.status == Status.PENDING:
+        waits = ", ".join(f"'{d}'" for d in record.depends_on)
+        return f"{name} has not started yet" + (f"; it waits for {waits}" if waits else "")
+    return f"{name} has written no output yet"
 
 
 @cli.command()

@@ -22,6 +22,7 @@ from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import DependencyWork, render_command, render_prompt
 from worktree_runner.run.state import Failure, RunStore, Status, now
 from worktree_runner.run.usage import add_usage, attempt_usage
+from worktree_runner.words import plural
 
 POLL_SECONDS = 0.2
 RETRY_BACKOFF_SECONDS = float(os.environ.get("WTR_RETRY_BACKOFF", "2"))
@@ -297,6 +298,7 @@ def _attempts(ctx: RunContext, stream: Stream, last: Failure | None) -> Failure 
         else:
             failure = _attempt(ctx, stream, previous[-1])
         previous.append(failure)
+        _append_log(ctx, stream.name, _attempt_end(ctx, stream.name, failure))
         return failure
 
     def pause(seconds: float) -> None:
@@ -348,6 +350,13 @@ def _finish_attempt(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Fail
     ctx.store.update_stream(stream.name, "agent_exited", exit_code=agent.exit_code(), pid=None,
                             usage=add_usage(record.usage, used))
     return failure or _check_work(ctx, stream)
+
+
+def _attempt_end(ctx: RunContext, name: str, failure: Failure | None) -> str:
+    record = ctx.store.record.streams[name]
+    code = "none" if record.exit_code is None else record.exit_code
+    outcome = f"{failure.kind}: {failure.message}" if failure else "succeeded"
+    return f"--- attempt {record.attempts} ended: exit code {code}; {outcome} ---"
 
 
 def _watch(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | None:
@@ -440,7 +449,7 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
     scope = compile_patterns(stream.scope)
     outside = [path for path in changed if not scope.match_file(path)]
     if outside:
-        return Failure("ownership", f"changed {len(outside)} file(s) outside its files: "
+        return Failure("ownership", f"changed {plural(len(outside), 'file')} outside its files: "
                        + ", ".join(outside[:10]), outside)
     for command in stream.verify:
         code = procs.run_logged(command, worktree, _env(ctx, stream), ctx.store.log_path(name),
