@@ -65,6 +65,8 @@ def _elapsed(stream: dict[str, Any]) -> str:
 
 
 def _note(stream: dict[str, Any]) -> str:
+    if stream.get("accepted") and stream["status"] in ("succeeded", "merged"):
+        return f"accepted: {stream['accepted'].get('reason') or 'no reason given'}"
     failure = stream.get("failure")
     if failure:
         return f"{failure['kind']}: {failure['message']}"
@@ -87,7 +89,7 @@ def counts_line(doc: dict[str, Any]) -> str:
 
 def status_table(doc: dict[str, Any], bars: bool = False) -> Table:
     table = Table(title=counts_line(doc), title_justify="left", expand=False)
-    for column in ("stream", "status", "progress", "message", "elapsed", "branch"):
+    for column in ("stream", "status", "progress", "message", "elapsed", "branch", "worktree"):
         table.add_column(column, overflow="fold")
     for stream in doc["streams"]:
         percent = _percent(stream)
@@ -96,8 +98,27 @@ def status_table(doc: dict[str, Any], bars: bool = False) -> Table:
             else f"{percent:.0f}%"
         )
         table.add_row(stream["name"], _styled(stream["status"]), progress, _note(stream),
-                      _elapsed(stream), stream["branch"])
+                      _elapsed(stream), stream["branch"], stream.get("worktree") or "")
     return table
+
+
+def status_text(doc: dict[str, Any]) -> str:
+    """The status for a pipe or a file: whole lines, never wrapped, no trailing spaces;
+    the free-text message last on each stream's line."""
+    header = ("stream", "status", "progress", "elapsed", "branch", "worktree", "message")
+    rows = [header] + [
+        (s["name"], s["status"], f"{_percent(s):.0f}%", _elapsed(s), s["branch"],
+         s.get("worktree") or "-", _note(s))
+        for s in doc["streams"]
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    lines = [counts_line(doc), ""]
+    lines += ["  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
+              .rstrip() for row in rows]
+    attention = _attention(doc, markdown=False)
+    lines += ["", "Needs attention:", *(attention or ["  nothing: every stream is fine so far"])]
+    lines += [line.rstrip() for line in [*merge_lines(doc), *isolation_lines(doc)]]
+    return "\n".join(lines)
 
 
 _STYLES = {"succeeded": "green", "merged": "green", "failed": "red", "blocked": "yellow",
@@ -146,7 +167,7 @@ def status_markdown(doc: dict[str, Any]) -> str:
         note = _note(s).replace("|", "\\|")
         lines.append(f"| {s['name']} | {s['status']} | {_percent(s):.0f}% | {note} | "
                      f"{_elapsed(s)} | `{s['branch']}` |")
-    attention = _attention(doc)
+    attention = _attention(doc, markdown=True)
     lines += ["", "## Needs attention", ""]
     lines += attention or ["Nothing: every stream is fine so far."]
     if merge := merge_lines(doc):
@@ -165,22 +186,29 @@ def _usage_line(doc: dict[str, Any]) -> list[str]:
     return [f"- agents reported: {turns:.0f} turns, ${cost:.2f}"]
 
 
-def _attention(doc: dict[str, Any]) -> list[str]:
+def _attention(doc: dict[str, Any], markdown: bool) -> list[str]:
+    """What a human should do next; Markdown list items, or indented plain lines."""
+    def name(text: str) -> str:
+        return f"**{text}**" if markdown else text
+
+    def cmd(text: str) -> str:
+        return f"`{text}`" if markdown else f"'{text}'"
+
     items = []
     for s in doc["streams"]:
         if s["status"] == "failed":
             files = s["failure"].get("files") or []
             # the message names the first ten out-of-scope files already
             extra = f" (all of them: {', '.join(files)})" if len(files) > 10 else ""
-            items.append(f"- **{s['name']}** failed — {_note(s)}{extra}; "
-                         f"see `wtr logs {s['name']}`, then `wtr retry {s['name']}` "
-                         f"or `wtr accept {s['name']}`")
+            items.append(f"{name(s['name'])} failed — {_note(s)}{extra}; "
+                         f"see {cmd('wtr logs ' + s['name'])}, then "
+                         f"{cmd('wtr retry ' + s['name'])} or {cmd('wtr accept ' + s['name'])}")
         elif s["status"] == "blocked":
-            items.append(f"- **{s['name']}** is blocked: it depends on "
-                         f"`{s['blocked_by']}`, which did not succeed")
+            items.append(f"{name(s['name'])} is blocked: it depends on "
+                         f"{cmd(s['blocked_by'])}, which did not succeed")
         elif s["progress"].get("blocked"):
-            items.append(f"- **{s['name']}** reports being blocked: {s['progress']['message']}")
-    return items
+            items.append(f"{name(s['name'])} reports being blocked: {s['progress']['message']}")
+    return [f"- {item}" if markdown else f"  {item}" for item in items]
 
 
 def transition_line(name: str, data: dict[str, Any]) -> str | None:

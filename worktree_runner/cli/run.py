@@ -179,8 +179,10 @@ def status(repo_dir: Path | None, run_id: str | None, as_json: bool, markdown: b
         emit_json(doc)
     elif markdown:
         click.echo(render.status_markdown(doc), nl=False)
-    else:
+    elif sys.stdout.isatty():
         render.print_status(doc)
+    else:
+        click.echo(render.status_text(doc))
 
 
 @cli.command()
