@@ -51,7 +51,7 @@ def test_clean_merge_lands_every_stream_in_dependency_order(repo: Repo) -> None:
     branches_before = {s["name"]: repo.head(s["branch"]) for s in doc["streams"]}
     result = merge(repo)
     assert result.returncode == 0, result.stderr
-    assert "merged 3 stream(s) onto main" in result.stdout
+    assert "merged 3 streams onto main" in result.stdout
     log = repo.git("log", "--format=%s", "main").splitlines()
     assert log[:3] == ["ui: work", "api: work", "db: work"]
     # the checked-out target's files and index followed; nothing left over
@@ -279,4 +279,4 @@ def test_merge_flags_are_exclusive_and_continue_needs_a_halt(repo: Repo) -> None
     nothing = merge(repo, "--continue")
     assert nothing.returncode == 2 and "no merge" in nothing.stderr
     undo = merge(repo, "--undo")
-    assert undo.returncode == 1 and "no landed merge" in undo.stderr
+    assert undo.returncode == 2 and "no landed merge" in undo.stderr

@@ -18,7 +18,8 @@ T = TypeVar("T")
 
 def run_with_display(work: Callable[[], T], store: RunStore, terminal: bool) -> T:
     if not terminal:
-        store.listeners.append(_print_transition)
+        announced: dict[str, int] = {}
+        store.listeners.append(lambda name, data: _print_transition(name, data, announced))
         return work()
     console = Console()
     with Live(console=console, refresh_per_second=4, transient=False,
@@ -26,7 +27,7 @@ def run_with_display(work: Callable[[], T], store: RunStore, terminal: bool) -> 
         return work()
 
 
-def _print_transition(name: str, data: dict[str, Any]) -> None:
-    line = render.transition_line(name, data)
+def _print_transition(name: str, data: dict[str, Any], announced: dict[str, int]) -> None:
+    line = render.transition_line(name, data, announced)
     if line:
         click.echo(line)

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from worktree_runner.plan.analysis import Analysis
 from worktree_runner.plan.durations import format_duration
+from worktree_runner.words import plural
 
 if TYPE_CHECKING:
     from worktree_runner.merge.predict import StreamPrediction
@@ -211,12 +212,18 @@ def _attention(doc: dict[str, Any], markdown: bool) -> list[str]:
     return [f"- {item}" if markdown else f"  {item}" for item in items]
 
 
-def transition_line(name: str, data: dict[str, Any]) -> str | None:
-    """One line per stream transition, for runs without a terminal."""
-    stream = data.get("stream")
+def transition_line(name: str, data: dict[str, Any],
+                    announced: dict[str, int] | None = None) -> str | None:
+    """One line per stream transition, for runs without a terminal. ``announced`` keeps,
+    per stream, the attempt already named, so a retry is announced once."""
+    stream = str(data.get("stream"))
+    seen = announced if announced is not None else {}
     if name == "stream_started":
-        return f"{stream}: started"
-    if name == "attempt_started" and data.get("attempt", 1) > 1:
+        attempt = int(data.get("attempt") or 0) + 1
+        seen[stream] = attempt
+        return f"{stream}: started" + (f" (attempt {attempt})" if attempt > 1 else "")
+    if name == "attempt_started" and data.get("attempt", 1) > seen.get(stream, 1):
+        seen[stream] = data["attempt"]
         return f"{stream}: attempt {data['attempt']}"
     if name == "stream_blocked":
         return f"{stream}: blocked (depends on '{data.get('blocked_by')}', which did not succeed)"
@@ -259,13 +266,18 @@ def dry_run_report(prepared: Prepared, run_id: str, planned: list[PlannedStream]
 
 
 def landed_report(landed: Landed) -> str:
-    lines = [f"merged {len(landed.merged)} stream(s) onto {landed.target}: "
+    lines = [f"merged {plural(len(landed.merged), 'stream')} onto {landed.target}: "
              f"{landed.old[:12]} -> {landed.new[:12]}"]
     if landed.merged:
         lines.append(f"  in order: {', '.join(landed.merged)}")
     if landed.left_out:
         lines.append(f"  left out (did not succeed, or depend on one that did not): "
                      f"{', '.join(landed.left_out)}")
+    if landed.verified:
+        lines.append(f"  verify: {plural(landed.verified, 'command')} passed on the merged "
+                     f"result (output: {landed.log})")
+    else:
+        lines.append("  verify: the plan has no verify commands; nothing was run")
     lines.append("  undo with: wtr merge --undo")
     return "\n".join(lines)
 
@@ -275,7 +287,7 @@ def prediction_report(target: str, predictions: list[StreamPrediction],
     lines = [f"merge prediction onto {target} (nothing was changed):"]
     for p in predictions:
         if p.clean:
-            lines.append(f"  {p.stream}: clean ({p.commits} commit(s))")
+            lines.append(f"  {p.stream}: clean ({plural(p.commits, 'commit')})")
         else:
             lines.append(f"  {p.stream}: CONFLICT at {(p.conflict_commit or '')[:12]} in "
                          + ", ".join(p.conflicts))
@@ -284,5 +296,5 @@ def prediction_report(target: str, predictions: list[StreamPrediction],
     if left_out:
         lines.append(f"  left out: {', '.join(left_out)}")
     conflicts = sum(1 for p in predictions if not p.clean)
-    lines.append(f"{conflicts} stream(s) would conflict" if conflicts else "clean")
+    lines.append(f"{plural(conflicts, 'stream')} would conflict" if conflicts else "clean")
     return "\n".join(lines)

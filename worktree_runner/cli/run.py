@@ -26,6 +26,7 @@ from worktree_runner.errors import EXIT_FAILED, EXIT_OK, BadInput
 from worktree_runner.run import registry
 from worktree_runner.run.state import RunStore, Status, StreamRecord
 from worktree_runner.run.status import status_document
+from worktree_runner.words import plural
 
 
 @cli.command()
@@ -158,8 +159,12 @@ def accept(stream: str, repo_dir: Path | None, run_id: str | None, reason: str) 
     repo, store = open_store(repo_dir, run_id)
     with registry.hold_run(store):
         record = recover.accept(repo, store, stream, reason)
-    click.echo(f"accepted {stream} ({len(record.changed_files)} changed file(s)) by "
-               f"{(record.accepted or {}).get('by')}; run 'wtr resume' to start what waits on it")
+    waiting = [s.name for s in store.record.streams.values()
+               if stream in s.depends_on and s.status == Status.PENDING]
+    next_step = (f"'wtr resume' starts {', '.join(waiting)}" if waiting
+                 else "nothing waits on it")
+    click.echo(f"accepted {stream} ({plural(len(record.changed_files), 'changed file')}) by "
+               f"{(record.accepted or {}).get('by')}; {next_step}")
 
 
 @cli.command()

@@ -58,6 +58,8 @@ class Landed:
     new: str
     merged: list[str]
     left_out: list[str]
+    verified: int = 0  # verify commands that passed on the merged result
+    log: str = ""      # where their output is
 
 
 class MergeStage:
@@ -227,7 +229,8 @@ class MergeStage:
         self.ms.landed_from, self.ms.landed_to = old, new
         self._discard_worktree()
         self.save("merge_landed")
-        return Landed(self.ms.target, old, new, list(self.ms.merged), list(self.ms.left_out))
+        return Landed(self.ms.target, old, new, list(self.ms.merged), list(self.ms.left_out),
+                      len(self.plan.verify), str(self.store.dir / "merge.log"))
 
     def _land_in_checkout(self, checkout: Path, new: str) -> None:
         dirty = git.tracked_changes(checkout)
@@ -318,7 +321,7 @@ class MergeStage:
 
     def undo(self) -> str:
         if self.ms.state != "landed" or not self.ms.landed_to or not self.ms.landed_from:
-            raise WtrError(f"run {self.store.run_id} has no landed merge to undo")
+            raise BadInput(f"run {self.store.run_id} has no landed merge to undo")
         current, landed, before = self.target_tip(), self.ms.landed_to, self.ms.landed_from
         if current != landed:
             raise WtrError(
