@@ -250,6 +250,7 @@ def dry_run_report(prepared: Prepared, run_id: str, planned: list[PlannedStream]
         f"dry run: would create run {run_id} from {refs.base} ({refs.base_commit[:12]}), "
         f"max_parallel {prepared.max_parallel}; nothing was created",
         f"streams would run {prepared.executor.where()}",
+        *(f"warning: {w}" for w in prepared.analysis.warnings),
     ]
     for wave in sorted({p.wave for p in planned}):
         lines.append(f"wave {wave}:")

@@ -11,6 +11,7 @@ from worktree_runner.errors import BadInput, PlanInvalid, PlanProblem
 from worktree_runner.plan import graph
 from worktree_runner.plan.model import Plan
 from worktree_runner.plan.patterns import PathIndex
+from worktree_runner.plan.readiness import readiness_warnings
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Analysis:
     unowned: list[str] = field(default_factory=list)
     unmatched: list[tuple[str, str]] = field(default_factory=list)  # (where, pattern)
     tracked_count: int = 0
+    readiness: list[str] = field(default_factory=list)  # see plan/readiness.py
 
     @property
     def problems(self) -> list[PlanProblem]:
@@ -59,7 +61,7 @@ class Analysis:
             f"{where}: pattern '{pattern}' matches no tracked file"
             for where, pattern in self.unmatched
         ]
-        return [*self.plan.warnings, *matched_nothing]
+        return [*self.plan.warnings, *matched_nothing, *self.readiness]
 
     def raise_if_invalid(self) -> None:
         if self.overlaps:
@@ -137,6 +139,7 @@ def analyze(plan: Plan, repo: git.Repository) -> Analysis:
         unowned=[path for path in files if path not in covered],
         unmatched=list(_unmatched(plan, index)),
         tracked_count=len(files),
+        readiness=readiness_warnings(plan),
     )
 
 

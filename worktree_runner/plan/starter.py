@@ -13,6 +13,8 @@ from worktree_runner.errors import BadInput
 from worktree_runner.plan.load import default_plan_name, name_problem, pattern_problem
 
 DEFAULT_PLAN_FILE = "worktree-plan.yaml"
+# Every prompt init writes starts so; check and run --dry-run warn while one is left.
+PLACEHOLDER_PROMPT = "Describe what the agent should do"
 
 _HEADER = """\
 # worktree_runner plan: each stream gets its own branch and git worktree, and one agent.
