@@ -432,6 +432,13 @@ def rebase_continue(repo: Repository, worktree: Path) -> GitResult:
                    env=identity_env(repo))
 
 
+def show_diff(repo: Repository, base: str, head: str, stat: bool) -> int:
+    """``git diff base head`` printed by git itself to our stdout: its pager and colours
+    apply as they would to the user's own ``git diff``. Returns git's exit code."""
+    args = [git_executable(), "diff", *(["--stat"] if stat else []), base, head, "--"]
+    return subprocess.run(args, cwd=repo.root, env=clean_env(), check=False).returncode
+
+
 def merge_in_worktree(repo: Repository, worktree: Path, commit: str, message: str) -> GitResult:
     """Merge ``commit`` into the branch checked out in ``worktree``; on a conflict the merge
     is left in progress there for a human (a non-zero exit is an answer)."""

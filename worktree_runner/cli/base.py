@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
 from worktree_runner import __version__, git
 from worktree_runner.errors import (
@@ -111,8 +112,40 @@ def cli(ctx: click.Context, verbose: bool, repo_dir: Path | None) -> None:
     configure_logging(verbose)
 
 
+def _completion_repo(ctx: click.Context) -> git.Repository | None:
+    root = ctx.find_root()
+    folder = ctx.params.get("repo_dir") or root.params.get("repo_dir")
+    try:
+        return git.open_repository(folder)
+    except WtrError:
+        return None
+
+
+def complete_runs(ctx: click.Context, param: click.Parameter,
+                  incomplete: str) -> list[CompletionItem]:
+    """Shell completion of --run: the ids of the repository's runs, newest first."""
+    repo = _completion_repo(ctx)
+    stores = registry.list_runs(repo) if repo is not None else []
+    return [CompletionItem(s.run_id) for s in reversed(stores)
+            if s.run_id.startswith(incomplete)]
+
+
+def complete_streams(ctx: click.Context, param: click.Parameter,
+                     incomplete: str) -> list[CompletionItem]:
+    """Shell completion of a STREAM argument: the streams of the run --run names (or the
+    most recent one)."""
+    repo = _completion_repo(ctx)
+    try:
+        store = registry.open_run(repo, ctx.params.get("run_id")) if repo else None
+    except WtrError:
+        return []
+    names = list(store.record.streams) if store is not None else []
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+
+
 def run_option(func: Any) -> Any:
     return click.option("--run", "run_id", metavar="ID", default=None,
+                        shell_complete=complete_runs,
                         help="The run (default: the most recent one).")(func)
 
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from worktree_runner.cli.base import cli, open_store, repo_option, run_option
+from worktree_runner.cli.base import cli, complete_streams, open_store, repo_option, run_option
 from worktree_runner.errors import EXIT_FAILED, EXIT_OK, BadInput
 from worktree_runner.forge import FORGES
 from worktree_runner.run import registry
 
 
 @cli.command()
-@click.argument("streams", nargs=-1)
+@click.argument("streams", nargs=-1, shell_complete=complete_streams)
 @repo_option
 @run_option
 @click.option("--remote", metavar="NAME", default=None,

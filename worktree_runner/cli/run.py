@@ -13,6 +13,7 @@ import click
 
 from worktree_runner.cli.base import (
     cli,
+    complete_streams,
     emit_json,
     exclusive,
     open_repo,
@@ -136,7 +137,7 @@ def resume(repo_dir: Path | None, run_id: str | None, retry_failed: bool) -> Non
 
 
 @cli.command()
-@click.argument("streams", nargs=-1, required=True)
+@click.argument("streams", nargs=-1, required=True, shell_complete=complete_streams)
 @repo_option
 @run_option
 def retry(streams: tuple[str, ...], repo_dir: Path | None, run_id: str | None) -> None:
@@ -148,7 +149,7 @@ def retry(streams: tuple[str, ...], repo_dir: Path | None, run_id: str | None) -
 
 
 @cli.command()
-@click.argument("stream")
+@click.argument("stream", shell_complete=complete_streams)
 @repo_option
 @run_option
 @click.option("--reason", default="", help="Why the work is good (kept in the status).")
@@ -191,7 +192,7 @@ def status(repo_dir: Path | None, run_id: str | None, as_json: bool, markdown: b
 
 
 @cli.command()
-@click.argument("stream")
+@click.argument("stream", shell_complete=complete_streams)
 @repo_option
 @run_option
 @click.option("-f", "--follow", is_flag=True, help="Keep printing as the agent writes.")
