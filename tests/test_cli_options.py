@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -82,3 +83,18 @@ def test_check_without_a_plan_file_says_how_to_make_one(repo: Repo) -> None:
     line = run_wtr("check", cwd=repo.path).one_line_error(2)
     assert "worktree-plan.yaml" in line and "wtr init" in line
     assert "worktree-plan.yaml" in run_wtr("run", cwd=repo.path).one_line_error(2)
+
+
+def test_progress_refuses_a_repo_that_is_not_its_runs(repo: Repo, tmp_path: Path) -> None:
+    run_id = finished_run(repo)
+    state_dir = repo.path / ".git" / "worktree-runner" / "runs" / run_id
+    env = {"WTR_STATE_DIR": str(state_dir), "WTR_STREAM": "db", "WTR_RUN": run_id}
+    other = tmp_path / "other"
+    other.mkdir()
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    refused = run_wtr("progress", "hi", "--repo", other, cwd=repo.path, env=env)
+    assert "not the repository of this agent's run" in refused.one_line_error(2)
+    assert not (state_dir / "streams" / "db" / "progress.json").exists()
+    ok = run_wtr("progress", "hi", "--repo", repo.path, cwd=tmp_path, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert (state_dir / "streams" / "db" / "progress.json").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from worktree_runner.cli.base import cli, open_repo, repo_option
+from worktree_runner.errors import BadInput
 
 
 @cli.command("agent-file")
@@ -48,8 +49,15 @@ def progress(message: str, percent: int | None, blocked: bool, repo_dir: Path | 
     Example:  wtr progress "tests written, fixing the last one" --percent 80
               wtr progress "the API spec is missing" --blocked ; exit 1
     """
+    from worktree_runner.run import registry
     from worktree_runner.run.progress import report_progress
 
+    state_dir = os.environ.get("WTR_STATE_DIR")
+    if repo_dir is not None and state_dir:
+        runs = registry.runs_root(open_repo(repo_dir)).resolve()
+        if not Path(state_dir).resolve().is_relative_to(runs):
+            raise BadInput(f"--repo {repo_dir} is not the repository of this agent's run "
+                           f"(WTR_STATE_DIR is {state_dir})", hint="leave --repo out")
     report_progress(os.environ, message, percent, blocked, lambda: open_repo(repo_dir))
 
 
