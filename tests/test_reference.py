@@ -15,7 +15,7 @@ from tests.gitrepo import ROOT
 from worktree_runner.cli import cli
 from worktree_runner.plan.load import AGENT_KEYS, STREAM_KEYS, TOP_KEYS
 
-OUTSIDE = re.compile(r"SPEC|\.\./shared")
+OUTSIDE = re.compile(r"SPEC|\.\./shared/")
 SEARCHED = ("README.md", "docs", "worktree_runner", "scripts", "samples", "tests",
             "pyproject.toml")
 
