@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,13 @@ from worktree_runner.plan.executor import Executor
 from worktree_runner.plan.load import parse_plan
 from worktree_runner.run.guard import Guard
 from worktree_runner.run.state import Failure, RunRecord, RunStore, Status, StreamRecord, now
-from worktree_runner.run.stream import RunContext, _stream_base, run_stream
+from worktree_runner.run.stream import (
+    RunContext,
+    StartConflict,
+    StreamFailed,
+    _stream_base,
+    run_stream,
+)
 
 REF_ROOT = "refs/worktree-runner/dask"
 RELAY_SECONDS = 0.5
@@ -128,8 +134,11 @@ class RemoteStreams:
     def run(self, name: str) -> bool:
         store, record = self.ctx.store, self.ctx.store.record.streams[name]
         adopted = self._finished_meanwhile(record)
-        self._apply(name, adopted if adopted is not None else self._submit(name),
-                    with_log=adopted is not None)
+        try:
+            result = adopted if adopted is not None else self._submit(name)
+        except StreamFailed as exc:
+            result = {"record": {"status": Status.FAILED.value, "failure": asdict(exc.failure)}}
+        self._apply(name, result, with_log=adopted is not None)
         return store.record.streams[name].status == Status.SUCCEEDED.value
 
     def _submit(self, name: str) -> dict[str, Any]:
@@ -169,6 +178,12 @@ class RemoteStreams:
         """Push the stream's starting commit (and nothing else) where workers fetch it."""
         record = self.ctx.store.record.streams[name]
         start = record.base_commit or _stream_base(self.ctx, self.ctx.plan.stream(name))
+        if isinstance(start, StartConflict):
+            streams = " and ".join(f"'{n}'" for n in start.streams)
+            raise StreamFailed(Failure(
+                "error", f"the results of {streams}, which it starts from, conflict in "
+                f"{', '.join(start.files)}; run it without the Dask executor to resolve "
+                "that merge in its worktree", start.files))
         ref = _stream_ref(self.ctx.run_id, name, "start")
         result = self.ctx.repo.git("push", "--quiet", "--no-verify", "--", self.remote,
                                    f"+{start}:{ref}", check=False)
