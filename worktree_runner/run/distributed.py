@@ -360,6 +360,10 @@ def _cache_repo(remote: str, root: Path) -> git.Repository:
                 if not clone.ok:
                     raise WtrError(f"this worker cannot clone {remote}: "
                                    f"{_last_line(clone.stderr)}")
+                # An unborn HEAD: the clone's own checkout stays empty and clean, so
+                # looking at it (the run's guard does, per stream) costs nothing.
+                git.run_git(["symbolic-ref", "HEAD", "refs/heads/wtr-worker-cache"],
+                            Path(tmp) / "clone")
                 os.replace(Path(tmp) / "clone", path)
     return git.open_repository(path)
 
