@@ -459,8 +459,8 @@ class _Sender(threading.Thread):
         self.replaced = False
         self.offsets = {"log": 0, "events": 0}
         self.progress: Any = None
-        self._send("event", {"event": "remote_started", "worker": worker, "pid": os.getpid(),
-                             "lost_attempts": lost})
+        self._send("event", {"event": "remote_started", "stream": name, "worker": worker,
+                             "pid": os.getpid(), "lost_attempts": lost})
 
     def run(self) -> None:
         while not self.finished.wait(RELAY_SECONDS):
