@@ -230,6 +230,10 @@ def _clean_branch(repo: git.Repository, store: RunStore, record: RunRecord, name
             git.update_ref(repo, archive, head)
             _delete_branch(repo, stream.branch, head)
         report.done.append(f"{verb} unmerged branch {stream.branch}, its tip pinned at {archive}")
+    elif stream.status == Status.MERGED.value:
+        report.kept.append(f"kept branch {stream.branch} (merged, but {record.target} does not "
+                           "hold its exact changes: a conflict was resolved by hand, or they "
+                           "were changed since; --force deletes it after pinning its tip)")
     else:
         report.kept.append(f"kept branch {stream.branch} ({stream.status}; its work is not in "
                            f"{record.target}; --force deletes it after pinning its tip)")
@@ -252,6 +256,8 @@ def _work_in_target(repo: git.Repository, record: RunRecord, name: str, head: st
     if not base:
         return False
     return git.contains_change(repo, target_tip, base, head) or _pr_merged(repo, stream, head)
+
+
 def _pr_merged(repo: git.Repository, stream: StreamRecord, head: str) -> bool:
     """The stream's pull request is merged on its forge and holds every commit of the branch
     (what we pushed is the branch's tip): its work is in the target there, however merged.

@@ -692,27 +692,6 @@ def hooks_dir(repo: Repository) -> Path:
     return Path(path) if path else repo.common_dir / "hooks"
 
 
-def holds_changes(repo: Repository, base: str, head: str, target: str) -> bool:
-    """Whether ``target``'s tree has ``head``'s version of every path ``base..head`` changed:
-    the proof, on content, that a stream's work is in the target whatever its commit ids
-    (a squash merge, a rebase merge, a cherry-pick by hand)."""
-    paths = changed_paths(repo, base, head)
-    if not paths:
-        return True
-    return _blobs(repo, head, paths) == _blobs(repo, target, paths)
-
-
-def _blobs(repo: Repository, commit: str, paths: Sequence[str]) -> dict[str, str]:
-    """Path -> blob id (and mode) in ``commit``, for the ``paths`` that exist there."""
-    out = run_git(["ls-tree", "-r", "-z", "--full-tree", commit, "--", *paths], repo.root).stdout
-    blobs = {}
-    for entry in filter(None, out.split("\0")):
-        meta, path = entry.split("\t", 1)
-        mode, _, blob = meta.split()
-        blobs[path] = f"{mode} {blob}"
-    return blobs
-
-
 # -- remotes ----------------------------------------------------------------------------------
 
 
