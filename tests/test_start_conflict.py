@@ -66,6 +66,11 @@ def test_conflicting_starting_points_halt_with_the_merge_left_in_the_worktree(
     assert "<<<<<<<" in (worktree / "NOTES.md").read_text()
     assert git(worktree, "diff", "--name-only", "--diff-filter=U") == "NOTES.md"
     assert report["base_commit"] is None
+    assert report["start_conflict"] == {"streams": ["notes", "extra"], "files": ["NOTES.md"]}
+    text = run_wtr("status", cwd=repo.path).stdout
+    attention = text.split("Needs attention", 1)[1]
+    assert "report cannot start" in attention and "'wtr retry report'" in attention
+    assert "wtr accept report" not in attention
     assert records(rec, "report") == []  # no agent ran
     logs = run_wtr("logs", "report", cwd=repo.path)
     assert logs.returncode == 0
@@ -99,6 +104,7 @@ def test_retry_after_resolving_starts_the_agent_from_the_resolution(repo: Repo,
     assert retried.returncode == 0, retried.stderr
     report = stream_of(status(repo), "report")
     assert report["status"] == "succeeded"
+    assert report["start_conflict"] is None
     assert report["base_commit"] == resolved
     assert report["changed_files"] == ["report/r.txt"]
     [seen] = records(rec, "report")

@@ -197,7 +197,9 @@ def _attention(doc: dict[str, Any], markdown: bool) -> list[str]:
 
     items = []
     for s in doc["streams"]:
-        if s["status"] == "failed":
+        if s["status"] == "failed" and s.get("start_conflict"):
+            items.append(f"{name(s['name'])} cannot start: {s['failure']['message']}")
+        elif s["status"] == "failed":
             files = s["failure"].get("files") or []
             # the message names the first ten out-of-scope files already
             extra = f" (all of them: {', '.join(files)})" if len(files) > 10 else ""

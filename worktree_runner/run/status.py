@@ -36,6 +36,9 @@ def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
         "blocked_by": stream.blocked_by,
         "usage": stream.usage,
         "accepted": stream.accepted,
+        "start_conflict": ({"streams": stream.start_conflict["streams"],
+                            "files": stream.start_conflict["files"]}
+                           if stream.start_conflict else None),
         "pushed": stream.pushed,
         "pr": stream.pr,
     }
