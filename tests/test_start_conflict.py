@@ -112,3 +112,36 @@ def test_retry_after_resolving_starts_the_agent_from_the_resolution(repo: Repo,
     branch = report["branch"]
     assert repo.git("show", f"{branch}:NOTES.md") == "from notes\nfrom extra"
     assert repo.git("rev-parse", f"{branch}~1") == resolved
+
+
+def test_three_starting_points_are_merged_one_conflict_at_a_time(repo: Repo,
+                                                                 rec: Path) -> None:
+    plan = agent_plan({
+        "notes": {"files": ["NOTES.md"], "env": {"AGENT_WRITE": "NOTES.md=from notes"}},
+        "one": {"files": ["one/**"], "env": {"AGENT_WRITE": "one/x=1;NOTES.md=from one"}},
+        "two": {"files": ["two/**"], "env": {"AGENT_WRITE": "two/x=2;NOTES.md=from two"}},
+        "report": {"files": ["report/**"], "depends_on": ["notes", "one", "two"],
+                   "env": {"AGENT_WRITE": "report/r.txt=r", "AGENT_RECORD": str(rec)}},
+    })
+    assert run_wtr("run", repo.write_plan(plan), cwd=repo.path).returncode == 1
+    for name in ("one", "two"):
+        assert run_wtr("accept", name, cwd=repo.path).returncode == 0
+    assert run_wtr("resume", cwd=repo.path).returncode == 1
+    report = stream_of(status(repo), "report")
+    assert report["start_conflict"]["streams"] == ["notes", "one"]
+    worktree = Path(report["worktree"])
+    (worktree / "NOTES.md").write_text("from notes and one\n")
+    git(worktree, "commit", "-qam", "notes and one")
+    assert run_wtr("retry", "report", cwd=repo.path).returncode == 1
+    report = stream_of(status(repo), "report")
+    assert report["start_conflict"] == {"streams": ["notes", "one", "two"],
+                                        "files": ["NOTES.md"]}
+    assert git(worktree, "rev-parse", "--verify", "--quiet", "MERGE_HEAD")
+    (worktree / "NOTES.md").write_text("all three\n")
+    git(worktree, "commit", "-qam", "all three")
+    resolved = git(worktree, "rev-parse", "HEAD")
+    assert run_wtr("retry", "report", cwd=repo.path).returncode == 0
+    report = stream_of(status(repo), "report")
+    assert (report["status"], report["base_commit"]) == ("succeeded", resolved)
+    assert report["changed_files"] == ["report/r.txt"]
+    assert len(records(rec, "report")) == 1

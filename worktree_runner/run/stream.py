@@ -174,9 +174,11 @@ class StartConflict:
     files: list[str]
     parents: list[str]
 
+    heads: dict[str, str]
+
     def to_json(self) -> dict[str, Any]:
         return {"streams": self.streams, "files": self.files, "parents": self.parents,
-                "theirs": self.theirs}
+                "theirs": self.theirs, "heads": self.heads}
 
 
 def _stream_base(ctx: RunContext, stream: Stream) -> str | StartConflict:
@@ -195,7 +197,7 @@ def _stream_base(ctx: RunContext, stream: Stream) -> str | StartConflict:
         result = git.merge_trees(ctx.repo, merged, parent)
         if result.tree is None:
             involved = [n for n, head in heads.items() if head in parents[:index]]
-            return StartConflict(merged, parent, involved, result.conflicts, parents)
+            return StartConflict(merged, parent, involved, result.conflicts, parents, heads)
         merged = git.commit_tree(ctx.repo, result.tree, [merged, parent], "merge")
     if len(parents) == 1:
         return merged
@@ -217,13 +219,16 @@ def _resolved_start(ctx: RunContext, stream: Stream, path: Path,
         raise StreamFailed(_start_failure(
             ctx, stream, path, pending,
             "the merge of its starting points is not resolved and committed yet"))
-    for parent in pending["parents"]:
+    parents = pending["parents"]
+    for index, parent in enumerate(parents):
         if git.is_ancestor(ctx.repo, parent, git.head_of(path)):
             continue
         result = git.merge_in_worktree(ctx.repo, path, parent, _start_message(stream))
         if not result.ok:
             files = git.unmerged_files(path) or pending["files"]
-            pending = {**pending, "files": files, "theirs": parent}
+            involved = [n for n, head in pending.get("heads", {}).items()
+                        if head in parents[:index + 1]] or pending["streams"]
+            pending = {**pending, "files": files, "theirs": parent, "streams": involved}
             ctx.store.update_stream(name, "start_conflict", start_conflict=pending)
             raise StreamFailed(_start_failure(ctx, stream, path, pending, ""))
     ctx.store.update_stream(name, "base_resolved", base_commit=git.head_of(path),
