@@ -101,12 +101,14 @@ def cli(ctx: click.Context, verbose: bool, repo_dir: Path | None) -> None:
       wtr run [PLAN]           each stream: own branch + worktree + agent, checked
       wtr status               what every stream is doing (--json, --markdown)
       wtr logs STREAM          an agent's output
+      wtr diff STREAM          what it changed (cd "$(wtr path STREAM)" to look around)
       wtr merge                replay finished streams onto the target (--check first)
       wtr clean                remove worktrees and merged branches; never loses work
     After a crash or Ctrl-C: wtr resume. After a failure: wtr retry / wtr accept.
     PLAN defaults to worktree-plan.yaml at the repository root.
     Exit codes: 0 ok, 1 work failed, 2 bad input, 3 halted for a human, 130 interrupted.
     Reference: docs/commands.md and docs/plan.md in the project.
+    Shell completion: eval "$(_WTR_COMPLETE=bash_source wtr)" (zsh_source for zsh).
     """
     ctx.obj = {"repo_dir": repo_dir}
     configure_logging(verbose)
