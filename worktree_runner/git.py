@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 
 from filelock import FileLock
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -246,6 +247,62 @@ def changed_paths(repo: Repository, old: str, new: str) -> list[str]:
     """Paths that differ between two commits (renames count as delete + add)."""
     out = repo.git("diff", "--name-only", "-z", "--no-renames", old, new).stdout
     return [name for name in out.split("\0") if name]
+
+
+_COMMIT_MARK = "\x01\x02wtr "
+
+
+def commit_changes(repo: Repository, commit: str, limit: int) -> Iterator[tuple[int, list[str]]]:
+    """(commit time, paths changed) of the last ``limit`` non-merge commits reachable from
+    ``commit``, newest first, read as git writes them (one pass, never all held at once).
+    Renames count as delete + add; a root commit lists every file it added."""
+    args = ["log", f"--max-count={limit}", "--no-merges", "--no-renames", "--name-only", "-z",
+            "--format=%x01%x02wtr %ct", commit, "--"]
+    when: int | None = None
+    paths: list[str] = []
+    for token in _nul_tokens(args, repo.root):
+        if token.startswith(_COMMIT_MARK):
+            if when is not None:
+                yield when, paths
+            when, paths = int(token[len(_COMMIT_MARK):]), []
+        elif token.strip("\n"):
+            paths.append(token.removeprefix("\n"))
+    if when is not None:
+        yield when, paths
+
+
+def _nul_tokens(args: Sequence[str], cwd: Path) -> Iterator[str]:
+    """The NUL-separated output of ``git args``, token by token, while git still writes it.
+    Closing the iterator early stops git."""
+    proc = subprocess.Popen([git_executable(), *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=clean_env())
+    stdout, stderr = cast(IO[bytes], proc.stdout), cast(IO[bytes], proc.stderr)
+    try:
+        rest = b""
+        while chunk := stdout.read(1 << 16):
+            *tokens, rest = (rest + chunk).split(b"\0")
+            for token in tokens:
+                yield token.decode("utf-8", errors="replace")
+        if rest:
+            yield rest.decode("utf-8", errors="replace")
+        if proc.wait() != 0:
+            raise GitFailed(args, proc.returncode, stderr.read().decode(errors="replace"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stdout.close()
+        stderr.close()
+
+
+def approxidate(repo: Repository, text: str) -> int | None:
+    """The time (seconds since the epoch) git reads in ``text`` ("2024-05-01", "3.months"),
+    or None when git cannot read it (git then answers with the current time)."""
+    out = repo.out("rev-parse", f"--since={text}")
+    stamp = int(out.removeprefix("--max-age=")) if out.startswith("--max-age=") else None
+    if stamp is None or (stamp >= int(time.time()) - 1 and text.strip().lower() != "now"):
+        return None
+    return stamp
 
 
 

@@ -39,6 +39,7 @@ def check_report(analysis: Analysis) -> str:
         owned = analysis.owned[stream.name]
         lines.append(f"  {stream.name:<{width}}  {len(owned):>5} files  {', '.join(stream.files)}")
     lines += _unowned(analysis)
+    lines += _coupling(analysis)
     lines += [f"warning: {w}" for w in analysis.warnings]
     lines += [f"error: {p.where}: {p.message}" for p in analysis.problems]
     verdict = "plan is invalid" if analysis.overlaps else "plan is valid"
@@ -53,6 +54,14 @@ def _unowned(analysis: Analysis) -> list[str]:
     shown = ", ".join(unowned[:_SHOWN_UNOWNED])
     more = f" and {len(unowned) - _SHOWN_UNOWNED} more" if len(unowned) > _SHOWN_UNOWNED else ""
     return [f"note: {len(unowned)} tracked files have no owning stream: {shown}{more}"]
+
+
+def _coupling(analysis: Analysis) -> list[str]:
+    report = analysis.coupling
+    if report is None:
+        return []
+    note = [f"note: {report.note}"] if report.note else []
+    return [f"coupling: {report.summary}", *note]
 
 
 # -- runs and their streams -----------------------------------------------------------------

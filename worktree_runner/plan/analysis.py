@@ -8,7 +8,7 @@ from typing import Any
 
 from worktree_runner import git
 from worktree_runner.errors import BadInput, PlanInvalid, PlanProblem
-from worktree_runner.plan import graph
+from worktree_runner.plan import cochange, graph
 from worktree_runner.plan.model import Plan
 from worktree_runner.plan.patterns import PathIndex
 from worktree_runner.plan.readiness import readiness_warnings
@@ -41,6 +41,7 @@ class Analysis:
     unmatched: list[tuple[str, str]] = field(default_factory=list)  # (where, pattern)
     tracked_count: int = 0
     readiness: list[str] = field(default_factory=list)  # see plan/readiness.py
+    coupling: cochange.CouplingReport | None = None  # read from history by 'wtr check'
 
     @property
     def problems(self) -> list[PlanProblem]:
@@ -61,7 +62,8 @@ class Analysis:
             f"{where}: pattern '{pattern}' matches no tracked file"
             for where, pattern in self.unmatched
         ]
-        return [*self.plan.warnings, *matched_nothing, *self.readiness]
+        coupled = self.coupling.warnings() if self.coupling else []
+        return [*self.plan.warnings, *matched_nothing, *self.readiness, *coupled]
 
     def raise_if_invalid(self) -> None:
         if self.overlaps:
@@ -92,6 +94,7 @@ class Analysis:
             "overlaps": [{"path": o.path, "streams": list(o.streams)} for o in self.overlaps],
             "unowned_files": self.unowned,
             "tracked_files": self.tracked_count,
+            "coupling": self.coupling.to_json() if self.coupling else {"enabled": False},
         }
 
 
@@ -122,7 +125,9 @@ def waves(plan: Plan) -> list[list[str]]:
     return grouped
 
 
-def analyze(plan: Plan, repo: git.Repository) -> Analysis:
+def analyze(plan: Plan, repo: git.Repository, *, history: bool = False) -> Analysis:
+    """The plan against the base tree; with ``history``, also the coupling its streams
+    show in the base's history (unless the plan says ``coupling: off``)."""
     refs = resolve_refs(plan, repo)
     files = git.tracked_files(repo, refs.base_commit)
     index = PathIndex(files)
@@ -140,6 +145,8 @@ def analyze(plan: Plan, repo: git.Repository) -> Analysis:
         unmatched=list(_unmatched(plan, index)),
         tracked_count=len(files),
         readiness=readiness_warnings(plan),
+        coupling=cochange.check_coupling(plan, repo, refs.base, refs.base_commit, files)
+        if history else None,
     )
 
 

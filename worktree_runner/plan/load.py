@@ -19,6 +19,7 @@ from worktree_runner.plan.model import (
     DEFAULT_PORT_RANGE,
     DEFAULT_TIMEOUT,
     Agent,
+    Coupling,
     Plan,
     Stream,
 )
@@ -35,9 +36,11 @@ T = TypeVar("T")
 
 TOP_KEYS = frozenset(
     {"version", "name", "base", "target", "max_parallel", "worktrees_dir", "agent", "setup",
-     "teardown", "copy", "verify", "shared", "streams", "port_range", "executor"}
+     "teardown", "copy", "verify", "shared", "streams", "port_range", "executor",
+     "coupling"}
 )
 AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout", "retries", "env"})
+COUPLING_KEYS = frozenset({"min_support", "min_confidence", "hot_share", "commits", "since"})
 STREAM_KEYS = frozenset(
     {"description", "files", "prompt", "depends_on", "conflicts_with", "shared", "verify",
      "on_failure", "agent"}
@@ -185,6 +188,7 @@ class _Reader:
             shared=shared,
             port_range=self._port_range(top, len(streams)),
             executor=self.get(top, root, "executor", executor_from, Executor()),
+            coupling=self._coupling(top.get("coupling", _MISSING)),
             warnings=tuple(self.warnings),
             lines=MappingProxyType({".".join(k): v for k, v in self.doc.lines.items()}),
         )
@@ -195,6 +199,26 @@ class _Reader:
             self.fail(("port_range",), f"gives {ports[1] - ports[0] + 1} ports for {streams} "
                                        "streams; each stream needs its own")
         return ports
+
+    def _coupling(self, raw: Any) -> Coupling | None:
+        if raw is _MISSING or raw is None:
+            return Coupling()
+        if raw is False or raw == "off":  # YAML 1.1 reads a bare 'off' as false
+            return None
+        path: KeyPath = ("coupling",)
+        fields = self.mapping(raw, path, "'coupling' (or 'coupling: off')")
+        if fields is None:
+            return Coupling()
+        self.check_keys(fields, path, COUPLING_KEYS)
+        default = Coupling()
+        return Coupling(
+            min_support=self.get(fields, path, "min_support", _positive_int, default.min_support),
+            min_confidence=self.get(fields, path, "min_confidence", _share,
+                                    default.min_confidence),
+            hot_share=self.get(fields, path, "hot_share", _share, default.hot_share),
+            commits=self.get(fields, path, "commits", _positive_int, default.commits),
+            since=self.get(fields, path, "since", _text, None),
+        )
 
     def _version(self, top: dict[str, Any]) -> None:
         version = top.get("version", _MISSING)
@@ -433,6 +457,12 @@ def _positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError("must be a whole number of at least 1")
     return value
+
+
+def _share(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValueError("must be a number above 0 and at most 1 (a share, e.g. 0.5)")
+    return float(value)
 
 
 def _non_negative_int(value: Any) -> int:

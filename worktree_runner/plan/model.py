@@ -38,6 +38,22 @@ class Agent:
 
 
 @dataclass(frozen=True)
+class Coupling:
+    """When ``wtr check`` warns about files that history says change together.
+
+    ``min_support``: commits that changed both paths; ``min_confidence``: the share of
+    the commits touching either path that touched both; ``hot_share``: the share of
+    commits a hot file is changed by; ``commits`` and ``since`` bound the history read.
+    """
+
+    min_support: int = 5
+    min_confidence: float = 0.5
+    hot_share: float = 0.1
+    commits: int = 1000
+    since: str | None = None
+
+
+@dataclass(frozen=True)
 class Stream:
     name: str
     files: tuple[str, ...]
@@ -75,6 +91,7 @@ class Plan:
     shared: tuple[str, ...] = ()
     port_range: tuple[int, int] = DEFAULT_PORT_RANGE
     executor: Executor = field(default_factory=Executor)
+    coupling: Coupling | None = field(default_factory=Coupling)  # None: 'coupling: off'
     warnings: tuple[str, ...] = ()
     lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 

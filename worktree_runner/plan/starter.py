@@ -102,7 +102,7 @@ def parse_stream_list(text: str) -> list[tuple[str, list[str]]]:
 
 def _listed_text(streams: list[tuple[str, list[str]]]) -> str:
     return "".join(
-        _LISTED.format(name=_scalar(name),
+        _LISTED.format(name=yaml_scalar(name),
                        patterns=", ".join(json.dumps(p, ensure_ascii=False) for p in patterns),
                        listing=", ".join(patterns))
         for name, patterns in streams
@@ -111,6 +111,15 @@ def _listed_text(streams: list[tuple[str, list[str]]]) -> str:
 
 def starter_plan(repo: git.Repository, plan_path: Path,
                  streams: list[tuple[str, list[str]]] | None = None) -> str:
+    branch, commit = checked_out(repo)
+    header = plan_header(repo, plan_path, branch)
+    if streams:
+        return header + _listed_text(streams)
+    return header + _streams_text(suggested_folders(repo, commit))
+
+
+def checked_out(repo: git.Repository) -> tuple[str, str]:
+    """The checked-out branch (the plan's base) and its commit."""
     branch = git.current_branch(repo)
     if branch is None:
         raise BadInput(
@@ -119,15 +128,17 @@ def starter_plan(repo: git.Repository, plan_path: Path,
     commit = repo.git("rev-parse", "--verify", "--quiet", "HEAD", check=False).stdout.strip()
     if not commit:
         raise BadInput(f"branch '{branch}' has no commits yet", hint="commit something first")
-    header = _HEADER.format(
+    return branch, commit
+
+
+def plan_header(repo: git.Repository, plan_path: Path, branch: str) -> str:
+    """The commented top of a starter plan, up to and including its ``streams:`` line."""
+    return _HEADER.format(
         file=plan_path.name,
-        name=_scalar(default_plan_name(Path(repo.root.name))),
+        name=yaml_scalar(default_plan_name(Path(repo.root.name))),
         base=json.dumps(branch),
         repo=repo.root.name,
     )
-    if streams:
-        return header + _listed_text(streams)
-    return header + _streams_text(suggested_folders(repo, commit))
 
 
 def _streams_text(folders: list[str]) -> str:
@@ -139,15 +150,15 @@ def _streams_text(folders: list[str]) -> str:
             continue
         seen.add(name)
         parts.append(_STREAM.format(
-            name=_scalar(name),
-            description=_scalar(f"work in {folder}/"),
+            name=yaml_scalar(name),
+            description=yaml_scalar(f"work in {folder}/"),
             folder=folder,
-            pattern=json.dumps(f"{_literal(folder)}/**", ensure_ascii=False),
+            pattern=json.dumps(f"{literal_pattern(folder)}/**", ensure_ascii=False),
         ))
     return "".join(parts) or _WHOLE_REPO
 
 
-def _scalar(text: str) -> str:
+def yaml_scalar(text: str) -> str:
     """``text`` as YAML that reads back as that text: plain if it can be, else quoted
     (a folder named 'null', '0x10' or 'a: b' would otherwise read as something else)."""
     try:
@@ -157,7 +168,7 @@ def _scalar(text: str) -> str:
     return text if plain else json.dumps(text, ensure_ascii=False)
 
 
-def _literal(folder: str) -> str:
+def literal_pattern(folder: str) -> str:
     """``folder`` as a gitignore pattern matching only itself: wildcards and a leading
     '#' or '!' escaped, so a folder named '[x]' or '#notes' is owned, not globbed or ignored."""
     escaped = re.sub(r"([\\*?\[\]])", r"\\\1", folder)
@@ -166,12 +177,25 @@ def _literal(folder: str) -> str:
 
 def write_starter_plan(repo: git.Repository, path: Path,
                        streams: list[tuple[str, list[str]]] | None = None) -> Path:
+    refuse_existing(path)
+    return write_plan_text(path, starter_plan(repo, path, streams))
+
+
+def refuse_existing(path: Path) -> None:
     if path.exists():
         raise BadInput(
             f"{path} already exists", hint="pass another PATH to 'wtr init', or remove it first"
         )
-    text = starter_plan(repo, path, streams)
+
+
+def write_plan_text(path: Path, text: str) -> Path:
+    """Write a new plan file; never overwrites one (not even one created meanwhile)."""
+    refuse_existing(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("x", encoding="utf-8") as handle:
-        handle.write(text)
+    try:
+        with path.open("x", encoding="utf-8") as handle:
+            handle.write(text)
+    except FileExistsError:
+        refuse_existing(path)
+        raise
     return path
