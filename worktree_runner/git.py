@@ -300,7 +300,7 @@ def approxidate(repo: Repository, text: str) -> int | None:
     or None when git cannot read it (git then answers with the current time)."""
     out = repo.out("rev-parse", f"--since={text}")
     stamp = int(out.removeprefix("--max-age=")) if out.startswith("--max-age=") else None
-    if stamp is None or (stamp >= int(time.time()) - 1 and text.strip().lower() != "now"):
+    if stamp is None or (abs(stamp - time.time()) < 2 and text.strip().lower() != "now"):
         return None
     return stamp
 

@@ -80,7 +80,7 @@ class CouplingReport:
         if self.commits == 0:
             return f"no history below {self.base} to learn from: coupling not checked"
         if self.commits < self.settings.min_support:
-            return (f"only {self.commits} commits of history, fewer than min_support "
+            return (f"only {_commits(self.commits)} of history, fewer than min_support "
                     f"{self.settings.min_support}: no coupling can be found")
         return None
 
@@ -253,7 +253,7 @@ def _hot_files(plan: Plan, history: History, units: _Units, hot: dict[str, int],
             for commit in history.commits if pid in commit
             for name in {stream for stream, _ in units.touched([p for p in commit if p != pid])}
         )
-        others = tuple((name, k) for name, k in alongside.most_common()
+        others = tuple((name, k) for name, k in sorted(alongside.items(), key=_most_first)
                        if k >= settings.min_support and name not in owners)
         involved = [*owners, *(name for name, _ in others)]
         if any(frozenset(pair) not in ordered for pair in combinations(involved, 2)):
@@ -265,3 +265,11 @@ def _ordered(plan: Plan) -> set[frozenset[str]]:
     a conflict or a shared path orders them)."""
     above = graph.ancestors(plan.ordering_graph())
     return {frozenset((name, other)) for name, before in above.items() for other in before}
+
+
+def _commits(n: int) -> str:
+    return f"{n} commit" if n == 1 else f"{n} commits"
+
+
+def _most_first(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
