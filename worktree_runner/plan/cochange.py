@@ -80,7 +80,7 @@ class CouplingReport:
         if self.commits == 0:
             return f"no history below {self.base} to learn from: coupling not checked"
         if self.commits < self.settings.min_support:
-            return (f"only {_commits(self.commits)} of history, fewer than min_support "
+            return (f"only {commits_text(self.commits)} of history, fewer than min_support "
                     f"{self.settings.min_support}: no coupling can be found")
         return None
 
@@ -267,7 +267,7 @@ def _ordered(plan: Plan) -> set[frozenset[str]]:
     return {frozenset((name, other)) for name, before in above.items() for other in before}
 
 
-def _commits(n: int) -> str:
+def commits_text(n: int) -> str:
     return f"{n} commit" if n == 1 else f"{n} commits"
 
 

@@ -1,17 +1,17 @@
 """``wtr init --suggest``: streams proposed from the co-change graph of the base's history.
 
-1. Hot files (changed by at least ``hot_share`` of the commits read, together with
-   several areas) are set aside: they become ``shared``, or they would tie every area
-   to every other.
-2. Areas are folders kept whole: the top-level folders and files, except that a folder
+1. Areas are folders kept whole: the top-level folders and files, except that a folder
    touched by more than half the commits (or any folder, while fewer areas than the
    streams asked for have changed) is split into its subfolders and its own files.
+2. Hot files (changed by at least ``hot_share`` of the commits read, each time with
+   other areas, at least two of them ``min_support`` times) are set aside: they become
+   ``shared``, or they would tie every area to every other.
 3. The areas changed in at least ``min_support`` commits are the nodes of a graph whose
    edges weigh the commits that changed both ends. Greedy modularity (networkx) groups
    them into communities: areas that change together end up together. With ``--streams
-   N`` exactly N (the most coupled communities, else the nearest by path, are merged when
-   the graph has more parts). Quieter areas join the community they changed with, or
-   stay unowned.
+   N`` at most N (the most coupled communities, else the nearest by path, else the
+   smallest are merged). Quieter areas join the community they changed with, or stay
+   unowned (listed in a comment).
 4. Each community is a stream. The draft is then checked as ``wtr check`` would: streams
    still coupled get ``conflicts_with``, flagged hot files become ``shared``, until the
    check has nothing left to say.
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worktree_runner import git
-from worktree_runner.plan.cochange import CouplingReport, couple, hot_paths
+from worktree_runner.plan.cochange import CouplingReport, commits_text, couple, hot_paths
 from worktree_runner.plan.history import History, read_history
 from worktree_runner.plan.load import parse_plan
 from worktree_runner.plan.model import Coupling
@@ -60,7 +60,7 @@ class Area:
 
     @property
     def label(self) -> str:
-        return self.name if self.kind == "file" else f"{self.name}/"
+        return {"file": self.name, "files": f"{self.name}/*"}.get(self.kind, f"{self.name}/")
 
     def patterns(self, tracked: Sequence[str]) -> list[str]:
         literal = literal_pattern(self.name)
@@ -98,7 +98,7 @@ def suggest_plan(repo: git.Repository, plan_path: Path, streams: int | None = No
     history = read_history(repo, head, commits, since)
     settings = Coupling(commits=commits, since=since)
     if len(history.commits) < settings.min_support:
-        note = (f"only {len(history.commits)} usable commits in the history of {branch} "
+        note = (f"only {commits_text(len(history.commits))} usable in the history of {branch} "
                 f"(fewer than {settings.min_support}): nothing to learn from, so one stream "
                 "per top-level folder")
         return Suggestion(starter_plan(repo, plan_path), [], len(history.commits), note)
@@ -115,7 +115,8 @@ class _Suggester:
         self.settings = settings
         self.wanted = wanted
         self.areas = _Areas(tracked)
-        self.hot = self._hot_files()
+        self.hot: dict[str, int] = {}
+        self._split_areas()
 
     # -- what history says --------------------------------------------------------------
 
@@ -147,6 +148,7 @@ class _Suggester:
     def _split_areas(self) -> list[set[Area]]:
         """Split big folders (see the module's doc) and return what each commit touched."""
         for _ in range(_MAX_SPLITS):
+            self.hot = self._hot_files()
             touched = self.touched()
             counts = Counter(a for areas in touched for a in areas)
             splittable = [a for a in counts if self.areas.splittable(a)]
@@ -157,12 +159,13 @@ class _Suggester:
             if not big:
                 return touched
             self.areas.split(max(big, key=lambda a: (counts[a], a)))
+        self.hot = self._hot_files()
         return self.touched()
 
     # -- grouping ------------------------------------------------------------------------
 
     def groups(self) -> tuple[list[set[Area]], list[Area], list[set[Area]]]:
-        touched = self._split_areas()
+        touched = self.touched()
         counts = Counter(a for areas in touched for a in areas)
         weights = Counter(pair for areas in touched for pair in combinations(sorted(areas), 2))
         active = {a for a, n in counts.items() if n >= self.settings.min_support}
@@ -287,11 +290,13 @@ class _Areas:
 
     def __init__(self, tracked: Iterable[str]) -> None:
         self.folders: set[str] = set()
+        self.with_files = {posixpath.dirname(path) for path in tracked}
         for path in tracked:
             folder = posixpath.dirname(path)
             while folder and folder not in self.folders:
                 self.folders.add(folder)
                 folder = posixpath.dirname(folder)
+        self.subfolders = Counter(posixpath.dirname(f) for f in self.folders)
         self.trees = {f for f in self.folders if "/" not in f}
         self.own_files: set[str] = set()  # folders split, whose own files form an area
 
@@ -308,8 +313,10 @@ class _Areas:
         return None
 
     def splittable(self, area: Area) -> bool:
-        return area.kind == "tree" and any(
-            posixpath.dirname(f) == area.name for f in self.folders)
+        """A folder with at least two parts: subfolders, or a subfolder and its own files."""
+        if area.kind != "tree":
+            return False
+        return self.subfolders[area.name] + (area.name in self.with_files) >= 2
 
     def split(self, area: Area) -> None:
         self.trees.discard(area.name)
