@@ -145,8 +145,8 @@ def analyze(plan: Plan, repo: git.Repository, *, history: bool = False) -> Analy
         unmatched=list(_unmatched(plan, index)),
         tracked_count=len(files),
         readiness=readiness_warnings(plan),
-        coupling=cochange.check_coupling(plan, repo, refs.base, refs.base_commit, files)
-        if history else None,
+        coupling=cochange.check_coupling(plan, repo, refs.base, refs.base_commit, files,
+                                         owned_lists) if history else None,
     )
 
 

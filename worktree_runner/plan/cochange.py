@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import posixpath
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
@@ -136,19 +136,22 @@ class CouplingReport:
 
 
 def check_coupling(plan: Plan, repo: git.Repository, base: str, base_commit: str,
-                   tracked: Iterable[str]) -> CouplingReport | None:
-    """The coupling of ``plan``'s streams in the base's history; None with ``coupling: off``."""
+                   tracked: Iterable[str], owned: Mapping[str, Iterable[str]] | None = None,
+                   ) -> CouplingReport | None:
+    """The coupling of ``plan``'s streams in the base's history; None with ``coupling: off``.
+    ``owned``: the tracked files of each stream, when already known."""
     settings = plan.coupling
     if settings is None:
         return None
     history = read_history(repo, base_commit, settings.commits, settings.since)
-    return couple(plan, history, base, set(tracked))
+    return couple(plan, history, base, set(tracked), owned)
 
 
-def couple(plan: Plan, history: History, base: str, tracked: set[str]) -> CouplingReport:
+def couple(plan: Plan, history: History, base: str, tracked: set[str],
+           owned: Mapping[str, Iterable[str]] | None = None) -> CouplingReport:
     settings = plan.coupling or Coupling()
     ordered = _ordered(plan)
-    units = _Units(plan, history, tracked)
+    units = _Units(plan, history, tracked, owned)
     hot = hot_paths(history, settings)
     counts, together = units.count(ordered)
     pairs = [
@@ -181,15 +184,21 @@ class _Units:
     Files gone from the base tree are left out; their folders still count.
     """
 
-    def __init__(self, plan: Plan, history: History, tracked: set[str]) -> None:
-        index = PathIndex(history.paths)
-        shared = index.matching(plan.shared) if plan.shared else set()
+    def __init__(self, plan: Plan, history: History, tracked: set[str],
+                 owned: Mapping[str, Iterable[str]] | None) -> None:
+        known = set(history.paths)
+        # Files of the base tree whose owners are known need no matching again.
+        index = PathIndex(known - tracked if owned is not None else known)
+        shared = PathIndex(known).matching(plan.shared) if plan.shared else set()
         folders = {posixpath.dirname(p) for p in tracked}
         ids: dict[tuple[str, str, str], int] = {}
         self.of_path: dict[int, list[int]] = defaultdict(list)
         self.owners: dict[str, list[str]] = defaultdict(list)
         for stream in plan.streams:
-            for path in index.matching(stream.files) - shared:
+            mine = index.matching(stream.files)
+            if owned is not None:
+                mine.update(path for path in owned[stream.name] if path in known)
+            for path in sorted(mine - shared):
                 self.owners[path].append(stream.name)
         path_id = {path: i for i, path in enumerate(history.paths)}
         for path, names in self.owners.items():
