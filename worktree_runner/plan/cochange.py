@@ -150,7 +150,7 @@ def check_coupling(plan: Plan, repo: git.Repository, base: str, base_commit: str
 def couple(plan: Plan, history: History, base: str, tracked: set[str],
            owned: Mapping[str, Iterable[str]] | None = None) -> CouplingReport:
     settings = plan.coupling or Coupling()
-    ordered = _ordered(plan)
+    ordered = graph.Ancestry(plan.ordering_graph())
     units = _Units(plan, history, tracked, owned)
     hot = hot_paths(history, settings)
     counts, together = units.count(ordered)
@@ -195,7 +195,7 @@ class _Units:
         self.of_path: dict[int, list[int]] = defaultdict(list)
         self.owners: dict[str, list[str]] = defaultdict(list)
         for stream in plan.streams:
-            mine = index.matching(stream.files)
+            mine = index.matching(stream.files) if index.paths else set()
             if owned is not None:
                 mine.update(path for path in owned[stream.name] if path in known)
             for path in sorted(mine - shared):
@@ -229,7 +229,7 @@ class _Units:
                 found[self.stream[unit], self.kind[unit]].add(unit)
         return found
 
-    def count(self, ordered: set[frozenset[str]]) -> tuple[Counter[int], Counter[tuple[int, int]]]:
+    def count(self, ordered: graph.Ancestry) -> tuple[Counter[int], Counter[tuple[int, int]]]:
         """Commits touching each unit, and commits touching each pair of units of one kind
         that belong to streams which may run at the same time."""
         counts: Counter[int] = Counter()
@@ -239,7 +239,7 @@ class _Units:
             for units in found.values():
                 counts.update(units)
             for (s, kind), (t, other_kind) in combinations(sorted(found), 2):
-                if kind != other_kind or s == t or frozenset((s, t)) in ordered:
+                if kind != other_kind or s == t or ordered.ordered(s, t):
                     continue
                 together.update((min(u, v), max(u, v)) for u in found[s, kind]
                                 for v in found[t, kind] if self.name[u] != self.name[v])
@@ -247,7 +247,7 @@ class _Units:
 
 
 def _hot_files(plan: Plan, history: History, units: _Units, hot: dict[str, int],
-               tracked: set[str], ordered: set[frozenset[str]]) -> Iterable[HotFile]:
+               tracked: set[str], ordered: graph.Ancestry) -> Iterable[HotFile]:
     """Hot files owned by, or changed with the files of, streams that may run together."""
     settings = plan.coupling or Coupling()
     shared = PathIndex(tracked).matching(plan.shared) if plan.shared else set()
@@ -265,20 +265,13 @@ def _hot_files(plan: Plan, history: History, units: _Units, hot: dict[str, int],
         others = tuple((name, k) for name, k in sorted(alongside.items(), key=_most_first)
                        if k >= settings.min_support and name not in owners)
         involved = [*owners, *(name for name, _ in others)]
-        if any(frozenset(pair) not in ordered for pair in combinations(involved, 2)):
+        if any(not ordered.ordered(a, b) for a, b in combinations(involved, 2)):
             yield HotFile(path, n, owners, others)
-
-
-def _ordered(plan: Plan) -> set[frozenset[str]]:
-    """Pairs of streams that never run at the same time (a dependency, direct or not,
-    a conflict or a shared path orders them)."""
-    above = graph.ancestors(plan.ordering_graph())
-    return {frozenset((name, other)) for name, before in above.items() for other in before}
-
-
-def commits_text(n: int) -> str:
-    return f"{n} commit" if n == 1 else f"{n} commits"
 
 
 def _most_first(item: tuple[str, int]) -> tuple[int, str]:
     return -item[1], item[0]
+
+
+def commits_text(n: int) -> str:
+    return f"{n} commit" if n == 1 else f"{n} commits"
