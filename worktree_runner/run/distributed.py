@@ -179,7 +179,7 @@ class RemoteStreams:
         record = self.ctx.store.record.streams[name]
         start = record.base_commit or _stream_base(self.ctx, self.ctx.plan.stream(name))
         if isinstance(start, StartConflict):
-            streams = " and ".join(f"'{n}'" for n in start.streams)
+            streams = ", ".join(f"'{n}'" for n in start.streams)
             raise StreamFailed(Failure(
                 "error", f"the results of {streams}, which it starts from, conflict in "
                 f"{', '.join(start.files)}; run it without the Dask executor to resolve "

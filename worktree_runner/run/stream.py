@@ -165,20 +165,18 @@ def _registered(ctx: RunContext, path: Path, branch: str) -> bool:
 
 @dataclass(frozen=True)
 class StartConflict:
-    """The results a stream starts from conflict: ``ours`` (those merged so far) with
-    ``theirs``; a human resolves the merge in the stream's worktree."""
+    """The results a stream starts from conflict: ``ours`` is the merge of those before
+    the one that conflicts; a human resolves the rest in the stream's worktree."""
 
     ours: str
-    theirs: str
-    streams: list[str]
+    streams: list[str]  # the predecessors merged when the conflict showed
     files: list[str]
-    parents: list[str]
-
-    heads: dict[str, str]
+    parents: list[str]  # every result to merge, in order
+    heads: dict[str, str]  # predecessor -> its result
 
     def to_json(self) -> dict[str, Any]:
         return {"streams": self.streams, "files": self.files, "parents": self.parents,
-                "theirs": self.theirs, "heads": self.heads}
+                "heads": self.heads}
 
 
 def _stream_base(ctx: RunContext, stream: Stream) -> str | StartConflict:
@@ -197,7 +195,7 @@ def _stream_base(ctx: RunContext, stream: Stream) -> str | StartConflict:
         result = git.merge_trees(ctx.repo, merged, parent)
         if result.tree is None:
             involved = [n for n, head in heads.items() if head in parents[:index]]
-            return StartConflict(merged, parent, involved, result.conflicts, parents, heads)
+            return StartConflict(merged, involved, result.conflicts, parents, heads)
         merged = git.commit_tree(ctx.repo, result.tree, [merged, parent], "merge")
     if len(parents) == 1:
         return merged
@@ -228,7 +226,7 @@ def _resolved_start(ctx: RunContext, stream: Stream, path: Path,
             files = git.unmerged_files(path) or pending["files"]
             involved = [n for n, head in pending.get("heads", {}).items()
                         if head in parents[:index + 1]] or pending["streams"]
-            pending = {**pending, "files": files, "theirs": parent, "streams": involved}
+            pending = {**pending, "files": files, "streams": involved}
             ctx.store.update_stream(name, "start_conflict", start_conflict=pending)
             raise StreamFailed(_start_failure(ctx, stream, path, pending, ""))
     ctx.store.update_stream(name, "base_resolved", base_commit=git.head_of(path),
@@ -238,7 +236,8 @@ def _resolved_start(ctx: RunContext, stream: Stream, path: Path,
 def _start_failure(ctx: RunContext, stream: Stream, path: Path, pending: dict[str, Any],
                    why: str) -> Failure:
     files = ", ".join(pending["files"])
-    streams = " and ".join(f"'{n}'" for n in pending["streams"])
+    quoted = [f"'{n}'" for n in pending["streams"]]
+    streams = ", ".join(quoted[:-1]) + f" and {quoted[-1]}" if len(quoted) > 1 else quoted[0]
     cause = (f"{why} (conflict in {files})" if why
              else f"the results of {streams}, which it starts from, conflict in {files}")
     message = (f"{cause}; resolve the merge in {path} (edit, git add, git commit), "
