@@ -98,3 +98,10 @@ def test_progress_refuses_a_repo_that_is_not_its_runs(repo: Repo, tmp_path: Path
     ok = run_wtr("progress", "hi", "--repo", repo.path, cwd=tmp_path, env=env)
     assert ok.returncode == 0, ok.stderr
     assert (state_dir / "streams" / "db" / "progress.json").exists()
+
+
+def test_init_history_options_without_suggest_are_refused(repo: Repo) -> None:
+    result = run_wtr("init", "--commits", "50", "--since", "2024-01-01", cwd=repo.path)
+    line = result.one_line_error(2)
+    assert "--commits and --since" in line and "--suggest" in line
+    assert not (repo.path / "worktree-plan.yaml").exists()

@@ -63,6 +63,12 @@ def init(path: Path | None, repo_dir: Path | None, from_dirs: bool,
 
     if from_dirs and (stream_list or suggest):
         raise BadInput("use --from-dirs alone, without --streams or --suggest")
+    source = click.get_current_context().get_parameter_source
+    given = [f"--{name}" for name in ("commits", "since")
+             if source(name) == click.core.ParameterSource.COMMANDLINE]
+    if given and not suggest:
+        raise BadInput(f"{' and '.join(given)} only work with --suggest",
+                       hint="add --suggest, or leave them out")
     repo = open_repo(repo_dir)
     target = path if path is not None else repo.toplevel / DEFAULT_PLAN_FILE
     if suggest:
