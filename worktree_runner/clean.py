@@ -82,10 +82,11 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
     if remote:
         _clean_remote_branches(repo, store, dry_run, report)
     if not dry_run:
-        merge = dict(record.merge)
-        if merge.get("state") == "halted":
-            merge.update(state="aborted", active=False, worktree=None)
-        store.update_run("run_cleaned", cleaned_at=now(), merge=merge)
+        from worktree_runner.merge.queue import MergeQueue
+
+        queue = MergeQueue.from_json(record.merge, record.target)
+        queue.abandon_open("dropped by 'wtr clean' (its worktree removed)")
+        store.update_run("run_cleaned", cleaned_at=now(), merge=queue.to_json())
     return report
 
 

@@ -414,6 +414,7 @@ def independent(repo: Repository, commits: Sequence[str]) -> list[str]:
 class TreeMerge:
     tree: str | None
     conflicts: list[str]
+    written: str | None = None  # the tree merge-tree wrote, conflict markers included
 
 
 def merge_trees(repo: Repository, ours: str, theirs: str) -> TreeMerge:
@@ -427,7 +428,8 @@ def merge_trees(repo: Repository, ours: str, theirs: str) -> TreeMerge:
         raise GitFailed(["merge-tree", ours, theirs], result.returncode, result.stderr)
     tree, _, rest = result.stdout.partition("\0")
     conflicts = [name for name in rest.split("\0") if name] if result.returncode == 1 else []
-    return TreeMerge(tree=tree if result.returncode == 0 else None, conflicts=conflicts)
+    return TreeMerge(tree=tree if result.returncode == 0 else None, conflicts=conflicts,
+                     written=tree or None)
 
 
 def commit_tree(repo: Repository, tree: str, parents: Sequence[str], message: str) -> str:
@@ -484,8 +486,11 @@ def rebase_onto(repo: Repository, worktree: Path, onto: str, base: str, head: st
                    check=False, env=identity_env(repo))
 
 
-def rebase_continue(repo: Repository, worktree: Path) -> GitResult:
-    return run_git([*REBASE_CONFIG, "rebase", "--continue"], worktree, check=False,
+def rebase_continue(repo: Repository, worktree: Path, remember: bool = True) -> GitResult:
+    """Go on with a stopped rebase; ``remember=False``: rerere records no resolution (one an
+    agent proposed must not be replayed later as if a human had made it)."""
+    config = REBASE_CONFIG if remember else (*REBASE_CONFIG, "-c", "rerere.enabled=false")
+    return run_git([*config, "rebase", "--continue"], worktree, check=False,
                    env=identity_env(repo))
 
 
@@ -850,3 +855,158 @@ def _age(path: Path) -> float:
         return time.time() - path.stat().st_mtime
     except FileNotFoundError:
         return 0.0
+
+
+# -- faithful replays --------------------------------------------------------------------
+
+
+def has_merge_commits(repo: Repository, base: str, head: str) -> bool:
+    return bool(repo.out("rev-list", "--merges", "--max-count=1", f"{base}..{head}"))
+
+
+def commit_author_env(repo: Repository, commit: str) -> dict[str, str]:
+    """The author of ``commit`` as GIT_AUTHOR_* variables (for a commit made in its name)."""
+    name, email, date = repo.out("log", "-1", "--format=%an%x00%ae%x00%ad", "--date=raw",
+                                 commit).split("\0")
+    return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
+
+
+def squash_commit(repo: Repository, base: str, head: str, message: str) -> str:
+    """One commit on ``base`` holding ``head``'s tree: the net change of ``base..head``."""
+    env = {**identity_env(repo), **commit_author_env(repo, head)}
+    args = ["commit-tree", tree_of(repo, head), "-p", base, "-F", "-"]
+    return run_git(args, repo.root, stdin=message, env=env).stdout.strip()
+
+
+def net_merge(repo: Repository, onto: str, base: str, head: str) -> TreeMerge:
+    """``base..head``'s net change applied to ``onto``: a three-way merge whose base is
+    ``base`` (git 2.39's merge-tree takes no --merge-base, so a stand-in commit with
+    ``onto``'s tree and ``base`` as parent makes ``base`` the merge base)."""
+    stand_in = commit_tree(repo, tree_of(repo, onto), [base], "wtr: stand-in")
+    return merge_trees(repo, stand_in, head)
+
+
+def update_checkout(worktree: Path, old: str, new: str) -> GitResult:
+    """Bring the index and files of a clean checkout from ``old``'s tree to ``new``'s
+    (its branch already points at ``new``); refuses to overwrite untracked files."""
+    return run_git(["read-tree", "-m", "-u", old, new], worktree, check=False)
+
+
+# -- recorded resolutions (rerere) -----------------------------------------------------------
+
+
+def rerere_dir(repo: Repository) -> Path:
+    return repo.common_dir / "rr-cache"
+
+
+def blob_at(repo: Repository, tree: str, path: str) -> bytes | None:
+    result = subprocess.run([git_executable(), "cat-file", "blob", f"{tree}:{path}"],
+                            cwd=repo.root, capture_output=True, env=clean_env(), check=False)
+    return result.stdout if result.returncode == 0 else None
+
+
+def merge_file(current: bytes, base: bytes, other: bytes) -> bytes | None:
+    """A three-way merge of file contents (git merge-file -p); None on a conflict."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for name, data in (("current", current), ("base", base), ("other", other)):
+            (Path(tmp) / name).write_bytes(data)
+            paths.append(str(Path(tmp) / name))
+        result = subprocess.run([git_executable(), "merge-file", "-p", *paths], cwd=tmp,
+                                capture_output=True, env=clean_env(), check=False)
+    return result.stdout if result.returncode == 0 else None
+
+
+def replace_files(repo: Repository, tree: str, files: Mapping[str, bytes]) -> str:
+    """``tree`` with the given files' contents replaced (through a temporary index)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        run_git(["read-tree", tree], repo.root, env=env)
+        for path, data in files.items():
+            (Path(tmp) / "blob").write_bytes(data)
+            blob = run_git(["hash-object", "-w", "--", str(Path(tmp) / "blob")],
+                           repo.root).stdout.strip()
+            mode = run_git(["ls-files", "-s", "--", path], repo.root, env=env).stdout.split()
+            run_git(["update-index", "--cacheinfo", f"{mode[0] if mode else '100644'},{blob},"
+                     f"{path}"], repo.root, env=env)
+        return run_git(["write-tree"], repo.root, env=env).stdout.strip()
+
+
+# -- reading and writing objects in one process (the in-memory replay) -------------------------
+
+
+class ObjectReader:
+    """A persistent ``git cat-file --batch``: many objects read through one process."""
+
+    def __init__(self, repo: Repository) -> None:
+        self._proc = subprocess.Popen(
+            [git_executable(), "cat-file", "--batch"], cwd=repo.root, env=clean_env(),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def read(self, name: str) -> tuple[str, bytes]:
+        """The type and content of object ``name`` (UnknownRef if there is none)."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(name.encode() + b"\n")
+        self._proc.stdin.flush()
+        header = self._proc.stdout.readline().split()
+        if len(header) != 3:
+            raise UnknownRef(f"no object {name}")
+        data = self._proc.stdout.read(int(header[2]) + 1)[:-1]
+        return header[1].decode(), data
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        self._proc.wait()
+
+    def __enter__(self) -> ObjectReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def object_format(repo: Repository) -> str:
+    return _object_format(repo.root)
+
+
+@functools.cache
+def _object_format(root: Path) -> str:
+    result = run_git(["rev-parse", "--show-object-format"], root, check=False)
+    return result.stdout.strip() or "sha1"
+
+
+def update_refs(repo: Repository, refs: Mapping[str, str]) -> None:
+    """Point several refs at once (one transaction, one process)."""
+    if refs:
+        run_git(["update-ref", "--stdin"], repo.root,
+                stdin="".join(f"update {ref} {oid}\n" for ref, oid in refs.items()))
+
+
+def write_commit_object(repo: Repository, data: bytes) -> str:
+    """Store a commit object as a loose object, as git itself does (zlib, then rename)."""
+    import hashlib
+    import zlib
+
+    if object_format(repo) != "sha1":
+        return run_git(["hash-object", "-t", "commit", "-w", "--stdin"], repo.root,
+                       stdin=data.decode("utf-8", "surrogateescape")).stdout.strip()
+    raw = b"commit %d\0" % len(data) + data
+    oid = hashlib.sha1(raw, usedforsecurity=False).hexdigest()
+    folder = repo.common_dir / "objects" / oid[:2]
+    path = folder / oid[2:]
+    if not path.exists():
+        folder.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="tmp_obj_")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(zlib.compress(raw))
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, path)
+    return oid
+
+
+def committer_ident(repo: Repository) -> str:
+    """``Name <email> seconds zone``: who commits now (GIT_COMMITTER_* and config honoured)."""
+    return run_git(["var", "GIT_COMMITTER_IDENT"], repo.root,
+                   env=identity_env(repo)).stdout.strip()
+

@@ -150,7 +150,17 @@ def merge_lines(doc: dict[str, Any]) -> list[str]:
     if merge.get("merged"):
         lines.append(f"  merged: {', '.join(merge['merged'])}")
     if merge.get("left_out"):
-        lines.append(f"  left out: {', '.join(merge['left_out'])}")
+        why = merge.get("left_out_reasons") or {}
+        lines.append("  left out: " + ", ".join(f"{n} ({why[n]})" if n in why else n
+                                                for n in merge["left_out"]))
+    if merge.get("broke_verify"):
+        lines.append(f"  verify breaks with stream {merge['broke_verify']}: 'wtr merge --skip "
+                     f"{merge['broke_verify']}' then 'wtr merge --continue' lands the rest")
+    for made in merge.get("agent_resolutions") or []:
+        lines.append(f"  {made['stream']}: conflict in {', '.join(made['files'])} resolved by "
+                     f"an agent ({made['resolver']})")
+    for stream, files in (merge.get("resolved_by_rerere") or {}).items():
+        lines.append(f"  {stream}: resolved from a recorded resolution: {', '.join(files)}")
     return lines
 
 
@@ -282,9 +292,16 @@ def landed_report(landed: Landed) -> str:
              f"{landed.old[:12]} -> {landed.new[:12]}"]
     if landed.merged:
         lines.append(f"  in order: {', '.join(landed.merged)}")
+    for stream, files in landed.resolved_by_rerere.items():
+        lines.append(f"  {stream}: conflicts resolved from a recorded resolution (rerere): "
+                     f"{', '.join(files)}")
+    if landed.squashed:
+        lines.append(f"  landed as their net change in one commit (their history has merge "
+                     f"commits a replay would lose): {', '.join(landed.squashed)}")
     if landed.left_out:
-        lines.append(f"  left out (did not succeed, or depend on one that did not): "
-                     f"{', '.join(landed.left_out)}")
+        why = [f"{name} ({landed.reasons[name]})" if name in landed.reasons else name
+               for name in landed.left_out]
+        lines.append(f"  left out: {', '.join(why)}")
     if landed.verified:
         lines.append(f"  verify: {plural(landed.verified, 'command')} passed on the merged "
                      f"result (output: {landed.log})")
@@ -298,7 +315,10 @@ def prediction_report(target: str, predictions: list[StreamPrediction],
                       left_out: list[str]) -> str:
     lines = [f"merge prediction onto {target} (nothing was changed):"]
     for p in predictions:
-        if p.clean:
+        if p.clean and p.resolved_by_rerere:
+            lines.append(f"  {p.stream}: conflict, resolved by a recorded resolution in "
+                         f"{', '.join(p.resolved_by_rerere)} ({plural(p.commits, 'commit')})")
+        elif p.clean:
             lines.append(f"  {p.stream}: clean ({plural(p.commits, 'commit')})")
         else:
             lines.append(f"  {p.stream}: CONFLICT at {(p.conflict_commit or '')[:12]} in "

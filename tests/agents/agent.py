@@ -11,6 +11,7 @@ AGENT_HANG=1         start a grandchild that sleeps, then sleep forever (printin
 AGENT_CHATTY_HANG=1  like AGENT_HANG, but keep printing output
 AGENT_PROGRESS=1     report progress with `wtr progress`
 AGENT_SLEEP_FIRST=S  on the first attempt only (needs AGENT_RECORD), sleep S seconds at the end
+AGENT_WAIT_FOR=PATH  wait (up to 120 s) until PATH exists before doing anything else
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ def record(stage: str, extra: dict[str, object] | None = None) -> None:
         "pid": os.getpid(),
         **(extra or {}),
     }
-    (Path(folder) / f"{stream}.{attempt}.{stage}.json").write_text(json.dumps(data))
+    # Written whole, then renamed: a test polling the folder never reads half a record.
+    final = Path(folder) / f"{stream}.{attempt}.{stage}.json"
+    partial = final.with_name(f".{final.name}.tmp")
+    partial.write_text(json.dumps(data))
+    partial.replace(final)
 
 
 def git(*args: str) -> None:
@@ -53,6 +58,10 @@ def git(*args: str) -> None:
 
 def main() -> int:
     record("start")
+    waited_for = os.environ.get("AGENT_WAIT_FOR")
+    deadline = time.monotonic() + 120
+    while waited_for and not Path(waited_for).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
     if os.environ.get("AGENT_PROGRESS"):
         subprocess.run(["wtr", "progress", "halfway", "--percent", "50"], check=True)
     if os.environ.get("AGENT_HANG") or os.environ.get("AGENT_CHATTY_HANG"):

@@ -42,9 +42,13 @@ from worktree_runner.words import plural
               help="With --executor dask: tcp://HOST:PORT, or local:N to start N workers here.")
 @click.option("--remote", metavar="URL", default=None,
               help="With --executor dask: a git URL every worker can fetch from and push to.")
+@click.option("--merge", "auto_merge", is_flag=True,
+              help="Land each stream on the target as soon as it (and what it depends on) "
+                   "succeeded, one landing at a time; a stream that would conflict is held "
+                   "for a later 'wtr merge' while the others go on.")
 def run(plan_file: Path | None, repo_dir: Path | None, max_parallel: int | None,
         dry_run: bool, executor: str | None, scheduler: str | None,
-        remote: str | None) -> None:
+        remote: str | None, auto_merge: bool) -> None:
     """Run PLAN (default: worktree-plan.yaml): each stream in its own branch and worktree.
 
     \b
@@ -69,7 +73,8 @@ def run(plan_file: Path | None, repo_dir: Path | None, max_parallel: int | None,
     store = runner.create_run(prepared)
     click.echo(f"run {store.run_id}: {len(prepared.plan.streams)} streams, state in {store.dir}",
                err=True)
-    _drive(store, lambda: runner.run_plan(prepared.repo, store, prepared.plan))
+    _drive(store, lambda: runner.run_plan(prepared.repo, store, prepared.plan,
+                                          auto_merge=auto_merge))
 
 
 def _executor(kind: str | None, scheduler: str | None, remote: str | None) -> Any:

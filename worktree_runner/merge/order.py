@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from worktree_runner.plan import graph
 from worktree_runner.plan.model import Plan
@@ -12,24 +13,45 @@ from worktree_runner.run.state import RunRecord, Status
 @dataclass(frozen=True)
 class MergeOrder:
     streams: list[str]     # to merge, dependencies first, plan order between independent ones
-    left_out: list[str]    # did not succeed, or depend on one that did not
-    already: list[str]     # merged by an earlier merge of this run
+    left_out: list[str]    # not ready (yet): see reasons
+    already: list[str]     # landed by an earlier landing of this run
+    reasons: dict[str, str] = field(default_factory=dict)  # left-out stream -> why
 
 
-def merge_order(plan: Plan, record: RunRecord) -> MergeOrder:
+def merge_order(plan: Plan, record: RunRecord,
+                skip: Mapping[str, str] | None = None) -> MergeOrder:
+    """Succeeded streams whose predecessors have all landed or land with them.
+
+    While the run goes on, the others wait for a later landing; ``skip`` names streams
+    kept out on purpose, with the reason (they broke verify, they would conflict), and
+    with them their dependents."""
+    skip = skip or {}
     status = {name: s.status for name, s in record.streams.items()}
-    ancestry = graph.Ancestry(plan.dependency_graph())
-    good = {Status.SUCCEEDED.value, Status.MERGED.value}
-    not_good = ancestry.bits(name for name in plan.names if status[name] not in good)
-    eligible = [
-        name for name in plan.names
-        if status[name] in good and not ancestry.mask[name] & not_good
-    ]
-    already = [n for n in eligible if status[n] == Status.MERGED.value]
-    todo = [n for n in eligible if status[n] == Status.SUCCEEDED.value]
-    chosen = set(eligible)
-    left_out = [n for n in plan.names if n not in chosen]
-    return MergeOrder(_topological(plan, todo), left_out, already)
+    depends = plan.dependency_graph()
+    reasons: dict[str, str] = {}
+    ready: list[str] = []
+    for name in graph.topological(depends):  # a stream after what it depends on
+        reason = skip.get(name) or _own_reason(status[name])
+        blocker = next((d for d in depends[name] if d in reasons), None)
+        if blocker and reason != Status.FAILED.value:
+            reason = f"waits for {blocker}"
+        if reason is not None:
+            reasons[name] = reason
+        elif status[name] == Status.SUCCEEDED.value:
+            ready.append(name)
+    already = [n for n in plan.names if status[n] == Status.MERGED.value]
+    left_out = [n for n in plan.names if n in reasons]
+    chosen = set(ready)
+    return MergeOrder(_topological(plan, [n for n in plan.names if n in chosen]), left_out,
+                      already, reasons)
+
+
+def _own_reason(status: str) -> str | None:
+    if status in (Status.SUCCEEDED.value, Status.MERGED.value):
+        return None
+    if status in (Status.PENDING.value, Status.RUNNING.value):
+        return "not finished"
+    return status
 
 
 def _topological(plan: Plan, names: list[str]) -> list[str]:

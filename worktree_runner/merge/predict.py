@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from worktree_runner import git
+from worktree_runner.merge import rerere
 from worktree_runner.merge.order import MergeOrder
 from worktree_runner.run.state import RunRecord
 
@@ -21,6 +22,8 @@ class StreamPrediction:
     commits: int = 0
     conflict_commit: str | None = None
     conflicts: list[str] = field(default_factory=list)
+    resolved_by_rerere: list[str] = field(default_factory=list)  # conflicts a recorded
+    # resolution answers: the merge will resolve them without halting
 
     @property
     def clean(self) -> bool:
@@ -40,19 +43,24 @@ def predict(repo: git.Repository, record: RunRecord, order: MergeOrder) -> list[
         new_tip = tip
         for commit in git.commits_between(repo, stream.base_commit or "", stream.head_commit or ""):
             prediction.commits += 1
-            result = _cherry_pick(repo, new_tip, commit)
-            if result.tree is None:
+            result = cherry_pick(repo, new_tip, commit)
+            tree = result.tree
+            if tree is None:
+                resolution = rerere.resolve(repo, result)
+                tree = resolution.tree
+                prediction.resolved_by_rerere += resolution.resolved
+            if tree is None:
                 prediction.conflict_commit = commit
                 prediction.conflicts = result.conflicts
                 break
-            new_tip = git.commit_tree(repo, result.tree, [new_tip], "wtr merge --check")
+            new_tip = git.commit_tree(repo, tree, [new_tip], "wtr merge --check")
         if prediction.clean:
             tip = new_tip
         predictions.append(prediction)
     return predictions
 
 
-def _cherry_pick(repo: git.Repository, tip: str, commit: str) -> git.TreeMerge:
+def cherry_pick(repo: git.Repository, tip: str, commit: str) -> git.TreeMerge:
     parent = git.first_parent(repo, commit)
     stand_in = git.commit_tree(repo, git.tree_of(repo, tip), [parent], "wtr merge --check")
     return git.merge_trees(repo, stand_in, commit)

@@ -61,6 +61,9 @@ def _rules(stream: Stream, worktree: str, branch: str) -> list[str]:
         "- Commit your work on your branch (git add, git commit). Anything left uncommitted "
         "when you exit with code 0 is committed for you. Do not switch branches.",
         '- Report progress as you go: wtr progress "what you are doing" --percent 40',
+        "- Before you finish, and whenever you need work other streams have landed since "
+        "you started, commit and run: wtr sync (it replays your commits onto the target; "
+        "on a conflict it changes nothing and exits 3: go on, a human will decide)",
         '- If you cannot go on, say why: wtr progress "the reason" --blocked ; '
         "then exit with a non-zero code.",
         "- Exit with code 0 when the work is done.",

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worktree_runner import git, procs
 from worktree_runner.errors import BadInput, Interrupted
@@ -21,6 +22,9 @@ from worktree_runner.run.prompt import render_command
 from worktree_runner.run.scheduler import Hooks, Scheduler
 from worktree_runner.run.state import RunRecord, RunState, RunStore, Status, StreamRecord, now
 from worktree_runner.run.stream import RunContext, run_stream
+
+if TYPE_CHECKING:
+    from worktree_runner.merge.auto import Lander
 
 
 @dataclass(frozen=True)
@@ -117,8 +121,10 @@ def create_run(prepared: Prepared) -> RunStore:
 
 
 def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
-             recovered: dict[str, procs.Agent] | None = None) -> RunRecord:
-    """Run every stream that can run; returns the final record. Ctrl-C raises Interrupted."""
+             recovered: dict[str, procs.Agent] | None = None,
+             auto_merge: bool = False) -> RunRecord:
+    """Run every stream that can run; returns the final record. Ctrl-C raises Interrupted.
+    With ``auto_merge``, streams land on the target as they succeed (merge/auto.py)."""
     record = store.record
     ctx = RunContext(
         repo=repo,
@@ -142,14 +148,17 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
 
     hooks = Hooks(blocked=lambda name, by: _blocked(store, name, by), kill_all=kill_all)
     store.update_run("run_started", state=RunState.RUNNING.value, runner_pid=os.getpid())
+    lander = _lander(repo, store, plan, auto_merge)
     try:
         with _stream_work(ctx, record) as work, ThreadPoolExecutor(
                 max_workers=record.max_parallel, thread_name_prefix="stream") as executor:
             Scheduler(plan, statuses, work, hooks, record.max_parallel, ctx.stop).run(executor)
     except KeyboardInterrupt:
+        lander.close(land=False)
         store.update_run("run_interrupted", state=RunState.INTERRUPTED.value, runner_pid=None)
         raise Interrupted("interrupted; the agents were stopped",
                           hint=f"'wtr resume --run {store.run_id}' continues") from None
+    lander.close()
     return store.update_run("run_finished", state=RunState.FINISHED.value, finished_at=now(),
                             runner_pid=None)
 
@@ -165,6 +174,16 @@ def _stream_work(ctx: RunContext, record: RunRecord) -> Iterator[Callable[[str],
     config = Executor(**record.executor)
     with distributed.session(config, record.max_parallel) as cluster:
         yield distributed.RemoteStreams(ctx, config, cluster).run
+
+
+def _lander(repo: git.Repository, store: RunStore, plan: Plan, auto: bool) -> Lander:
+    """Lands streams during the run: with ``auto`` as they succeed; always on request of
+    a ``wtr merge`` started while this runner holds the run."""
+    from worktree_runner.merge.auto import Lander
+
+    lander = Lander(repo, store, plan, auto)
+    lander.start()
+    return lander
 
 
 def _blocked(store: RunStore, name: str, by: str) -> None:

@@ -38,10 +38,22 @@ def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
         "accepted": stream.accepted,
         "start_conflict": ({"streams": stream.start_conflict["streams"],
                             "files": stream.start_conflict["files"]}
-                           if stream.start_conflict else None),
+                           if stream.start_conflict else None),        "sync": _sync(store, stream.name),
         "pushed": stream.pushed,
         "pr": stream.pr,
     }
+
+
+def _sync(store: RunStore, name: str) -> dict[str, Any] | None:
+    from worktree_runner.merge.sync import sync_document
+
+    return sync_document(store, name)
+
+
+def merge_view(merge: dict[str, Any], target: str) -> dict[str, Any]:
+    from worktree_runner.merge.queue import MergeQueue
+
+    return {**empty_merge(target), **MergeQueue.from_json(merge, target).to_json()}
 
 
 def status_document(store: RunStore) -> dict[str, Any]:
@@ -62,6 +74,6 @@ def status_document(store: RunStore) -> dict[str, Any]:
         "finished_at": record.finished_at,
         "counts": counts,
         "streams": streams,
-        "merge": {**empty_merge(record.target), **record.merge},
+        "merge": merge_view(record.merge, record.target),
         "isolation": record.isolation,
     }

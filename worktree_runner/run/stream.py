@@ -434,6 +434,15 @@ def _dependency_work(ctx: RunContext, stream: Stream) -> list[DependencyWork]:
 # -- done means checked ---------------------------------------------------------------------
 
 
+def _adopt_sync(ctx: RunContext, name: str) -> None:
+    """The agent synced onto the target (``wtr sync``): its work starts from there now."""
+    from worktree_runner.merge.sync import synced_base
+
+    synced = synced_base(ctx.store, name)
+    if synced and synced != ctx.store.record.streams[name].base_commit:
+        ctx.store.update_stream(name, "base_synced", base_commit=synced)
+
+
 def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
     """Commit leftovers, then every changed path must be in scope, then verify must pass."""
     name, worktree, branch = stream.name, ctx.worktree(stream.name), ctx.branch(stream.name)
@@ -446,6 +455,7 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
         ctx.store.event("leftovers_committed", stream=name)
     record = ctx.store.record.streams[name]
     head = git.ref_commit(ctx.repo, f"refs/heads/{branch}")
+    _adopt_sync(ctx, name)
     base = record.base_commit or ctx.base_commit
     changed = git.changed_paths(ctx.repo, base, head or base)
     faults.point("ownership_check", name)

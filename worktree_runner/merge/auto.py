@@ -1,0 +1,94 @@
+"""Landing while a run goes on: ``wtr run --merge``, and ``wtr merge`` during a run.
+
+The runner owns one lander thread: every landing of the run happens there, one at a
+time, under the run's lock. With ``--merge`` it lands after each success: each ready
+stream is first replayed in memory, and one that would conflict is held back (with every
+stream that depends on it) so that it halts nobody else; a later ``wtr merge`` takes it
+and halts for a human as usual. A landing that halts anyway (verify, a dirty checkout of
+the target) stays halted, and automatic landings wait until a human has continued or
+aborted it. A ``wtr merge`` from another process reaches the same thread through the
+desk (desk.py).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from worktree_runner import git
+from worktree_runner.errors import EXIT_OK, WtrError
+from worktree_runner.merge.desk import Desk, Reply
+from worktree_runner.merge.order import merge_order
+from worktree_runner.merge.predict import predict
+from worktree_runner.plan.model import Plan
+from worktree_runner.run.state import RunStore, Status
+
+
+class Lander:
+    def __init__(self, repo: git.Repository, store: RunStore, plan: Plan, auto: bool) -> None:
+        self.repo, self.store, self.plan, self.auto = repo, store, plan, auto
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lander")
+        self.desk = Desk(store, lambda action, resolver: self._pool.submit(
+            self.act, action, resolver).result())
+
+    def start(self) -> None:
+        if self.auto:
+            self.store.listeners.append(self.listen)
+        self.desk.start()
+
+    def listen(self, event: str, data: dict[str, Any]) -> None:
+        if event == "stream_finished" and data.get("status") == Status.SUCCEEDED.value:
+            self._pool.submit(self.land_ready)
+
+    def close(self, land: bool = True) -> None:
+        """Serve the last requests, land what is left (with --merge), then stop."""
+        self.desk.stop()
+        if self.auto and land:
+            self._pool.submit(self.land_ready)
+        self._pool.shutdown(wait=True)
+
+    def land_ready(self) -> None:
+        from worktree_runner.merge.stage import MergeStage
+
+        try:
+            stage = MergeStage(self.repo, self.store, self.plan)
+            if stage.queue.open is not None:
+                self.store.event("auto_merge_waits", reason="a merge is halted")
+                return
+            held = self.conflicting()
+            if merge_order(self.plan, self.store.record, held).streams:
+                stage.start(held)
+        except WtrError as exc:
+            self.store.event("auto_merge_stopped", message=exc.message)
+        except Exception as exc:  # a bug must not take the running agents down with it
+            self.store.event("auto_merge_failed", message=repr(exc))
+
+    def conflicting(self) -> dict[str, str]:
+        """Ready streams whose replay would conflict, with the reason kept in status."""
+        order = merge_order(self.plan, self.store.record)
+        return {p.stream: "conflicts with the target in " + ", ".join(p.conflicts)
+                for p in predict(self.repo, self.store.record, order) if not p.clean}
+
+    def act(self, action: str, resolver: str | None = None) -> Reply:
+        """A human's merge action, done here because the runner holds the run."""
+        from worktree_runner import render
+        from worktree_runner.merge.stage import MergeStage
+        from worktree_runner.run.status import merge_view
+
+        stage = MergeStage(self.repo, self.store, self.plan, resolver)
+        try:
+            if action.startswith("skip:"):
+                text = stage.skip(action.removeprefix("skip:"))
+            elif action == "abort":
+                text = stage.abort()
+            elif action == "undo":
+                text = stage.undo()
+            else:
+                text = render.landed_report(stage.resume() if action == "continue"
+                                            else stage.start())
+            reply = Reply(EXIT_OK, out=text)
+        except WtrError as exc:
+            first, *rest = exc.lines()
+            reply = Reply(exc.exit_code, err=[f"wtr: {first}", *rest])
+        reply.merge = merge_view(self.store.record.merge, self.store.record.target)
+        return reply
