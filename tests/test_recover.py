@@ -133,8 +133,10 @@ def test_a_second_runner_or_merge_on_an_active_run_is_refused(repo: Repo, rec: P
     try:
         second = run_wtr("resume", cwd=repo.path)
         assert second.returncode == 1 and "being worked on by another wtr" in second.stderr
+        # a merge during a run is handed to the runner, which has nothing to land yet
         merging = run_wtr("merge", cwd=repo.path)
-        assert merging.returncode == 1 and "being worked on" in merging.stderr
+        assert merging.returncode == 1 and "its runner does this merge" in merging.stderr
+        assert "nothing to merge" in merging.stderr
         cleaning = run_wtr("clean", cwd=repo.path)
         assert cleaning.returncode == 1 and "being worked on" in cleaning.stderr
     finally:

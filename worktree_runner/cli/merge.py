@@ -71,7 +71,7 @@ def merge(repo_dir: Path | None, run_id: str | None, predict_only: bool, resume:
     if predict_only:
         _merge_check(repo, store, plan, as_json)
         return
-    if registry.run_is_active(store):
+    if _runner_holds(store):
         action = ("abort" if abort else "undo" if undo else "continue" if resume
                   else f"skip:{skip_stream}" if skip_stream else "start")
         _through_the_runner(store, action, resolver, as_json)
@@ -95,6 +95,17 @@ def merge(repo_dir: Path | None, run_id: str | None, predict_only: bool, resume:
         emit_json(merge_document(store))
     else:
         click.echo(message)
+
+
+def _runner_holds(store: RunStore) -> bool:
+    """A runner (run, resume, retry) holds the run: it has a desk for merge requests."""
+    from worktree_runner.locks import HeldLock
+
+    lock = HeldLock(store.dir / "runner.lock")
+    if not lock.busy():
+        return False
+    words = str(lock.holder().get("command", "")).split()
+    return any(word in ("run", "resume", "retry") for word in words)
 
 
 def _through_the_runner(store: RunStore, action: str, resolver: str | None,

@@ -88,8 +88,10 @@ class Desk:
         for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns):
             data = read_json(path)
             path.unlink(missing_ok=True)
-            action = str(data.get("action")) if isinstance(data, dict) else ""
-            resolver = data.get("resolve_with") if isinstance(data, dict) else None
+            if not isinstance(data, dict) or not _alive(data.get("pid")):
+                continue  # its asker is gone: a merge nobody waits for is not done
+            action = str(data.get("action"))
+            resolver = data.get("resolve_with")
             try:
                 known = action in ACTIONS or action.startswith("skip:")
                 reply = self.act(action, resolver) if known else Reply(
@@ -98,3 +100,15 @@ class Desk:
                 reply = Reply(EXIT_FAILED, err=[f"wtr: the merge failed in the runner: {exc!r}"])
             text = json.loads(json.dumps(asdict(reply)))
             write_json_atomic(_folder(self.store, "replies") / path.name, text)
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
