@@ -2,7 +2,7 @@
 
 A landing takes some streams, replays them onto the target and lands them (or halts, is
 aborted, or is undone later). A run may land several times: streams that finish later
-land in a later landing. The SPEC's fields of ``status --json`` (state, target, worktree,
+land in a later landing. The documented fields of ``status --json`` (state, target, worktree,
 stream, conflicted_files, merged, left_out) are a view of the queue, stored beside it so
 that readers of the raw state see them too. State files written before the queue existed
 (one attempt described by flat fields) are read as a queue of that one landing.
@@ -95,7 +95,7 @@ class MergeQueue:
         return max((ld.id for ld in self.landings), default=0) + 1
 
     def view(self) -> dict[str, Any]:
-        """The SPEC's ``merge`` fields of ``status --json``, and the runner's own after them."""
+        """The documented ``merge`` fields of ``status --json``, and the runner's own after them."""
         last, current = self.last, self.open
         landed = self.last_landed()
         merged = self.landed_streams() + (current.merged if current else [])
