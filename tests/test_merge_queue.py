@@ -10,7 +10,7 @@ from tests.runhelp import agent_plan
 from tests.test_merge import CHAIN, conflicting_run, merge, run_plan, status
 from worktree_runner.merge.queue import MergeQueue
 
-DOCUMENTED_FIELDS = ("state", "target", "worktree", "stream", "conflicted_files", "merged", "left_out")
+DOCUMENTED = ("state", "target", "worktree", "stream", "conflicted_files", "merged", "left_out")
 
 
 def state_file(repo: Repo) -> Path:
@@ -41,10 +41,10 @@ def test_a_landed_merge_of_an_older_state_reads_the_same_and_undoes(repo: Repo) 
     run_plan(repo, agent_plan(CHAIN))
     before = repo.head("main")
     assert merge(repo).returncode == 0
-    new_view = {k: status(repo)["merge"][k] for k in DOCUMENTED_FIELDS}
+    new_view = {k: status(repo)["merge"][k] for k in DOCUMENTED}
     as_version_one(repo)
     assert "landings" not in json.loads(state_file(repo).read_text())["merge"]
-    assert {k: status(repo)["merge"][k] for k in DOCUMENTED_FIELDS} == new_view
+    assert {k: status(repo)["merge"][k] for k in DOCUMENTED} == new_view
     result = merge(repo, "--undo")
     assert result.returncode == 0, result.stderr
     assert repo.head("main") == before
