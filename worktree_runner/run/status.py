@@ -38,7 +38,8 @@ def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
         "accepted": stream.accepted,
         "start_conflict": ({"streams": stream.start_conflict["streams"],
                             "files": stream.start_conflict["files"]}
-                           if stream.start_conflict else None),        "sync": _sync(store, stream.name),
+                           if stream.start_conflict else None),
+        "sync": _sync(store, stream.name),
         "pushed": stream.pushed,
         "pr": stream.pr,
     }
