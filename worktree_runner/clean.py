@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worktree_runner import faults, git, procs
+from worktree_runner import faults, git, pool, procs
 from worktree_runner.errors import WtrError
 from worktree_runner.merge.stage import INTEGRATION_DIR
 from worktree_runner.run import registry
@@ -50,22 +50,26 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
     _refuse_active(store, record, force)
     report = CleanReport(store.run_id)
     worktrees = _worktrees(record)
+    keeper = _pool(repo, store, record)
     if not dry_run:  # a clean killed earlier may have left git's own locks behind
         git.clear_stale_locks(repo, [f"refs/heads/wtr/{record.run}", "refs/worktree-runner"],
                               [path for _, path in worktrees])
+        keeper.tidy()
     ours = _our_worktrees(repo, worktrees, report)
 
     def clear(item: tuple[str, Path]) -> tuple[list[str], str]:
         name, path = item
-        rescued = [] if git.removal_started(repo, path) else _rescue_worktree(
-            repo, store, name, path, dry_run)
+        half_removed = git.removal_started(repo, path)
+        rescued = [] if half_removed else _rescue_worktree(repo, store, name, path, dry_run)
         faults.point("clean_rescued", name)
-        done = f"{'would remove' if dry_run else 'removed'} worktree {path}"
-        if not dry_run:
-            done += _teardown(store, name, path, teardown)
-            git.mark_removing(repo, path)
-            git.remove_worktree(repo, path, prune=False)
-        return rescued, done
+        if dry_run:
+            return rescued, f"would remove worktree {path} (or keep it in the pool)"
+        torn = _teardown(store, name, path, teardown)
+        if not half_removed and keeper.give_back(path, name):
+            return rescued, f"kept worktree {path} in the pool for the next run{torn}"
+        git.mark_removing(repo, path)
+        git.remove_worktree(repo, path, prune=False)
+        return rescued, f"removed worktree {path}{torn}"
 
     # Looking for uncommitted work reads every file of a worktree: one core each.
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
@@ -88,6 +92,12 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
         queue.abandon_open("dropped by 'wtr clean' (its worktree removed)")
         store.update_run("run_cleaned", cleaned_at=now(), merge=queue.to_json())
     return report
+
+
+def _pool(repo: git.Repository, store: RunStore, record: RunRecord) -> pool.Pool:
+    text = store.plan_path.read_text(encoding="utf-8") if store.plan_path.exists() else ""
+    return pool.for_run(repo, text, Path(record.plan), Path(record.worktrees_root),
+                        record.max_parallel)
 
 
 def _refuse_active(store: RunStore, record: RunRecord, force: bool) -> None:

@@ -377,6 +377,21 @@ def populate_worktree(path: Path) -> None:
 
 
 @retry_on_lock
+def move_worktree(repo: Repository, source: Path, target: Path) -> None:
+    """Move a registered worktree (a rename: no file is rewritten)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with repository_lock(repo):
+        repo.git("worktree", "move", str(source), str(target))
+
+
+def switch_worktree(path: Path, branch: str, commit: str) -> None:
+    """Create ``branch`` at ``commit`` and check it out in ``path`` from whatever commit the
+    worktree holds: a two-tree checkout, so only the files that differ are written."""
+    with _CHECKOUTS:
+        run_git(["checkout", "--quiet", "--no-track", "-b", branch, commit], path)
+
+
+@retry_on_lock
 def add_detached_worktree(repo: Repository, path: Path, commit: str) -> None:
     refuse_occupied(path)
     path.parent.mkdir(parents=True, exist_ok=True)

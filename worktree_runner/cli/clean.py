@@ -8,6 +8,7 @@ import click
 
 from worktree_runner.cli.base import cli, open_repo, repo_option, run_option
 from worktree_runner.errors import BadInput
+from worktree_runner.git import Repository
 from worktree_runner.run import registry
 
 
@@ -20,8 +21,11 @@ from worktree_runner.run import registry
 @click.option("--all", "every_run", is_flag=True, help="Clean every finished run.")
 @click.option("--remote", "remote_branches", is_flag=True,
               help="Also delete the pushed copies ('wtr push') of the branches it deletes.")
+@click.option("--pool", "empty_pool", is_flag=True,
+              help="Only empty the worktree pool: remove the clean worktrees earlier cleans "
+                   "kept for the next run (runs are left as they are).")
 def clean(repo_dir: Path | None, run_id: str | None, dry_run: bool, force: bool,
-          every_run: bool, remote_branches: bool) -> None:
+          every_run: bool, remote_branches: bool, empty_pool: bool) -> None:
     """Remove a run's worktrees and the branches whose work is in the target.
 
     Uncommitted changes in a worktree are saved under refs/worktree-runner/rescue/
@@ -29,6 +33,8 @@ def clean(repo_dir: Path | None, run_id: str | None, dry_run: bool, force: bool,
     as merged when the target holds its commits or its content (a squash or rebase
     merge), or when its pull request was merged; branches with work found nowhere else
     are kept and listed. Remote branches are deleted only with --remote.
+    Up to the plan's 'pool' worktrees are kept, emptied and detached, for the next run
+    to reuse ('pool: 0' in the plan turns this off; --pool empties the pool).
     """
     from worktree_runner.clean import clean_run
 
@@ -36,6 +42,9 @@ def clean(repo_dir: Path | None, run_id: str | None, dry_run: bool, force: bool,
         raise BadInput("--all and --run cannot go together",
                        hint="--all cleans every finished run; --run ID cleans one")
     repo = open_repo(repo_dir)
+    if empty_pool:
+        _empty_pool(repo, dry_run)
+        return
     if every_run:
         stores = [s for s in registry.list_runs(repo)
                   if s.load().state == "finished" and not s.record.cleaned_at]
@@ -48,3 +57,10 @@ def clean(repo_dir: Path | None, run_id: str | None, dry_run: bool, force: bool,
         click.echo(f"run {report.run}:" + (" (dry run, nothing changed)" if dry_run else ""))
         for line in [*report.rescued, *report.done, *report.kept]:
             click.echo(f"  {line}")
+
+
+def _empty_pool(repo: Repository, dry_run: bool) -> None:
+    from worktree_runner import pool
+
+    lines = pool.empty(repo, dry_run)
+    click.echo("\n".join(lines) if lines else "the worktree pool is empty")

@@ -37,13 +37,13 @@ T = TypeVar("T")
 TOP_KEYS = frozenset(
     {"version", "name", "base", "target", "max_parallel", "worktrees_dir", "agent", "setup",
      "teardown", "copy", "verify", "shared", "streams", "port_range", "executor",
-     "coupling"}
+     "coupling", "pool", "keep_ignored", "sparse"}
 )
 AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout", "retries", "env"})
 COUPLING_KEYS = frozenset({"min_support", "min_confidence", "hot_share", "commits", "since"})
 STREAM_KEYS = frozenset(
     {"description", "files", "prompt", "depends_on", "conflicts_with", "shared", "verify",
-     "on_failure", "agent"}
+     "on_failure", "agent", "sparse", "context"}
 )
 ON_FAILURE = ("continue", "stop")
 
@@ -173,6 +173,10 @@ class _Reader:
         default_agent = self._agent_fields(top.get("agent", {}), ("agent",))
         shared = self.get(top, root, "shared", _patterns, NO_TEXTS)
         streams = self._streams(top, default_agent, shared)
+        sparse = self.get(top, root, "sparse", _bool, False)
+        self.warnings += [f"stream '{s.name}' lists 'context' but is not sparse; it has no "
+                          "effect (add 'sparse: true')" for s in streams
+                          if s.context and not (sparse if s.sparse is None else s.sparse)]
         return Plan(
             path=self.path.resolve(),
             name=name,
@@ -189,6 +193,9 @@ class _Reader:
             port_range=self._port_range(top, len(streams)),
             executor=self.get(top, root, "executor", executor_from, Executor()),
             coupling=self._coupling(top.get("coupling", _MISSING)),
+            pool=self.get(top, root, "pool", _non_negative_int, None),
+            keep_ignored=self.get(top, root, "keep_ignored", _patterns, NO_TEXTS),
+            sparse=sparse,
             warnings=tuple(self.warnings),
             lines=MappingProxyType({".".join(k): v for k, v in self.doc.lines.items()}),
         )
@@ -287,6 +294,8 @@ class _Reader:
             shared=own_shared,
             verify=self.get(fields, path, "verify", _commands, NO_TEXTS),
             on_failure=self.get(fields, path, "on_failure", _on_failure, "continue"),
+            sparse=self.get(fields, path, "sparse", _bool, None),
+            context=self.get(fields, path, "context", _patterns, NO_TEXTS),
         )
 
     # -- agents ------------------------------------------------------------------------
@@ -498,6 +507,12 @@ def _names(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     return tuple(dict.fromkeys(_strings(value)))
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
 
 
 def _on_failure(value: Any) -> str:

@@ -14,6 +14,7 @@ from worktree_runner.presets import PRESETS
 DEFAULT_MAX_PARALLEL = 4
 DEFAULT_TIMEOUT = 3600.0
 DEFAULT_PORT_RANGE = (41000, 41999)
+POOL_PER_AGENT = 4
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class Stream:
     shared: tuple[str, ...] = ()
     verify: tuple[str, ...] = ()
     on_failure: str = "continue"
+    sparse: bool | None = None  # None: the plan's ``sparse``
+    context: tuple[str, ...] = ()  # paths a sparse stream reads or builds with
     # Streams declared earlier that this one may not run beside (conflicts_with or a
     # shared path in common) and that no dependency already orders: it waits for them.
     waits_for: tuple[str, ...] = ()
@@ -92,8 +95,20 @@ class Plan:
     port_range: tuple[int, int] = DEFAULT_PORT_RANGE
     executor: Executor = field(default_factory=Executor)
     coupling: Coupling | None = field(default_factory=Coupling)  # None: 'coupling: off'
+    pool: int | None = None  # None: POOL_PER_AGENT x max_parallel
+    keep_ignored: tuple[str, ...] = ()
+    sparse: bool = False
     warnings: tuple[str, ...] = ()
     lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def pool_size(self, max_parallel: int | None = None) -> int:
+        """How many clean worktrees ``wtr clean`` keeps for reuse (0: none)."""
+        if self.pool is not None:
+            return self.pool
+        return POOL_PER_AGENT * (max_parallel or self.max_parallel)
+
+    def is_sparse(self, stream: Stream) -> bool:
+        return self.sparse if stream.sparse is None else stream.sparse
 
     def line_of(self, dotted_key: str) -> int | None:
         return self.lines.get(dotted_key)

@@ -16,6 +16,7 @@ from worktree_runner.plan.analysis import Analysis, analyze
 from worktree_runner.plan.executor import Executor
 from worktree_runner.plan.load import load_plan, parse_plan, worktree_include
 from worktree_runner.plan.model import Plan
+from worktree_runner.pool import Pool
 from worktree_runner.run import recover, registry
 from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import render_command
@@ -136,6 +137,8 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
         recovered=dict(recovered or {}),
         copy_patterns=(*plan.copy, *worktree_include(repo.root)),
         guard=Guard(repo, store),
+        pool=Pool(repo, Path(record.worktrees_root), plan.pool_size(record.max_parallel),
+                  plan.keep_ignored, note=lambda message: store.event("pool", message=message)),
     )
     ctx.guard.start()
     if ctx.copy_patterns:

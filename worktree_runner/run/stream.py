@@ -18,6 +18,7 @@ from worktree_runner import faults, git, procs
 from worktree_runner.errors import WtrError
 from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
+from worktree_runner.pool import Pool
 from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import DependencyWork, render_command, render_prompt
 from worktree_runner.run.state import Failure, RunStore, Status, now
@@ -43,6 +44,7 @@ class RunContext:
     # Agents found alive, or ended with a recorded exit code, when a run is resumed.
     recovered: dict[str, procs.Agent] = field(default_factory=dict)
     copy_patterns: tuple[str, ...] = ()
+    pool: Pool | None = None
     agents: dict[str, procs.Agent] = field(default_factory=dict)
     _copied: list[str] | None = None
     _copied_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -136,7 +138,8 @@ def _prepare(ctx: RunContext, stream: Stream) -> None:
             base = base.ours
         else:
             ctx.store.update_stream(name, "base_resolved", base_commit=base)
-        git.add_worktree(ctx.repo, path, branch, base)
+        if not _from_pool(ctx, stream, path, branch, base):
+            git.add_worktree(ctx.repo, path, branch, base)
         faults.point("after_branch", name)
     elif not _registered(ctx, path, branch):
         ctx.repo.git("worktree", "prune")
@@ -156,6 +159,16 @@ def _prepare(ctx: RunContext, stream: Stream) -> None:
                 raise StreamFailed(Failure("setup",
                                            f"setup command failed (exit {code}): {command}"))
         ctx.store.update_stream(name, "worktree_prepared", prepared=True)
+
+
+def _from_pool(ctx: RunContext, stream: Stream, path: Path, branch: str, base: str) -> bool:
+    """Take a clean worktree a finished run left in the pool (sparse streams never do)."""
+    if ctx.pool is None or ctx.plan.is_sparse(stream):
+        return False
+    if not ctx.pool.take(path, branch, base, stream.name):
+        return False
+    ctx.store.event("worktree_reused", stream=stream.name)
+    return True
 
 
 def _registered(ctx: RunContext, path: Path, branch: str) -> bool:

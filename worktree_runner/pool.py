@@ -1,0 +1,243 @@
+"""The worktree pool: ``wtr clean`` keeps clean worktrees, the next run's streams take them.
+
+A pooled worktree lives at ``<worktrees root>/.pool/<slot>``: registered with git,
+detached, with no uncommitted change, no untracked file and no ignored file outside the
+plan's ``keep_ignored`` (warm build caches such as ``node_modules/``). A stream takes one
+by renaming it to its own path (``git worktree move``) and checking out its base commit
+from there, which writes only the files that differ: on a large repository that is most
+of the cost of a launch saved, and the kept caches come along.
+
+Each hand-over is a rename done under the pool's file lock, so two runs never take the
+same slot and the pool never grows past its size. Killed at any moment, a worktree is in
+the pool or at a stream's path, where ``take`` (on resume) or ``give_back`` (on the next
+clean) picks it up; a slot folder git lost track of is repaired or removed. A worktree is
+proven clean before reuse; one that is not is saved under a rescue ref and removed,
+never reused. Sparse worktrees are not pooled (removing them is cheap).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from worktree_runner import faults, git
+from worktree_runner.errors import GitFailed, WtrError
+from worktree_runner.plan.model import POOL_PER_AGENT
+from worktree_runner.plan.patterns import compile_patterns
+
+POOL_DIR = ".pool"
+# Files in a worktree's git dir that say an operation is under way: not a clean worktree.
+_IN_PROGRESS = ("rebase-merge", "rebase-apply", "MERGE_HEAD", "CHERRY_PICK_HEAD",
+                "REVERT_HEAD", "BISECT_LOG", "sequencer", "info/sparse-checkout")
+_THREAD_LOCK = threading.Lock()
+
+
+def is_pooled(path: Path) -> bool:
+    return path.parent.name == POOL_DIR
+
+
+@dataclass
+class Pool:
+    """The pool of one worktrees folder, as a plan's ``pool`` and ``keep_ignored`` set it."""
+
+    repo: git.Repository
+    worktrees_root: Path
+    size: int
+    keep_ignored: tuple[str, ...] = ()
+    note: Callable[[str], None] = field(default=lambda message: None)
+
+    @property
+    def folder(self) -> Path:
+        return self.worktrees_root / POOL_DIR
+
+    # -- taking ------------------------------------------------------------------------
+
+    def take(self, path: Path, branch: str, base: str, stream: str) -> bool:
+        """Give ``path`` a pooled worktree on a new ``branch`` at ``base``; False if the pool
+        has none fit for reuse (then nothing was created and the branch does not exist)."""
+        if self.size == 0:
+            return False
+        while self._claim(path, base):
+            faults.point("pool_claimed", stream)
+            if self._reusable(path):
+                try:
+                    self._switch(path, branch, base)
+                    return True
+                except GitFailed as exc:
+                    self.note(f"a pooled worktree could not be moved to {base[:12]} "
+                              f"({exc.message}); removed it")
+                    if git.ref_commit(self.repo, f"refs/heads/{branch}") == base:
+                        git.delete_branch(self.repo, branch, base)
+            self.discard(path)
+        return False
+
+    def _claim(self, path: Path, base: str) -> bool:
+        """Move a pooled worktree to ``path`` (preferring one already at ``base``); True if
+        ``path`` now holds one, including one a killed hand-over left there."""
+        with self._locked():
+            if path.exists():
+                git.run_git(["worktree", "repair", str(path)], self.repo.root, check=False)
+            worktrees = git.list_worktrees(self.repo)
+            if path.exists() and any(w.path == path for w in worktrees):
+                return True
+            slots = [w for w in worktrees if w.path.parent == self.folder and w.path.exists()]
+            if not slots:
+                return False
+            slot = next((w for w in slots if w.head == base), slots[0])
+            git.move_worktree(self.repo, slot.path, path)
+            return True
+
+    def _reusable(self, path: Path) -> bool:
+        """Detached, nothing under way, no change, no stray file outside the kept ones."""
+        found = git.run_git(["rev-parse", "--absolute-git-dir", "--symbolic-full-name", "HEAD"],
+                            path, check=False)
+        lines = found.stdout.split()
+        if not found.ok or len(lines) != 2 or lines[1] != "HEAD":
+            return False
+        if any((Path(lines[0]) / name).exists() for name in _IN_PROGRESS):
+            return False
+        return not self._strays(_status(path), tracked_too=True)
+
+    def _switch(self, path: Path, branch: str, base: str) -> None:
+        old = git.head_of(path)
+        git.switch_worktree(path, branch, base)
+        # Kept caches stay only while ignored: if the ignore rules changed, an untracked
+        # file would otherwise reach the agent's commit.
+        changed = git.run_git(["diff-tree", "--quiet", "-r", old, base, "--",
+                               ":(glob)**/.gitignore"], path, check=False)
+        if not changed.ok:
+            git.run_git(["clean", "-ffdq"], path)
+
+    # -- giving back -------------------------------------------------------------------
+
+    def give_back(self, path: Path, stream: str) -> bool:
+        """Put a worktree whose uncommitted work was already saved into the pool: emptied
+        of changes and of files outside ``keep_ignored``, detached. False when it is not
+        one to keep (pool full or disabled, sparse, an operation under way): remove it."""
+        if self.size == 0 or is_pooled(path) or not path.exists():
+            return False
+        if not self._poolable(path):
+            return False
+        entries = _status(path)
+        if any(code not in ("??", "!!") for code, _ in entries):
+            git.run_git(["reset", "--quiet", "--hard"], path)
+        strays = self._strays(entries, tracked_too=False)
+        if strays:
+            git.run_git(["--literal-pathspecs", "clean", "-ffdxq", "--", *strays], path)
+        git.run_git(["update-ref", "--no-deref", "-m", "wtr: pooled", "HEAD",
+                     git.head_of(path)], path)
+        faults.point("pool_returning", stream)
+        with self._locked():
+            if len(self._slots()) >= self.size:
+                return False
+            git.move_worktree(self.repo, path, self.folder / f"{stream}.{uuid.uuid4().hex[:8]}")
+        return True
+
+    def _poolable(self, path: Path) -> bool:
+        found = git.run_git(["rev-parse", "--absolute-git-dir"], path, check=False)
+        gitdir = Path(found.stdout.strip())
+        return found.ok and not any((gitdir / name).exists() for name in _IN_PROGRESS)
+
+    # -- emptying ----------------------------------------------------------------------
+
+    def tidy(self) -> None:
+        """Repair slot folders a killed move left unknown to git; remove what cannot be."""
+        if not self.folder.is_dir():
+            return
+        with self._locked():
+            known = {w.path for w in git.list_worktrees(self.repo)}
+            lost = [p for p in self.folder.iterdir() if p.is_dir() and p not in known]
+            for slot in lost:
+                git.run_git(["worktree", "repair", str(slot)], self.repo.root, check=False)
+            known = {w.path for w in git.list_worktrees(self.repo)}
+            for slot in lost:
+                if slot not in known:
+                    git.remove_worktree(self.repo, slot, prune=False)
+
+    def discard(self, path: Path) -> str | None:
+        """Remove a pooled (or half handed-over) worktree; anything uncommitted in it is
+        saved under a rescue ref first. Returns that ref, if one was written."""
+        ref = None
+        try:
+            commit = git.snapshot_worktree(self.repo, path, "wtr: uncommitted work found in "
+                                           f"pooled {path}") if git.worktree_dirty(path) else None
+            if commit is not None:
+                ref = f"refs/worktree-runner/rescue/pool/{time.time_ns()}-{path.name}"
+                git.create_ref(self.repo, ref, commit)
+                self.note(f"saved what was left in pooled worktree {path} to {ref}")
+        except WtrError:  # no HEAD to build on: a broken worktree, nothing to rescue from
+            ref = None
+        git.remove_worktree(self.repo, path, prune=False)
+        return ref
+
+    def _slots(self) -> list[Path]:
+        return [w.path for w in git.list_worktrees(self.repo) if w.path.parent == self.folder]
+
+    def _strays(self, entries: list[tuple[str, str]], tracked_too: bool) -> list[str]:
+        """Paths that must not reach the next stream: untracked ones, ignored ones not kept,
+        and (``tracked_too``) changed tracked ones."""
+        keep = compile_patterns(self.keep_ignored)
+        return [name for code, name in entries
+                if code == "??" or (code == "!!" and not keep.match_file(name))
+                or (tracked_too and code not in ("??", "!!"))]
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.repo.state_dir.mkdir(parents=True, exist_ok=True)
+        with _THREAD_LOCK, FileLock(str(self.repo.state_dir / "pool.lock")):
+            yield
+
+
+def _status(path: Path) -> list[tuple[str, str]]:
+    """``(code, path)`` of every change, untracked and ignored path; ignored folders are
+    listed, not entered (a kept ``node_modules/`` costs one entry)."""
+    out = git.run_git(["status", "--porcelain", "-z", "--no-renames", "--ignored=matching",
+                       "--untracked-files=normal"], path).stdout
+    return [(entry[:2], entry[3:]) for entry in out.split("\0") if len(entry) > 3]
+
+
+def for_run(repo: git.Repository, plan_text: str, plan_path: Path, worktrees_root: Path,
+            max_parallel: int) -> Pool:
+    """The pool as the plan a run started with sets it (the default pool if it is unreadable)."""
+    from worktree_runner.plan.load import parse_plan
+
+    try:
+        plan = parse_plan(plan_text, plan_path)
+    except WtrError:
+        return Pool(repo, worktrees_root, POOL_PER_AGENT * max_parallel)
+    return Pool(repo, worktrees_root, plan.pool_size(max_parallel), plan.keep_ignored)
+
+
+def pooled_worktrees(repo: git.Repository) -> list[Path]:
+    """Every pooled worktree of the repository, whatever worktrees folder holds it."""
+    return [w.path for w in git.list_worktrees(repo) if is_pooled(w.path)]
+
+
+def empty(repo: git.Repository, dry_run: bool) -> list[str]:
+    """Remove every pooled worktree (``wtr clean --pool``); what was done, one line each."""
+    from worktree_runner.run import registry
+
+    roots = []
+    for store in registry.list_runs(repo):
+        with contextlib.suppress(WtrError):
+            roots.append(Path(store.load().worktrees_root))
+    done: list[str] = []
+    for root in dict.fromkeys([*roots, *(p.parent.parent for p in pooled_worktrees(repo))]):
+        pool = Pool(repo, root, size=0, note=done.append)
+        if not dry_run:
+            pool.tidy()
+        for path in pool._slots():
+            if not dry_run:
+                pool.discard(path)
+            done.append(f"{'would remove' if dry_run else 'removed'} pooled worktree {path}")
+    if not dry_run:
+        repo.git("worktree", "prune")
+    return done
