@@ -131,9 +131,11 @@ def test_a_reused_worktree_carries_nothing_from_its_previous_stream(
     assert_no_leak(repo)
 
 
-@pytest.mark.parametrize("dirt", ["untracked", "modified", "ignored", "on a branch"])
+@pytest.mark.parametrize("dirt", ["untracked", "modified", "on a branch", "ignored"])
 def test_a_dirty_pooled_worktree_is_discarded_not_reused(
         ignoring: Repo, seen: Path, dirt: str) -> None:
+    """Work found in a pooled worktree is saved and the worktree removed; an ignored file
+    outside keep_ignored is no one's work: it is removed and the worktree reused."""
     repo = ignoring
     assert run(repo, writer(pool=1)).returncode == 0
     assert run_wtr("clean", cwd=repo.path).returncode == 0
@@ -145,17 +147,25 @@ def test_a_dirty_pooled_worktree_is_discarded_not_reused(
     elif dirt == "ignored":
         (slot / "build").mkdir()
         (slot / "build/stale.o").write_text("stale\n")
+        (slot / "node_modules").mkdir()
+        (slot / "node_modules/kept.js").write_text("kept\n")
     else:
         repo.git("-C", str(slot), "switch", "-q", "-c", "someone-else")
     result = run(repo, looker(seen), "second.yaml")
     assert result.returncode == 0, result.stderr + result.stdout
     doc = status(repo)
     assert not slot.exists()
-    assert not any(e["event"] == "worktree_reused" for e in events(repo, doc["run"]))
+    reused = any(e["event"] == "worktree_reused" for e in events(repo, doc["run"]))
+    assert reused == (dirt == "ignored")
     for name in ("db", "ui"):
         files = (seen / f"{name}.files").read_text().split()
         assert "./src/db/stray.py" not in files and "./build/stale.o" not in files
-        assert (seen / f"{name}.status").read_text() == ""
+        assert "./README.md" in files
+        kept = ["!! node_modules/"] if "./node_modules/kept.js" in files else []
+        assert (seen / f"{name}.status").read_text().splitlines() == kept
+    if dirt == "ignored":
+        assert any("./node_modules/kept.js" in (seen / f"{n}.files").read_text().split()
+                   for n in ("db", "ui"))
     rescued = repo.git("for-each-ref", "--format=%(refname)", "refs/worktree-runner/rescue/pool/")
     if dirt in ("untracked", "modified"):
         [ref] = rescued.split()
@@ -283,3 +293,35 @@ def test_pool_keys_in_the_plan() -> None:
     assert "pool: must be a whole number of at least 0" in problem("pool: many\n")
     assert "keep_ignored" in problem("keep_ignored: [/abs/path]\n")
     assert "keep_ignored" in problem("keep_ignored: node_modules/\n")
+
+
+def test_the_quick_look_before_clean_still_finds_work_in_every_worktree(ignoring: Repo) -> None:
+    """The untracked cache and the status that warms it must never hide work from clean."""
+    repo = ignoring
+    plan = agent_plan({
+        "db": {"files": ["src/db/**"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 1"}},
+        "ui": {"files": ["src/ui/**"], "env": {"AGENT_WRITE": "src/ui/view.py=UI = 1"}},
+        "api": {"files": ["src/api/**"], "env": {"AGENT_WRITE": "src/api/orders.py=API = 1"}},
+    }, keep_ignored=["node_modules/"])
+    assert run(repo, plan).returncode == 0
+    doc = status(repo)
+    path = {s["name"]: Path(s["worktree"]) for s in doc["streams"]}
+    for name, where in path.items():  # looked at once: the cache is warm
+        assert repo.git("-C", str(where), "status", "--porcelain") == "", name
+    (path["db"] / "src/db/later.py").write_text("LATER = 1\n")
+    (path["db"] / "src/db/deep/er").mkdir(parents=True)
+    (path["db"] / "src/db/deep/er/file.py").write_text("DEEP = 1\n")
+    (path["ui"] / "src/ui/view.py").write_text("UI = 'staged'\n")
+    repo.git("-C", str(path["ui"]), "add", "src/ui/view.py")
+    for where in path.values():
+        (where / "node_modules").mkdir()
+        (where / "node_modules/cache.js").write_text(f"{where.name}\n")
+    result = run_wtr("clean", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    rescue = f"refs/worktree-runner/rescue/{doc['run']}"
+    assert repo.git("show", f"{rescue}/db:src/db/later.py") == "LATER = 1"
+    assert repo.git("show", f"{rescue}/db:src/db/deep/er/file.py") == "DEEP = 1"
+    assert repo.git("show", f"{rescue}/ui:src/ui/view.py") == "UI = 'staged'"
+    assert repo.git("for-each-ref", f"{rescue}/api") == ""
+    caches = sorted((slot / "node_modules/cache.js").read_text() for slot in pooled(repo))
+    assert caches == ["api\n", "db\n", "ui\n"]

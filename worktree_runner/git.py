@@ -456,7 +456,10 @@ def commit_tree(repo: Repository, tree: str, parents: Sequence[str], message: st
 
 def _status_paths(worktree: Path, untracked: str) -> list[str]:
     # --no-renames: a rename would add a second, unprefixed entry (its old path).
-    args = ["status", "--porcelain", "-z", "--no-renames", f"--untracked-files={untracked}"]
+    # The untracked cache (kept in the worktree's index) lets the next look skip every
+    # folder whose mtime has not changed: the check before clean then costs a stat per file.
+    args = ["-c", "core.untrackedCache=true", "status", "--porcelain", "-z", "--no-renames",
+            f"--untracked-files={untracked}"]
     out = run_git(args, worktree).stdout
     return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
 
@@ -468,6 +471,9 @@ def worktree_dirty(worktree: Path) -> list[str]:
 
 def commit_all(repo: Repository, worktree: Path, message: str, exclude: Sequence[str] = ()) -> bool:
     """Commit everything left in ``worktree`` except ``exclude``; False if nothing was left."""
+    # A status first: mostly nothing is left, and it leaves the untracked cache warm for clean.
+    if not set(worktree_dirty(worktree)) - set(exclude):
+        return False
     run_git(["add", "--all"], worktree)
     if exclude:  # (an exclude pathspec naming an ignored file makes 'git add' fail)
         run_git(["--literal-pathspecs", "reset", "--quiet", "--", *exclude], worktree)

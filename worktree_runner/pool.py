@@ -1,11 +1,13 @@
 """The worktree pool: ``wtr clean`` keeps clean worktrees, the next run's streams take them.
 
 A pooled worktree lives at ``<worktrees root>/.pool/<slot>``: registered with git,
-detached, with no uncommitted change, no untracked file and no ignored file outside the
-plan's ``keep_ignored`` (warm build caches such as ``node_modules/``). A stream takes one
-by renaming it to its own path (``git worktree move``) and checking out its base commit
-from there, which writes only the files that differ: on a large repository that is most
-of the cost of a launch saved, and the kept caches come along.
+detached, with no uncommitted change and no untracked file. A stream takes one by
+renaming it to its own path (``git worktree move``), removing ignored files outside the
+plan's ``keep_ignored`` (warm build caches such as ``node_modules/`` stay) and checking
+out its base commit from there, which writes only the files that differ: on a large
+repository that is most of the cost of a launch saved, and the kept caches come along.
+Clean stays cheap: giving a worktree back is a rename, with no walk of its files beyond
+the look for uncommitted work that clean does anyway.
 
 Each hand-over is a rename done under the pool's file lock, so two runs never take the
 same slot and the pool never grows past its size. Killed at any moment, a worktree is in
@@ -67,9 +69,10 @@ class Pool:
             return False
         while self._claim(path, base):
             faults.point("pool_claimed", stream)
-            if self._reusable(path):
+            strays = self._reusable(path)
+            if strays is not None:
                 try:
-                    self._switch(path, branch, base)
+                    self._switch(path, branch, base, strays)
                     return True
                 except GitFailed as exc:
                     self.note(f"a pooled worktree could not be moved to {base[:12]} "
@@ -95,18 +98,26 @@ class Pool:
             git.move_worktree(self.repo, slot.path, path)
             return True
 
-    def _reusable(self, path: Path) -> bool:
-        """Detached, nothing under way, no change, no stray file outside the kept ones."""
+    def _reusable(self, path: Path) -> list[str] | None:
+        """The ignored files to remove before reuse (those outside ``keep_ignored``), or
+        None if the worktree is not fit: not detached, an operation under way, a changed
+        tracked file or an untracked file (someone worked in the pool)."""
         found = git.run_git(["rev-parse", "--absolute-git-dir", "--symbolic-full-name", "HEAD"],
                             path, check=False)
         lines = found.stdout.split()
         if not found.ok or len(lines) != 2 or lines[1] != "HEAD":
-            return False
+            return None
         if any((Path(lines[0]) / name).exists() for name in _IN_PROGRESS):
-            return False
-        return not self._strays(_status(path), tracked_too=True)
+            return None
+        entries = _status(path)
+        if any(code != "!!" for code, _ in entries):
+            return None
+        keep = compile_patterns(self.keep_ignored)
+        return [name for _, name in entries if not keep.match_file(name)]
 
-    def _switch(self, path: Path, branch: str, base: str) -> None:
+    def _switch(self, path: Path, branch: str, base: str, strays: list[str]) -> None:
+        if strays:
+            git.run_git(["--literal-pathspecs", "clean", "-ffdxq", "--", *strays], path)
         old = git.head_of(path)
         git.switch_worktree(path, branch, base)
         # Kept caches stay only while ignored: if the ignore rules changed, an untracked
@@ -119,32 +130,37 @@ class Pool:
     # -- giving back -------------------------------------------------------------------
 
     def give_back(self, path: Path, stream: str) -> bool:
-        """Put a worktree whose uncommitted work was already saved into the pool: emptied
-        of changes and of files outside ``keep_ignored``, detached. False when it is not
-        one to keep (pool full or disabled, sparse, an operation under way): remove it."""
+        """Put a worktree whose uncommitted work was already saved into the pool: tracked
+        changes and untracked files gone, detached. Ignored files stay until a stream takes
+        it (only then is the folder walked for them). False when it is not one to keep
+        (pool full or off, sparse, an operation under way): the caller removes it."""
         if self.size == 0 or is_pooled(path) or not path.exists():
             return False
-        if not self._poolable(path):
+        head = self._poolable(path)
+        if head is None:
             return False
-        entries = _status(path)
-        if any(code not in ("??", "!!") for code, _ in entries):
+        if git.worktree_dirty(path):
             git.run_git(["reset", "--quiet", "--hard"], path)
-        strays = self._strays(entries, tracked_too=False)
-        if strays:
-            git.run_git(["--literal-pathspecs", "clean", "-ffdxq", "--", *strays], path)
-        git.run_git(["update-ref", "--no-deref", "-m", "wtr: pooled", "HEAD",
-                     git.head_of(path)], path)
+            git.run_git(["clean", "-ffdq"], path)
+        git.run_git(["update-ref", "--no-deref", "-m", "wtr: pooled", "HEAD", head], path)
         faults.point("pool_returning", stream)
         with self._locked():
-            if len(self._slots()) >= self.size:
+            slots = [p for p in self.folder.iterdir() if p.is_dir()] if (
+                self.folder.is_dir()) else []
+            if len(slots) >= self.size:
                 return False
             git.move_worktree(self.repo, path, self.folder / f"{stream}.{uuid.uuid4().hex[:8]}")
         return True
 
-    def _poolable(self, path: Path) -> bool:
-        found = git.run_git(["rev-parse", "--absolute-git-dir"], path, check=False)
-        gitdir = Path(found.stdout.strip())
-        return found.ok and not any((gitdir / name).exists() for name in _IN_PROGRESS)
+    def _poolable(self, path: Path) -> str | None:
+        """The worktree's HEAD commit, if it is one to pool (no operation under way)."""
+        found = git.run_git(["rev-parse", "--absolute-git-dir", "HEAD"], path, check=False)
+        lines = found.stdout.split()
+        if not found.ok or len(lines) != 2:
+            return None
+        if any((Path(lines[0]) / name).exists() for name in _IN_PROGRESS):
+            return None
+        return lines[1]
 
     # -- emptying ----------------------------------------------------------------------
 
@@ -180,14 +196,6 @@ class Pool:
 
     def _slots(self) -> list[Path]:
         return [w.path for w in git.list_worktrees(self.repo) if w.path.parent == self.folder]
-
-    def _strays(self, entries: list[tuple[str, str]], tracked_too: bool) -> list[str]:
-        """Paths that must not reach the next stream: untracked ones, ignored ones not kept,
-        and (``tracked_too``) changed tracked ones."""
-        keep = compile_patterns(self.keep_ignored)
-        return [name for code, name in entries
-                if code == "??" or (code == "!!" and not keep.match_file(name))
-                or (tracked_too and code not in ("??", "!!"))]
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
