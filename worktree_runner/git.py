@@ -474,7 +474,9 @@ def commit_all(repo: Repository, worktree: Path, message: str, exclude: Sequence
     # A status first: mostly nothing is left, and it leaves the untracked cache warm for clean.
     if not set(worktree_dirty(worktree)) - set(exclude):
         return False
-    run_git(["add", "--all"], worktree)
+    # --sparse: in a sparse worktree, a file written outside the sparse set is committed
+    # too (and then refused by the ownership check), not left behind with an error.
+    run_git(["add", "--all", "--sparse"], worktree)
     if exclude:  # (an exclude pathspec naming an ignored file makes 'git add' fail)
         run_git(["--literal-pathspecs", "reset", "--quiet", "--", *exclude], worktree)
     if run_git(["diff", "--cached", "--quiet"], worktree, check=False).ok:
@@ -677,8 +679,8 @@ def snapshot_worktree(repo: Repository, worktree: Path, message: str,
     head = head_of(worktree)
     with tempfile.TemporaryDirectory() as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        run_git(["read-tree", head], worktree, env=env)
-        run_git(["add", "--all"], worktree, env=env)
+        _seed_index(worktree, head, env)
+        run_git(["add", "--all", "--sparse"], worktree, env=env)
         if exclude:  # back to HEAD's version: a copied secret never enters a commit
             run_git(["--literal-pathspecs", "reset", "--quiet", head, "--", *exclude],
                     worktree, env=env)
@@ -730,6 +732,16 @@ def contains_change(repo: Repository, target: str, base: str, head: str) -> bool
     theirs = commit_tree(repo, tree_of(repo, head), [base], "wtr: stream, for a content check")
     merged = merge_trees(repo, ours, theirs)
     return merged.tree == target_tree
+
+
+def _seed_index(worktree: Path, head: str, env: Mapping[str, str]) -> None:
+    """Start a temporary index from the worktree's own (a sparse worktree's files outside
+    its sparse set are absent on purpose, not deleted: its index says so), else from HEAD."""
+    own = worktree / run_git(["rev-parse", "--git-path", "index"], worktree).stdout.strip()
+    if own.is_file():
+        shutil.copyfile(own, env["GIT_INDEX_FILE"])
+    else:
+        run_git(["read-tree", head], worktree, env=env)
 
 
 def unique_commits(repo: Repository, upstream: str, head: str, base: str) -> list[str]:

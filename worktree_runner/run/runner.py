@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worktree_runner import git, procs
+from worktree_runner import git, procs, sparse
 from worktree_runner.errors import BadInput, Interrupted
 from worktree_runner.plan.analysis import Analysis, analyze
 from worktree_runner.plan.executor import Executor
@@ -140,6 +140,7 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
         pool=Pool(repo, Path(record.worktrees_root), plan.pool_size(record.max_parallel),
                   plan.keep_ignored, note=lambda message: store.event("pool", message=message)),
     )
+    sparse.enable(repo, plan)  # (a shared config change: before the guard looks)
     ctx.guard.start()
     if ctx.copy_patterns:
         store.update_run(copied=sorted({*record.copied, *ctx.copied()}))

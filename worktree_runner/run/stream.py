@@ -14,7 +14,7 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
-from worktree_runner import faults, git, procs
+from worktree_runner import faults, git, procs, sparse
 from worktree_runner.errors import WtrError
 from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
@@ -145,6 +145,8 @@ def _prepare(ctx: RunContext, stream: Stream) -> None:
         ctx.repo.git("worktree", "prune")
         git.add_worktree(ctx.repo, path, branch, None)
         ctx.store.event("worktree_recreated", stream=name)
+    if ctx.plan.is_sparse(stream):
+        sparse.restrict(ctx.repo, path, stream, record.base_commit or ctx.base_commit)
     git.populate_worktree(path)
     faults.point("after_worktree", name)
     if record.worktree != str(path):
