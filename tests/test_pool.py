@@ -325,3 +325,19 @@ def test_the_quick_look_before_clean_still_finds_work_in_every_worktree(ignoring
     assert repo.git("for-each-ref", f"{rescue}/api") == ""
     caches = sorted((slot / "node_modules/cache.js").read_text() for slot in pooled(repo))
     assert caches == ["api\n", "db\n", "ui\n"]
+
+
+def test_status_shows_the_disk_the_run_uses(repo: Repo) -> None:
+    assert run(repo, writer()).returncode == 0
+    doc = status(repo)
+    db = Path(stream_of(doc, "db")["worktree"])
+    before = stream_of(doc, "db")["disk_bytes"]
+    assert before > 0 and doc["disk_bytes"] >= before + stream_of(doc, "ui")["disk_bytes"]
+    (db / "big.bin").write_bytes(b"x" * 1_000_000)
+    after = status(repo)
+    assert stream_of(after, "db")["disk_bytes"] >= before + 1_000_000
+    assert stream_of(after, "ui")["disk_bytes"] == stream_of(doc, "ui")["disk_bytes"]
+    text = run_wtr("status", cwd=repo.path)
+    assert "MiB in the run's worktrees" in text.stdout
+    assert run_wtr("clean", cwd=repo.path).returncode == 0
+    assert status(repo)["disk_bytes"] == 0

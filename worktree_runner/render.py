@@ -261,6 +261,8 @@ def print_status(doc: dict[str, Any]) -> None:
     console.print(status_table(doc))
     for line in merge_lines(doc):
         console.print(line)
+    if "disk_bytes" in doc:
+        console.print(f"disk: {doc['disk_bytes'] / 2**20:.1f} MiB in the run's worktrees")
     for line in isolation_lines(doc):
         console.print(line, markup=False, highlight=False, style="yellow")
 

@@ -185,7 +185,7 @@ def status(repo_dir: Path | None, run_id: str | None, as_json: bool, markdown: b
 
     exclusive(json=as_json, markdown=markdown)
     _, store = open_store(repo_dir, run_id)
-    doc = status_document(store)
+    doc = status_document(store, disk=True)
     if as_json:
         emit_json(doc)
     elif markdown:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from worktree_runner.run.disk import run_disk
 from worktree_runner.run.state import RunStore, Status, StreamRecord, empty_merge
 
 
@@ -57,9 +58,14 @@ def merge_view(merge: dict[str, Any], target: str) -> dict[str, Any]:
     return {**empty_merge(target), **MergeQueue.from_json(merge, target).to_json()}
 
 
-def status_document(store: RunStore) -> dict[str, Any]:
+def status_document(store: RunStore, disk: bool = False) -> dict[str, Any]:
+    """The status; with ``disk``, also ``disk_bytes`` of the run and of each stream (a walk
+    of every worktree: asked for by ``wtr status`` only)."""
     record = store.load()
     streams = [stream_document(store, s) for s in record.streams.values()]
+    used = run_disk(record) if disk else None
+    for entry in streams if used else []:
+        entry["disk_bytes"] = used["streams"][entry["name"]] if used else None
     counts = {status.value: 0 for status in Status}
     for stream in record.streams.values():
         counts[stream.status] += 1
@@ -76,5 +82,6 @@ def status_document(store: RunStore) -> dict[str, Any]:
         "counts": counts,
         "streams": streams,
         "merge": merge_view(record.merge, record.target),
+        **({"disk_bytes": used["disk_bytes"]} if used else {}),
         "isolation": record.isolation,
     }

@@ -1,0 +1,47 @@
+"""Disk used by a run's worktrees (what ``du`` reports), for ``wtr status``.
+
+Walks every file of every worktree, so only ``wtr status`` asks for it, not the runner.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from worktree_runner.merge.stage import INTEGRATION_DIR
+from worktree_runner.run.state import RunRecord
+
+
+def used_bytes(path: Path, seen: set[tuple[int, int]] | None = None) -> int:
+    """Bytes of disk blocks under ``path`` (links not followed; a hard link counted once)."""
+    seen = set() if seen is None else seen
+    total, folders = 0, [str(path)]
+    while folders:
+        try:
+            entries = list(os.scandir(folders.pop()))
+        except OSError:  # gone or unreadable meanwhile: not ours to count
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if info.st_nlink > 1 and not entry.is_dir(follow_symlinks=False):
+                if (info.st_dev, info.st_ino) in seen:
+                    continue
+                seen.add((info.st_dev, info.st_ino))
+            total += info.st_blocks * 512
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(entry.path)
+    return total
+
+
+def run_disk(record: RunRecord) -> dict[str, Any]:
+    """``disk_bytes`` of the run and of each stream's worktree (0 when it has none)."""
+    seen: set[tuple[int, int]] = set()
+    streams = {name: used_bytes(Path(s.worktree), seen) if s.worktree else 0
+               for name, s in record.streams.items()}
+    integration = Path(record.worktrees_root) / record.run / INTEGRATION_DIR
+    merge = used_bytes(integration, seen) if integration.exists() else 0
+    return {"disk_bytes": sum(streams.values()) + merge, "streams": streams}
