@@ -458,8 +458,9 @@ def _status_paths(worktree: Path, untracked: str) -> list[str]:
     # --no-renames: a rename would add a second, unprefixed entry (its old path).
     # The untracked cache (kept in the worktree's index) lets the next look skip every
     # folder whose mtime has not changed: the check before clean then costs a stat per file.
-    args = ["-c", "core.untrackedCache=true", "status", "--porcelain", "-z", "--no-renames",
-            f"--untracked-files={untracked}"]
+    # git 2.39 uses it for "all" only when "all" is the configured default, not a flag.
+    args = ["-c", "core.untrackedCache=true", "-c", f"status.showUntrackedFiles={untracked}",
+            "status", "--porcelain", "-z", "--no-renames"]
     out = run_git(args, worktree).stdout
     return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
 
