@@ -67,7 +67,10 @@ def restrict(repo: git.Repository, path: Path, stream: Stream, commit: str) -> N
     sparse set; the checkout that follows writes only those files."""
     wanted = patterns(stream)
     folders = cone_folders(repo, commit, wanted)
-    mode, lines = ("--cone", folders) if folders is not None else ("--no-cone", list(wanted))
+    # In cone mode the index too can be sparse (a folder outside the set is one entry, not
+    # one per file), so the checkout and every later status cost what the set holds.
+    mode = ["--cone", "--sparse-index"] if folders is not None else ["--no-cone"]
+    lines = folders if folders is not None else list(wanted)
     with git.repository_lock(repo):  # it writes the worktree's config and sparse file
-        git.run_git(["sparse-checkout", "set", mode, "--stdin"], path,
+        git.run_git(["sparse-checkout", "set", *mode, "--stdin"], path,
                     stdin="".join(f"{line}\n" for line in lines))
