@@ -341,3 +341,23 @@ def test_status_shows_the_disk_the_run_uses(repo: Repo) -> None:
     assert "MiB in the run's worktrees" in text.stdout
     assert run_wtr("clean", cwd=repo.path).returncode == 0
     assert status(repo)["disk_bytes"] == 0
+
+
+def test_a_kept_cache_no_longer_ignored_is_removed_not_committed(ignoring: Repo,
+                                                                  seen: Path) -> None:
+    repo = ignoring
+    assert run(repo, writer(pool=1)).returncode == 0
+    db = Path(stream_of(status(repo), "db")["worktree"])
+    (db / "node_modules").mkdir()
+    (db / "node_modules/cache.js").write_text("cache\n")
+    assert run_wtr("clean", cwd=repo.path).returncode == 0
+    [slot] = pooled(repo)
+    assert (slot / "node_modules/cache.js").exists()
+    repo.commit({".gitignore": "build/\n*.log\n"}, "node_modules is no longer ignored")
+    result = run(repo, looker(seen), "second.yaml")
+    assert result.returncode == 0, result.stderr + result.stdout
+    doc = status(repo)
+    assert any(e["event"] == "worktree_reused" for e in events(repo, doc["run"]))
+    for name in ("db", "ui"):
+        assert (seen / f"{name}.status").read_text() == ""
+        assert not any("node_modules" in f for f in (seen / f"{name}.files").read_text().split())

@@ -122,9 +122,9 @@ class Pool:
         git.switch_worktree(path, branch, base)
         # Kept caches stay only while ignored: if the ignore rules changed, an untracked
         # file would otherwise reach the agent's commit.
-        changed = git.run_git(["diff-tree", "--quiet", "-r", old, base, "--",
-                               ":(glob)**/.gitignore"], path, check=False)
-        if not changed.ok:
+        # (No pathspec: diff-tree then reads only the trees that differ.)
+        changed = git.run_git(["diff-tree", "-r", "--name-only", "-z", old, base], path).stdout
+        if any(name.rsplit("/", 1)[-1] == ".gitignore" for name in changed.split("\0")):
             git.run_git(["clean", "-ffdq"], path)
 
     # -- giving back -------------------------------------------------------------------
