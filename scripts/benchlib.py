@@ -109,7 +109,10 @@ def build_repo(path: Path, files: int, areas: list[str], env: dict[str, str]) ->
         file.write_text(f"{area} file {rest}\n" * 4)
     run(["git", "init", "-q", "-b", "main"], path, env)
     run(["git", "add", "-A"], path, env)
-    run(["git", "commit", "-q", "-m", "synthetic repository"], path, env)
+    # No background `gc --auto` (from 6,700 loose objects): it would pack and delete objects
+    # while the clones copy them. Packed once here instead, as a real repository is.
+    run(["git", "-c", "gc.auto=0", "commit", "-q", "-m", "synthetic repository"], path, env)
+    run(["git", "repack", "-adq"], path, env)
 
 
 def fresh_clone(template: Path, dest: Path, env: dict[str, str]) -> Path:
