@@ -65,8 +65,8 @@ class Pool:
     def take(self, path: Path, branch: str, base: str, stream: str) -> bool:
         """Give ``path`` a pooled worktree on a new ``branch`` at ``base``; False if the pool
         has none fit for reuse (then nothing was created and the branch does not exist)."""
-        if self.size == 0:
-            return False
+        if self.size == 0 or not (self.folder.is_dir() or path.exists()):
+            return False  # (nothing pooled: not even a look at git's worktree list)
         while self._claim(path, base):
             faults.point("pool_claimed", stream)
             strays = self._reusable(path)
