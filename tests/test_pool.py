@@ -346,12 +346,12 @@ def test_status_shows_the_disk_the_run_uses(repo: Repo) -> None:
 def test_a_kept_cache_no_longer_ignored_is_removed_not_committed(ignoring: Repo,
                                                                   seen: Path) -> None:
     repo = ignoring
-    assert run(repo, writer(pool=1)).returncode == 0
+    assert run(repo, writer()).returncode == 0
     db = Path(stream_of(status(repo), "db")["worktree"])
     (db / "node_modules").mkdir()
     (db / "node_modules/cache.js").write_text("cache\n")
     assert run_wtr("clean", cwd=repo.path).returncode == 0
-    [slot] = pooled(repo)
+    [slot] = [p for p in pooled(repo) if p.name.startswith("db.")]
     assert (slot / "node_modules/cache.js").exists()
     repo.commit({".gitignore": "build/\n*.log\n"}, "node_modules is no longer ignored")
     result = run(repo, looker(seen), "second.yaml")
@@ -361,3 +361,23 @@ def test_a_kept_cache_no_longer_ignored_is_removed_not_committed(ignoring: Repo,
     for name in ("db", "ui"):
         assert (seen / f"{name}.status").read_text() == ""
         assert not any("node_modules" in f for f in (seen / f"{name}.files").read_text().split())
+
+
+def test_streams_taking_from_the_pool_and_adding_worktrees_at_once_do_not_race(
+        repo: Repo) -> None:
+    """Half of a run's streams take pooled worktrees while the rest add new ones: git's
+    worktree listing must never see a worktree half added."""
+    def streams(count: int) -> dict:
+        return {f"s{i:02d}": {"files": [f"area/s{i:02d}/**"],
+                              "env": {"AGENT_WRITE": f"area/s{i:02d}/f.txt=x"}}
+                for i in range(count)}
+
+    assert run(repo, agent_plan(streams(6), max_parallel=6)).returncode == 0
+    assert run_wtr("clean", cwd=repo.path).returncode == 0
+    assert len(pooled(repo)) == 6
+    result = run(repo, agent_plan(streams(12), max_parallel=12), "twelve.yaml")
+    assert result.returncode == 0, result.stderr + result.stdout
+    doc = status(repo)
+    reused = [e for e in events(repo, doc["run"]) if e["event"] == "worktree_reused"]
+    assert len(reused) == 6 and doc["counts"]["succeeded"] == 12
+    assert_no_leak(repo)

@@ -8,6 +8,7 @@ honours an inherited ``GIT_COMMON_DIR``, so neither can keep a leaked ``GIT_DIR`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -377,10 +378,11 @@ def populate_worktree(path: Path) -> None:
 
 
 @retry_on_lock
-def move_worktree(repo: Repository, source: Path, target: Path) -> None:
-    """Move a registered worktree (a rename: no file is rewritten)."""
+def move_worktree(repo: Repository, source: Path, target: Path, locked: bool = False) -> None:
+    """Move a registered worktree (a rename: no file is rewritten); ``locked``: the caller
+    holds the repository lock already."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with repository_lock(repo):
+    with contextlib.nullcontext() if locked else repository_lock(repo):
         repo.git("worktree", "move", str(source), str(target))
 
 

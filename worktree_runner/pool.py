@@ -85,7 +85,9 @@ class Pool:
     def _claim(self, path: Path, base: str) -> bool:
         """Move a pooled worktree to ``path`` (preferring one already at ``base``); True if
         ``path`` now holds one, including one a killed hand-over left there."""
-        with self._locked():
+        # The repository lock too: a worktree being added meanwhile is half registered,
+        # and git's own listing fails on it.
+        with self._locked(), git.repository_lock(self.repo):
             if path.exists():
                 git.run_git(["worktree", "repair", str(path)], self.repo.root, check=False)
             worktrees = git.list_worktrees(self.repo)
@@ -95,7 +97,7 @@ class Pool:
             if not slots:
                 return False
             slot = next((w for w in slots if w.head == base), slots[0])
-            git.move_worktree(self.repo, slot.path, path)
+            git.move_worktree(self.repo, slot.path, path, locked=True)
             return True
 
     def _reusable(self, path: Path) -> list[str] | None:
@@ -168,15 +170,15 @@ class Pool:
         """Repair slot folders a killed move left unknown to git; remove what cannot be."""
         if not self.folder.is_dir():
             return
-        with self._locked():
+        with self._locked(), git.repository_lock(self.repo):
             known = {w.path for w in git.list_worktrees(self.repo)}
             lost = [p for p in self.folder.iterdir() if p.is_dir() and p not in known]
             for slot in lost:
                 git.run_git(["worktree", "repair", str(slot)], self.repo.root, check=False)
             known = {w.path for w in git.list_worktrees(self.repo)}
-            for slot in lost:
-                if slot not in known:
-                    git.remove_worktree(self.repo, slot, prune=False)
+            lost = [slot for slot in lost if slot not in known]
+        for slot in lost:
+            git.remove_worktree(self.repo, slot, prune=False)
 
     def discard(self, path: Path) -> str | None:
         """Remove a pooled (or half handed-over) worktree; anything uncommitted in it is
