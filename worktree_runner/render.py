@@ -127,8 +127,15 @@ def status_text(doc: dict[str, Any]) -> str:
               .rstrip() for row in rows]
     attention = _attention(doc, markdown=False)
     lines += ["", "Needs attention:", *(attention or ["  nothing: every stream is fine so far"])]
-    lines += [line.rstrip() for line in [*merge_lines(doc), *isolation_lines(doc)]]
+    lines += [line.rstrip() for line in [*merge_lines(doc), *disk_lines(doc),
+                                         *isolation_lines(doc)]]
     return "\n".join(lines)
+
+
+def disk_lines(doc: dict[str, Any]) -> list[str]:
+    if "disk_bytes" not in doc:
+        return []
+    return [f"disk: {doc['disk_bytes'] / 2**20:.1f} MiB in the run's worktrees"]
 
 
 _STYLES = {"succeeded": "green", "merged": "green", "failed": "red", "blocked": "yellow",
@@ -261,8 +268,8 @@ def print_status(doc: dict[str, Any]) -> None:
     console.print(status_table(doc))
     for line in merge_lines(doc):
         console.print(line)
-    if "disk_bytes" in doc:
-        console.print(f"disk: {doc['disk_bytes'] / 2**20:.1f} MiB in the run's worktrees")
+    for line in disk_lines(doc):
+        console.print(line)
     for line in isolation_lines(doc):
         console.print(line, markup=False, highlight=False, style="yellow")
 
