@@ -213,7 +213,8 @@ def test_kill_9_while_taking_a_pooled_worktree_loses_nothing_and_leaks_nothing(
     crashed = run(repo, looker(seen), "second.yaml", WTR_FAULT="pool_claimed:db")
     assert crashed.returncode == -signal.SIGKILL
     db = repo.path.parent / "repo.worktrees" / status(repo)["run"] / "db"
-    assert db in worktrees(repo) and len(pooled(repo)) == len(before) - 1
+    # db holds its pooled worktree (ui, running beside it, may hold the other one)
+    assert db in worktrees(repo) and len(pooled(repo)) <= len(before) - 1
     assert_no_leak(repo)
     resumed = run_wtr("resume", cwd=repo.path)
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
