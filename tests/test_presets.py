@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -141,7 +142,7 @@ def test_compose_project_name_is_run_and_stream(repo: Repo, tmp_path: Path) -> N
                                    "env": {"AGENT_RECORD": str(rec)}}}, name="Shop")
     run_with_path(repo, plan, None)
     seen = json.loads(next(rec.glob("Db.Main.*.start.json")).read_text())
-    assert seen["env"]["COMPOSE_PROJECT_NAME"] == "shop-1-db-main"
+    assert re.fullmatch(r"shop-1-db-main-[0-9a-f]{8}", seen["env"]["COMPOSE_PROJECT_NAME"])
 
 
 def test_port_range_too_small_is_a_plan_error(repo: Repo) -> None:

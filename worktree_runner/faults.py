@@ -7,10 +7,10 @@ writes ``<path>.reached`` there and waits while ``<path>`` exists, so a test can
 second command at exactly that moment.
 
 A point is ``<step>`` or ``<step>:<stream>``. Steps: after_branch, after_worktree,
-agent_started, agent_running, agent_ended, ownership_check (the runner); clean_rescued,
-clean_branches (clean); pool_claimed (a stream holds a pooled worktree, not yet
-switched to its base) and pool_returning (clean has emptied a worktree, not yet moved it
-into the pool).
+agent_started, agent_running, agent_ended, ownership_check (the runner); reconciled
+(resume); clean_rescued, clean_branches (clean); pool_claimed (a stream holds a pooled
+worktree, not yet switched to its base) and pool_returning (clean has emptied a worktree,
+not yet moved it into the pool).
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from tenacity import (
 
 from worktree_runner import git
 from worktree_runner.errors import BadInput, WtrError
+from worktree_runner.procs import process_start_time, run_forwarding_signals
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -52,7 +52,9 @@ class HeldLock:
                     self.lock.acquire(timeout=0)
         except RetryError:
             return False
-        self.note.write_text(json.dumps({"pid": os.getpid(), "since": time.time(), **holder}))
+        pid = os.getpid()
+        self.note.write_text(json.dumps({"pid": pid, "pid_start": process_start_time(pid),
+                                         "since": time.time(), **holder}))
         return True
 
     def release(self) -> None:
@@ -64,6 +66,18 @@ class HeldLock:
             return True
         self.release()
         return False
+
+    def held(self) -> bool:
+        """Whether a live process holds the lock: its note names a process that is still
+        the same one (pid and start time); without a note, by trying the lock."""
+        try:
+            data = json.loads(self.note.read_text())
+        except (OSError, ValueError):
+            return self.busy()
+        if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
+            return self.busy()
+        started = process_start_time(data["pid"])
+        return started is not None and started == data.get("pid_start", started)
 
     def holder(self) -> dict[str, object]:
         """What the holder wrote, with ``since`` as a clock time; empty if unreadable."""
@@ -93,7 +107,7 @@ def run_locked(repo: git.Repository, name: str, timeout: float, command: Sequenc
         raise WtrError(f"lock '{name}' is still held after {timeout:g}s, by "
                        f"{_describe(lock.holder())}")
     try:
-        return subprocess.call(list(command))
+        return run_forwarding_signals(command)
     except OSError as exc:
         raise BadInput(f"cannot run {command[0]!r}: {exc.strerror}") from None
     finally:

@@ -135,6 +135,27 @@ def capture(argv: Sequence[str], cwd: Path, timeout: float = 120) -> tuple[int, 
     return done.returncode, done.stdout, done.stderr
 
 
+def run_forwarding_signals(command: Sequence[str]) -> int:
+    """Run ``command`` to its end (for ``wtr lock``), passing SIGTERM and SIGHUP on to it
+    instead of dying first: whoever holds something while it runs holds it until it has
+    exited. SIGINT from a terminal reaches the command by itself (same process group), so
+    it is only not allowed to end us early. Exit code as a shell gives it (128 + signal)."""
+    process = subprocess.Popen(list(command))
+
+    def forward(signum: int, frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signum)
+
+    handlers = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    handlers[signal.SIGINT] = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        code = process.wait()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return code if code >= 0 else 128 - code
+
+
 # -- agents: started through the supervisor, or adopted after a runner crash ----------------
 
 
@@ -194,3 +215,28 @@ def start_agent(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str], lo
                   *as_argv(argv)]
     process = start(supervised, cwd, env, log_path)
     return Agent(process.pid, process_start_time(process.pid), exit_file, process)
+
+
+SUPERVISOR_MODULE = "worktree_runner.supervise"
+
+
+def live_agents(stream_dir: Path) -> list[Agent]:
+    """Supervisors still alive whose exit file is in ``stream_dir``: agents of that stream,
+    whoever started them (a runner killed before it could record the pid included)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        module = SUPERVISOR_MODULE.encode()
+        if module not in argv[:6] or argv.index(module) + 1 >= len(argv):
+            continue
+        exit_file = Path(os.fsdecode(argv[argv.index(module) + 1]))
+        if exit_file.parent != stream_dir:
+            continue
+        pid = int(cmdline.parent.name)
+        started = process_start_time(pid)
+        if started is not None:
+            found.append(Agent(pid, started, exit_file))
+    return found

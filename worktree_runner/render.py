@@ -222,6 +222,9 @@ def _attention(doc: dict[str, Any], markdown: bool) -> list[str]:
         return f"`{text}`" if markdown else f"'{text}'"
 
     items = []
+    if doc["state"] == "interrupted":  # its runner is gone (kill -9, a crash)
+        items.append(f"run {name(doc['run'])} was interrupted: no wtr is working on it; "
+                     f"{cmd('wtr resume --run ' + doc['run'])} continues it")
     for s in doc["streams"]:
         if s["status"] == "failed" and s.get("start_conflict"):
             items.append(f"{name(s['name'])} cannot start: {s['failure']['message']}")
@@ -266,6 +269,9 @@ def transition_line(name: str, data: dict[str, Any],
 def print_status(doc: dict[str, Any]) -> None:
     console = Console()
     console.print(status_table(doc))
+    if doc["state"] == "interrupted":
+        console.print(_attention(doc, markdown=False)[0].strip(), markup=False,
+                      highlight=False, style="yellow")
     for line in merge_lines(doc):
         console.print(line)
     for line in disk_lines(doc):

@@ -8,6 +8,7 @@ AGENT_SLEEP=S        sleep S seconds before finishing
 AGENT_EXIT=N         exit with code N (after writing and committing)
 AGENT_FAIL_ATTEMPTS=N  exit 1 on the first N attempts
 AGENT_HANG=1         start a grandchild that sleeps, then sleep forever (printing nothing)
+AGENT_HANG_ATTEMPTS=N  with AGENT_HANG: hang on the first N attempts only (needs AGENT_RECORD)
 AGENT_CHATTY_HANG=1  like AGENT_HANG, but keep printing output
 AGENT_PROGRESS=1     report progress with `wtr progress`
 AGENT_SLEEP_FIRST=S  on the first attempt only (needs AGENT_RECORD), sleep S seconds at the end
@@ -52,6 +53,17 @@ def record(stage: str, extra: dict[str, object] | None = None) -> None:
     partial.replace(final)
 
 
+def _hangs() -> bool:
+    if not os.environ.get("AGENT_HANG"):
+        return False
+    limit = os.environ.get("AGENT_HANG_ATTEMPTS")
+    folder = os.environ.get("AGENT_RECORD")
+    if limit is None or not folder:
+        return True
+    attempt = len(list(Path(folder).glob(f"{os.environ['WTR_STREAM']}.*.start")))
+    return attempt <= int(limit)
+
+
 def git(*args: str) -> None:
     subprocess.run(["git", *args], check=True, capture_output=True)
 
@@ -64,7 +76,7 @@ def main() -> int:
         time.sleep(0.1)
     if os.environ.get("AGENT_PROGRESS"):
         subprocess.run(["wtr", "progress", "halfway", "--percent", "50"], check=True)
-    if os.environ.get("AGENT_HANG") or os.environ.get("AGENT_CHATTY_HANG"):
+    if _hangs() or os.environ.get("AGENT_CHATTY_HANG"):
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         record("child", {"child_pid": child.pid, "pid": os.getpid()})
         while True:

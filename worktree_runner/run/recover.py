@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 
-from worktree_runner import git, procs
+from worktree_runner import faults, git, procs
 from worktree_runner.errors import BadInput
 from worktree_runner.plan.model import Plan
 from worktree_runner.run import registry
@@ -30,6 +30,7 @@ def reconcile(store: RunStore, plan: Plan, retry_failed: bool = False) -> dict[s
                 recovered[name] = agent
             store.update_stream(name, "stream_recovered", status=Status.PENDING.value,
                                 adopted=agent is not None)
+            faults.point("reconciled", name)
         elif stream.status == Status.FAILED.value and (
             retry_failed or (stream.failure is not None and stream.failure.kind == "interrupted")
         ):

@@ -13,7 +13,7 @@ from typing import Any
 from worktree_runner import git
 from worktree_runner.errors import BadInput, UnknownRun, WtrError
 from worktree_runner.locks import HeldLock
-from worktree_runner.run.state import RunStore
+from worktree_runner.run.state import RunState, RunStore
 
 
 def runs_root(repo: git.Repository) -> Path:
@@ -136,7 +136,7 @@ def summary(store: RunStore) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for stream in record.streams.values():
         counts[stream.status] = counts.get(stream.status, 0) + 1
-    return {"run": record.run, "state": record.state, "plan": record.plan,
+    return {"run": record.run, "state": effective_state(store, record.state), "plan": record.plan,
             "created_at": record.created_at, "finished_at": record.finished_at,
             "counts": counts, "merge": record.merge.get("state", "none")}
 
@@ -159,4 +159,20 @@ def hold_run(store: RunStore) -> Iterator[None]:
 
 
 def run_is_active(store: RunStore) -> bool:
-    return HeldLock(store.dir / "runner.lock").busy()
+    """Whether a live wtr holds the run's lock (asked of its note, not by taking the lock:
+    a status must never make a starting runner think the run is taken)."""
+    return HeldLock(store.dir / "runner.lock").held()
+
+
+def runner_of(store: RunStore) -> dict[str, object] | None:
+    """Who holds the run's lock now (pid, command, since), or None."""
+    lock = HeldLock(store.dir / "runner.lock")
+    return lock.holder() or None if lock.held() else None
+
+
+def effective_state(store: RunStore, state: str) -> str:
+    """The run's state as it really is: a run recorded as running whose runner is gone
+    (kill -9, a crash, a reboot) is interrupted; 'wtr resume' continues it."""
+    if state == RunState.RUNNING.value and not run_is_active(store):
+        return RunState.INTERRUPTED.value
+    return state

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from worktree_runner.run import registry
 from worktree_runner.run.disk import run_disk
 from worktree_runner.run.state import RunStore, Status, StreamRecord, empty_merge
 
@@ -73,7 +74,8 @@ def status_document(store: RunStore, disk: bool = False) -> dict[str, Any]:
         "run": record.run,
         "plan": record.plan,
         "repo": record.repo,
-        "state": record.state,
+        "state": registry.effective_state(store, record.state),
+        "runner": registry.runner_of(store),
         "base": record.base,
         "base_commit": record.base_commit,
         "target": record.target,

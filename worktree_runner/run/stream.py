@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -292,8 +293,14 @@ def _env(ctx: RunContext, stream: Stream) -> dict[str, str]:
 
 
 def compose_project_name(run_id: str, name: str) -> str:
-    """Docker Compose's project of a stream's worktree (its containers, networks, volumes)."""
-    return re.sub(r"[^a-z0-9_-]", "-", f"{run_id}-{name}".lower())
+    """Docker Compose's project of a stream's worktree (its containers, networks, volumes).
+
+    Compose allows only ``a-z 0-9 _ -``; folding case and the other characters alone would
+    give streams ``a.b`` and ``a-b`` (or ``HEAD`` and ``head``) one project, so a short
+    digest of the exact run and stream names follows the readable part."""
+    readable = re.sub(r"[^a-z0-9_-]", "-", f"{run_id}-{name}".lower()).lstrip("-_")
+    digest = hashlib.sha256(f"{run_id}/{name}".encode()).hexdigest()[:8]
+    return f"{readable}-{digest}"
 
 
 def _append_log(ctx: RunContext, name: str, text: str) -> None:
@@ -336,6 +343,9 @@ def _attempts(ctx: RunContext, stream: Stream, last: Failure | None) -> Failure 
 
 def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failure | None:
     name = stream.name
+    earlier = _earlier_agent(ctx, name)
+    if earlier is not None:
+        return _finish_attempt(ctx, stream, earlier)
     record = ctx.store.update_stream(name, "attempt_started",
                                      attempts=ctx.store.record.streams[name].attempts + 1)
     worktree, branch = ctx.worktree(name), ctx.branch(name)
@@ -350,10 +360,37 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
     log_start = ctx.store.log_path(name).stat().st_size
     agent = procs.start_agent(argv, worktree, _env(ctx, stream), ctx.store.log_path(name),
                               ctx.store.exit_path(name, record.attempts))
+    faults.point("agent_started", name)
     ctx.store.update_stream(name, "agent_started", pid=agent.pid, pid_start=agent.started,
                             agent_started=time.time(), log_start=log_start)
     faults.point("agent_running", name)
     return _finish_attempt(ctx, stream, agent)
+
+
+def _earlier_agent(ctx: RunContext, name: str) -> procs.Agent | None:
+    """An agent of this stream that is still alive (its runner was killed before it could
+    record the pid, or a resume was): adopted, never run beside a second one."""
+    alive = procs.live_agents(ctx.store.stream_dir(name))
+    record = ctx.store.record.streams[name]
+    if not alive:
+        # A resume found it (alive or ended) and was killed before it could watch it.
+        ended = ctx.store.exit_path(name, record.attempts)
+        if record.adopted and record.attempts and ended.exists():
+            return procs.Agent(record.pid or 0, record.pid_start, ended)
+        return None
+    newest = max(alive, key=lambda agent: _attempt_of(agent.exit_file))
+    for other in alive:
+        if other is not newest:
+            other.stop()
+    ctx.store.update_stream(name, "agent_adopted", pid=newest.pid, pid_start=newest.started,
+                            attempts=max(record.attempts, _attempt_of(newest.exit_file)),
+                            agent_started=record.agent_started or time.time(), adopted=True)
+    return newest
+
+
+def _attempt_of(exit_file: Path) -> int:
+    match = re.fullmatch(r"exit-(\d+)\.json", exit_file.name)
+    return int(match.group(1)) if match else 0
 
 
 def _finish_attempt(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | None:
@@ -367,6 +404,7 @@ def _finish_attempt(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Fail
     record = ctx.store.record.streams[stream.name]
     used = attempt_usage(ctx.store.log_path(stream.name), record.log_start or 0)
     ctx.store.update_stream(stream.name, "agent_exited", exit_code=agent.exit_code(), pid=None,
+                            adopted=False,
                             usage=add_usage(record.usage, used))
     return failure or _check_work(ctx, stream)
 

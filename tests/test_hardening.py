@@ -1,0 +1,155 @@
+"""Running twice, dying runners, signals and names: real processes on real repositories."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.gitrepo import Repo, run_wtr
+from tests.runhelp import agent_plan, records, stream_of
+
+
+@pytest.fixture
+def rec(tmp_path: Path) -> Path:
+    folder = tmp_path / "records"
+    folder.mkdir()
+    return folder
+
+
+def status(repo: Repo) -> dict:
+    return run_wtr("status", "--json", cwd=repo.path).json()
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def start_runner(repo: Repo, plan: dict) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "worktree_runner", "run", str(repo.write_plan(plan))],
+        cwd=repo.path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+# -- 10.4: a run whose runner died is interrupted, and says how to continue ----------------
+
+
+def test_status_after_kill_9_of_the_runner_says_interrupted_and_how_to_resume(
+        repo: Repo, rec: Path) -> None:
+    plan = agent_plan({"db": {"files": ["src/db/**"],
+                              "env": {"AGENT_RECORD": str(rec), "AGENT_SLEEP": "6",
+                                      "AGENT_WRITE": "src/db/models.py=DB = 1"}}})
+    runner = start_runner(repo, plan)
+    wait_for(lambda: len(records(rec, "db")) == 1)
+    live = status(repo)
+    assert live["state"] == "running" and live["runner"]["pid"] == runner.pid
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    doc = status(repo)
+    assert doc["state"] == "interrupted" and doc["runner"] is None
+    text = run_wtr("status", cwd=repo.path).stdout
+    assert "interrupted" in text and f"wtr resume --run {doc['run']}" in text
+    markdown = run_wtr("status", "--markdown", cwd=repo.path).stdout
+    attention = markdown.split("## Needs attention", 1)[1]
+    assert f"wtr resume --run {doc['run']}" in attention
+    runs = run_wtr("runs", "--json", cwd=repo.path).json()["runs"]
+    assert runs[0]["state"] == "interrupted"
+    resumed = run_wtr("resume", "--run", doc["run"], cwd=repo.path)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert status(repo)["state"] == "finished"
+
+
+# -- 16.6: never two agents of one stream ----------------------------------------------------
+
+
+def test_a_runner_killed_before_recording_the_agent_never_starts_a_second_one(
+        repo: Repo, rec: Path) -> None:
+    plan = agent_plan({"db": {"files": ["src/db/**"],
+                              "env": {"AGENT_RECORD": str(rec), "AGENT_SLEEP": "6",
+                                      "AGENT_WRITE": "src/db/models.py=DB = 6"}}})
+    crashed = run_wtr("run", repo.write_plan(plan), cwd=repo.path,
+                      env={"WTR_FAULT": "agent_started:db"})
+    assert crashed.returncode == -signal.SIGKILL
+    assert stream_of(status(repo), "db")["status"] == "running"
+    resumed = run_wtr("resume", cwd=repo.path)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert len(records(rec, "db")) == 1  # the first agent was adopted, not run beside
+    db = stream_of(status(repo), "db")
+    assert db["status"] == "succeeded"
+    assert repo.git("show", f"{db['branch']}:src/db/models.py") == "DB = 6"
+
+
+def test_a_resume_killed_after_requeueing_adopts_the_agent_next_time(repo: Repo,
+                                                                     rec: Path) -> None:
+    plan = agent_plan({"db": {"files": ["src/db/**"],
+                              "env": {"AGENT_RECORD": str(rec), "AGENT_SLEEP": "8",
+                                      "AGENT_WRITE": "src/db/models.py=DB = 7"}}})
+    runner = start_runner(repo, plan)
+    wait_for(lambda: len(records(rec, "db")) == 1)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    killed = run_wtr("resume", cwd=repo.path, env={"WTR_FAULT": "reconciled:db"})
+    assert killed.returncode == -signal.SIGKILL
+    resumed = run_wtr("resume", cwd=repo.path)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert len(records(rec, "db")) == 1
+    assert stream_of(status(repo), "db")["status"] == "succeeded"
+
+
+# -- 16.7: wtr lock holds its lock until its command has exited ------------------------------
+
+
+def test_lock_forwards_sigterm_and_holds_the_lock_until_the_command_exits(
+        repo: Repo, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    child = (
+        "import signal, sys, time\n"
+        f"log = open({str(log)!r}, 'a', buffering=1)\n"
+        "signal.signal(signal.SIGTERM, lambda *a: log.write('term\\n'))\n"
+        "log.write('started\\n')\n"
+        "time.sleep(4)\n"
+        "log.write('end\\n')\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "worktree_runner", "lock", "db", "--", sys.executable, "-c",
+         child], cwd=repo.path)
+    wait_for(lambda: log.exists() and "started" in log.read_text())
+    holder.send_signal(signal.SIGTERM)
+    wait_for(lambda: "term" in log.read_text())  # the command got the signal
+    blocked = run_wtr("lock", "db", "--timeout", "0.5", "--", "true", cwd=repo.path)
+    assert "end" not in log.read_text()
+    assert blocked.returncode == 1 and "still held" in blocked.stderr
+    assert holder.wait(timeout=60) == 0  # the command's own exit code
+    assert log.read_text().splitlines() == ["started", "term", "end"]
+    free = run_wtr("lock", "db", "--timeout", "10", "--", "true", cwd=repo.path)
+    assert free.returncode == 0
+
+
+# -- 16.12: one Compose project per stream ---------------------------------------------------
+
+
+def test_compose_project_names_differ_for_names_that_fold_alike(repo: Repo, rec: Path) -> None:
+    names = ("a.b", "a-b", "HEAD", "head")
+    plan = agent_plan({name: {"files": [f"src/{name}/**"], "env": {"AGENT_RECORD": str(rec)}}
+                       for name in names})
+    result = run_wtr("run", repo.write_plan(plan), cwd=repo.path)
+    assert result.returncode == 0, result.stderr + result.stdout
+    projects = {name: records(rec, name)[0]["env"]["COMPOSE_PROJECT_NAME"] for name in names}
+    assert len(set(projects.values())) == len(names), projects
+    for project in projects.values():
+        assert re.fullmatch(r"[a-z0-9][a-z0-9_-]*", project), project
+
+
+def test_lock_passes_on_the_exit_of_a_command_killed_by_a_signal(repo: Repo) -> None:
+    result = run_wtr("lock", "x", "--", "sh", "-c", "kill -TERM $$", cwd=repo.path)
+    assert result.returncode == 128 + signal.SIGTERM
+    assert os.path.exists(repo.path / ".git" / "worktree-runner" / "locks" / "x.lock")
