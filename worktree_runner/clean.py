@@ -18,14 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worktree_runner import faults, git, pool, procs
+from worktree_runner import faults, git, pool, procs, rescue
 from worktree_runner.errors import WtrError
 from worktree_runner.merge.stage import INTEGRATION_DIR
+from worktree_runner.rescue import RESCUE_PREFIX
 from worktree_runner.run import registry
 from worktree_runner.run.state import RunRecord, RunState, RunStore, Status, StreamRecord, now
 from worktree_runner.run.stream import compose_project_name
-
-RESCUE_PREFIX = "refs/worktree-runner/rescue"
 
 
 @dataclass
@@ -165,32 +164,11 @@ def _rescue_uncommitted(repo: git.Repository, store: RunStore, name: str, path: 
                                    exclude=copied)
     if commit is None:
         return None
-    ref, new = _uncommitted_ref(repo, store.run_id, name, commit)
+    ref, new = rescue.save_uncommitted(repo, store.run_id, name, commit)
     saved = "saved" if new else "already saved"
     return (f"{saved} uncommitted changes of {name} ({_files(len(dirty))}) to {ref}; "
             f"get exactly those changes back in a checkout with: "
             f"git cherry-pick --no-commit {ref}")
-
-
-def _uncommitted_ref(repo: git.Repository, run: str, name: str, commit: str) -> tuple[str, bool]:
-    """A rescue ref for ``commit``: an existing one with the same content, else a new one
-    (``<name>``, ``<name>@2``, ...). An existing ref is never moved."""
-    base = f"{RESCUE_PREFIX}/{run}/{name}"
-    tree = git.tree_of(repo, commit)
-    for _ in range(20):
-        existing = {ref: sha for ref, sha in git.refs_under(repo, f"{RESCUE_PREFIX}/{run}/").items()
-                    if ref == base or (ref.startswith(f"{base}@")
-                                       and not ref.startswith(f"{base}@commit-"))}
-        for ref, sha in existing.items():
-            if git.tree_of(repo, sha) == tree:
-                return ref, False
-        number = 1
-        while (ref := base if number == 1 else f"{base}@{number}") in existing:
-            number += 1
-        if git.create_ref(repo, ref, commit):
-            return ref, True
-    raise WtrError(f"could not create a rescue ref for {name} under {base}",
-                   hint="see 'git for-each-ref refs/worktree-runner/rescue/' and try again")
 
 
 def _rescue_hidden_commits(repo: git.Repository, store: RunStore, name: str, path: Path,
@@ -201,14 +179,13 @@ def _rescue_hidden_commits(repo: git.Repository, store: RunStore, name: str, pat
     candidates = git.reflog(path, "HEAD")
     if stream is not None:
         candidates += git.reflog(path, f"refs/heads/{stream.branch}")
-    lines = []
-    for tip in git.unreachable_tips(repo, list(dict.fromkeys(candidates))):
-        ref = f"{RESCUE_PREFIX}/{store.run_id}/{name}@commit-{tip[:12]}"
-        if not dry_run:
-            git.create_ref(repo, ref, tip)  # named by the commit: an existing one holds it
-        lines.append(f"{'would save' if dry_run else 'saved'} commit {tip[:12]} of {name}, "
-                     f"which no branch holds any more, to {ref}; see it with: git log {ref}")
-    return lines
+    if dry_run:
+        lost = git.unreachable_tips(repo, list(dict.fromkeys(candidates)))
+        return [f"would save commit {tip[:12]} of {name}, which no branch holds any more"
+                for tip in lost]
+    return [f"saved a commit of {name}, which no branch holds any more, to {ref}; "
+            f"see it with: git log {ref}"
+            for ref in rescue.pin_hidden(repo, store.run_id, name, candidates)]
 
 
 def _files(count: int) -> str:

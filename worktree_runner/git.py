@@ -707,7 +707,7 @@ def reflog(worktree: Path, ref: str = "HEAD") -> list[str]:
     """Every commit ``ref`` pointed at, newest first, as seen from ``worktree`` (HEAD is
     that worktree's own); [] when there is no reflog."""
     result = run_git(["reflog", "show", "--format=%H", ref, "--"], worktree, check=False)
-    return list(dict.fromkeys(result.stdout.split())) if result.ok else []
+    return result.stdout.split() if result.ok else []
 
 
 # Refs that keep commits for good; merge pins are pruned with their run, so they do not count.

@@ -240,6 +240,8 @@ def _attention(doc: dict[str, Any], markdown: bool) -> list[str]:
                          f"{cmd(s['blocked_by'])}, which did not succeed")
         elif s["progress"].get("blocked"):
             items.append(f"{name(s['name'])} reports being blocked: {s['progress']['message']}")
+        items += [f"{name(s['name'])} {s['status']} with a warning — {w['kind']}: {w['message']}"
+                  for w in s.get("warnings") or []]
     return [f"- {item}" if markdown else f"  {item}" for item in items]
 
 

@@ -4,6 +4,7 @@
 AGENT_RECORD=DIR     write DIR/<stream>.<attempt>.json: argv, cwd, WTR_* variables, times
 AGENT_WRITE=a=x;b=y  write file a with text x and b with y (relative to the worktree)
 AGENT_COMMIT=0       leave the changes uncommitted (default: commit them)
+AGENT_SHELL=SCRIPT   after writing and committing, run SCRIPT with sh -c (git tricks)
 AGENT_SLEEP=S        sleep S seconds before finishing
 AGENT_EXIT=N         exit with code N (after writing and committing)
 AGENT_FAIL_ATTEMPTS=N  exit 1 on the first N attempts
@@ -99,6 +100,8 @@ def main() -> int:
         staged = subprocess.run(["git", "diff", "--cached", "--quiet"], check=False)
         if staged.returncode:  # a later attempt may find its work committed already
             git("commit", "-q", "-m", f"{os.environ['WTR_STREAM']}: work")
+    if os.environ.get("AGENT_SHELL"):
+        subprocess.run(["sh", "-c", os.environ["AGENT_SHELL"]], check=True)
     time.sleep(float(os.environ.get("AGENT_SLEEP", "0")))
     if attempt == 1:
         time.sleep(float(os.environ.get("AGENT_SLEEP_FIRST", "0")))

@@ -37,13 +37,14 @@ T = TypeVar("T")
 TOP_KEYS = frozenset(
     {"version", "name", "base", "target", "max_parallel", "worktrees_dir", "agent", "setup",
      "teardown", "copy", "verify", "shared", "streams", "port_range", "executor",
-     "coupling", "pool", "keep_ignored", "sparse"}
+     "coupling", "pool", "keep_ignored", "sparse",
+     "allow_empty"}
 )
 AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout", "retries", "env"})
 COUPLING_KEYS = frozenset({"min_support", "min_confidence", "hot_share", "commits", "since"})
 STREAM_KEYS = frozenset(
     {"description", "files", "prompt", "depends_on", "conflicts_with", "shared", "verify",
-     "on_failure", "agent", "sparse", "context"}
+     "on_failure", "agent", "sparse", "context", "allow_empty"}
 )
 ON_FAILURE = ("continue", "stop")
 
@@ -127,6 +128,7 @@ class _Reader:
         self.doc = doc
         self.path = path
         self.warnings: list[str] = []
+        self.allow_empty = True
 
     def fail(self, path: KeyPath, message: str) -> None:
         self.doc.problem(path, message)
@@ -172,6 +174,7 @@ class _Reader:
         name = self.get(top, root, "name", _plan_name, default_plan_name(self.path))
         default_agent = self._agent_fields(top.get("agent", {}), ("agent",))
         shared = self.get(top, root, "shared", _patterns, NO_TEXTS)
+        self.allow_empty = self.get(top, root, "allow_empty", _bool, True)
         streams = self._streams(top, default_agent, shared)
         sparse = self.get(top, root, "sparse", _bool, False)
         self.warnings += [f"stream '{s.name}' lists 'context' but is not sparse; it has no "
@@ -296,6 +299,7 @@ class _Reader:
             on_failure=self.get(fields, path, "on_failure", _on_failure, "continue"),
             sparse=self.get(fields, path, "sparse", _bool, None),
             context=self.get(fields, path, "context", _patterns, NO_TEXTS),
+            allow_empty=self.get(fields, path, "allow_empty", _bool, self.allow_empty),
         )
 
     # -- agents ------------------------------------------------------------------------

@@ -68,6 +68,8 @@ class Stream:
     on_failure: str = "continue"
     sparse: bool | None = None  # None: the plan's ``sparse``
     context: tuple[str, ...] = ()  # paths a sparse stream reads or builds with
+    # False: an agent that exits 0 having changed nothing fails (no_changes), not a warning.
+    allow_empty: bool = True
     # Streams declared earlier that this one may not run beside (conflicts_with or a
     # shared path in common) and that no dependency already orders: it waits for them.
     waits_for: tuple[str, ...] = ()

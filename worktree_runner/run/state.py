@@ -109,6 +109,9 @@ class StreamRecord:
     adopted: bool = False
     blocked_by: str | None = None
     accepted: dict[str, str] | None = None
+    # {"kind": "history" | "no_changes", "message": ...}: the stream succeeded, but look.
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    reflog_start: int | None = None  # entries in the branch's reflog when the attempt began
     remote_task: str | None = None
     # Set while the results it starts from conflict and wait for a human in its worktree.
     start_conflict: dict[str, Any] | None = None

@@ -42,6 +42,7 @@ def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
                             "files": stream.start_conflict["files"]}
                            if stream.start_conflict else None),
         "sync": _sync(store, stream.name),
+        "warnings": stream.warnings,
         "pushed": stream.pushed,
         "pr": stream.pr,
     }

@@ -15,7 +15,7 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
-from worktree_runner import faults, git, procs, sparse
+from worktree_runner import faults, git, procs, rescue, sparse
 from worktree_runner.errors import WtrError
 from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
@@ -82,7 +82,8 @@ def run_stream(ctx: RunContext, name: str) -> bool:
     started = time.monotonic()
     previous = ctx.store.record.streams[name].failure
     ctx.store.update_stream(name, "stream_started", status=Status.RUNNING.value,
-                            started_at=now(), finished_at=None, failure=None, exit_code=None)
+                            started_at=now(), finished_at=None, failure=None, exit_code=None,
+                            warnings=[])
     failure: Failure | None
     ctx.guard.enter(name)
     try:
@@ -346,9 +347,10 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
     earlier = _earlier_agent(ctx, name)
     if earlier is not None:
         return _finish_attempt(ctx, stream, earlier)
-    record = ctx.store.update_stream(name, "attempt_started",
-                                     attempts=ctx.store.record.streams[name].attempts + 1)
     worktree, branch = ctx.worktree(name), ctx.branch(name)
+    record = ctx.store.update_stream(name, "attempt_started",
+                                     attempts=ctx.store.record.streams[name].attempts + 1,
+                                     reflog_start=len(git.reflog(worktree, f"refs/heads/{branch}")))
     prompt = render_prompt(ctx.plan, stream, str(worktree), branch,
                            _dependency_work(ctx, stream), previous)
     prompt_file = ctx.store.prompt_path(name)
@@ -497,12 +499,13 @@ def _adopt_sync(ctx: RunContext, name: str) -> None:
 
 
 def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
-    """Commit leftovers, then every changed path must be in scope, then verify must pass."""
+    """History kept, leftovers committed, every changed path in scope (and no copied file
+    among them), some change made unless allowed, then verify must pass."""
     name, worktree, branch = stream.name, ctx.worktree(stream.name), ctx.branch(stream.name)
-    on_branch = git.current_branch(ctx.repo, cwd=worktree)
-    if on_branch != branch:
-        return Failure("error", f"the agent left its branch {branch} (HEAD is now "
-                                f"{on_branch or 'detached'}); check out {branch} again")
+    failure, warnings = _check_history(ctx, stream)
+    ctx.store.update_stream(name, "history_checked" if warnings else None, warnings=warnings)
+    if failure is not None:
+        return failure
     if git.commit_all(ctx.repo, worktree, f"{name}: work left uncommitted by the agent",
                       exclude=ctx.copied()):
         ctx.store.event("leftovers_committed", stream=name)
@@ -518,9 +521,62 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
     if outside:
         return Failure("ownership", f"changed {plural(len(outside), 'file')} outside its files: "
                        + ", ".join(outside[:10]), outside)
+    copied = sorted(set(changed) & set(ctx.copied()))
+    if copied:
+        return Failure("ownership", f"committed {plural(len(copied), 'file')} brought in by "
+                       f"copy, which must never be committed: {', '.join(copied[:10])}", copied)
+    if not changed:
+        failure = _no_changes(ctx, stream)
+        if failure is not None:
+            return failure
     for command in stream.verify:
         code = procs.run_logged(command, worktree, _env(ctx, stream), ctx.store.log_path(name),
                                 timeout=stream.agent.timeout)
         if code != 0:
             return Failure("verify", f"verify command failed (exit {code}): {command}")
     return None
+
+
+def _no_changes(ctx: RunContext, stream: Stream) -> Failure | None:
+    message = "the agent exited 0 but changed nothing"
+    if not stream.allow_empty:
+        return Failure("no_changes", f"{message} (the plan says allow_empty: false)")
+    warnings = ctx.store.record.streams[stream.name].warnings
+    ctx.store.update_stream(stream.name, "no_changes",
+                            warnings=[*warnings, {"kind": "no_changes", "message": message}])
+    return None
+
+
+def _check_history(ctx: RunContext, stream: Stream) -> tuple[Failure | None, list[dict[str, str]]]:
+    """Commits the agent made and then hid are saved under rescue refs; a branch that
+    vanished, was left, or lost a commit it had is a ``history`` failure, or a warning
+    when every file those commits changed is still changed on the branch."""
+    name, worktree, branch = stream.name, ctx.worktree(stream.name), ctx.branch(stream.name)
+    branch_log = git.reflog(worktree, f"refs/heads/{branch}")
+    pinned = rescue.pin_hidden(ctx.repo, ctx.run_id, name,
+                               [*git.reflog(worktree, "HEAD"), *branch_log])
+    saved = f"; saved to {', '.join(pinned)}" if pinned else ""
+    tip = git.ref_commit(ctx.repo, f"refs/heads/{branch}")
+    if tip is None:
+        return Failure("history", f"the agent deleted its branch {branch}{saved}"), []
+    on_branch = git.current_branch(ctx.repo, cwd=worktree)
+    if on_branch != branch:
+        return Failure("history", f"the agent left its branch {branch} (HEAD is now "
+                                  f"{on_branch or 'detached'}); check out {branch} again"
+                                  f"{saved}"), []
+    record = ctx.store.record.streams[name]
+    base = record.base_commit or ctx.base_commit
+    since = len(branch_log) - (record.reflog_start or 0)
+    had = dict.fromkeys([base, record.head_commit, *branch_log[:max(since, 0)]])
+    lost = [c for c in had if c and not git.is_ancestor(ctx.repo, c, tip)]
+    if not lost:
+        off_branch = f"the agent made commits off its branch{saved}"
+        return None, [{"kind": "history", "message": off_branch}] if pinned else []
+    kept = set(git.changed_paths(ctx.repo, base, tip))
+    dropped = sorted({p for c in lost for p in git.changed_paths(ctx.repo, base, c)} - kept)
+    if dropped:
+        return Failure("history", f"the agent rewrote its branch and dropped its changes to "
+                                  f"{', '.join(dropped[:10])}{saved}", dropped), []
+    rewritten = (f"the agent rewrote its branch ({plural(len(lost), 'commit')} it had are no "
+                 f"longer on it; their files are still changed){saved}")
+    return None, [{"kind": "history", "message": rewritten}]
