@@ -280,3 +280,35 @@ def test_clean_holds_the_run_lock_against_retry_and_accept(repo: Repo, tmp_path:
     doc = status(repo)
     assert doc["counts"]["failed"] == 1  # nothing changed behind clean's back
     assert stream_of(doc, "ui")["status"] == "failed"
+
+
+# -- 10 (should fix): wtr runs --prune ----------------------------------------------------
+
+
+def test_runs_prune_forgets_finished_cleaned_runs_and_keeps_their_rescues(repo: Repo) -> None:
+    first = stream_of(run_ok(repo, db_plan()), "db")
+    assert run_wtr("merge", cwd=repo.path).returncode == 0
+    (Path(first["worktree"]) / "src/db/models.py").write_text("DB = 'hand edit'\n")
+    assert run_wtr("clean", cwd=repo.path).returncode == 0
+    run_ok(repo, db_plan())  # plan-2: finished, not cleaned
+    state = repo.path / ".git" / "worktree-runner" / "runs"
+    assert repo.git("for-each-ref", "refs/worktree-runner/merge/plan-1")
+    young = run_wtr("runs", "--prune", "--older-than", "30d", cwd=repo.path)
+    assert young.returncode == 0 and "no finished, cleaned run to prune" in young.stdout
+    assert (state / "plan-1").exists()
+    pruned = run_wtr("runs", "--prune", "--json", cwd=repo.path)
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.json() == {"pruned": ["plan-1"]}
+    assert not (state / "plan-1").exists() and (state / "plan-2").exists()
+    assert repo.git("for-each-ref", "refs/worktree-runner/merge/plan-1") == ""
+    rescue = repo.git("for-each-ref", "--format=%(refname)", "refs/worktree-runner/rescue/")
+    assert rescue == "refs/worktree-runner/rescue/plan-1/db"
+    assert [r["run"] for r in run_wtr("runs", "--json", cwd=repo.path).json()["runs"]] == [
+        "plan-2"]
+    assert run_wtr("clean", "--run", "plan-2", cwd=repo.path).returncode == 0
+    everything = run_wtr("runs", "--prune", "--include-rescue", cwd=repo.path)
+    assert everything.returncode == 0 and "pruned run plan-2" in everything.stdout
+    # plan-1 was pruned without --include-rescue: its rescue ref stays
+    assert rescue in repo.git("for-each-ref", "--format=%(refname)")
+    alone = run_wtr("runs", "--older-than", "1d", cwd=repo.path)
+    assert alone.returncode == 2 and "go with --prune" in alone.stderr

@@ -230,9 +230,26 @@ def _why_no_log(record: StreamRecord) -> str:
 @cli.command()
 @repo_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON document.")
-def runs(repo_dir: Path | None, as_json: bool) -> None:
-    """List the runs of this repository, oldest first."""
+@click.option("--prune", is_flag=True, help="Delete finished, cleaned runs' state and merge pins.")
+@click.option("--older-than", metavar="AGE", default=None,
+              help="With --prune: only runs finished at least AGE ago (e.g. 30d, 12h).")
+@click.option("--include-rescue", is_flag=True,
+              help="With --prune: also delete the runs' rescue and archive refs.")
+def runs(repo_dir: Path | None, as_json: bool, prune: bool, older_than: str | None,
+         include_rescue: bool) -> None:
+    """List the runs of this repository, oldest first; or --prune the old ones.
+
+    \b
+    --prune forgets runs that finished and were cleaned ('wtr clean'): their state
+    folder and their merge pins. Rescue and archive refs (work that exists nowhere
+    else) are kept unless --include-rescue.
+    """
     repo = open_repo(repo_dir)
+    if prune:
+        _prune(repo, older_than, include_rescue, as_json)
+        return
+    if older_than is not None or include_rescue:
+        raise BadInput("--older-than and --include-rescue go with --prune")
     docs = [registry.summary(store) for store in registry.list_runs(repo)]
     if as_json:
         emit_json({"runs": docs})
@@ -242,3 +259,19 @@ def runs(repo_dir: Path | None, as_json: bool) -> None:
     for doc in docs:
         counts = ", ".join(f"{n} {k}" for k, n in doc["counts"].items() if n)
         click.echo(f"{doc['run']:<24} {doc['state']:<12} {doc['created_at']}  {counts}")
+
+
+def _prune(repo: Any, older_than: str | None, include_rescue: bool, as_json: bool) -> None:
+    from worktree_runner.plan.durations import parse_duration
+    from worktree_runner.run.prune import prune_runs
+
+    try:
+        age = parse_duration(older_than) if older_than is not None else None
+    except ValueError as exc:
+        raise BadInput(f"--older-than: {exc}") from None
+    pruned = prune_runs(repo, age, include_rescue)
+    if as_json:
+        emit_json({"pruned": list(pruned)})
+        return
+    for line in pruned.values() or ["no finished, cleaned run to prune"]:
+        click.echo(line)
