@@ -106,10 +106,21 @@ def test_allow_empty_false_makes_no_changes_a_failure(repo: Repo) -> None:
     assert stream_of(doc, "ui")["status"] == "succeeded"
 
 
-def test_an_agent_that_commits_a_copied_file_fails(repo: Repo) -> None:
+def test_a_careless_git_add_all_does_not_commit_a_copied_file(repo: Repo) -> None:
     (repo.path / ".env").write_text("SECRET=1\n")
     plan = agent_plan({"db": {"files": ["**"], "env": {"AGENT_WRITE": "src/db/models.py=DB"}}},
-                      copy=[".env"])
+                      copy=[".env"])  # the test agent commits with 'git add -A'
+    assert run_wtr("run", repo.write_plan(plan), cwd=repo.path).returncode == 0
+    db = stream_of(status(repo), "db")
+    assert db["changed_files"] == ["src/db/models.py"]
+    assert (Path(db["worktree"]) / ".env").read_text() == "SECRET=1\n"
+
+
+def test_an_agent_that_forces_a_copied_file_into_a_commit_fails(repo: Repo) -> None:
+    (repo.path / ".env").write_text("SECRET=1\n")
+    plan = agent_plan({"db": {"files": ["**"], "env": {
+        "AGENT_WRITE": "src/db/models.py=DB",
+        "AGENT_SHELL": "git add -f .env && git commit -qm secret"}}}, copy=[".env"])
     assert run_wtr("run", repo.write_plan(plan), cwd=repo.path).returncode == 1
     db = stream_of(status(repo), "db")
     assert db["failure"]["kind"] == "ownership" and db["failure"]["files"] == [".env"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -1046,3 +1047,22 @@ def committer_ident(repo: Repository) -> str:
     return run_git(["var", "GIT_COMMITTER_IDENT"], repo.root,
                    env=identity_env(repo)).stdout.strip()
 
+def global_excludes(repo: Repository) -> str:
+    """The text of the user's own ignore file (``core.excludesFile``, else git's default)."""
+    configured = repo.git("config", "--get", "--path", "core.excludesFile", check=False)
+    if configured.ok and configured.stdout.strip():
+        path = Path(configured.stdout.strip())
+    else:
+        config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        path = Path(config_home) / "git" / "ignore"
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def literal_pattern(path: str) -> str:
+    """A gitignore line that matches exactly ``path`` (from the repository root)."""
+    escaped = re.sub(r"([\\*?\[])", r"\\\1", path)
+    stripped = escaped.rstrip(" ")
+    return "/" + stripped + "\\ " * (len(escaped) - len(stripped))

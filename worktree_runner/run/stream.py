@@ -288,9 +288,29 @@ def _env(ctx: RunContext, stream: Stream) -> dict[str, str]:
             "WTR_STATE_DIR": str(ctx.store.dir),
             "WTR_PORT": str(ctx.plan.port(stream.name)),
             "COMPOSE_PROJECT_NAME": compose_project_name(ctx.run_id, stream.name),
+            **_ignore_copied(ctx),
         },
         ctx.bin_dir,
     )
+
+
+def _ignore_copied(ctx: RunContext) -> dict[str, str]:
+    """Git configuration, for the agent's own git commands, that ignores the files brought
+    in by ``copy`` (besides what the user already ignores): a careless ``git add -A``
+    never commits a copied secret."""
+    copied = ctx.copied()
+    if not copied:
+        return {}
+    path = ctx.store.dir / "copied.gitignore"
+    if not path.exists():
+        path.write_text(git.global_excludes(ctx.repo) + "\n# brought in by copy\n"
+                        + "".join(git.literal_pattern(p) + "\n" for p in copied))
+    try:
+        index = int(os.environ.get("GIT_CONFIG_COUNT", "0"))
+    except ValueError:
+        index = 0
+    return {"GIT_CONFIG_COUNT": str(index + 1), f"GIT_CONFIG_KEY_{index}": "core.excludesFile",
+            f"GIT_CONFIG_VALUE_{index}": str(path)}
 
 
 def compose_project_name(run_id: str, name: str) -> str:
