@@ -13,7 +13,22 @@ import yaml
 
 from tests.gitrepo import Repo, run_wtr
 from tests.runhelp import agent_plan, records, stream_of
-from worktree_runner.presets import PRESETS
+
+PROMPT = "<the prompt>"
+# Written out from each CLI's own documentation of its non-interactive use, not taken
+# from the preset table: a wrong flag in the table must fail here.
+#   claude   -p/--print "query": answer and exit; --permission-mode acceptEdits
+#   codex    codex exec [--full-auto] PROMPT
+#   aider    --message/-m MSG: do it and exit; --yes-always: no questions
+#   gemini   -p/--prompt PROMPT: headless; --yolo: accept every action
+#   opencode opencode run MESSAGE
+DOCUMENTED_ARGV = {
+    "claude": ["claude", "-p", PROMPT, "--permission-mode", "acceptEdits"],
+    "codex": ["codex", "exec", "--full-auto", PROMPT],
+    "aider": ["aider", "--yes-always", "--message", PROMPT],
+    "gemini": ["gemini", "--yolo", "-p", PROMPT],
+    "opencode": ["opencode", "run", PROMPT],
+}
 
 STAND_IN = """#!{python}
 import json, os, subprocess, sys
@@ -38,8 +53,8 @@ def stand_ins(tmp_path: Path) -> Path:
     """A folder with a fake of every preset's program, each recording how it was called."""
     folder = tmp_path / "bin"
     folder.mkdir()
-    for argv in PRESETS.values():
-        script = folder / argv[0]
+    for program in DOCUMENTED_ARGV:
+        script = folder / program
         script.write_text(STAND_IN.format(python=sys.executable))
         script.chmod(0o755)
     return folder
@@ -51,7 +66,13 @@ def run_with_path(repo: Repo, plan: dict, bin_dir: Path | None) -> dict:
     return run_wtr("status", "--json", cwd=repo.path).json()
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_has_a_documented_command_line() -> None:
+    from worktree_runner.presets import PRESETS
+
+    assert sorted(PRESETS) == sorted(DOCUMENTED_ARGV)
+
+
+@pytest.mark.parametrize("preset", sorted(DOCUMENTED_ARGV))
 def test_each_preset_runs_its_program_with_the_exact_arguments(
         repo: Repo, stand_ins: Path, tmp_path: Path, preset: str) -> None:
     record_dir = tmp_path / "seen"
@@ -65,7 +86,7 @@ def test_each_preset_runs_its_program_with_the_exact_arguments(
     assert db["status"] == "succeeded", db["failure"]
     seen = json.loads((record_dir / "db.json").read_text())
     prompt = Path(seen["env"]["WTR_PROMPT_FILE"]).read_text()
-    expected = [a.replace("{prompt}", prompt) for a in PRESETS[preset]]
+    expected = [prompt if a == PROMPT else a for a in DOCUMENTED_ARGV[preset]]
     assert [Path(seen["argv"][0]).name, *seen["argv"][1:]] == [*expected, "--model", "big one"]
     assert "Add an index; don't `rm`." in prompt
     assert seen["cwd"] == db["worktree"]

@@ -182,6 +182,24 @@ def test_silent_agent_is_stopped_at_stall_timeout(repo: Repo, rec: Path) -> None
     assert not _alive(child["child_pid"])
 
 
+def test_output_keeps_an_agent_from_stalling_and_silence_does_not(repo: Repo,
+                                                                  rec: Path) -> None:
+    # Both run past stall_timeout twice over; only the one printing all along may finish.
+    agent = {"timeout": "2m", "stall_timeout": "3s"}
+    plan = agent_plan({
+        "talker": {"files": ["src/db/**"], "agent": agent,
+                   "env": {"AGENT_CHATTY": "8", "AGENT_WRITE": "src/db/t.py=T = 1"}},
+        "mute": {"files": ["src/ui/**"], "agent": agent,
+                 "env": {"AGENT_SLEEP": "8", "AGENT_WRITE": "src/ui/m.py=M = 1"}},
+    })
+    result, doc = run(repo, plan, env={"WTR_KILL_GRACE": "1"})
+    assert result.returncode == 1
+    talker, mute = stream_of(doc, "talker"), stream_of(doc, "mute")
+    assert talker["status"] == "succeeded", talker["failure"]
+    assert talker["changed_files"] == ["src/db/t.py"]
+    assert mute["failure"]["kind"] == "stalled"
+
+
 def test_on_failure_stop_ends_every_running_agent(repo: Repo, rec: Path) -> None:
     plan = agent_plan({
         "slow": {"files": ["src/ui/**"], "env": {"AGENT_RECORD": str(rec), "AGENT_HANG": "1"}},

@@ -14,6 +14,7 @@ AGENT_CHATTY_HANG=1  like AGENT_HANG, but keep printing output
 AGENT_PROGRESS=1     report progress with `wtr progress`
 AGENT_SLEEP_FIRST=S  on the first attempt only (needs AGENT_RECORD), sleep S seconds at the end
 AGENT_WAIT_FOR=PATH  wait (up to 120 s) until PATH exists before doing anything else
+AGENT_CHATTY=S       print a line every 0.2 s for S seconds, then finish as usual
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ def main() -> int:
             if os.environ.get("AGENT_CHATTY_HANG"):
                 print("still working", flush=True)
             time.sleep(0.2)
+    chatty_until = time.monotonic() + float(os.environ.get("AGENT_CHATTY", "0"))
+    while time.monotonic() < chatty_until:
+        print("working", flush=True)
+        time.sleep(0.2)
     failing = int(os.environ.get("AGENT_FAIL_ATTEMPTS", "0"))
     folder = os.environ.get("AGENT_RECORD")
     attempt = len(list(Path(folder).glob(f"{os.environ['WTR_STREAM']}.*.start"))) if folder else 1

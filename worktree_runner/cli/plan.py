@@ -115,7 +115,10 @@ def check(plan_file: Path | None, repo_dir: Path | None, as_json: bool) -> None:
     Reports the waves (streams that can run at the same time, in order), the critical
     path (the longest dependency chain), which tracked files each stream owns, files
     owned by two streams that may run together (an error), files no stream owns
-    (a note) and patterns that match nothing (a warning). Exit 0 valid, 2 invalid.
+    (a note) and patterns that match nothing (a warning). Also warns about patterns
+    of streams that may run together reaching the same paths though no tracked file
+    matches yet (both list NOTES.md; scripts/** beside scripts/common.sh), and about
+    a stream whose several predecessors overlap. Exit 0 valid, 2 invalid.
     """
     from worktree_runner import render
     from worktree_runner.plan.analysis import analyze

@@ -10,6 +10,12 @@ from worktree_runner import git
 from worktree_runner.errors import BadInput, PlanInvalid, PlanProblem
 from worktree_runner.plan import cochange, graph
 from worktree_runner.plan.model import Plan
+from worktree_runner.plan.overlaps import (
+    PatternOverlap,
+    StartConflict,
+    pattern_overlaps,
+    start_conflicts,
+)
 from worktree_runner.plan.patterns import PathIndex
 from worktree_runner.plan.readiness import readiness_warnings
 
@@ -42,6 +48,8 @@ class Analysis:
     tracked_count: int = 0
     readiness: list[str] = field(default_factory=list)  # see plan/readiness.py
     coupling: cochange.CouplingReport | None = None  # read from history by 'wtr check'
+    pattern_overlaps: list[PatternOverlap] = field(default_factory=list)
+    start_conflicts: list[StartConflict] = field(default_factory=list)
 
     @property
     def problems(self) -> list[PlanProblem]:
@@ -63,7 +71,9 @@ class Analysis:
             for where, pattern in self.unmatched
         ]
         coupled = self.coupling.warnings() if self.coupling else []
-        return [*self.plan.warnings, *matched_nothing, *self.readiness, *coupled]
+        return [*self.plan.warnings, *matched_nothing, *self.readiness, *coupled,
+                *(o.message() for o in self.pattern_overlaps),
+                *(c.message() for c in self.start_conflicts)]
 
     def raise_if_invalid(self) -> None:
         if self.overlaps:
@@ -92,6 +102,8 @@ class Analysis:
                 for s in self.plan.streams
             },
             "overlaps": [{"path": o.path, "streams": list(o.streams)} for o in self.overlaps],
+            "pattern_overlaps": [o.to_json() for o in self.pattern_overlaps],
+            "start_conflicts": [c.to_json() for c in self.start_conflicts],
             "unowned_files": self.unowned,
             "tracked_files": self.tracked_count,
             "coupling": self.coupling.to_json() if self.coupling else {"enabled": False},
@@ -134,20 +146,34 @@ def analyze(plan: Plan, repo: git.Repository, *, history: bool = False) -> Analy
     owned = {s.name: index.matching(s.files) for s in plan.streams}
     owned_lists = {name: sorted(paths) for name, paths in owned.items()}
     covered = set().union(*owned.values(), index.matching(plan.shared))
-    return Analysis(
+    overlaps = _overlaps(plan, owned_lists)
+    return _with_overlap_warnings(plan, overlaps, Analysis(
         plan=plan,
         refs=refs,
         waves=waves(plan),
         critical_path=graph.longest_chain(plan.dependency_graph(), plan.names),
         owned=owned_lists,
-        overlaps=_overlaps(plan, owned_lists),
+        overlaps=overlaps,
         unowned=[path for path in files if path not in covered],
         unmatched=list(_unmatched(plan, index)),
         tracked_count=len(files),
         readiness=readiness_warnings(plan),
         coupling=cochange.check_coupling(plan, repo, refs.base, refs.base_commit, files,
                                          owned_lists) if history else None,
-    )
+    ))
+
+
+def _with_overlap_warnings(plan: Plan, overlaps: list[Overlap], analysis: Analysis) -> Analysis:
+    """Add what may collide beyond tracked files: overlapping patterns of streams that may
+    run together, and streams whose several starting points overlap."""
+    ancestry = graph.Ancestry(plan.dependency_graph())
+    tracked = {frozenset(o.streams) for o in overlaps}
+    analysis.pattern_overlaps = pattern_overlaps(
+        plan, lambda a, b: may_run_together(plan, ancestry, a, b), tracked)
+    pairs = [(*o.streams, o.path) for o in overlaps]
+    pairs += [(*o.streams, o.path) for o in analysis.pattern_overlaps]
+    analysis.start_conflicts = start_conflicts(plan, pairs)
+    return analysis
 
 
 def _overlaps(plan: Plan, owned: dict[str, list[str]]) -> list[Overlap]:

@@ -23,6 +23,7 @@ from worktree_runner.plan.model import (
     Plan,
     Stream,
 )
+from worktree_runner.plan.shell import quoted_placeholder, shell_script_placeholder
 from worktree_runner.plan.yamlsource import (
     MAX_PLAN_BYTES,
     Document,
@@ -552,6 +553,10 @@ def _command(value: Any) -> tuple[str, ...] | str:
             f"unknown placeholder {{{sorted(unknown)[0]}}}; known: "
             + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
         )
+    unsafe = (quoted_placeholder(command) if isinstance(command, str)
+              else shell_script_placeholder(command))
+    if unsafe:
+        raise ValueError(unsafe)
     return command
 
 
