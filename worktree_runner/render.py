@@ -42,7 +42,7 @@ def check_report(analysis: Analysis) -> str:
     lines += _coupling(analysis)
     lines += [f"warning: {w}" for w in analysis.warnings]
     lines += [f"error: {p.where}: {p.message}" for p in analysis.problems]
-    verdict = "plan is invalid" if analysis.overlaps else "plan is valid"
+    verdict = "plan is valid" if analysis.valid else "plan is invalid"
     lines += ["", verdict]
     return "\n".join(lines)
 
@@ -107,8 +107,10 @@ def status_table(doc: dict[str, Any], bars: bool = False) -> Table:
             ProgressBar(total=100, completed=percent, width=20) if bars
             else f"{percent:.0f}%"
         )
-        table.add_row(stream["name"], _styled(stream["status"]), progress, _note(stream),
-                      _elapsed(stream), stream["branch"], stream.get("worktree") or "")
+        # Text, not str: rich would read '[/bold]' in an agent's message as markup.
+        table.add_row(Text(stream["name"]), _styled(stream["status"]), progress,
+                      Text(str(_note(stream))), _elapsed(stream), Text(stream["branch"]),
+                      Text(stream.get("worktree") or ""))
     return table
 
 
@@ -275,9 +277,9 @@ def print_status(doc: dict[str, Any]) -> None:
         console.print(_attention(doc, markdown=False)[0].strip(), markup=False,
                       highlight=False, style="yellow")
     for line in merge_lines(doc):
-        console.print(line)
+        console.print(line, markup=False, highlight=False)
     for line in disk_lines(doc):
-        console.print(line)
+        console.print(line, markup=False, highlight=False)
     for line in isolation_lines(doc):
         console.print(line, markup=False, highlight=False, style="yellow")
 

@@ -7,6 +7,7 @@ code is not lost, and ``wtr resume`` reads it. Standard library only, so it star
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -33,7 +34,9 @@ def main(argv: list[str]) -> int:
         code = 127
     else:
         code = _wait(child)
-    _record(exit_file, code)
+    # On a full disk the runner, our parent, still gets the code from our exit status.
+    with contextlib.suppress(OSError):
+        _record(exit_file, code)
     return code if code >= 0 else 128 - code
 
 

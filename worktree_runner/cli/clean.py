@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
 from worktree_runner.cli.base import cli, open_repo, repo_option, run_option
-from worktree_runner.errors import BadInput
+from worktree_runner.errors import EXIT_FAILED, BadInput
 from worktree_runner.git import Repository
 from worktree_runner.run import registry
 
@@ -45,9 +46,9 @@ def clean(repo_dir: Path | None, run_id: str | None, dry_run: bool, force: bool,
     if empty_pool:
         _empty_pool(repo, dry_run)
         return
+    damaged: list[str] = []
     if every_run:
-        stores = [s for s in registry.list_runs(repo)
-                  if s.load().state == "finished" and not s.record.cleaned_at]
+        stores, damaged = registry.finished_runs(repo)
     else:
         stores = [registry.open_run(repo, run_id)]
     if not stores:
@@ -57,6 +58,10 @@ def clean(repo_dir: Path | None, run_id: str | None, dry_run: bool, force: bool,
         click.echo(f"run {report.run}:" + (" (dry run, nothing changed)" if dry_run else ""))
         for line in [*report.rescued, *report.done, *report.kept]:
             click.echo(f"  {line}")
+    for message in damaged:
+        click.echo(f"wtr: skipped: {message}", err=True)
+    if damaged:
+        sys.exit(EXIT_FAILED)
 
 
 def _empty_pool(repo: Repository, dry_run: bool) -> None:

@@ -138,7 +138,7 @@ def check(plan_file: Path | None, repo_dir: Path | None, as_json: bool) -> None:
         sys.exit(exc.exit_code)
     if as_json:
         emit_json(analysis.to_json())
-        if analysis.overlaps:
+        if not analysis.valid:
             sys.exit(EXIT_BAD_INPUT)
         return
     click.echo(render.check_report(analysis))

@@ -258,7 +258,8 @@ def runs(repo_dir: Path | None, as_json: bool, prune: bool, older_than: str | No
         click.echo("no runs yet; start one with 'wtr run PLAN'")
     for doc in docs:
         counts = ", ".join(f"{n} {k}" for k, n in doc["counts"].items() if n)
-        click.echo(f"{doc['run']:<24} {doc['state']:<12} {doc['created_at']}  {counts}")
+        detail = doc.get("error") or counts
+        click.echo(f"{doc['run']:<24} {doc['state']:<12} {doc['created_at']}  {detail}")
 
 
 def _prune(repo: Any, older_than: str | None, include_rescue: bool, as_json: bool) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from worktree_runner import git
@@ -50,10 +52,15 @@ class Analysis:
     coupling: cochange.CouplingReport | None = None  # read from history by 'wtr check'
     pattern_overlaps: list[PatternOverlap] = field(default_factory=list)
     start_conflicts: list[StartConflict] = field(default_factory=list)
+    layout: list[PlanProblem] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.overlaps and not self.layout
 
     @property
     def problems(self) -> list[PlanProblem]:
-        return [
+        return [*self.layout, *(
             PlanProblem(
                 f"streams.{o.streams[1]}.files",
                 f"'{o.path}' is owned by both '{o.streams[0]}' and '{o.streams[1]}', which may "
@@ -62,7 +69,7 @@ class Analysis:
                 self.plan.line_of(f"streams.{o.streams[1]}.files"),
             )
             for o in self.overlaps
-        ]
+        )]
 
     @property
     def warnings(self) -> list[str]:
@@ -76,14 +83,14 @@ class Analysis:
                 *(c.message() for c in self.start_conflicts)]
 
     def raise_if_invalid(self) -> None:
-        if self.overlaps:
+        if not self.valid:
             raise PlanInvalid(str(self.plan.path), self.problems)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "plan": str(self.plan.path),
             "name": self.plan.name,
-            "valid": not self.overlaps,
+            "valid": self.valid,
             "base": self.refs.base,
             "base_commit": self.refs.base_commit,
             "target": self.refs.target,
@@ -160,7 +167,30 @@ def analyze(plan: Plan, repo: git.Repository, *, history: bool = False) -> Analy
         readiness=readiness_warnings(plan),
         coupling=cochange.check_coupling(plan, repo, refs.base, refs.base_commit, files,
                                          owned_lists) if history else None,
+        layout=worktrees_problems(plan, repo),
     ))
+
+
+def worktrees_problems(plan: Plan, repo: git.Repository) -> list[PlanProblem]:
+    """Why the worktrees could not live where the plan puts them (checked, not created)."""
+    root = plan.worktrees_root(repo.root)
+    line = plan.line_of("worktrees_dir")
+    reason = None
+    if root == Path(root.anchor):
+        reason = f"{root} is the filesystem root"
+    elif root == repo.root or root.is_relative_to(repo.common_dir):
+        reason = f"{root} is the repository itself or inside its git folder"
+    elif root.exists() and not root.is_dir():
+        reason = f"{root} exists and is not a folder"
+    else:
+        existing = next(p for p in (root, *root.parents) if p.exists())
+        if os.statvfs(existing).f_flag & os.ST_RDONLY or not os.access(existing, os.W_OK):
+            reason = f"{existing} cannot be written (read-only file system or no permission)"
+    if reason is None:
+        return []
+    return [PlanProblem("worktrees_dir", f"{reason}; set 'worktrees_dir' to a writable folder "
+                                         "of its own (by default the worktrees go beside the "
+                                         "repository)", line)]
 
 
 def _with_overlap_warnings(plan: Plan, overlaps: list[Overlap], analysis: Analysis) -> Analysis:

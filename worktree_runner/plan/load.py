@@ -23,6 +23,7 @@ from worktree_runner.plan.model import (
     Plan,
     Stream,
 )
+from worktree_runner.plan.patterns import pattern_error
 from worktree_runner.plan.shell import quoted_placeholder, shell_script_placeholder
 from worktree_runner.plan.yamlsource import (
     MAX_PLAN_BYTES,
@@ -81,6 +82,8 @@ def pattern_problem(pattern: str) -> str | None:
         )
     if ".." in re.split(r"[\\/]", body):
         return f"'{pattern}' has a '..' segment; patterns must stay inside the repository"
+    if (error := pattern_error(pattern)) is not None:
+        return f"'{pattern}' is not a valid pattern: {error}"
     return None
 
 
@@ -531,7 +534,7 @@ def _optional_duration(value: Any) -> float | None:
 
 
 def _preset(value: Any) -> str:
-    if value not in PRESETS:
+    if not isinstance(value, str) or value not in PRESETS:
         raise ValueError(f"unknown preset {value!r}; known: {', '.join(PRESETS)}")
     return str(value)
 

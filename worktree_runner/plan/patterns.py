@@ -34,7 +34,9 @@ def pattern_error(pattern: str) -> str | None:
     """Why ``pattern`` cannot be compiled (e.g. the range in '[z-a]'), or None."""
     try:
         _compiled(pattern)
-    except (re.error, ValueError) as exc:
+    except re.error as exc:
+        return exc.msg
+    except ValueError as exc:
         return str(exc)
     return None
 

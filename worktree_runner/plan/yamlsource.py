@@ -48,6 +48,18 @@ class Document:
         self.problems.append(PlanProblem(dotted(path), message, self.line(path)))
 
 
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a file name, an argument or an environment value, or None."""
+    if "\0" in text:
+        return "holds a NUL character (\\0), which no file name, argument or variable can hold"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"holds {exc.object[exc.start:exc.end]!a}, a lone surrogate that is not "
+                "valid Unicode text")
+    return None
+
+
 def too_big() -> PlanProblem:
     return PlanProblem("", f"the plan is larger than {MAX_PLAN_BYTES // 1024 // 1024} MB, "
                            "the most a plan may be; split it or trim it")
@@ -130,10 +142,20 @@ class _Walker:
 
     def _scalar(self, node: yaml.Node, path: KeyPath) -> Any:
         try:
-            return self.constructor.construct_object(node, deep=True)
+            value = self.constructor.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
             self.doc.problem(path, f"unreadable value: {exc}")
             return None
+        return self._usable_text(value, path) if isinstance(value, str) else value
+
+    def _usable_text(self, text: str, path: KeyPath) -> str:
+        """``text``, or, when no file, argument or variable could hold it, a problem and
+        the text with the offending characters replaced (so later rules see text)."""
+        problem = text_problem(text)
+        if problem is None:
+            return text
+        self.doc.problem(path, problem)
+        return text.replace("\0", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
     def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -156,8 +178,11 @@ class _Walker:
     def _key(self, node: yaml.Node, path: KeyPath, line: int) -> str | None:
         if isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:merge":
             value = self._scalar(node, path)
-            if isinstance(value, str | int | float | bool) or value is None:
-                return str(value) if not isinstance(value, str) else value
+            if isinstance(value, str):
+                return value
+            if isinstance(value, int | float | bool) or value is None:
+                # As written: a stream called 'yes' or 'null' is not True or None.
+                return str(node.value)
         self.doc.problems.append(
             PlanProblem(dotted(path), "keys must be plain names (no lists, maps or '<<')", line)
         )

@@ -132,13 +132,33 @@ def read_log(store: RunStore, name: str, follow: bool, poll: float = 0.5) -> Ite
 
 
 def summary(store: RunStore) -> dict[str, Any]:
-    record = store.load()
+    """One line of ``wtr runs``; a run whose state cannot be read is listed as damaged."""
+    try:
+        record = store.load()
+    except BadInput as exc:
+        return {"run": store.run_id, "state": "damaged", "plan": None, "created_at": "",
+                "finished_at": None, "counts": {}, "merge": None, "error": exc.message}
     counts: dict[str, int] = {}
     for stream in record.streams.values():
         counts[stream.status] = counts.get(stream.status, 0) + 1
     return {"run": record.run, "state": effective_state(store, record.state), "plan": record.plan,
             "created_at": record.created_at, "finished_at": record.finished_at,
             "counts": counts, "merge": record.merge.get("state", "none")}
+
+
+def finished_runs(repo: git.Repository) -> tuple[list[RunStore], list[str]]:
+    """Finished runs not cleaned yet, and why each unreadable run was left out."""
+    found: list[RunStore] = []
+    damaged: list[str] = []
+    for store in list_runs(repo):
+        try:
+            record = store.load()
+        except BadInput as exc:
+            damaged.append(exc.message)
+            continue
+        if record.state == "finished" and not record.cleaned_at:
+            found.append(store)
+    return found, damaged
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worktree_runner import git, procs, sparse
-from worktree_runner.errors import BadInput, Interrupted
+from worktree_runner.errors import BadInput, Interrupted, WtrError
 from worktree_runner.plan.analysis import Analysis, analyze
 from worktree_runner.plan.executor import Executor
 from worktree_runner.plan.load import load_plan, parse_plan, worktree_include
@@ -90,6 +92,11 @@ def dry_run(prepared: Prepared) -> tuple[str, list[PlannedStream]]:
 def create_run(prepared: Prepared) -> RunStore:
     """Claim the run folder and write the first state: every stream pending."""
     plan, refs = prepared.plan, prepared.analysis.refs
+    try:
+        prepared.worktrees_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cannot create the worktrees folder {prepared.worktrees_root}: "
+                       f"{exc.strerror}", hint="set 'worktrees_dir' to a writable folder") from None
     store = registry.create_run_dir(prepared.repo, plan.name, prepared.worktrees_root)
     store.plan_path.write_bytes(plan.path.read_bytes())
     record = RunRecord(
@@ -153,18 +160,39 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
     hooks = Hooks(blocked=lambda name, by: _blocked(store, name, by), kill_all=kill_all)
     store.update_run("run_started", state=RunState.RUNNING.value, runner_pid=os.getpid())
     lander = _lander(repo, store, plan, auto_merge)
+    store.reserve_space()
+    store.on_full = ctx.stop.set  # a full disk stops the run: no stream starts into it
     try:
         with _stream_work(ctx, record) as work, ThreadPoolExecutor(
                 max_workers=record.max_parallel, thread_name_prefix="stream") as executor:
             Scheduler(plan, statuses, work, hooks, record.max_parallel, ctx.stop).run(executor)
+        if store.out_of_space:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        lander.close()
+        return store.update_run("run_finished", state=RunState.FINISHED.value,
+                                finished_at=now(), runner_pid=None)
     except KeyboardInterrupt:
         lander.close(land=False)
         store.update_run("run_interrupted", state=RunState.INTERRUPTED.value, runner_pid=None)
         raise Interrupted("interrupted; the agents were stopped",
                           hint=f"'wtr resume --run {store.run_id}' continues") from None
-    lander.close()
-    return store.update_run("run_finished", state=RunState.FINISHED.value, finished_at=now(),
-                            runner_pid=None)
+    except OSError as exc:
+        lander.close(land=False)
+        raise _stopped_by_system(store, exc) from None
+    finally:
+        store.on_full = None
+        store.release_space()
+
+
+def _stopped_by_system(store: RunStore, exc: OSError) -> WtrError:
+    """The machine refused a write the run needed (a full disk, a folder gone read-only):
+    the agents have been stopped; record the run as interrupted, as far as the disk lets."""
+    with contextlib.suppress(OSError):
+        store.update_run("run_interrupted", state=RunState.INTERRUPTED.value, runner_pid=None)
+    where = f" ({exc.filename})" if exc.filename else ""
+    return WtrError(f"the run stopped: {exc.strerror or exc}{where}; the agents were stopped",
+                    hint=f"fix that (free some disk space), then 'wtr resume --run "
+                         f"{store.run_id}' continues")
 
 
 @contextmanager

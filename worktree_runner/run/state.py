@@ -10,20 +10,27 @@ Layout under ``<common git dir>/worktree-runner/runs/<run>/``::
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import json
 import os
 import tempfile
 import threading
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from worktree_runner.errors import BadInput
 
 STATE_VERSION = 1
+RESERVE_BYTES = 256 * 1024
+T = TypeVar("T")
 
 
 class Status(StrEnum):
@@ -77,6 +84,42 @@ def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key in known}
 
 
+def checked(cls: type[T], data: Any) -> T:
+    """An instance of dataclass ``cls`` from a state document, every known field of the
+    type it is declared with; a damaged file raises ValueError naming the field."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a {cls.__name__} entry is {type(data).__name__}, not an object")
+    values = known_fields(cls, data)
+    hints = _type_hints(typing.cast(type, cls))
+    for name, value in values.items():
+        if not _conforms(value, hints[name]):
+            raise ValueError(f"'{name}' holds {value!r:.40}, which is not {hints[name]}")
+    return cls(**values)
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and _conforms(v, args[1]) for k, v in value.items())
+    if hint in (int, float, str, bool):
+        number = hint in (int, float) and not isinstance(value, bool)
+        return isinstance(value, hint if hint is not float else int | float) and (
+            number or hint in (str, bool))
+    return True  # Any, and nested records checked on their own
+
+
 @dataclass
 class Failure:
     kind: str  # exit_code | timeout | stalled | setup | ownership | verify | interrupted | error
@@ -126,10 +169,13 @@ class StreamRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StreamRecord:
-        values = known_fields(cls, data)
-        if values.get("failure") is not None:
-            values["failure"] = Failure(**values["failure"])
-        return cls(**values)
+        failure = data.get("failure") if isinstance(data, dict) else None
+        record = checked(cls, {**data, "failure": None} if failure is not None else data)
+        if failure is not None:
+            record.failure = checked(Failure, failure)
+        if record.status not in {s.value for s in Status}:
+            raise ValueError(f"stream '{record.name}' has the unknown status {record.status!r}")
+        return record
 
 
 def empty_merge(target: str) -> dict[str, Any]:
@@ -178,11 +224,21 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
-        values = known_fields(cls, data)
-        values["streams"] = {
-            name: StreamRecord.from_json(stream) for name, stream in data["streams"].items()
-        }
-        return cls(**values)
+        streams = data.get("streams")
+        if not isinstance(streams, dict):
+            raise ValueError("'streams' is not an object")
+        record = checked(cls, {**data, "streams": {}})
+        record.streams = {name: StreamRecord.from_json(s) for name, s in streams.items()}
+        if record.state not in {s.value for s in RunState}:
+            raise ValueError(f"the run has the unknown state {record.state!r}")
+        return record
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 class RunStore:
@@ -197,6 +253,8 @@ class RunStore:
         self._events: TextIO | None = None
         self._record: RunRecord | None = None
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self.out_of_space = False
+        self.on_full: Callable[[], None] | None = None
 
     @property
     def run_id(self) -> str:
@@ -234,8 +292,10 @@ class RunStore:
             )
         try:
             record = RunRecord.from_json(data)
-        except (KeyError, TypeError) as exc:
-            raise BadInput(f"the state of run {self.run_id} is damaged: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadInput(f"the state of run {self.run_id} is damaged: {exc}",
+                           hint=f"look at {self.state_path}, or pick another run with "
+                                "--run") from None
         self._record = record
         return record
 
@@ -247,7 +307,49 @@ class RunStore:
         with self._lock:
             if record is not None:
                 self._record = record
-            write_json_atomic(self.state_path, self.record.to_json())
+            self._when_full(lambda: write_json_atomic(self.state_path, self.record.to_json()))
+
+    # -- a full disk -------------------------------------------------------------------
+    # The run folder keeps a reserve file. When the disk fills up (an agent's output, a
+    # build), giving the reserve back lets the state record how the run ended, instead
+    # of staying "running" with nobody running it.
+
+    @property
+    def reserve_paths(self) -> tuple[Path, Path]:
+        """Two reserves: one for the write that found the disk full, one to end the run."""
+        return self.dir / "space-reserve-1", self.dir / "space-reserve-2"
+
+    def reserve_space(self) -> None:
+        """Set aside room for the last writes of a run; quietly skipped when there is none."""
+        size = max(RESERVE_BYTES, 2 * _size(self.state_path))
+        for path in self.reserve_paths:
+            if _size(path) >= size:
+                continue
+            try:
+                with path.open("wb") as handle:
+                    handle.write(bytes(size))
+            except OSError:
+                path.unlink(missing_ok=True)
+
+    def release_space(self) -> None:
+        for path in self.reserve_paths:
+            path.unlink(missing_ok=True)
+
+    def _when_full(self, write: Callable[[], None]) -> None:
+        """``write``, and once more after giving back a reserve if the disk was full."""
+        try:
+            write()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self.out_of_space = True
+            if self.on_full is not None:
+                self.on_full()
+            reserve = next((p for p in self.reserve_paths if p.exists()), None)
+            if reserve is None:
+                raise
+            reserve.unlink()
+            write()
 
     def update_stream(self, name: str, event: str | None = None, **changes: Any) -> StreamRecord:
         """Change a stream's fields, save the state, and log the transition."""
@@ -299,7 +401,9 @@ class RunStore:
                     structlog.processors.JSONRenderer(),
                 ],
             )
-            logger.msg(name, run=self.run_id, **data)
+            # The event log is a record of transitions; state.json is the truth.
+            with contextlib.suppress(OSError):
+                self._when_full(lambda: logger.msg(name, run=self.run_id, **data))
             for listener in self.listeners:
                 listener(name, data)
 

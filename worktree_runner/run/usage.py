@@ -9,6 +9,7 @@ have no usage.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,20 @@ def attempt_usage(log_path: Path, since: int) -> dict[str, float] | None:
     for line in reversed(tail.splitlines()):
         record = _result_record(line.strip())
         if record is not None:
-            return {"turns": float(record.get("num_turns") or 0),
-                    "cost_usd": float(record.get("total_cost_usd") or 0.0)}
+            return {"turns": _number(record.get("num_turns")),
+                    "cost_usd": _number(record.get("total_cost_usd"))}
     return None
+
+
+def _number(value: Any) -> float:
+    """A count or cost the agent reported; 0 when it wrote something else ("many")."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    try:
+        number = float(value)
+    except OverflowError:
+        return 0.0
+    return number if math.isfinite(number) and number >= 0 else 0.0
 
 
 def _result_record(line: str) -> dict[str, Any] | None:
