@@ -209,10 +209,13 @@ class Agent:
 
 
 def start_agent(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str], log_path: Path,
-                exit_file: Path) -> Agent:
+                exit_file: Path, log_limit: int | None = None) -> Agent:
+    """Start the agent under its supervisor; with ``log_limit``, the supervisor writes the
+    agent's output to ``log_path`` itself and keeps the file under that many bytes."""
     exit_file.unlink(missing_ok=True)
-    supervised = [sys.executable, "-P", "-m", "worktree_runner.supervise", str(exit_file), "--",
-                  *as_argv(argv)]
+    capped = ["--log", str(log_path), "--log-limit", str(log_limit)] if log_limit else []
+    supervised = [sys.executable, "-P", "-m", "worktree_runner.supervise", str(exit_file),
+                  *capped, "--", *as_argv(argv)]
     process = start(supervised, cwd, env, log_path)
     return Agent(process.pid, process_start_time(process.pid), exit_file, process)
 

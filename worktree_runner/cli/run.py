@@ -202,7 +202,12 @@ def status(repo_dir: Path | None, run_id: str | None, as_json: bool, markdown: b
 @run_option
 @click.option("-f", "--follow", is_flag=True, help="Keep printing as the agent writes.")
 def logs(stream: str, repo_dir: Path | None, run_id: str | None, follow: bool) -> None:
-    """Print the output of STREAM's agent (and its setup and verify commands)."""
+    """Print the output of STREAM's agent (and its setup and verify commands).
+
+    The log is read in pieces, however long it is. An agent's output is kept under the
+    plan's log_limit (default 50MB): past it, the middle is dropped and a marker line says
+    how much; the start and the end are always kept.
+    """
     _, store = open_store(repo_dir, run_id)
     if stream not in store.record.streams:
         raise registry.unknown_stream(store, stream)

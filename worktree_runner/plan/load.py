@@ -15,9 +15,11 @@ from worktree_runner.plan import graph
 from worktree_runner.plan.durations import parse_duration
 from worktree_runner.plan.executor import Executor, executor_from
 from worktree_runner.plan.model import (
+    DEFAULT_LOG_LIMIT,
     DEFAULT_MAX_PARALLEL,
     DEFAULT_PORT_RANGE,
     DEFAULT_TIMEOUT,
+    MIN_LOG_LIMIT,
     Agent,
     Coupling,
     Plan,
@@ -40,7 +42,7 @@ TOP_KEYS = frozenset(
     {"version", "name", "base", "target", "max_parallel", "worktrees_dir", "agent", "setup",
      "teardown", "copy", "verify", "shared", "streams", "port_range", "executor",
      "coupling", "pool", "keep_ignored", "sparse",
-     "allow_empty"}
+     "allow_empty", "log_limit"}
 )
 AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout", "retries", "env"})
 COUPLING_KEYS = frozenset({"min_support", "min_confidence", "hot_share", "commits", "since"})
@@ -198,6 +200,7 @@ class _Reader:
             verify=self.get(top, root, "verify", _commands, NO_TEXTS),
             shared=shared,
             port_range=self._port_range(top, len(streams)),
+            log_limit=self.get(top, root, "log_limit", _byte_size, DEFAULT_LOG_LIMIT),
             executor=self.get(top, root, "executor", executor_from, Executor()),
             coupling=self._coupling(top.get("coupling", _MISSING)),
             pool=self.get(top, root, "pool", _non_negative_int, None),
@@ -435,6 +438,24 @@ def _ref(value: Any) -> str:
     if not text or text.startswith("-") or any(c.isspace() for c in text):
         raise ValueError(f"'{value}' is not a usable git ref")
     return text
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+
+
+def _byte_size(value: Any) -> int:
+    """A size in bytes: a whole number, or text such as '50MB', '512 KB', '1GB'."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        text = value if isinstance(value, str) else ""
+        match = re.fullmatch(r"\s*(\d+)\s*([kmg]?b?)\s*", text, re.IGNORECASE)
+        if not match:
+            raise ValueError("write a size such as 50MB, 512KB or 1GB (or a number of bytes)")
+        size = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower() or ""]
+    if size < MIN_LOG_LIMIT:
+        raise ValueError(f"must be at least {MIN_LOG_LIMIT // 1024}KB")
+    return size
 
 
 def _port_range(value: Any) -> tuple[int, int]:

@@ -15,6 +15,8 @@ DEFAULT_MAX_PARALLEL = 4
 DEFAULT_TIMEOUT = 3600.0
 DEFAULT_PORT_RANGE = (41000, 41999)
 POOL_PER_AGENT = 4
+DEFAULT_LOG_LIMIT = 50 * 1024 * 1024
+MIN_LOG_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Plan:
     verify: tuple[str, ...] = ()
     shared: tuple[str, ...] = ()
     port_range: tuple[int, int] = DEFAULT_PORT_RANGE
+    log_limit: int = DEFAULT_LOG_LIMIT  # bytes of agent output kept per stream
     executor: Executor = field(default_factory=Executor)
     coupling: Coupling | None = field(default_factory=Coupling)  # None: 'coupling: off'
     pool: int | None = None  # None: POOL_PER_AGENT x max_parallel

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import os
 import re
 import sys
 import time
@@ -114,19 +116,28 @@ def unknown_stream(store: RunStore, name: str) -> UnknownRun:
     return UnknownRun(f"run {store.run_id} has no stream '{name}' (streams: {known})")
 
 
+LOG_CHUNK = 256 * 1024
+
+
 def read_log(store: RunStore, name: str, follow: bool, poll: float = 0.5) -> Iterator[str]:
-    """The stream's log; with ``follow``, keep reading until the stream is no longer running."""
+    """The stream's log in pieces (never the whole file in memory); with ``follow``, keep
+    reading until the stream is no longer running."""
     path = store.log_path(name)
     position = 0
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while True:
         if path.exists():
-            with path.open("r", encoding="utf-8", errors="replace") as handle:
+            with path.open("rb") as handle:
+                if handle.seek(0, os.SEEK_END) < position:
+                    # Cut down to its log_limit meanwhile: go on from what is now its end.
+                    yield "\n[wtr: the log was cut to its log_limit here; reading on]\n"
+                    position = handle.tell()
                 handle.seek(position)
-                chunk = handle.read()
-                position = handle.tell()
-            if chunk:
-                yield chunk
+                while chunk := handle.read(LOG_CHUNK):
+                    position += len(chunk)
+                    yield decoder.decode(chunk)
         if not follow or store.load().streams[name].status not in ("pending", "running"):
+            yield decoder.decode(b"", final=True)
             return
         time.sleep(poll)
 

@@ -381,7 +381,7 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
     _append_log(ctx, name, f"--- attempt {record.attempts} at {now()} ---")
     log_start = ctx.store.log_path(name).stat().st_size
     agent = procs.start_agent(argv, worktree, _env(ctx, stream), ctx.store.log_path(name),
-                              ctx.store.exit_path(name, record.attempts))
+                              ctx.store.exit_path(name, record.attempts), ctx.plan.log_limit)
     faults.point("agent_started", name)
     ctx.store.update_stream(name, "agent_started", pid=agent.pid, pid_start=agent.started,
                             agent_started=time.time(), log_start=log_start)

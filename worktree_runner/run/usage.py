@@ -21,6 +21,7 @@ def attempt_usage(log_path: Path, since: int) -> dict[str, float] | None:
     try:
         with log_path.open("rb") as handle:
             size = handle.seek(0, 2)
+            since = since if since <= size else 0  # the log was cut (log_limit) meanwhile
             handle.seek(max(since, size - _TAIL_BYTES))
             tail = handle.read().decode("utf-8", errors="replace")
     except OSError:
