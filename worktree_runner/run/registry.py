@@ -135,9 +135,11 @@ def read_log(store: RunStore, name: str, follow: bool, poll: float = 0.5) -> Ite
                 handle.seek(position)
                 while chunk := handle.read(LOG_CHUNK):
                     position += len(chunk)
-                    yield decoder.decode(chunk)
+                    if text := decoder.decode(chunk):
+                        yield text
         if not follow or store.load().streams[name].status not in ("pending", "running"):
-            yield decoder.decode(b"", final=True)
+            if rest := decoder.decode(b"", final=True):
+                yield rest
             return
         time.sleep(poll)
 
