@@ -20,7 +20,7 @@ from tests.test_plan_properties import TOKENS, documents, plans
 from worktree_runner.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKS = settings(max_examples=120, deadline=None,
+CHECKS = settings(max_examples=60, deadline=None,
                   suppress_health_check=[HealthCheck.too_slow,
                                          HealthCheck.function_scoped_fixture])
 

@@ -67,7 +67,7 @@ def chain(count: int, last_first: bool) -> str:
 
 def test_a_chain_of_thousands_declared_last_first_is_analysed(repo: Repo) -> None:
     # Declared so that each stream names one not yet seen: recursive walks overflowed here.
-    count = 3000
+    count = 1500  # past Python's recursion limit of 1000
     result = run_wtr("check", "--json", repo.write_plan(chain(count, True)), cwd=repo.path)
     assert result.returncode == 0, result.stderr[-2000:]
     doc = result.json()
@@ -77,15 +77,15 @@ def test_a_chain_of_thousands_declared_last_first_is_analysed(repo: Repo) -> Non
 
 
 def test_a_long_chain_with_conflicts_keeps_its_waits(repo: Repo) -> None:
-    count = 1500
-    text = chain(count, False).replace("s1499: {", "s1499: {conflicts_with: [s0, s700], ")
-    text = text.replace("  s5: {", "  s5: {conflicts_with: [s1200], ")
+    count = 1200
+    text = chain(count, False).replace("s1199: {", "s1199: {conflicts_with: [s0, s700], ")
+    text = text.replace("  s5: {", "  s5: {conflicts_with: [s1100], ")
     result = run_wtr("check", "--json", repo.write_plan(text), cwd=repo.path)
     assert result.returncode == 0, result.stderr[-2000:]
     streams = result.json()["streams"]
     # Ordered by the chain already: no wait is added.
-    assert streams["s1499"]["waits_for"] == []
-    assert streams["s1200"]["waits_for"] == []
+    assert streams["s1199"]["waits_for"] == []
+    assert streams["s1100"]["waits_for"] == []
 
 
 # -- the graph helpers against plain definitions --------------------------------------------
