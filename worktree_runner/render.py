@@ -203,7 +203,22 @@ def status_markdown(doc: dict[str, Any]) -> str:
         lines += ["", "## Merge", "", *(f"- {line.strip()}" for line in merge)]
     if breaches := isolation_lines(doc):
         lines += ["", "## Isolation", "", *(f"- {line}" for line in breaches)]
+    lines += _reports_markdown(doc)
     return "\n".join(lines) + "\n"
+
+
+def _reports_markdown(doc: dict[str, Any]) -> list[str]:
+    """Each stream's own report, quoted so that its headings stay inside its section."""
+    reports = [(s["name"], s["report"]) for s in doc["streams"] if s.get("report")]
+    if not reports:
+        return []
+    lines = ["", "## Stream reports"]
+    for name, report in reports:
+        text = report["text"].rstrip()
+        cut = f"\n\n(cut; the whole report: `{report['path']}`)" if report["truncated"] else ""
+        lines += ["", f"### {name}", "", *(f"> {line}".rstrip() for line in
+                                           (text + cut).splitlines())]
+    return lines
 
 
 def _usage_line(doc: dict[str, Any]) -> list[str]:

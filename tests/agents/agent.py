@@ -15,6 +15,8 @@ AGENT_PROGRESS=1     report progress with `wtr progress`
 AGENT_SLEEP_FIRST=S  on the first attempt only (needs AGENT_RECORD), sleep S seconds at the end
 AGENT_WAIT_FOR=PATH  wait (up to 120 s) until PATH exists before doing anything else
 AGENT_CHATTY=S       print a line every 0.2 s for S seconds, then finish as usual
+AGENT_PROGRESS_MESSAGE=TEXT  report progress with this message (and --percent 50)
+AGENT_REPORT=TEXT    write TEXT to the file named by WTR_REPORT
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ def main() -> int:
     while time.monotonic() < chatty_until:
         print("working", flush=True)
         time.sleep(0.2)
+    if os.environ.get("AGENT_PROGRESS_MESSAGE"):
+        subprocess.run(["wtr", "progress", os.environ["AGENT_PROGRESS_MESSAGE"],
+                        "--percent", "50"], check=True)
+    if os.environ.get("AGENT_REPORT"):
+        Path(os.environ["WTR_REPORT"]).write_text(os.environ["AGENT_REPORT"])
     failing = int(os.environ.get("AGENT_FAIL_ATTEMPTS", "0"))
     folder = os.environ.get("AGENT_RECORD")
     attempt = len(list(Path(folder).glob(f"{os.environ['WTR_STREAM']}.*.start"))) if folder else 1

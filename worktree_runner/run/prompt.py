@@ -30,9 +30,12 @@ def render_prompt(
     branch: str,
     dependencies: Sequence[DependencyWork] = (),
     previous_failure: Failure | None = None,
+    report_file: str | None = None,
 ) -> str:
     parts = [f"# Task: stream '{stream.name}' of plan '{plan.name}'", "", stream.prompt.strip(), ""]
     parts += _rules(stream, worktree, branch)
+    if report_file:
+        parts += _report_rule(report_file)
     if dependencies:
         parts += ["", "## What the streams before you changed (already in your branch)"]
         parts += [_dependency_line(dep) for dep in dependencies]
@@ -72,6 +75,17 @@ def _rules(stream: Stream, worktree: str, branch: str) -> list[str]:
         lines.append("- These commands must pass in your worktree afterwards: "
                      + "; ".join(stream.verify))
     return lines
+
+
+def _report_rule(report_file: str) -> list[str]:
+    return [
+        "",
+        "## Your report",
+        f"When you are done (or stuck), write a short Markdown report to {report_file} "
+        "(also in $WTR_REPORT; it is outside your worktree and is not committed): what you "
+        "completed, what blocks you, the tests you ran and their results. If you run "
+        "sub-agents, gather what they return there.",
+    ]
 
 
 def _dependency_line(dep: DependencyWork) -> str:

@@ -5,7 +5,9 @@ Layout under ``<common git dir>/worktree-runner/runs/<run>/``::
     state.json            the run and every stream (the runner is its only writer)
     events.jsonl          one JSON line per transition (structlog)
     plan.yaml             the plan as it was when the run started
-    streams/<name>/       agent.log, prompt.md, progress.json (written by ``wtr progress``)
+    streams/<name>/       agent.log, prompt.md, progress.json (written by ``wtr progress``),
+                          report.md (the agent's own report, WTR_REPORT)
+    report.html           the run report (``wtr report``), rewritten as the run goes
 """
 
 from __future__ import annotations
@@ -274,6 +276,9 @@ class RunStore:
 
     def progress_path(self, name: str) -> Path:
         return self.stream_dir(name) / "progress.json"
+
+    def report_path(self, name: str) -> Path:
+        return self.stream_dir(name) / "report.md"
 
     # -- the state file ------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from worktree_runner.run import registry
+from worktree_runner.run.agent_report import report_document
 from worktree_runner.run.disk import run_disk
 from worktree_runner.run.state import RunStore, Status, StreamRecord, empty_merge
 
@@ -45,6 +46,7 @@ def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
         "warnings": stream.warnings,
         "pushed": stream.pushed,
         "pr": stream.pr,
+        "report": report_document(store, stream.name),
     }
 
 

@@ -9,7 +9,7 @@ import shutil
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from worktree_runner.errors import WtrError
 from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.pool import Pool
+from worktree_runner.run.agent_report import fill_from_final_message
 from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import DependencyWork, render_command, render_prompt
 from worktree_runner.run.state import Failure, RunStore, Status, now
@@ -286,6 +287,7 @@ def _env(ctx: RunContext, stream: Stream) -> dict[str, str]:
             "WTR_PROMPT_FILE": str(ctx.store.prompt_path(stream.name)),
             "WTR_FILES": "\n".join(stream.files),
             "WTR_STATE_DIR": str(ctx.store.dir),
+            "WTR_REPORT": str(ctx.store.report_path(stream.name)),
             "WTR_PORT": str(ctx.plan.port(stream.name)),
             "COMPOSE_PROJECT_NAME": compose_project_name(ctx.run_id, stream.name),
             **_ignore_copied(ctx),
@@ -346,6 +348,9 @@ def _attempts(ctx: RunContext, stream: Stream, last: Failure | None) -> Failure 
             failure = _attempt(ctx, stream, previous[-1])
         previous.append(failure)
         _append_log(ctx, stream.name, _attempt_end(ctx, stream.name, failure))
+        ctx.store.event("attempt_finished", stream=stream.name,
+                        attempt=ctx.store.record.streams[stream.name].attempts,
+                        failure=asdict(failure) if failure else None)
         return failure
 
     def pause(seconds: float) -> None:
@@ -372,7 +377,8 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
                                      attempts=ctx.store.record.streams[name].attempts + 1,
                                      reflog_start=len(git.reflog(worktree, f"refs/heads/{branch}")))
     prompt = render_prompt(ctx.plan, stream, str(worktree), branch,
-                           _dependency_work(ctx, stream), previous)
+                           _dependency_work(ctx, stream), previous,
+                           str(ctx.store.report_path(name)))
     prompt_file = ctx.store.prompt_path(name)
     prompt_file.write_text(prompt, encoding="utf-8")
     values = {"prompt_file": str(prompt_file), "prompt": prompt, "stream": name,
@@ -425,6 +431,9 @@ def _finish_attempt(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Fail
     faults.point("agent_ended", stream.name)
     record = ctx.store.record.streams[stream.name]
     used = attempt_usage(ctx.store.log_path(stream.name), record.log_start or 0)
+    if fill_from_final_message(ctx.store, stream.name, record.log_start or 0,
+                               stream.agent.preset):
+        ctx.store.event("report_filled", stream=stream.name)
     ctx.store.update_stream(stream.name, "agent_exited", exit_code=agent.exit_code(), pid=None,
                             adopted=False,
                             usage=add_usage(record.usage, used))
@@ -549,6 +558,10 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
         failure = _no_changes(ctx, stream)
         if failure is not None:
             return failure
+    if stream.verify:
+        log = ctx.store.log_path(name)
+        ctx.store.event("verify_started", stream=name,
+                        log_offset=log.stat().st_size if log.exists() else 0)
     for command in stream.verify:
         code = procs.run_logged(command, worktree, _env(ctx, stream), ctx.store.log_path(name),
                                 timeout=stream.agent.timeout)

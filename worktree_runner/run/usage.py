@@ -16,18 +16,25 @@ from typing import Any
 _TAIL_BYTES = 256 * 1024
 
 
-def attempt_usage(log_path: Path, since: int) -> dict[str, float] | None:
-    """The last result record written to the log after byte offset ``since``."""
+def log_since(log_path: Path, since: int) -> str | None:
+    """What the log holds after byte offset ``since`` (its last 256 KiB at most)."""
     try:
         with log_path.open("rb") as handle:
             size = handle.seek(0, 2)
             since = since if since <= size else 0  # the log was cut (log_limit) meanwhile
             handle.seek(max(since, size - _TAIL_BYTES))
-            tail = handle.read().decode("utf-8", errors="replace")
+            return handle.read().decode("utf-8", errors="replace")
     except OSError:
         return None
+
+
+def attempt_usage(log_path: Path, since: int) -> dict[str, float] | None:
+    """The last result record written to the log after byte offset ``since``."""
+    tail = log_since(log_path, since)
+    if tail is None:
+        return None
     for line in reversed(tail.splitlines()):
-        record = _result_record(line.strip())
+        record = result_record(line.strip())
         if record is not None:
             return {"turns": _number(record.get("num_turns")),
                     "cost_usd": _number(record.get("total_cost_usd"))}
@@ -45,7 +52,7 @@ def _number(value: Any) -> float:
     return number if math.isfinite(number) and number >= 0 else 0.0
 
 
-def _result_record(line: str) -> dict[str, Any] | None:
+def result_record(line: str) -> dict[str, Any] | None:
     if not (line.startswith("{") and '"result"' in line):
         return None
     try:
