@@ -495,6 +495,31 @@ def subjects(repo: Repository, old: str, new: str, limit: int = 20) -> list[str]
     return [line for line in out.splitlines() if line]
 
 
+@dataclass(frozen=True)
+class FileStat:
+    path: str
+    added: int | None  # None for a binary file
+    deleted: int | None
+
+
+def diffstat(repo: Repository, old: str, new: str) -> list[FileStat]:
+    """Lines added and deleted per file between two commits (``git diff --numstat``)."""
+    out = repo.git("diff", "--numstat", "-z", "--no-renames", old, new, check=False).stdout
+    stats = []
+    for entry in filter(None, out.split("\0")):
+        added, deleted, path = entry.split("\t", 2)
+        stats.append(FileStat(path, None if added == "-" else int(added),
+                              None if deleted == "-" else int(deleted)))
+    return stats
+
+
+def oneline_log(repo: Repository, old: str, new: str, limit: int = 100) -> list[str]:
+    """``<short id> <subject>`` of the commits in ``old..new``, newest first."""
+    out = repo.git("log", f"--max-count={limit}", "--format=%h %s", f"{old}..{new}",
+                   check=False).stdout
+    return [line for line in out.splitlines() if line]
+
+
 def untracked_files(repo: Repository) -> list[str]:
     """Untracked files of the main worktree, ignored ones included (for ``copy``)."""
     out = run_git(["ls-files", "--others", "-z"], repo.root).stdout

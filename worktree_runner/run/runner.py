@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worktree_runner import git, procs, sparse
+from worktree_runner import git, procs, report, sparse
 from worktree_runner.errors import BadInput, Interrupted, WtrError
 from worktree_runner.plan.analysis import Analysis, analyze
 from worktree_runner.plan.executor import Executor
@@ -162,26 +162,27 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
     lander = _lander(repo, store, plan, auto_merge)
     store.reserve_space()
     store.on_full = ctx.stop.set  # a full disk stops the run: no stream starts into it
-    try:
-        with _stream_work(ctx, record) as work, ThreadPoolExecutor(
-                max_workers=record.max_parallel, thread_name_prefix="stream") as executor:
-            Scheduler(plan, statuses, work, hooks, record.max_parallel, ctx.stop).run(executor)
-        if store.out_of_space:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        lander.close()
-        return store.update_run("run_finished", state=RunState.FINISHED.value,
-                                finished_at=now(), runner_pid=None)
-    except KeyboardInterrupt:
-        lander.close(land=False)
-        store.update_run("run_interrupted", state=RunState.INTERRUPTED.value, runner_pid=None)
-        raise Interrupted("interrupted; the agents were stopped",
-                          hint=f"'wtr resume --run {store.run_id}' continues") from None
-    except OSError as exc:
-        lander.close(land=False)
-        raise _stopped_by_system(store, exc) from None
-    finally:
-        store.on_full = None
-        store.release_space()
+    with report.kept_up_to_date(store):
+        try:
+            with _stream_work(ctx, record) as work, ThreadPoolExecutor(
+                    max_workers=record.max_parallel, thread_name_prefix="stream") as executor:
+                Scheduler(plan, statuses, work, hooks, record.max_parallel, ctx.stop).run(executor)
+            if store.out_of_space:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            lander.close()
+            return store.update_run("run_finished", state=RunState.FINISHED.value,
+                                    finished_at=now(), runner_pid=None)
+        except KeyboardInterrupt:
+            lander.close(land=False)
+            store.update_run("run_interrupted", state=RunState.INTERRUPTED.value, runner_pid=None)
+            raise Interrupted("interrupted; the agents were stopped",
+                              hint=f"'wtr resume --run {store.run_id}' continues") from None
+        except OSError as exc:
+            lander.close(land=False)
+            raise _stopped_by_system(store, exc) from None
+        finally:
+            store.on_full = None
+            store.release_space()
 
 
 def _stopped_by_system(store: RunStore, exc: OSError) -> WtrError:
