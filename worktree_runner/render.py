@@ -187,7 +187,8 @@ def status_markdown(doc: dict[str, Any]) -> str:
     lines = [f"# Run `{doc['run']}`", "",
              f"- state: **{doc['state']}**", f"- plan: `{doc['plan']}`",
              f"- base: `{doc['base']}` (`{doc['base_commit'][:12]}`), target `{doc['target']}`",
-             *_usage_line(doc), "", "## Overview", "", "| status | streams |", "| --- | --- |"]
+             *_usage_line(doc), *(f"- {line}" for line in eta_lines(doc)),
+             "", "## Overview", "", "| status | streams |", "| --- | --- |"]
     lines += [f"| {status} | {n} |" for status, n in doc["counts"].items()]
     lines += ["", "## Streams", "",
               "| stream | status | progress | message | elapsed | branch |",
@@ -291,12 +292,30 @@ def print_status(doc: dict[str, Any]) -> None:
     if doc["state"] == "interrupted":
         console.print(_attention(doc, markdown=False)[0].strip(), markup=False,
                       highlight=False, style="yellow")
-    for line in merge_lines(doc):
-        console.print(line, markup=False, highlight=False)
-    for line in disk_lines(doc):
+    for line in [*eta_lines(doc), *merge_lines(doc), *disk_lines(doc)]:
         console.print(line, markup=False, highlight=False)
     for line in isolation_lines(doc):
         console.print(line, markup=False, highlight=False, style="yellow")
+
+
+def local_time(at: str) -> str:
+    return datetime.fromisoformat(at).astimezone().strftime("%H:%M:%S")
+
+
+def eta_lines(doc: dict[str, Any]) -> list[str]:
+    """Estimated completion and the next milestone, while the run goes."""
+    if doc.get("state") != "running":
+        return []
+    if not doc.get("eta"):
+        return [f"estimated completion: unknown ({doc.get('eta_basis')})"]
+    left = (datetime.fromisoformat(doc["eta"]) - datetime.now(UTC)).total_seconds()
+    lines = [f"estimated completion: {local_time(doc['eta'])} (in about "
+             f"{format_duration(max(left, 0))}; {doc['eta_basis']})"]
+    following = doc.get("next_milestone")
+    if following:
+        lines.append(f"next milestone: {following['stream']} expected to end around "
+                     f"{local_time(following['at'])}")
+    return lines
 
 
 def dry_run_report(prepared: Prepared, run_id: str, planned: list[PlannedStream]) -> str:

@@ -14,6 +14,7 @@ from worktree_runner.errors import WtrError
 from worktree_runner.plan.durations import format_duration
 from worktree_runner.plan.load import parse_plan
 from worktree_runner.plan.model import Plan
+from worktree_runner.render import eta_lines
 from worktree_runner.report import layout
 from worktree_runner.report.timeline import Row, build_timeline
 from worktree_runner.run.agent_report import report_document
@@ -77,6 +78,7 @@ class Report:
     streams: list[StreamDetail]
     merge: MergeView
     usage: dict[str, float] | None
+    eta: list[str]
 
 
 def gather(store: RunStore) -> Report:
@@ -111,6 +113,7 @@ def gather(store: RunStore) -> Report:
         streams=details,
         merge=_merge(store, repo, plan, doc),
         usage=_usage(doc["streams"]),
+        eta=eta_lines(doc),
     )
 
 

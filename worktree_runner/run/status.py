@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
+from worktree_runner.errors import WtrError
 from worktree_runner.run import registry
 from worktree_runner.run.agent_report import report_document
 from worktree_runner.run.disk import run_disk
-from worktree_runner.run.state import RunStore, Status, StreamRecord, empty_merge
+from worktree_runner.run.state import (
+    RunRecord,
+    RunState,
+    RunStore,
+    Status,
+    StreamRecord,
+    empty_merge,
+)
 
 
 def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
@@ -73,11 +83,12 @@ def status_document(store: RunStore, disk: bool = False) -> dict[str, Any]:
     counts = {status.value: 0 for status in Status}
     for stream in record.streams.values():
         counts[stream.status] += 1
+    state = registry.effective_state(store, record.state)
     return {
         "run": record.run,
         "plan": record.plan,
         "repo": record.repo,
-        "state": registry.effective_state(store, record.state),
+        "state": state,
         "runner": registry.runner_of(store),
         "base": record.base,
         "base_commit": record.base_commit,
@@ -89,4 +100,34 @@ def status_document(store: RunStore, disk: bool = False) -> dict[str, Any]:
         "merge": merge_view(record.merge, record.target),
         **({"disk_bytes": used["disk_bytes"]} if used else {}),
         "isolation": record.isolation,
+        **_eta(store, record, state),
     }
+
+
+def _eta(store: RunStore, record: RunRecord, state: str) -> dict[str, Any]:
+    from worktree_runner.run.eta import estimate
+
+    if state != RunState.RUNNING.value:  # e.g. its runner is gone: nothing moves
+        return {"eta": None, "eta_basis": f"the run is {state}: nothing left to estimate",
+                "next_milestone": None}
+    found = estimate(record, store.dir.parent, _ordering(store, record))
+    following = ({"stream": found.next_stream, "at": found.next_at}
+                 if found.next_stream else None)
+    return {"eta": found.eta, "eta_basis": found.basis, "next_milestone": following}
+
+
+def _ordering(store: RunStore, record: RunRecord) -> dict[str, tuple[str, ...]]:
+    """What each stream waits for (dependencies and conflicts), from the run's plan copy."""
+    try:
+        stamp = store.plan_path.stat().st_mtime_ns
+        return dict(_plan_ordering(str(store.plan_path), record.plan, stamp))
+    except (OSError, WtrError):
+        return {n: tuple(s.depends_on) for n, s in record.streams.items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _plan_ordering(path: str, origin: str, stamp: int) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    from worktree_runner.plan.load import parse_plan
+
+    plan = parse_plan(Path(path).read_text(encoding="utf-8"), Path(origin))
+    return tuple(plan.ordering_graph().items())
