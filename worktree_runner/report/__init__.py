@@ -7,6 +7,7 @@ breaks the run or the merge.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from worktree_runner import logs
 from worktree_runner.errors import WtrError
@@ -29,17 +31,23 @@ def report_path(store: RunStore) -> Path:
 def render_run_report(store: RunStore) -> str:
     """The page's HTML. Reads the run through its own ``RunStore``: the caller's may be the
     runner's, whose record in memory must not be swapped for one read back from disk."""
-    import jinja2  # here, not at the top: commands that never report do not pay for it
-
     from worktree_runner.report.content import gather
+
+    html: str = _template().render(r=gather(RunStore(store.dir)))
+    return html
+
+
+@functools.cache
+def _template() -> Any:
+    """Compiled once per process: the runner rewrites the page while the run goes."""
+    import jinja2  # here, not at the top: commands that never report do not pay for it
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("worktree_runner", "data"),
         autoescape=True,
-        trim_blocks=False,
         undefined=jinja2.ChainableUndefined,
     )
-    return env.get_template("report.html.j2").render(r=gather(RunStore(store.dir)))
+    return env.get_template("report.html.j2")
 
 
 def save_run_report(store: RunStore, output: Path | None = None) -> Path:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,8 +100,10 @@ def gather(store: RunStore) -> Report:
                                  timeline.critical)
     repo = _repo(doc["repo"])
     short_tails = len(names) > 50
-    details = [_detail(store, repo, plan, streams[n], timeline.rows[n],
-                       n in timeline.critical, short_tails) for n in names]
+    with ThreadPoolExecutor(max_workers=4) as pool:  # git diffs: mostly waiting on git
+        details = list(pool.map(
+            lambda n: _detail(store, repo, plan, streams[n], timeline.rows[n],
+                              n in timeline.critical, short_tails), names))
     return Report(
         doc=doc,
         generated=datetime.now(UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -207,11 +211,17 @@ def _diffstat(detail: StreamDetail, repo: git.Repository | None, base: str | Non
               head: str | None) -> None:
     if repo is None or not base or not head or base == head:
         return
-    stats = git.diffstat(repo, base, head)
+    stats = _stats(repo, base, head)
     detail.files = stats[:_SHOWN_FILES]
     detail.more_files = max(0, len(stats) - _SHOWN_FILES)
     detail.added = sum(s.added or 0 for s in stats)
     detail.deleted = sum(s.deleted or 0 for s in stats)
+
+
+@functools.lru_cache(maxsize=4096)
+def _stats(repo: git.Repository, base: str, head: str) -> list[git.FileStat]:
+    """Commits never change: a stream's diffstat is read once per process."""
+    return git.diffstat(repo, base, head)
 
 
 def _tail(path: Path, offset: int, lines: int) -> str | None:
