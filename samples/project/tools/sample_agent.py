@@ -295,7 +295,20 @@ def finish(stream: str, summary: str, pacer: Pacer) -> str:
         commit_id = commit(stream, summary)
         outcome = f"committed {commit_id}" if commit_id else "nothing changed, nothing committed"
     progress("done", "--percent", "100")
+    write_report(stream, summary, outcome)
     return f"{summary}; {outcome}"
+
+
+def write_report(stream: str, summary: str, outcome: str) -> None:
+    """The Markdown report wtr asks for in WTR_REPORT (when run by wtr)."""
+    path = os.environ.get("WTR_REPORT")
+    if not path:
+        return
+    Path(path).write_text(
+        f"## {stream}\n\n- done: {summary}\n- {outcome}\n"
+        "- blockers: none\n- tests: left to the stream's verify commands\n",
+        encoding="utf-8",
+    )
 
 
 def describe(edits: list[Edit]) -> str:
