@@ -100,7 +100,8 @@ def timeline_picture(timeline: Timeline, names: list[str], statuses: Mapping[str
         for seg in row.segments:
             thin = seg.kind in ("wait", "queue", "backoff")
             h = max(2.0, bar_h / 4) if thin else bar_h
-            width = max(x(seg.end) - x(seg.start), 1.0 if seg.kind != "blocked" else 2.0)
+            # blocked is a moment: a short hatched tag, not a bar to the end of the page
+            width = 28.0 if seg.kind == "blocked" else max(x(seg.end) - x(seg.start), 1.0)
             picture.segments.append(Bar(x(seg.start), round(top + (bar_h - h) / 2, 1),
                                         round(width, 1), round(h, 1), f"seg {seg.kind}",
                                         f"{seg.note}: {_span(seg.start, seg.end)}"))

@@ -213,9 +213,6 @@ def _close_open(row: Row, reader: _Reader, end: float, running: bool) -> None:
         if attempt.end is None:
             attempt.end = end
             attempt.outcome = "running" if running else "interrupted"
-    for segment in row.segments:
-        if segment.kind == "blocked":
-            segment.end = end
     if running and row.first_start is None and row.outcome is None:
         since = reader.run_start
         if since is not None and end > since:
