@@ -129,7 +129,7 @@ def status_text(doc: dict[str, Any]) -> str:
               .rstrip() for row in rows]
     attention = _attention(doc, markdown=False)
     lines += ["", "Needs attention:", *(attention or ["  nothing: every stream is fine so far"])]
-    lines += [line.rstrip() for line in [*merge_lines(doc), *disk_lines(doc),
+    lines += [line.rstrip() for line in [*eta_lines(doc), *merge_lines(doc), *disk_lines(doc),
                                          *isolation_lines(doc)]]
     return "\n".join(lines)
 
