@@ -241,36 +241,46 @@ def _tail(path: Path, offset: int, lines: int) -> str | None:
 def _merge(store: RunStore, repo: git.Repository | None, plan: Plan | None,
            doc: dict[str, Any]) -> MergeView:
     merge = doc["merge"]
-    state = merge.get("state", "none")
-    merged = list(merge.get("merged") or [])
-    order = list(merge.get("order") or merged)
-    rows = [MergeRow(name, _merge_outcome(name, merge, merged)) for name in order]
+    landings = [ld for ld in merge.get("landings") or [] if isinstance(ld, dict)]
     streams = {s["name"]: s for s in doc["streams"]}
+    shown = [ld for ld in landings if ld.get("state") == "landed"]
+    if landings and landings[-1] not in shown:
+        shown.append(landings[-1])
+    rows = [MergeRow(name, _landing_outcome(name, ld), f"landing {ld.get('id', '')}")
+            for ld in shown for name in ld.get("streams") or []]
+    reasons = merge.get("left_out_reasons") or {}
     for name in merge.get("left_out") or []:
-        rows.append(MergeRow(name, "left out", _left_out_why(streams, name)))
-    before, after = merge.get("landed_from") or merge.get("target_start"), merge.get("landed_to")
+        rows.append(MergeRow(name, "left out", reasons.get(name) or _left_out_why(streams, name)))
+    landed = next((ld for ld in reversed(landings) if ld.get("state") == "landed"), None)
+    first = next((ld for ld in landings if ld.get("state") == "landed"), None)
+    before = (first or {}).get("landed_from") or (landings[-1].get("target_start")
+                                                  if landings else None)
+    after = landed.get("landed_to") if landed else None
     commits: list[str] = []
-    if repo is not None and state == "landed" and before and after:
+    if repo is not None and before and after:
         commits = git.oneline_log(repo, before, after)
     verify = list(plan.verify) if plan is not None else []
     verify_tail = None
     if merge.get("halt") == "verify":
         result = f"failed: {merge.get('message') or ''}"
         verify_tail = _tail(store.dir / "merge.log", 0, 30)
-    elif state == "landed":
+    elif landed is not None:
         result = "passed" if verify else "no verify commands in the plan"
     else:
         result = "not run yet"
-    return MergeView(merge, rows, commits, verify, result, verify_tail, before,
-                     after if state == "landed" else None)
+    return MergeView(merge, rows, commits, verify, result, verify_tail, before, after)
 
 
-def _merge_outcome(name: str, merge: dict[str, Any], merged: list[str]) -> str:
-    if name in merged:
-        return "landed" if merge.get("state") == "landed" else "replayed"
-    if merge.get("stream") == name and merge.get("halt") == "conflict":
+def _landing_outcome(name: str, landing: dict[str, Any]) -> str:
+    state = landing.get("state")
+    if name in (landing.get("skipped") or []):
+        return "left out"
+    if name in (landing.get("merged") or []):
+        return {"landed": "landed", "aborted": "aborted", "undone": "undone"}.get(
+            state or "", "replayed")
+    if landing.get("stream") == name and landing.get("halt") == "conflict":
         return "conflicted"
-    return "waiting"
+    return "waiting" if state in ("active", "halted") else state or "waiting"
 
 
 def _left_out_why(streams: dict[str, dict[str, Any]], name: str) -> str:
