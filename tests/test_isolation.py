@@ -116,3 +116,62 @@ def test_a_well_behaved_run_and_its_merge_report_nothing(repo: Repo) -> None:
     merged = run_wtr("merge", cwd=repo.path)
     assert merged.returncode == 0, merged.stderr
     assert run_wtr("status", "--json", cwd=repo.path).json()["isolation"] == []
+
+
+# -- no process of a stream outlives it --------------------------------------------------------
+
+
+def _escaping_child(pidfile: Path, out: Path) -> str:
+    """Shell text starting a child in a session of its own that keeps writing ``out``."""
+    loop = f"echo $$ > {pidfile}; while true; do echo tick >> {out}; sleep 0.1; done"
+    return (f"setsid sh -c '{loop}' > /dev/null 2>&1 < /dev/null & "
+            f"while [ ! -s {pidfile} ]; do sleep 0.05; done; ")
+
+
+def _dead(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"
+
+
+def _stopped_growing(path: Path) -> bool:
+    import time
+
+    size = path.stat().st_size
+    time.sleep(1.0)
+    return path.stat().st_size == size
+
+
+def test_setsid_child_of_a_finished_agent_is_killed(repo: Repo, tmp_path: Path) -> None:
+    pidfile, out = tmp_path / "child.pid", tmp_path / "ticks"
+    script = _escaping_child(pidfile, out) + "echo 'X = 5' > src/api/orders.py"
+    plan = agent_plan({"api": {"files": ["src/api/**"], "agent": shell_agent(script)}})
+    result, _ = run(repo, plan)
+    assert result.returncode == 0, result.stderr
+    pid = int(pidfile.read_text())
+    assert _dead(pid), f"the agent's setsid child {pid} survived its stream"
+    assert _stopped_growing(out)
+
+
+def test_setsid_children_of_setup_verify_and_timed_out_agents_are_killed(
+        repo: Repo, tmp_path: Path) -> None:
+    files = {k: (tmp_path / f"{k}.pid", tmp_path / f"{k}.ticks") for k in ("setup", "verify",
+                                                                          "agent")}
+    plan = agent_plan(
+        {"api": {"files": ["src/api/**"],
+                 "verify": [_escaping_child(*files["verify"]) + "true"],
+                 "agent": shell_agent(_escaping_child(*files["agent"]) + "sleep 600",
+                                      timeout=3)},
+         "ui": {"files": ["src/ui/**"], "env": {"AGENT_WRITE": "src/ui/view.py=U = 1"},
+                "verify": [_escaping_child(*files["verify"]) + "true"]}},
+        setup=[_escaping_child(*files["setup"]) + "true"],
+    )
+    _, doc = run(repo, plan)
+    assert stream_of(doc, "api")["failure"]["kind"] == "timeout"
+    assert stream_of(doc, "ui")["status"] == "succeeded", doc
+    for what, (pidfile, out) in files.items():
+        pid = int(pidfile.read_text())
+        assert _dead(pid), f"the {what} command's setsid child {pid} survived"
+        assert _stopped_growing(out), what

@@ -111,7 +111,7 @@ def run_logged(command: str, cwd: Path, env: Mapping[str, str], log_path: Path,
     """Run a shell command to completion with its output in ``log_path``; its exit code."""
     with log_path.open("ab") as out:
         out.write(f"$ {command}\n".encode())
-    process = start(command, cwd, env, log_path)
+    process = start(supervised("-", command), cwd, env, log_path)
     try:
         return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -208,15 +208,20 @@ class Agent:
         reap_group(self.pid, self.process)
 
 
+def supervised(exit_file: Path | str, argv: Sequence[str] | str,
+               options: Sequence[str] = ()) -> list[str]:
+    """``argv`` under the supervisor, which keeps every descendant below it (supervise.py)."""
+    return [sys.executable, "-P", "-m", "worktree_runner.supervise", str(exit_file), *options,
+            "--", *as_argv(argv)]
+
+
 def start_agent(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str], log_path: Path,
                 exit_file: Path, log_limit: int | None = None) -> Agent:
     """Start the agent under its supervisor; with ``log_limit``, the supervisor writes the
     agent's output to ``log_path`` itself and keeps the file under that many bytes."""
     exit_file.unlink(missing_ok=True)
     capped = ["--log", str(log_path), "--log-limit", str(log_limit)] if log_limit else []
-    supervised = [sys.executable, "-P", "-m", "worktree_runner.supervise", str(exit_file),
-                  *capped, "--", *as_argv(argv)]
-    process = start(supervised, cwd, env, log_path)
+    process = start(supervised(exit_file, argv, capped), cwd, env, log_path)
     return Agent(process.pid, process_start_time(process.pid), exit_file, process)
 
 

@@ -9,6 +9,12 @@ With ``--log``, the agent's output comes through a pipe and this process appends
 PATH, keeping the file under BYTES: past it, the middle of the log is dropped (its start
 and its end are kept) and a marker line says how much went. Being the only writer of the
 log while the agent runs, it can cut the file without losing what is being written.
+
+On Linux it is a child subreaper: whatever the agent started, ``setsid`` or double-forked
+daemons included, stays below it, and is stopped before it exits, so no process of a
+stream outlives the stream. SIGTERM (the runner stopping the stream) is passed to every
+descendant at once; what is left after most of the grace period is killed. EXIT_FILE
+``-`` records nothing (setup and verify commands).
 """
 
 from __future__ import annotations
@@ -23,9 +29,100 @@ import sys
 import time
 from typing import Any
 
+PR_SET_CHILD_SUBREAPER = 36
+GRACE_SECONDS = float(os.environ.get("WTR_KILL_GRACE", "5"))
+# The runner kills the whole group after its grace: finish before it does.
+OWN_GRACE_SHARE = 0.6
 
-def _ignore(signum: int, frame: object) -> None:
-    """SIGTERM reaches the whole group: the agent ends, and this process records how."""
+
+class _Stop:
+    at: float | None = None  # when the runner asked us to stop
+    child: int | None = None  # the agent, while it runs
+
+
+def become_subreaper() -> bool:
+    """Orphans of our descendants come to us, not to init (Linux; False elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _processes() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, state) of every process, read from /proc."""
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+        found.append((int(entry), int(ppid), state))
+    return found
+
+
+def descendants(root: int) -> list[int]:
+    """Living (not zombie) processes below ``root``."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid, state in _processes():
+        if state not in ("Z", "X"):
+            children.setdefault(ppid, []).append(pid)
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def reap_orphans() -> None:
+    """Collect the exit of adopted orphans that ended. Never the agent itself: its code
+    is read by ``Popen.wait``, which would take a vanished child for a success."""
+    me = os.getpid()
+    for pid, ppid, state in _processes():
+        if ppid == me and state == "Z" and pid != _Stop.child:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+def end_descendants(grace: float) -> None:
+    """SIGTERM everything below us, SIGKILL what is left after ``grace``; reap it all."""
+    me = os.getpid()
+    _signal_all(descendants(me), signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while descendants(me) and time.monotonic() < deadline:
+        reap_orphans()
+        time.sleep(0.05)
+    for _ in range(50):  # stopped first, so that none can fork while the others die
+        left = descendants(me)
+        if not left:
+            break
+        _signal_all(left, signal.SIGSTOP)
+        _signal_all(left, signal.SIGKILL)
+        reap_orphans()
+        time.sleep(0.02)
+    reap_orphans()
+
+
+def _on_stop(signum: int, frame: object) -> None:
+    """The group got the signal too; pass it to descendants in other sessions as well."""
+    if _Stop.at is None:
+        _Stop.at = time.monotonic()
+    _signal_all(descendants(os.getpid()), signal.SIGTERM)
 
 
 USAGE = "usage: python -m worktree_runner.supervise EXIT_FILE [--log PATH --log-limit N] -- CMD..."
@@ -44,8 +141,9 @@ def main(argv: list[str]) -> int:
     except (ValueError, IndexError):
         print(USAGE, file=sys.stderr)
         return 2
+    become_subreaper()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, _ignore)
+        signal.signal(sig, _on_stop)
     try:
         piped = "--log" in log
         child = subprocess.Popen(command, stdout=subprocess.PIPE if piped else None,
@@ -54,14 +152,18 @@ def main(argv: list[str]) -> int:
         print(f"wtr: cannot start the agent {command[0]!r}: {exc.strerror}", flush=True)
         code = 127
     else:
+        _Stop.child = child.pid
         if child.stdout is not None:
             with CappedLog(log["--log"], limit) as out:
                 _pump(child, child.stdout.fileno(), out)
             child.stdout.close()
         code = _wait(child)
+        _Stop.child = None
+    end_descendants(0.0 if _Stop.at is not None else min(2.0, GRACE_SECONDS))
     # On a full disk the runner, our parent, still gets the code from our exit status.
     with contextlib.suppress(OSError):
-        _record(exit_file, code)
+        if exit_file != "-":
+            _record(exit_file, code)
     return code if code >= 0 else 128 - code
 
 
@@ -70,6 +172,7 @@ def _pump(child: subprocess.Popen[bytes], fd: int, out: CappedLog) -> None:
     exited (descendants it left may keep the pipe open; the runner stops them)."""
     deadline: float | None = None
     while deadline is None or time.monotonic() < deadline:
+        _kill_when_overdue()
         ready, _, _ = select.select([fd], [], [], 0.2)
         if ready:
             data = os.read(fd, 65536)
@@ -134,11 +237,17 @@ def _move(log: Any, source: int, target: int, length: int) -> None:
 
 
 def _wait(child: subprocess.Popen[bytes]) -> int:
+    """The child's exit code; once stopped, the child and its tree are killed before the
+    runner's grace runs out."""
     while True:
-        try:
-            return child.wait()
-        except InterruptedError:  # pragma: no cover - retried by Python itself since 3.5
-            continue
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return child.wait(timeout=0.1)
+        _kill_when_overdue()
+
+
+def _kill_when_overdue() -> None:
+    if _Stop.at is not None and time.monotonic() - _Stop.at > GRACE_SECONDS * OWN_GRACE_SHARE:
+        end_descendants(0.0)
 
 
 def _record(path: str, code: int) -> None:
