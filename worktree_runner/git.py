@@ -1091,3 +1091,8 @@ def literal_pattern(path: str) -> str:
     escaped = re.sub(r"([\\*?\[])", r"\\\1", path)
     stripped = escaped.rstrip(" ")
     return "/" + stripped + "\\ " * (len(escaped) - len(stripped))
+
+
+def git_dir_of(worktree: Path) -> Path:
+    """The git metadata folder of a worktree (``.git/worktrees/<name>`` for a linked one)."""
+    return Path(run_git(["rev-parse", "--absolute-git-dir"], worktree).stdout.strip())

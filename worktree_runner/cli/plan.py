@@ -120,7 +120,7 @@ def check(plan_file: Path | None, repo_dir: Path | None, as_json: bool) -> None:
     matches yet (both list NOTES.md; scripts/** beside scripts/common.sh), and about
     a stream whose several predecessors overlap. Exit 0 valid, 2 invalid.
     """
-    from worktree_runner import render
+    from worktree_runner import render, sandbox
     from worktree_runner.plan.analysis import analyze
     from worktree_runner.plan.load import load_plan
 
@@ -129,6 +129,7 @@ def check(plan_file: Path | None, repo_dir: Path | None, as_json: bool) -> None:
         plan_file = plan_path(plan_file, repo)
         plan = load_plan(plan_file)
         analysis = analyze(plan, repo, history=True)
+        sandbox.require(plan.sandboxed)
     except WtrError as exc:
         if not as_json:
             raise

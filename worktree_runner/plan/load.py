@@ -42,13 +42,13 @@ TOP_KEYS = frozenset(
     {"version", "name", "base", "target", "max_parallel", "worktrees_dir", "agent", "setup",
      "teardown", "copy", "verify", "shared", "streams", "port_range", "executor",
      "coupling", "pool", "keep_ignored", "sparse",
-     "allow_empty", "log_limit"}
+     "allow_empty", "log_limit", "sandbox", "writable"}
 )
 AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout", "retries", "env"})
 COUPLING_KEYS = frozenset({"min_support", "min_confidence", "hot_share", "commits", "since"})
 STREAM_KEYS = frozenset(
     {"description", "files", "prompt", "depends_on", "conflicts_with", "shared", "verify",
-     "on_failure", "agent", "sparse", "context", "allow_empty"}
+     "on_failure", "agent", "sparse", "context", "allow_empty", "sandbox", "writable"}
 )
 ON_FAILURE = ("continue", "stop")
 
@@ -181,7 +181,9 @@ class _Reader:
         default_agent = self._agent_fields(top.get("agent", {}), ("agent",))
         shared = self.get(top, root, "shared", _patterns, NO_TEXTS)
         self.allow_empty = self.get(top, root, "allow_empty", _bool, True)
-        streams = self._streams(top, default_agent, shared)
+        box = (self.get(top, root, "sandbox", _bool, False),
+               self.get(top, root, "writable", _writable, NO_TEXTS))
+        streams = self._streams(top, default_agent, shared, box)
         sparse = self.get(top, root, "sparse", _bool, False)
         self.warnings += [f"stream '{s.name}' lists 'context' but is not sparse; it has no "
                           "effect (add 'sparse: true')" for s in streams
@@ -245,7 +247,8 @@ class _Reader:
             self.fail(("version",), f"unsupported version {version!r}; only 1 exists")
 
     def _streams(self, top: dict[str, Any], default_agent: dict[str, Any],
-                 shared: tuple[str, ...]) -> tuple[Stream, ...]:
+                 shared: tuple[str, ...], box: tuple[bool, tuple[str, ...]]
+                 ) -> tuple[Stream, ...]:
         raw = top.get("streams", _MISSING)
         if raw is _MISSING or raw is None or raw == {}:
             self.fail(("streams",), "the plan needs at least one stream under 'streams'")
@@ -256,7 +259,7 @@ class _Reader:
         streams = [
             stream
             for name, spec in specs.items()
-            if (stream := self._stream(name, spec, default_agent, shared)) is not None
+            if (stream := self._stream(name, spec, default_agent, shared, box)) is not None
         ]
         if not self._check_references(streams):
             return tuple(streams)
@@ -265,7 +268,7 @@ class _Reader:
         return ordered
 
     def _stream(self, name: str, spec: Any, default_agent: dict[str, Any],
-                shared: tuple[str, ...]) -> Stream | None:
+                shared: tuple[str, ...], box: tuple[bool, tuple[str, ...]]) -> Stream | None:
         path: KeyPath = ("streams", name)
         if (problem := name_problem(name)) is not None:
             self.fail(path, problem)
@@ -307,6 +310,8 @@ class _Reader:
             sparse=self.get(fields, path, "sparse", _bool, None),
             context=self.get(fields, path, "context", _patterns, NO_TEXTS),
             allow_empty=self.get(fields, path, "allow_empty", _bool, self.allow_empty),
+            sandbox=self.get(fields, path, "sandbox", _bool, box[0]),
+            writable=(*box[1], *self.get(fields, path, "writable", _writable, NO_TEXTS)),
         )
 
     # -- agents ------------------------------------------------------------------------
@@ -425,6 +430,14 @@ def _exclusive_partners(streams: list[Stream]) -> dict[str, set[str]]:
 
 
 # -- converters: each returns the typed value or raises ValueError with the reason ------
+
+
+def _writable(value: Any) -> tuple[str, ...]:
+    paths = _strings(value)
+    for path in paths:
+        if not path.startswith(("/", "~")):
+            raise ValueError(f"'{path}' must be an absolute path or start with ~")
+    return paths
 
 
 def _text(value: Any) -> str:

@@ -72,6 +72,8 @@ class Stream:
     context: tuple[str, ...] = ()  # paths a sparse stream reads or builds with
     # False: an agent that exits 0 having changed nothing fails (no_changes), not a warning.
     allow_empty: bool = True
+    sandbox: bool = False  # run the agent under bubblewrap (worktree_runner/sandbox.py)
+    writable: tuple[str, ...] = ()  # more paths writable in the sandbox (~ allowed)
     # Streams declared earlier that this one may not run beside (conflicts_with or a
     # shared path in common) and that no dependency already orders: it waits for them.
     waits_for: tuple[str, ...] = ()
@@ -132,6 +134,10 @@ class Plan:
 
     def stream(self, name: str) -> Stream:
         return self.streams[self._index[name]]
+
+    @property
+    def sandboxed(self) -> list[str]:
+        return [s.name for s in self.streams if s.sandbox]
 
     def dependency_graph(self) -> dict[str, tuple[str, ...]]:
         return {s.name: s.depends_on for s in self.streams}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def report_progress(env: Mapping[str, str], message: str, percent: int | None,
         percent = previous.get("percent")
     write_json_atomic(path, {"percent": percent, "message": message, "blocked": blocked,
                              "at": now()})
-    store.event("progress", stream=stream, percent=percent, message=message, blocked=blocked)
+    with contextlib.suppress(OSError):  # a sandboxed agent may write only its own folder
+        store.event("progress", stream=stream, percent=percent, message=message,
+                    blocked=blocked)
     store.close()
     return path

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worktree_runner import git, procs, report, sparse
+from worktree_runner import git, procs, report, sandbox, sparse
 from worktree_runner.errors import BadInput, Interrupted, WtrError
 from worktree_runner.plan.analysis import Analysis, analyze
 from worktree_runner.plan.executor import Executor
@@ -51,6 +51,7 @@ def prepare(repo: git.Repository, plan_file: Path, max_parallel: int | None = No
     analysis = analyze(plan, repo)
     analysis.raise_if_invalid()
     worktree_include(repo.root)  # a bad .worktreeinclude stops the run before it starts
+    sandbox.require(plan.sandboxed)
     if max_parallel is not None and max_parallel < 1:
         raise BadInput("--max-parallel must be at least 1")
     return Prepared(repo, plan, analysis, max_parallel or plan.max_parallel,
@@ -143,7 +144,7 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
         bin_dir=procs.write_wtr_shim(store.dir / "bin"),
         recovered=dict(recovered or {}),
         copy_patterns=(*plan.copy, *worktree_include(repo.root)),
-        guard=Guard(repo, store),
+        guard=Guard(repo, store, contained=frozenset(plan.sandboxed)),
         pool=Pool(repo, Path(record.worktrees_root), plan.pool_size(record.max_parallel),
                   plan.keep_ignored, note=lambda message: store.event("pool", message=message)),
     )

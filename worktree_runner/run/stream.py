@@ -15,7 +15,7 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
-from worktree_runner import faults, git, procs, rescue, sparse
+from worktree_runner import faults, git, procs, rescue, sandbox, sparse
 from worktree_runner.errors import WtrError
 from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
@@ -384,6 +384,8 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
     values = {"prompt_file": str(prompt_file), "prompt": prompt, "stream": name,
               "worktree": str(worktree), "branch": branch}
     argv = render_command(stream.agent.argv_template(), values)
+    if stream.sandbox:
+        argv = sandbox.wrap(procs.as_argv(argv), _sandbox_layout(ctx, stream))
     _append_log(ctx, name, f"--- attempt {record.attempts} at {now()} ---")
     log_start = ctx.store.log_path(name).stat().st_size
     agent = procs.start_agent(argv, worktree, _env(ctx, stream), ctx.store.log_path(name),
@@ -419,6 +421,20 @@ def _earlier_agent(ctx: RunContext, name: str) -> procs.Agent | None:
 def _attempt_of(exit_file: Path) -> int:
     match = re.fullmatch(r"exit-(\d+)\.json", exit_file.name)
     return int(match.group(1)) if match else 0
+
+
+def _sandbox_layout(ctx: RunContext, stream: Stream) -> sandbox.Layout:
+    worktree = ctx.worktree(stream.name)
+    return sandbox.Layout(
+        worktree=worktree,
+        common_dir=ctx.repo.common_dir,
+        worktree_git_dir=git.git_dir_of(worktree),
+        branch=f"refs/heads/{ctx.branch(stream.name)}",
+        state_dir=ctx.store.stream_dir(stream.name),
+        locks_dir=ctx.repo.state_dir / "locks",
+        readable=(ctx.repo.root, ctx.repo.common_dir),
+        writable=tuple(sandbox.expand(path) for path in stream.writable),
+    )
 
 
 def _finish_attempt(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | None:
