@@ -10,6 +10,7 @@ moved or vanished keep their old tip under ``refs/worktree-runner/isolation/<run
 from __future__ import annotations
 
 import hashlib
+import stat
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -55,11 +56,15 @@ def _stamp(path: Path) -> str:
 def _hooks(folder: Path) -> dict[str, str]:
     if not folder.is_dir():
         return {}
-    return {
-        str(path.relative_to(folder)): f"{path.lstat().st_mode:o} {_digest(path)}"
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() or path.is_symlink()
-    }
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        try:
+            mode = path.lstat().st_mode
+        except OSError:  # removed while we looked
+            continue
+        if not stat.S_ISDIR(mode):
+            found[str(path.relative_to(folder))] = f"{mode:o} {_digest(path)}"
+    return found
 
 
 def take(repo: git.Repository, run_id: str) -> Snapshot:
