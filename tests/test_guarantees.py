@@ -1,0 +1,120 @@
+"""Tests written to kill mutants (scripts/mutation) of the code that carries guarantees:
+the landing compare-and-swap and dirty-target check, the ownership check, rescue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.gitrepo import Repo, git, run_wtr
+from tests.runhelp import agent_plan, stream_of
+
+STREAMS = {
+    "db": {"files": ["src/db/**"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 7"}},
+    "ui": {"files": ["src/ui/**"], "env": {"AGENT_WRITE": "src/ui/view.py=UI = 7"}},
+}
+
+
+def status(repo: Repo) -> dict:
+    return run_wtr("status", "--json", cwd=repo.path).json()
+
+
+def run_plan(repo: Repo, plan: dict) -> dict:
+    result = run_wtr("run", repo.write_plan(plan), cwd=repo.path)
+    assert result.returncode in (0, 1), result.stderr
+    return status(repo)
+
+
+# -- landing ------------------------------------------------------------------------------
+
+
+def test_landing_refuses_a_checked_out_target_moved_back_during_the_merge(repo: Repo) -> None:
+    """A fast-forward from an older tip would succeed: only the check against the tip the
+    merge started from sees that the user moved the target."""
+    older = repo.head("main")
+    repo.commit({"later.txt": "later\n"}, "later")
+    back = f"git -C {repo.path} reset -q --hard {older}"
+    run_plan(repo, agent_plan(STREAMS, verify=[back]))
+    result = run_wtr("merge", cwd=repo.path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "moved during the merge" in result.stderr
+    assert repo.head("main") == older
+    assert status(repo)["merge"]["state"] == "aborted"
+    assert not (repo.path / "src/ui/view.py").read_text().startswith("UI = 7")
+
+
+def test_landing_is_a_compare_and_swap_on_a_target_not_checked_out(repo: Repo) -> None:
+    repo.git("branch", "release")
+    moved = repo.commit({"other.txt": "x\n"}, "work of someone else")
+    repo.git("checkout", "-q", "HEAD~1")
+    repo.git("branch", "-f", "main", moved)
+    sneaky = f"git -C {repo.path} update-ref refs/heads/release {moved}"
+    run_plan(repo, agent_plan(STREAMS, base="release", target="release", verify=[sneaky]))
+    result = run_wtr("merge", cwd=repo.path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "moved during the merge" in result.stderr and "nothing was changed" in result.stderr
+    assert repo.head("release") == moved
+    landed = repo.git("for-each-ref", "--format=%(refname)", "refs/worktree-runner/merge/")
+    assert "/landed" not in landed
+
+
+def test_landing_halts_when_the_checked_out_target_became_dirty(repo: Repo) -> None:
+    dirty = f"echo 'my edit' >> {repo.path}/README.md"
+    run_plan(repo, agent_plan(STREAMS, verify=[dirty]))
+    before = repo.head("main")
+    result = run_wtr("merge", cwd=repo.path)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "uncommitted changes" in result.stderr and "README.md" in result.stderr
+    assert repo.head("main") == before
+    assert (repo.path / "README.md").read_text().endswith("my edit\n")
+    merge = status(repo)["merge"]
+    assert merge["state"] == "halted"
+    # once the edit is committed elsewhere or dropped, --continue lands
+    repo.git("checkout", "--", "README.md")
+    landed = run_wtr("merge", "--continue", cwd=repo.path)
+    assert landed.returncode == 0, landed.stderr
+    assert repo.git("show", "main:src/ui/view.py") == "UI = 7"
+
+
+# -- ownership ------------------------------------------------------------------------------
+
+
+def test_ownership_names_every_out_of_scope_file_and_lets_shared_ones_pass(repo: Repo) -> None:
+    outside = ";".join(f"extra/f{i}.txt=x" for i in range(12))
+    plan = agent_plan({
+        "db": {"files": ["src/db/**"], "shared": ["README.md"],
+               "env": {"AGENT_WRITE": f"src/db/models.py=DB;README.md=R;{outside}"}},
+    }, shared=["README.md"])
+    doc = run_plan(repo, plan)
+    db = stream_of(doc, "db")
+    assert db["failure"]["kind"] == "ownership"
+    assert db["failure"]["files"] == [f"extra/f{i}.txt" for i in sorted(range(12), key=str)]
+    assert db["failure"]["message"].startswith("changed 12 file(s) outside its files: ")
+    assert db["failure"]["message"].count("extra/") == 10
+    assert "README.md" not in db["failure"]["files"]
+    assert sorted(db["changed_files"]) == sorted(["README.md", "src/db/models.py",
+                                                  *(f"extra/f{i}.txt" for i in range(12))])
+    assert db["head_commit"] == repo.head(db["branch"])
+
+
+def test_an_agent_that_leaves_its_branch_fails_and_nothing_is_committed_for_it(
+        repo: Repo) -> None:
+    leave = "echo 'DB = 9' > src/db/models.py && git checkout -q --detach"
+    plan = agent_plan({"db": {"files": ["src/db/**"],
+                              "agent": {"command": leave, "timeout": 60}}})
+    doc = run_plan(repo, plan)
+    db = stream_of(doc, "db")
+    assert db["status"] == "failed" and db["failure"]["kind"] in ("error", "history")
+    assert "detached" in db["failure"]["message"]
+    worktree = Path(db["worktree"])
+    assert git(worktree, "status", "--porcelain") == "M src/db/models.py"
+
+
+def test_work_is_recorded_before_the_scope_is_judged(repo: Repo) -> None:
+    plan = agent_plan({"db": {"files": ["src/db/**"], "verify": ["exit 4"],
+                              "env": {"AGENT_WRITE": "src/db/models.py=DB = 3"}}})
+    doc = run_plan(repo, plan)
+    db = stream_of(doc, "db")
+    assert db["failure"] == {"kind": "verify", "message": "verify command failed (exit 4): "
+                             "exit 4", "files": []}
+    assert db["changed_files"] == ["src/db/models.py"]
+    assert db["head_commit"] == repo.head(db["branch"]) != doc["base_commit"]
