@@ -94,7 +94,10 @@ def wrap(argv: Sequence[str], layout: Layout) -> list[str]:
     layout.state_dir.mkdir(parents=True, exist_ok=True)
     args = [str(bwrap), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--tmpfs", "/tmp"]
-    for path in layout.readable:
+    # the private /tmp hides what lies there: keep the repository and the files the
+    # command names (its program, its script) visible, read-only
+    named = [Path(a) for a in argv if a.startswith("/tmp/") and Path(a).exists()]
+    for path in (*layout.readable, *named):
         if path.exists():
             args += ["--ro-bind", str(path), str(path)]
     args += ["--bind", str(layout.worktree), str(layout.worktree),
