@@ -49,6 +49,7 @@ class Settings:
     timeout: float = 3.0
     keep: bool = False
     behaviours: tuple[str, ...] = ()
+    progress: bool = False
 
 
 @dataclass
@@ -390,6 +391,10 @@ def play(settings: Settings) -> list[Outcome]:
             folder.mkdir()
             outcome = Chaos(settings, number, folder).play()
             outcomes.append(outcome)
+            if settings.progress:
+                kinds = ", ".join(kind for kind, _ in outcome.violations) or "ok"
+                print(f"run {number}: {outcome.fault}, {outcome.seconds:.1f}s: {kinds}",
+                      file=sys.stderr, flush=True)
             if not outcome.violations and not settings.keep:
                 shutil.rmtree(folder, ignore_errors=True)
     finally:
@@ -437,7 +442,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = Settings(runs=args.runs, seed=args.seed, max_streams=args.max_streams,
                         timeout=args.timeout, keep=args.keep,
-                        behaviours=tuple(b for b in args.behaviours.split(",") if b))
+                        behaviours=tuple(b for b in args.behaviours.split(",") if b),
+                        progress=True)
     doc = summary(play(settings))
     print(json.dumps(doc, indent=1) if args.json else table(doc))
     return 1 if doc["violations"] else 0
