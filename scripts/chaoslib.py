@@ -50,6 +50,7 @@ class Settings:
     keep: bool = False
     behaviours: tuple[str, ...] = ()
     progress: bool = False
+    faults: tuple[str, ...] = ()
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Chaos:
         self.repo = folder / "repo"
         self.journal = folder / "journal"
         self.tag = f"chaos-{os.getpid()}-{settings.seed}-{number}"
-        self.outcome = Outcome(number, self.rng.choice(FAULTS))
+        self.outcome = Outcome(number, self.rng.choice(settings.faults or FAULTS))
         self.env = self._env()
 
     # -- setup --------------------------------------------------------------------------
@@ -439,11 +440,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--keep", action="store_true", help="keep every run's folder")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--behaviours", default="", help="comma-separated subset to pick from")
+    parser.add_argument("--faults", default="", help=f"comma-separated subset of {FAULTS}")
     args = parser.parse_args(argv)
     settings = Settings(runs=args.runs, seed=args.seed, max_streams=args.max_streams,
                         timeout=args.timeout, keep=args.keep,
                         behaviours=tuple(b for b in args.behaviours.split(",") if b),
-                        progress=True)
+                        progress=True, faults=tuple(f for f in args.faults.split(",") if f))
     doc = summary(play(settings))
     print(json.dumps(doc, indent=1) if args.json else table(doc))
     return 1 if doc["violations"] else 0
