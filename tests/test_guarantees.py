@@ -73,6 +73,9 @@ def test_landing_halts_when_the_checked_out_target_became_dirty(repo: Repo) -> N
     landed = run_wtr("merge", "--continue", cwd=repo.path)
     assert landed.returncode == 0, landed.stderr
     assert repo.git("show", "main:src/ui/view.py") == "UI = 7"
+    merge = status(repo)["merge"]
+    assert merge["state"] == "landed" and merge["active"] is False
+    assert (merge["landed_from"], merge["landed_to"]) == (before, repo.head("main"))
 
 
 # -- ownership ------------------------------------------------------------------------------
