@@ -154,10 +154,13 @@ class Guard:
             if name not in self.contained:
                 self._touched.add(name)
 
-    def leave(self, name: str) -> str | None:
-        """Look again as ``name`` ends; what it changed, if it alone could have."""
+    def leave(self, name: str, look: bool = True) -> str | None:
+        """Look again as ``name`` ends; what it changed, if it alone could have.
+        Without ``look`` (the run is stopping), the next look covers this stream too."""
         with self._lock:
             self._active.discard(name)
+            if not look:
+                return None
             suspects = set(self._touched)
             self._touched = self._active - self.contained
             stored = Snapshot.from_json(read_json(self.path))

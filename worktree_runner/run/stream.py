@@ -99,8 +99,9 @@ def run_stream(ctx: RunContext, name: str) -> bool:
         _append_log(ctx, name, traceback.format_exc())
         failure = Failure("error", f"internal error: {exc!r} (traceback in the stream's log)")
     try:
-        breach = ctx.guard.leave(name)
-    except WtrError as exc:
+        # a run being stopped looks again when it resumes (reported on the run then)
+        breach = ctx.guard.leave(name, look=not ctx.stop.is_set())
+    except Exception as exc:  # the look must never take the stream's outcome down
         breach = None
         _append_log(ctx, name, f"wtr: could not look for changes outside the worktree: {exc}")
     if breach is not None and failure is None:
