@@ -121,3 +121,18 @@ def test_work_is_recorded_before_the_scope_is_judged(repo: Repo) -> None:
                              "exit 4", "files": []}
     assert db["changed_files"] == ["src/db/models.py"]
     assert db["head_commit"] == repo.head(db["branch"]) != doc["base_commit"]
+
+
+def test_landing_never_overwrites_an_untracked_file_of_the_checked_out_target(
+        repo: Repo) -> None:
+    plan = agent_plan({"ui": {"files": ["src/ui/**"],
+                              "env": {"AGENT_WRITE": "src/ui/new.py=NEW = 1"}}})
+    run_plan(repo, plan)
+    (repo.path / "src/ui/new.py").write_text("mine, not committed\n")
+    before = repo.head("main")
+    result = run_wtr("merge", cwd=repo.path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "could not fast-forward main" in result.stderr, result.stderr
+    assert "moved during the merge" not in result.stderr
+    assert repo.head("main") == before
+    assert (repo.path / "src/ui/new.py").read_text() == "mine, not committed\n"
