@@ -136,3 +136,20 @@ def test_landing_never_overwrites_an_untracked_file_of_the_checked_out_target(
     assert "moved during the merge" not in result.stderr
     assert repo.head("main") == before
     assert (repo.path / "src/ui/new.py").read_text() == "mine, not committed\n"
+
+
+def test_a_dependent_stream_is_judged_on_its_own_changes_and_its_verify_exit_code(
+        repo: Repo) -> None:
+    plan = agent_plan({
+        "db": {"files": ["src/db/**"], "verify": ["true"],
+               "env": {"AGENT_WRITE": "src/db/models.py=DB = 8"}},
+        "api": {"files": ["src/api/**"], "depends_on": ["db"], "verify": ["exit 1"],
+                "env": {"AGENT_WRITE": "src/api/orders.py=API = 8"}},
+    })
+    doc = run_plan(repo, plan)
+    db, api = stream_of(doc, "db"), stream_of(doc, "api")
+    assert db["status"] == "succeeded", db["failure"]
+    assert api["base_commit"] == db["head_commit"] != doc["base_commit"]
+    # judged from its own base: the dependency's file is not its change
+    assert api["changed_files"] == ["src/api/orders.py"]
+    assert api["failure"]["kind"] == "verify" and "exit 1" in api["failure"]["message"]
