@@ -244,6 +244,7 @@ class Chaos:
         if self.outcome.fault == "kill_clean":
             self.wtr(*args, kill_after=self.rng.uniform(0.05, 1.0))
         self.wtr(*args)
+        self.wtr("clean", "--pool")  # the emptied worktrees kept for reuse go too
 
     # -- the invariants -------------------------------------------------------------------
 
