@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +38,11 @@ def records(folder: Path, stream: str, stage: str = "start") -> list[dict[str, A
 
 def stream_of(doc: dict[str, Any], name: str) -> dict[str, Any]:
     return next(s for s in doc["streams"] if s["name"] == name)
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60.0, poll: float = 0.05) -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(poll)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.gitrepo import Repo, make_repo, run_wtr
-from tests.runhelp import agent_plan, stream_of
+from tests.runhelp import agent_plan, stream_of, wait_for
 
 FILES = {"README.md": "# sample\n", "src/db/models.py": "MODELS = []\n",
          "src/ui/view.py": "VIEW = None\n"}
@@ -29,12 +29,6 @@ def run_ok(repo: Repo, plan: dict, code: int = 0) -> dict:
     assert result.returncode == code, result.stderr + result.stdout
     return status(repo)
 
-
-def wait_for(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def rescue_refs(repo: Repo, run: str) -> dict[str, str]:

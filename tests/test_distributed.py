@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests import runhelp
 from tests.gitrepo import ROOT, Repo, git, run_wtr
 from tests.runhelp import agent_plan, records, stream_of
 
@@ -124,11 +125,7 @@ def start_run(repo: Repo, plan: Path, record: Path) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def wait_for(condition, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
+wait_for = functools.partial(runhelp.wait_for, timeout=120.0, poll=0.2)
 
 
 def latest_run(repo: Repo) -> str:

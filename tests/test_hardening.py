@@ -7,13 +7,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.gitrepo import Repo, run_wtr
-from tests.runhelp import agent_plan, records, stream_of
+from tests.runhelp import agent_plan, records, stream_of, wait_for
 
 
 @pytest.fixture
@@ -26,12 +25,6 @@ def rec(tmp_path: Path) -> Path:
 def status(repo: Repo) -> dict:
     return run_wtr("status", "--json", cwd=repo.path).json()
 
-
-def wait_for(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def start_runner(repo: Repo, plan: dict) -> subprocess.Popen[str]:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests import runhelp
 from tests.gitrepo import Repo, git, run_wtr
 from tests.runhelp import agent_plan, records, stream_of
 
@@ -35,11 +36,7 @@ def start_runner(repo: Repo, plan: dict, env: dict | None = None) -> subprocess.
     )
 
 
-def wait_for(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
+wait_for = functools.partial(runhelp.wait_for, timeout=30.0)
 
 
 def alive(pid: int) -> bool:
