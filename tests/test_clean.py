@@ -221,6 +221,34 @@ def test_a_merged_branch_is_deleted_once_its_content_is_proven(repo: Repo) -> No
     assert f"deleted branch {db['branch']} (its work is in main)" in result.stdout
 
 
+
+def test_the_commits_of_a_branch_landed_as_a_copy_stay_reachable_after_clean(repo: Repo) -> None:
+    """The target holds a rebased copy; the agent's own commits (author, message, parents)
+    exist nowhere else, so clean pins them before it deletes the branch."""
+    plan = agent_plan({
+        "db": {"files": ["src/db/**"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 3"}},
+        "ui": {"files": ["src/ui/**"], "env": {"AGENT_WRITE": "src/ui/view.py=UI = 3"}},
+    })
+    doc = run_ok(repo, plan)
+    heads = {s["name"]: s["head_commit"] for s in doc["streams"]}
+    assert run_wtr("merge", cwd=repo.path).returncode == 0
+    copied = [name for name, head in heads.items()
+              if subprocess.run(["git", "merge-base", "--is-ancestor", head, "main"],
+                                cwd=repo.path, check=False).returncode == 1]
+    assert copied, "one of the two streams lands rebased onto the other"
+    result = run_wtr("clean", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    for name in copied:
+        archive = f"refs/worktree-runner/archive/{doc['run']}/{name}"
+        assert repo.git("rev-parse", archive) == heads[name]
+        assert f"its original commits pinned at {archive}" in result.stdout
+    unreachable = repo.git("rev-list", *heads.values(), "--not", "--branches", "--tags",
+                           "--glob=refs/worktree-runner/archive")
+    assert unreachable == ""
+    assert run_wtr("runs", "--prune", cwd=repo.path).returncode == 0
+    assert repo.git("rev-list", *heads.values(), "--not", "--branches",
+                    "--glob=refs/worktree-runner/archive") == ""
+
 # -- 10 (should fix): no work, empty folders -----------------------------------------------
 
 

@@ -210,10 +210,14 @@ def test_clean_deletes_a_squash_merged_branch_and_keeps_an_unmerged_one(team: Te
     (worktree / "src/db/more.py").write_text("MORE = 1\n")
     git(worktree, "add", "src/db/more.py")
     git(worktree, "commit", "-q", "-m", "more")
+    db_tip = git(worktree, "rev-parse", "HEAD")
     squash_onto_main(team.repo, db["branch"], db["base_commit"])
     result = team.wtr("clean")
     assert result.returncode == 0, result.stderr
-    assert f"deleted branch {db['branch']} (its work is in main)" in result.stdout
+    archive = f"refs/worktree-runner/archive/{doc['run']}/db"
+    assert (f"deleted branch {db['branch']} (its work is in main; its original commits "
+            f"pinned at {archive})") in result.stdout
+    assert team.repo.git("rev-parse", archive) == db_tip
     assert f"kept branch {docs['branch']}" in result.stdout
     assert team.repo.git("branch", "--list", docs["branch"]) != ""
 

@@ -5,9 +5,10 @@ Before a worktree is removed, its uncommitted work is saved as a commit under
 one: it becomes ``<stream>@2``, ``@3``...), and commits the agent made and then hid
 (detached HEAD, reset, amend, a deleted branch) that no branch, tag or rescue ref holds
 are saved as ``<stream>@commit-<id>``. Files brought in by ``copy`` are never saved.
-A branch is deleted only when the target's tree is proven to hold its net change; others
-are kept and listed, or with ``force`` pinned under ``refs/worktree-runner/archive/``
-first. Only worktrees of this repository are ever removed.
+A branch is deleted only when the target's tree is proven to hold its net change; if the
+target holds only a copy of its commits (rebased, squashed), its tip is first pinned under
+``refs/worktree-runner/archive/`` (never overwritten). Others are kept and listed, or with
+``force`` pinned there too. Only worktrees of this repository are ever removed.
 """
 
 from __future__ import annotations
@@ -208,15 +209,17 @@ def _clean_branch(repo: git.Repository, store: RunStore, record: RunRecord, name
             _delete_branch(repo, stream.branch, head)
         report.done.append(f"{verb} branch {stream.branch} (no work: nothing changed "
                            f"since its base)")
-    elif target_tip and _work_in_target(repo, record, name, head, target_tip):
+    elif target_tip and git.is_ancestor(repo, head, target_tip):
         if not dry_run:
             _delete_branch(repo, stream.branch, head)
         report.done.append(f"{verb} branch {stream.branch} (its work is in {record.target})")
+    elif target_tip and _work_in_target(repo, record, name, head, target_tip):
+        # The target holds a copy (rebased, squashed): the agent's own commits are kept.
+        archive = _archive(repo, store.run_id, name, stream.branch, head, dry_run)
+        report.done.append(f"{verb} branch {stream.branch} (its work is in {record.target}; "
+                           f"its original commits pinned at {archive})")
     elif force:
-        archive = f"refs/worktree-runner/archive/{store.run_id}/{name}"
-        if not dry_run:
-            git.update_ref(repo, archive, head)
-            _delete_branch(repo, stream.branch, head)
+        archive = _archive(repo, store.run_id, name, stream.branch, head, dry_run)
         report.done.append(f"{verb} unmerged branch {stream.branch}, its tip pinned at {archive}")
     elif stream.status == Status.MERGED.value:
         report.kept.append(f"kept branch {stream.branch} (merged, but {record.target} does not "
@@ -227,6 +230,17 @@ def _clean_branch(repo: git.Repository, store: RunStore, record: RunRecord, name
                            f"{record.target}; --force deletes it after pinning its tip)")
 
 
+def _archive(repo: git.Repository, run: str, name: str, branch: str, head: str,
+             dry_run: bool) -> str:
+    """Pin ``head`` under an archive ref that is never overwritten, then delete the branch;
+    the ref's name."""
+    if dry_run:
+        return rescue.archive_name(run, name)
+    ref = rescue.pin_archive(repo, run, name, head)
+    _delete_branch(repo, branch, head)
+    return ref
+
+
 def _delete_branch(repo: git.Repository, branch: str, head: str) -> None:
     if not git.delete_branch(repo, branch, head):
         raise WtrError(f"could not delete branch {branch} (it moved, or git holds a lock on it)",
@@ -235,10 +249,8 @@ def _delete_branch(repo: git.Repository, branch: str, head: str) -> None:
 
 def _work_in_target(repo: git.Repository, record: RunRecord, name: str, head: str,
                     target_tip: str) -> bool:
-    """Proven, not assumed from the merge's record: the branch is in the target's history,
-    or the target's tree holds the stream's net change (base -> head) for every file."""
-    if git.is_ancestor(repo, head, target_tip):
-        return True
+    """Proven, not assumed from the merge's record: the target's tree holds the stream's
+    net change (base -> head) for every file, or its merged pull request holds the branch."""
     stream = record.streams[name]
     base = stream.base_commit
     if not base:

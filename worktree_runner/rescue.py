@@ -15,6 +15,23 @@ from worktree_runner import git
 from worktree_runner.errors import WtrError
 
 RESCUE_PREFIX = "refs/worktree-runner/rescue"
+ARCHIVE_PREFIX = "refs/worktree-runner/archive"
+
+
+def archive_name(run: str, name: str) -> str:
+    return f"{ARCHIVE_PREFIX}/{run}/{name}"
+
+
+def pin_archive(repo: git.Repository, run: str, name: str, head: str) -> str:
+    """``refs/worktree-runner/archive/<run>/<stream>`` at ``head``: an existing one at
+    ``head`` is kept; one at another commit is never moved (``<stream>@2``, ... instead)."""
+    base = archive_name(run, name)
+    for number in range(1, 100):
+        ref = base if number == 1 else f"{base}@{number}"
+        if git.create_ref(repo, ref, head) or git.ref_commit(repo, ref) == head:
+            return ref
+    raise WtrError(f"could not pin the tip of {name} under {base}",
+                   hint="see 'git for-each-ref refs/worktree-runner/archive/' and try again")
 
 
 def pin_hidden(repo: git.Repository, run: str, name: str, candidates: Sequence[str]) -> list[str]:
