@@ -77,6 +77,46 @@ def test_landing_halts_when_the_checked_out_target_became_dirty(repo: Repo) -> N
     assert merge["state"] == "landed" and not merge.get("active")
 
 
+NOTES = [f"notes/n{i}.txt" for i in range(7)]
+
+
+def dirty_notes(repo: Repo) -> str:
+    """Seven tracked files of the target's checkout, each with an uncommitted edit."""
+    return "; ".join(f"echo edit >> {repo.path / name}" for name in NOTES)
+
+
+def test_the_dirty_target_refusal_at_the_start_names_five_files(repo: Repo) -> None:
+    repo.commit({name: "note\n" for name in NOTES}, "notes")
+    run_plan(repo, agent_plan(STREAMS))
+    before = repo.head("main")
+    repo.write({name: "edit\n" for name in NOTES})
+    result = run_wtr("merge", cwd=repo.path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"({', '.join(NOTES[:5])})" in result.stderr, result.stderr
+    assert repo.head("main") == before
+    assert status(repo)["merge"]["landings"] == []
+
+
+def test_the_dirty_target_halt_at_landing_names_five_files(repo: Repo) -> None:
+    repo.commit({name: "note\n" for name in NOTES}, "notes")
+    run_plan(repo, agent_plan(STREAMS, verify=[dirty_notes(repo)]))
+    before = repo.head("main")
+    result = run_wtr("merge", cwd=repo.path)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"uncommitted changes ({', '.join(NOTES[:5])})" in result.stderr, result.stderr
+    assert repo.head("main") == before
+    assert all((repo.path / name).read_text() == "note\nedit\n" for name in NOTES)
+
+
+def test_a_landing_claims_only_the_verify_that_ran(repo: Repo) -> None:
+    run_plan(repo, agent_plan(STREAMS))
+    result = run_wtr("merge", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    assert repo.git("show", "main:src/db/models.py") == "DB = 7"
+    assert "verify: the plan has no verify commands; nothing was run" in result.stdout
+    assert "passed on the merged result" not in result.stdout, result.stdout
+
+
 # -- ownership ------------------------------------------------------------------------------
 
 
