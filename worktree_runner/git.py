@@ -73,10 +73,16 @@ class GitResult:
 
 
 def git_executable() -> str:
-    found = shutil.which("git")
+    found = _which_git(os.environ.get("PATH", ""))
     if found is None:
         raise GitMissing("git was not found on PATH", hint="install git 2.38 or newer")
     return found
+
+
+@functools.lru_cache(maxsize=8)
+def _which_git(path: str) -> str | None:
+    """Looked up once per PATH: a run starts hundreds of git commands."""
+    return shutil.which("git", path=path)
 
 
 # An agent can write the shared .git/hooks or .git/config: the runner's own git commands

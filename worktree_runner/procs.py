@@ -208,10 +208,16 @@ class Agent:
         reap_group(self.pid, self.process)
 
 
+# The supervisor runs as a file, isolated (-I: no PYTHON* variables, no user site, not the
+# agent's folder on sys.path) and without site-packages (-S): it needs the standard library
+# only, and one starts per agent, setup and verify command.
+SUPERVISOR_FILE = str(Path(__file__).with_name("supervise.py"))
+
+
 def supervised(exit_file: Path | str, argv: Sequence[str] | str,
                options: Sequence[str] = ()) -> list[str]:
     """``argv`` under the supervisor, which keeps every descendant below it (supervise.py)."""
-    return [sys.executable, "-P", "-m", "worktree_runner.supervise", str(exit_file), *options,
+    return [sys.executable, "-I", "-S", SUPERVISOR_FILE, str(exit_file), *options,
             "--", *as_argv(argv)]
 
 
@@ -225,7 +231,15 @@ def start_agent(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str], lo
     return Agent(process.pid, process_start_time(process.pid), exit_file, process)
 
 
-SUPERVISOR_MODULE = "worktree_runner.supervise"
+SUPERVISOR_MODULE = "worktree_runner.supervise"  # how earlier versions started it
+
+
+def _supervisor_exit_file(argv: list[bytes]) -> Path | None:
+    """The EXIT_FILE argument if ``argv`` is a supervisor's command line, else None."""
+    for i, arg in enumerate(argv[:6]):
+        if arg == SUPERVISOR_MODULE.encode() or arg.endswith(b"worktree_runner/supervise.py"):
+            return Path(os.fsdecode(argv[i + 1])) if i + 1 < len(argv) else None
+    return None
 
 
 def live_agents(stream_dir: Path) -> list[Agent]:
@@ -237,11 +251,8 @@ def live_agents(stream_dir: Path) -> list[Agent]:
             argv = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        module = SUPERVISOR_MODULE.encode()
-        if module not in argv[:6] or argv.index(module) + 1 >= len(argv):
-            continue
-        exit_file = Path(os.fsdecode(argv[argv.index(module) + 1]))
-        if exit_file.parent != stream_dir:
+        exit_file = _supervisor_exit_file(argv)
+        if exit_file is None or exit_file.parent != stream_dir:
             continue
         pid = int(cmdline.parent.name)
         started = process_start_time(pid)

@@ -1,4 +1,4 @@
-"""The agent's supervisor: ``python -m worktree_runner.supervise EXIT_FILE
+"""The agent's supervisor: ``python -I -S .../worktree_runner/supervise.py EXIT_FILE
 [--log PATH --log-limit BYTES] -- CMD...``.
 
 It leads the agent's process group, runs the agent, and writes the agent's exit code to
@@ -20,7 +20,6 @@ descendant at once; what is left after most of the grace period is killed. EXIT_
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import signal
@@ -71,6 +70,9 @@ def _processes() -> list[tuple[int, int, str]]:
 
 def descendants(root: int) -> list[int]:
     """Living (not zombie) processes below ``root``."""
+    below = _tree_below(root)
+    if below is not None:
+        return [pid for pid, _, state in below if state not in ("Z", "X")]
     children: dict[int, list[int]] = {}
     for pid, ppid, state in _processes():
         if state not in ("Z", "X"):
@@ -83,6 +85,43 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def _tree_below(root: int) -> list[tuple[int, int, str]] | None:
+    """(pid, parent pid, state) of every process below ``root``, walked through the kernel's list of
+    each thread's children: a cost in the size of the tree, not of the whole machine (every
+    stream's supervisor looks several times). None where the kernel has no such list."""
+    if not os.path.exists(f"/proc/{root}/task/{root}/children"):
+        return None
+    found: list[tuple[int, int, str]] = []
+    todo, seen = [root], {root}
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # it ended meanwhile; its children (if any) came to us
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
+                    kids = [int(kid) for kid in handle.read().split()]
+            except (OSError, ValueError):
+                continue
+            for kid in kids:
+                if kid not in seen:
+                    seen.add(kid)
+                    todo.append(kid)
+                    found.append((kid, pid, _state(kid)))
+    return found
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            stat = handle.read()
+    except OSError:
+        return "X"
+    return stat[stat.rindex(")") + 2:].split()[0]
+
+
 def _signal_all(pids: list[int], sig: signal.Signals) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -93,7 +132,8 @@ def reap_orphans() -> None:
     """Collect the exit of adopted orphans that ended. Never the agent itself: its code
     is read by ``Popen.wait``, which would take a vanished child for a success."""
     me = os.getpid()
-    for pid, ppid, state in _processes():
+    below = _tree_below(me)
+    for pid, ppid, state in below if below is not None else _processes():
         if ppid == me and state == "Z" and pid != _Stop.child:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
@@ -125,7 +165,7 @@ def _on_stop(signum: int, frame: object) -> None:
     _signal_all(descendants(os.getpid()), signal.SIGTERM)
 
 
-USAGE = "usage: python -m worktree_runner.supervise EXIT_FILE [--log PATH --log-limit N] -- CMD..."
+USAGE = "usage: python supervise.py EXIT_FILE [--log PATH --log-limit N] -- CMD..."
 # After the agent exits, what it left running may hold the pipe open: read on this long.
 DRAIN_SECONDS = 2.0
 
@@ -252,8 +292,8 @@ def _kill_when_overdue() -> None:
 
 def _record(path: str, code: int) -> None:
     tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump({"exit_code": code, "ended_at": time.time()}, handle)
+    with open(tmp, "w", encoding="utf-8") as handle:  # JSON, without importing json
+        handle.write(f'{{"exit_code": {int(code)}, "ended_at": {time.time()!r}}}')
     os.replace(tmp, path)
 
 

@@ -46,6 +46,8 @@ def _template() -> Any:
         loader=jinja2.PackageLoader("worktree_runner", "data"),
         autoescape=True,
         undefined=jinja2.ChainableUndefined,
+        # compiled once per machine, not once per command (keyed on the template's source)
+        bytecode_cache=jinja2.FileSystemBytecodeCache(),
     )
     return env.get_template("report.html.j2")
 

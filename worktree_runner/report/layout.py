@@ -72,7 +72,7 @@ class TimelinePicture:
 
 
 def _clock(t: float, with_date: bool) -> str:
-    moment = datetime.fromtimestamp(t).astimezone()
+    moment = datetime.fromtimestamp(t)  # local time, as the page's zone says
     return moment.strftime("%m-%d %H:%M" if with_date else "%H:%M:%S")
 
 
