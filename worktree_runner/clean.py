@@ -81,8 +81,18 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
         _remove_empty_run_folder(record)
     faults.point("clean_branches", "")
     target_tip = git.ref_commit(repo, f"refs/heads/{record.target}")
-    for stream in record.streams.values():
-        _clean_branch(repo, store, record, stream.name, target_tip, dry_run, force, report)
+
+    def branch(name: str) -> CleanReport:
+        own = CleanReport(store.run_id)
+        _clean_branch(repo, store, record, name, target_tip, dry_run, force, own)
+        return own
+
+    # Each branch is its own proof and its own compare-and-swap delete: in parallel,
+    # reported in the plan's order.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for own in pool.map(branch, list(record.streams)):
+            report.done += own.done
+            report.kept += own.kept
     if remote:
         _clean_remote_branches(repo, store, dry_run, report)
     if not dry_run:

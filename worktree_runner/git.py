@@ -683,6 +683,17 @@ def commits_between(repo: Repository, base: str, head: str) -> list[str]:
 
 
 def tree_of(repo: Repository, commit: str) -> str:
+    if FULL_SHA.fullmatch(commit):
+        return _tree_of_commit(repo, commit)
+    return repo.out("rev-parse", f"{commit}^{{tree}}")
+
+
+FULL_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _tree_of_commit(repo: Repository, commit: str) -> str:
+    """A commit's tree never changes: asked once per process."""
     return repo.out("rev-parse", f"{commit}^{{tree}}")
 
 
@@ -763,10 +774,17 @@ def contains_change(repo: Repository, target: str, base: str, head: str) -> bool
     if tree_of(repo, base) == tree_of(repo, head):
         return True
     target_tree = tree_of(repo, target)
-    ours = commit_tree(repo, target_tree, [base], "wtr: target, for a content check")
-    theirs = commit_tree(repo, tree_of(repo, head), [base], "wtr: stream, for a content check")
+    ours = _probe(repo, target_tree, base, "wtr: target, for a content check")
+    theirs = _probe(repo, tree_of(repo, head), base, "wtr: stream, for a content check")
     merged = merge_trees(repo, ours, theirs)
     return merged.tree == target_tree
+
+
+@functools.lru_cache(maxsize=256)
+def _probe(repo: Repository, tree: str, parent: str, message: str) -> str:
+    """A throwaway commit of ``tree`` on ``parent`` (one per pair and process: clean checks
+    every stream of a run against the same target)."""
+    return commit_tree(repo, tree, [parent], message)
 
 
 def _seed_index(worktree: Path, head: str, env: Mapping[str, str]) -> None:
@@ -799,18 +817,31 @@ def user_refs(repo: Repository) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
-def checkout_head(worktree: Path) -> str:
-    """What HEAD of ``worktree`` is: the branch it names, else the commit."""
-    result = run_git(["symbolic-ref", "--quiet", "HEAD"], worktree, check=False)
+def main_checkout_head(repo: Repository) -> str:
+    """What HEAD of the main checkout is: the branch it names, else the commit. Read from
+    its file (the guard looks after every stream; git writes HEAD by rename, so a reader
+    sees the old or the new content)."""
+    try:
+        text = (repo.common_dir / "HEAD").read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        text = ""
+    if text.startswith("ref: "):
+        return text.removeprefix("ref: ").strip()
+    if FULL_SHA.fullmatch(text):
+        return text
+    result = run_git(["symbolic-ref", "--quiet", "HEAD"], repo.root, check=False)
     if result.ok:
         return result.stdout.strip()
-    return run_git(["rev-parse", "--verify", "--quiet", "HEAD"], worktree,
+    return run_git(["rev-parse", "--verify", "--quiet", "HEAD"], repo.root,
                    check=False).stdout.strip()
 
 
 def status_entries(worktree: Path) -> list[tuple[str, str]]:
     """(two-letter code, path) of each uncommitted or untracked path of ``worktree``."""
-    args = ["status", "--porcelain", "-z", "--no-renames", "--untracked-files=all"]
+    # --no-optional-locks: this looks at the user's own checkout; never take its index lock
+    # (a commit the user makes meanwhile would fail) nor rewrite its index.
+    args = ["--no-optional-locks", "status", "--porcelain", "-z", "--no-renames",
+            "--untracked-files=all"]
     out = run_git(args, worktree).stdout
     return [(entry[:2], entry[3:]) for entry in out.split("\0") if len(entry) > 3]
 

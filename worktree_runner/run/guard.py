@@ -67,13 +67,13 @@ def _hooks(folder: Path) -> dict[str, str]:
     return found
 
 
-def take(repo: git.Repository, run_id: str) -> Snapshot:
+def take(repo: git.Repository, run_id: str, hooks: Path | None = None) -> Snapshot:
     own = f"refs/heads/wtr/{run_id}/"
     refs = {name: sha for name, sha in git.user_refs(repo).items() if not name.startswith(own)}
     checkout = {path: f"{code} {_stamp(repo.root / path)}"
                 for code, path in git.status_entries(repo.root)}
-    return Snapshot(refs=refs, head=git.checkout_head(repo.root), checkout=checkout,
-                    hooks=_hooks(git.hooks_dir(repo)),
+    return Snapshot(refs=refs, head=git.main_checkout_head(repo), checkout=checkout,
+                    hooks=_hooks(hooks or git.hooks_dir(repo)),
                     config=_digest(repo.common_dir / "config"))
 
 
@@ -134,6 +134,14 @@ class Guard:
     _active: set[str] = field(default_factory=set)
     _touched: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _hooks_dir: Path | None = None
+
+    def _take(self) -> Snapshot:
+        # The hooks folder as git found it when the run started: an agent that points
+        # core.hooksPath elsewhere changes the config, which is watched too.
+        if self._hooks_dir is None:
+            self._hooks_dir = git.hooks_dir(self.repo)
+        return take(self.repo, self.store.run_id, self._hooks_dir)
 
     @property
     def path(self) -> Path:
@@ -144,7 +152,7 @@ class Guard:
         with self._lock:
             stored = Snapshot.from_json(read_json(self.path))
             if stored is None:
-                write_json_atomic(self.path, asdict(take(self.repo, self.store.run_id)))
+                write_json_atomic(self.path, asdict(self._take()))
             else:
                 self._compare(stored, suspects=set(), stream=None)
 
@@ -165,7 +173,7 @@ class Guard:
             self._touched = self._active - self.contained
             stored = Snapshot.from_json(read_json(self.path))
             if stored is None:
-                write_json_atomic(self.path, asdict(take(self.repo, self.store.run_id)))
+                write_json_atomic(self.path, asdict(self._take()))
                 return None
             blamed = name if suspects == {name} else None
             changes = self._compare(stored, suspects, blamed)
@@ -178,7 +186,7 @@ class Guard:
                 f"change yourself, 'wtr accept {name}'")
 
     def _compare(self, before: Snapshot, suspects: set[str], stream: str | None) -> list[str]:
-        after = take(self.repo, self.store.run_id)
+        after = self._take()
         ignored = {ref for ref in before.refs.keys() | after.refs.keys()
                    if self._runner_made(ref, before.refs.get(ref), after.refs.get(ref))}
         old = replace(before, refs={r: s for r, s in before.refs.items() if r not in ignored})

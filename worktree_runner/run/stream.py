@@ -618,7 +618,7 @@ def _check_history(ctx: RunContext, stream: Stream) -> tuple[Failure | None, lis
     base = record.base_commit or ctx.base_commit
     since = len(branch_log) - (record.reflog_start or 0)
     had = dict.fromkeys([base, record.head_commit, *branch_log[:max(since, 0)]])
-    lost = [c for c in had if c and not git.is_ancestor(ctx.repo, c, tip)]
+    lost = [c for c in had if c and c != tip and not git.is_ancestor(ctx.repo, c, tip)]
     if not lost:
         off_branch = f"the agent made commits off its branch{saved}"
         return None, [{"kind": "history", "message": off_branch}] if pinned else []
