@@ -25,7 +25,6 @@ from worktree_runner.merge.stage import INTEGRATION_DIR
 from worktree_runner.rescue import RESCUE_PREFIX
 from worktree_runner.run import registry
 from worktree_runner.run.state import RunRecord, RunState, RunStore, Status, StreamRecord, now
-from worktree_runner.run.stream import compose_project_name
 
 
 @dataclass
@@ -321,6 +320,8 @@ def _teardown(store: RunStore, name: str, path: Path, commands: tuple[str, ...])
     was saved); a failure is reported, never a reason to keep or lose anything."""
     if name == INTEGRATION_DIR or not path.exists():
         return ""
+    from worktree_runner.run.stream import compose_project_name  # the runner, only if needed
+
     env = procs.child_env({"WTR_RUN": store.run_id, "WTR_STREAM": name,
                            "WTR_WORKTREE": str(path),
                            "COMPOSE_PROJECT_NAME": compose_project_name(store.run_id, name)})
