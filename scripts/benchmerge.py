@@ -61,10 +61,29 @@ def _git_side(b: Any, template: Path, work: Path, streams: list[str],
     return lib.timed(["bash", str(scripts["merge"])], repo, b.env, log).seconds
 
 
+def reader_seconds(repo: Path, ids: list[str]) -> float | None:
+    """Seconds the runner's own object reader (GitPython's object database over one
+    persistent cat-file --batch) takes for ``ids``; None when worktree_runner is not
+    importable from this python."""
+    try:
+        from worktree_runner import git as wtr_git
+    except ImportError:
+        return None
+    clock = time.perf_counter()
+    with wtr_git.ObjectReader(wtr_git.open_repository(repo)) as reader:
+        for oid in ids:
+            reader.read(oid)
+    return time.perf_counter() - clock
+
+
 def reads(repo: Path, env: dict[str, str], count: int) -> tuple[float, float]:
     """Seconds to read ``count`` commit objects: one cat-file --batch vs one process each."""
     ids = lib.run(["git", "rev-list", "--all"], repo, env).split()
     ids = (ids * (count // max(1, len(ids)) + 1))[:count]
+    runner = reader_seconds(repo, ids)
+    if runner is not None:
+        print(f"reading {count} commit objects through the runner's reader (GitPython): "
+              f"{runner:.3f}s", flush=True)
     clock = time.perf_counter()
     proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=repo, env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)

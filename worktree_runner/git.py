@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 from filelock import FileLock
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -1035,16 +1035,39 @@ def replace_files(repo: Repository, tree: str, files: Mapping[str, bytes]) -> st
 
 
 class ObjectReader:
-    """A persistent ``git cat-file --batch``: many objects read through one process."""
+    """Many objects read through one persistent ``git cat-file --batch``.
+
+    GitPython's object database does the reading (imported here, on first use: never on
+    the start-up path of a command an agent runs). Its parser knows SHA-1 object ids
+    only, so a SHA-256 repository is read through a ``cat-file --batch`` of our own.
+    """
 
     def __init__(self, repo: Repository) -> None:
-        self._proc = subprocess.Popen(
-            [git_executable(), "cat-file", "--batch"], cwd=repo.root, env=clean_env(),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._gitpython: Any = None
+        if object_format(repo) == "sha1":
+            import git as gitpython  # GitPython
+
+            self._gitpython = gitpython.Git(str(repo.root))
+            wanted = clean_env()
+            self._gitpython.update_environment(
+                GIT_TERMINAL_PROMPT="0",
+                **{key: None for key in os.environ if key not in wanted})
+        else:
+            self._proc = subprocess.Popen(
+                [git_executable(), "cat-file", "--batch"], cwd=repo.root, env=clean_env(),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
     def read(self, name: str) -> tuple[str, bytes]:
         """The type and content of object ``name`` (UnknownRef if there is none)."""
-        assert self._proc.stdin is not None and self._proc.stdout is not None
+        if self._gitpython is not None:
+            try:
+                _, kind, _, data = self._gitpython.get_object_data(name)
+            except ValueError:
+                raise UnknownRef(f"no object {name}") from None
+            return kind.decode() if isinstance(kind, bytes) else str(kind), bytes(data)
+        assert self._proc is not None and self._proc.stdin is not None
+        assert self._proc.stdout is not None
         self._proc.stdin.write(name.encode() + b"\n")
         self._proc.stdin.flush()
         header = self._proc.stdout.readline().split()
@@ -1054,9 +1077,12 @@ class ObjectReader:
         return header[1].decode(), data
 
     def close(self) -> None:
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
-        self._proc.wait()
+        if self._gitpython is not None:
+            self._gitpython.clear_cache()  # ends its cat-file processes
+        if self._proc is not None:
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+            self._proc.wait()
 
     def __enter__(self) -> ObjectReader:
         return self
