@@ -110,14 +110,16 @@ def _entry_changes(before: dict[str, str], after: dict[str, str], what: str) -> 
     return changes
 
 
-def differences(repo: git.Repository, before: Snapshot, after: Snapshot) -> list[str]:
-    hooks = git.hooks_dir(repo)
-    shown = hooks.relative_to(repo.root) if hooks.is_relative_to(repo.root) else hooks
+def differences(repo: git.Repository, before: Snapshot, after: Snapshot,
+                hooks: Path | None = None) -> list[str]:
     changes = ref_changes(before.refs, after.refs)
     if before.head != after.head:
         changes.append(f"the main checkout's HEAD changed from {before.head} to {after.head}")
     changes += _entry_changes(before.checkout, after.checkout, "main checkout: ")
-    changes += _entry_changes(before.hooks, after.hooks, f"{shown}/")
+    if before.hooks != after.hooks:
+        hooks = hooks or git.hooks_dir(repo)
+        shown = hooks.relative_to(repo.root) if hooks.is_relative_to(repo.root) else hooks
+        changes += _entry_changes(before.hooks, after.hooks, f"{shown}/")
     if before.config != after.config:
         changes.append(".git/config changed")
     return changes
@@ -191,7 +193,7 @@ class Guard:
                    if self._runner_made(ref, before.refs.get(ref), after.refs.get(ref))}
         old = replace(before, refs={r: s for r, s in before.refs.items() if r not in ignored})
         new = replace(after, refs={r: s for r, s in after.refs.items() if r not in ignored})
-        changes = differences(self.repo, old, new)
+        changes = differences(self.repo, old, new, self._hooks_dir)
         if changes:
             self._record(old.refs, new.refs, changes, suspects, stream)
         write_json_atomic(self.path, asdict(after))
