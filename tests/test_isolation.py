@@ -175,3 +175,85 @@ def test_setsid_children_of_setup_verify_and_timed_out_agents_are_killed(
         pid = int(pidfile.read_text())
         assert _dead(pid), f"the {what} command's setsid child {pid} survived"
         assert _stopped_growing(out), what
+
+
+def _supervisor_of(script_mark: str) -> int | None:
+    """The pid of the supervisor whose command line carries ``script_mark``."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.endswith(b"supervise.py") for arg in argv[:6]) and any(
+                script_mark.encode() in arg for arg in argv):
+            return int(cmdline.parent.name)
+    return None
+
+
+def test_a_setsid_child_outlives_neither_a_killed_supervisor_nor_its_run(
+        repo: Repo, tmp_path: Path) -> None:
+    """kill -9 of the supervisor (a `pkill -9 -f` aimed at the agent hits it too: its
+    command line ends with the agent's): the agent's setsid child is still found, by the
+    run and stream its environment names, and stopped when the stream ends."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pidfile, out = tmp_path / "child.pid", tmp_path / "ticks"
+    mark = "chaos-mark-7d1"
+    script = _escaping_child(pidfile, out) + f"sleep 600 # {mark}"
+    plan = agent_plan({"api": {"files": ["src/api/**"], "agent": shell_agent(script)}})
+    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
+                               str(repo.write_plan(plan))], cwd=repo.path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert time.monotonic() < deadline, "the agent never started its child"
+        time.sleep(0.05)
+    supervisor = _supervisor_of(mark)
+    assert supervisor is not None
+    os.kill(supervisor, signal.SIGKILL)
+    _, err = runner.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    child = int(pidfile.read_text())
+    assert _dead(child), f"the agent's setsid child {child} survived its killed supervisor"
+    assert _stopped_growing(out)
+
+
+def test_a_resume_stops_what_a_killed_runner_and_supervisor_left_running(
+        repo: Repo, tmp_path: Path) -> None:
+    """Runner and supervisor both killed -9: the agent and its setsid child run on, owned
+    by nobody. The resume stops them before it starts the stream's next attempt."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pidfile, out, marker = tmp_path / "child.pid", tmp_path / "ticks", tmp_path / "tried"
+    mark = "chaos-mark-9e4"
+    script = (f"if [ -e {marker} ]; then echo 'X = 5' > src/api/orders.py; exit 0; fi; "
+              f"touch {marker}; " + _escaping_child(pidfile, out) + f"sleep 600 # {mark}")
+    plan = agent_plan({"api": {"files": ["src/api/**"], "agent": shell_agent(script)}})
+    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
+                               str(repo.write_plan(plan))], cwd=repo.path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert time.monotonic() < deadline, "the agent never started its child"
+        time.sleep(0.05)
+    supervisor = _supervisor_of(mark)
+    assert supervisor is not None
+    runner.kill()
+    runner.wait()
+    os.kill(supervisor, signal.SIGKILL)
+    child = int(pidfile.read_text())
+    assert not _dead(child)
+    resumed = run_wtr("resume", cwd=repo.path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _dead(child), f"the setsid child {child} ran on beside the resumed stream"
+    assert _stopped_growing(out)
+    leftover = subprocess.run(["pgrep", "-f", mark], capture_output=True, text=True)
+    assert leftover.stdout == "", f"the first agent still runs: {leftover.stdout}"

@@ -50,7 +50,14 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
     report = CleanReport(store.run_id)
     worktrees = _worktrees(record)
     keeper = _pool(repo, store, record)
-    if not dry_run:  # a clean killed earlier may have left git's own locks behind
+    if not dry_run:
+        # Nothing of a finished run may still run: what a killed runner and supervisor
+        # left behind is found by the run named in its environment.
+        strays = procs.end_tagged(store.dir)
+        if strays:
+            report.done.append(f"stopped {strays} process{'' if strays == 1 else 'es'} the "
+                               "run's agents had left running")
+        # a clean killed earlier may have left git's own locks behind
         git.clear_stale_locks(repo, [f"refs/heads/wtr/{record.run}", "refs/worktree-runner"],
                               [path for _, path in worktrees])
         keeper.tidy()

@@ -106,6 +106,42 @@ def reap_group(pgid: int, process: subprocess.Popen[bytes] | None = None) -> Non
         stop_group(pgid, process, grace=1.0)
 
 
+def tagged_processes(state_dir: Path, stream: str | None = None) -> list[int]:
+    """Processes whose environment names this run's state folder (unique to a repository
+    and run) and stream: everything an agent, a setup or a verify command started inherits
+    it, also what left the supervisor's tree when the supervisor itself was killed. Never
+    this process."""
+    marks = [f"WTR_STATE_DIR={state_dir}".encode()]
+    if stream is not None:
+        marks.append(f"WTR_STREAM={stream}".encode())
+    found = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if all(mark in environ for mark in marks):
+            found.append(int(entry))
+    return found
+
+
+def end_tagged(state_dir: Path, stream: str | None = None) -> int:
+    """Kill what :func:`tagged_processes` finds (stopped first, so none forks meanwhile);
+    how many there were. Only for a stream whose supervisor could not do it."""
+    pids = tagged_processes(state_dir, stream)
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+    for pid in pids:  # ours to reap if they were our children
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+    return len(pids)
+
+
 def run_logged(command: str, cwd: Path, env: Mapping[str, str], log_path: Path,
                timeout: float | None = None) -> int:
     """Run a shell command to completion with its output in ``log_path``; its exit code."""

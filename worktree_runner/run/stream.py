@@ -373,6 +373,10 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
     earlier = _earlier_agent(ctx, name)
     if earlier is not None:
         return _finish_attempt(ctx, stream, earlier)
+    # No supervisor of this stream is alive: anything still running in its name was left by
+    # a killed one (a runner and supervisor both killed) and must not work beside a new agent.
+    if ctx.store.record.streams[name].attempts and procs.end_tagged(ctx.store.dir, name):
+        ctx.store.event("strays_killed", stream=name)
     worktree, branch = ctx.worktree(name), ctx.branch(name)
     record = ctx.store.update_stream(name, "attempt_started",
                                      attempts=ctx.store.record.streams[name].attempts + 1,
@@ -480,9 +484,11 @@ def _watch(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | Non
             failure = Failure("stalled", f"no output and no progress report for {stall:g}s")
         if failure:
             agent.stop()
+            _end_strays(ctx, stream.name, agent)
             return failure
         agent.wait(POLL_SECONDS)
     agent.reap()
+    _end_strays(ctx, stream.name, agent)
     code = agent.exit_code()
     if code == 0:
         return None
@@ -493,6 +499,18 @@ def _watch(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | Non
     if progress and progress.get("blocked"):
         reason = f"; it reported being blocked: {progress.get('message', '')}"
     return Failure("exit_code", f"the agent exited with code {code}{reason}")
+
+
+def _end_strays(ctx: RunContext, name: str, agent: procs.Agent) -> None:
+    """A supervisor that left no exit file did not end (it was killed): what the agent
+    started may have left its tree. Found by the run and stream in their environment."""
+    if agent.exit_file.exists():
+        return
+    ended = procs.end_tagged(ctx.store.dir, name)
+    if ended:
+        ctx.store.event("strays_killed", stream=name, processes=ended)
+        _append_log(ctx, name, f"wtr: the agent's supervisor was killed; stopped {ended} "
+                               "process(es) the agent had left running")
 
 
 class _Activity:
