@@ -1,9 +1,10 @@
 """What a run must leave alone, watched: the user's branches and tags, the main checkout,
 the shared hooks and config.
 
-A snapshot is taken when a run starts and compared each time a stream ends. A change is
-blamed on a stream only when that stream was the only one running since the last look;
-otherwise it is reported on the run with the streams that could have made it. Refs that
+A snapshot is taken when a run starts and compared when a stream ends (a look that could
+blame nobody waits until no other stream runs). A change is blamed on a stream only when
+that stream was the only one running since the last look; otherwise it is reported on the
+run with the streams that could have made it. Refs that
 moved or vanished keep their old tip under ``refs/worktree-runner/isolation/<run>/``.
 """
 
@@ -166,12 +167,19 @@ class Guard:
 
     def leave(self, name: str, look: bool = True) -> str | None:
         """Look again as ``name`` ends; what it changed, if it alone could have.
-        Without ``look`` (the run is stopping), the next look covers this stream too."""
+        Without ``look`` (the run is stopping), the next look covers this stream too.
+
+        A look that could blame nobody (other streams ran meanwhile) while others still
+        run is put off: the look made when the last of them ends reports the same changes
+        with the same suspects, and a run of many parallel streams reads the user's
+        checkout about once instead of once per stream."""
         with self._lock:
             self._active.discard(name)
             if not look:
                 return None
             suspects = set(self._touched)
+            if suspects != {name} and self._active - self.contained:
+                return None
             self._touched = self._active - self.contained
             stored = Snapshot.from_json(read_json(self.path))
             if stored is None:
