@@ -249,6 +249,20 @@ def test_the_commits_of_a_branch_landed_as_a_copy_stay_reachable_after_clean(rep
     assert repo.git("rev-list", *heads.values(), "--not", "--branches",
                     "--glob=refs/worktree-runner/archive") == ""
 
+
+def test_clean_force_drops_a_halted_merge_without_a_traceback(repo: Repo) -> None:
+    """Found by the chaos harness: the landing being dropped was looked up again after it
+    had stopped being the open one."""
+    run_ok(repo, db_plan())
+    repo.commit({"src/db/models.py": "MAIN = 1\n"}, "main changes the same lines")
+    halted = run_wtr("merge", cwd=repo.path)
+    assert halted.returncode == 3, halted.stderr + halted.stdout
+    cleaned = run_wtr("clean", "--force", cwd=repo.path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert "Traceback" not in cleaned.stderr
+    merge = status(repo)["merge"]
+    assert merge["active"] is False and merge["worktree"] is None
+
 # -- 10 (should fix): no work, empty folders -----------------------------------------------
 
 

@@ -125,9 +125,10 @@ class MergeQueue:
 
     def abandon_open(self, why: str) -> None:
         """Mark the open landing aborted (its worktree was removed by someone else)."""
-        if self.open is not None:
-            self.open.state, self.open.worktree, self.open.message = "aborted", None, why
-            self.open.updated_at = now()
+        current = self.open  # once aborted it is no longer the open one: keep hold of it
+        if current is not None:
+            current.state, current.worktree, current.message = "aborted", None, why
+            current.updated_at = now()
 
 
 def _spec_state(last: Landing | None) -> str:
