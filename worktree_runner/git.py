@@ -17,14 +17,13 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, TypeVar, cast
 
 from filelock import FileLock
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from worktree_runner import logs
 from worktree_runner.errors import GitFailed, GitMissing, NotARepository, UnknownRef, WtrError
@@ -341,13 +340,35 @@ def _is_lock_contention(exc: BaseException) -> bool:
     return isinstance(exc, GitFailed) and ".lock" in exc.stderr and "exists" in exc.stderr
 
 
-# A user's own git command can hold a lock we do not know of: wait and try again.
-retry_on_lock = retry(
-    retry=retry_if_exception(_is_lock_contention),
-    wait=wait_random_exponential(multiplier=0.05, max=2),
-    stop=stop_after_attempt(8),
-    reraise=True,
-)
+_T = TypeVar("_T")
+
+
+def retry_on_lock(function: Callable[..., _T]) -> Callable[..., _T]:
+    """A user's own git command can hold a lock we do not know of: wait and try again.
+    (tenacity is imported only then: it imports tornado when that is installed.)"""
+
+    @functools.wraps(function)
+    def retried(*args: Any, **kwargs: Any) -> _T:
+        try:
+            return function(*args, **kwargs)
+        except GitFailed as exc:
+            if not _is_lock_contention(exc):
+                raise
+        from tenacity import (
+            Retrying,
+            retry_if_exception,
+            stop_after_attempt,
+            wait_random_exponential,
+        )
+
+        for attempt in Retrying(retry=retry_if_exception(_is_lock_contention),
+                                wait=wait_random_exponential(multiplier=0.05, max=2),
+                                stop=stop_after_attempt(7), reraise=True):
+            with attempt:
+                result = function(*args, **kwargs)
+        return result
+
+    return retried
 
 
 @retry_on_lock

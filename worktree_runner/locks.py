@@ -14,13 +14,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from filelock import FileLock, Timeout
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_random_exponential,
-)
 
 from worktree_runner import git
 from worktree_runner.errors import BadInput, WtrError
@@ -43,6 +36,27 @@ class HeldLock:
     def acquire(self, timeout: float, holder: Mapping[str, object]) -> bool:
         """Take the lock, waiting up to ``timeout`` seconds with backoff; False if busy."""
         try:
+            self.lock.acquire(timeout=0)
+        except Timeout:
+            if not self._wait_for(timeout):
+                return False
+        pid = os.getpid()
+        self.note.write_text(json.dumps({"pid": pid, "pid_start": process_start_time(pid),
+                                         "since": time.time(), **holder}))
+        return True
+
+    def _wait_for(self, timeout: float) -> bool:
+        """The lock was busy: try again with backoff. (tenacity is imported only here: it
+        imports tornado when that is installed, a tenth of a second of every command.)"""
+        from tenacity import (
+            RetryError,
+            Retrying,
+            retry_if_exception_type,
+            stop_after_delay,
+            wait_random_exponential,
+        )
+
+        try:
             for attempt in Retrying(
                 retry=retry_if_exception_type(Timeout),
                 wait=wait_random_exponential(multiplier=0.05, max=2.0),
@@ -52,9 +66,6 @@ class HeldLock:
                     self.lock.acquire(timeout=0)
         except RetryError:
             return False
-        pid = os.getpid()
-        self.note.write_text(json.dumps({"pid": pid, "pid_start": process_start_time(pid),
-                                         "since": time.time(), **holder}))
         return True
 
     def release(self) -> None:

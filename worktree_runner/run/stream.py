@@ -13,8 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
-
 from worktree_runner import faults, git, procs, rescue, sandbox, sparse
 from worktree_runner.errors import WtrError
 from worktree_runner.plan.model import Plan, Stream
@@ -356,6 +354,8 @@ def _attempts(ctx: RunContext, stream: Stream, last: Failure | None) -> Failure 
 
     def pause(seconds: float) -> None:
         ctx.stop.wait(seconds)
+
+    from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_exponential
 
     retrying = Retrying(
         stop=stop_after_attempt(stream.agent.retries + 1),
