@@ -201,9 +201,13 @@ def test_a_setsid_child_outlives_neither_a_killed_supervisor_nor_its_run(
     import sys
     import time
 
-    pidfile, out = tmp_path / "child.pid", tmp_path / "ticks"
+    pidfile, out, lock = tmp_path / "child.pid", tmp_path / "ticks", tmp_path / "held.lock"
     mark = "chaos-mark-7d1"
-    script = _escaping_child(pidfile, out) + f"sleep 600 # {mark}"
+    # the child holds a "lock" it removes when told to stop, as git does on SIGTERM
+    loop = (f"trap 'rm -f {lock}; exit 0' TERM; touch {lock}; echo $$ > {pidfile}; "
+            f"while true; do echo tick >> {out}; sleep 0.1; done")
+    script = (f"setsid sh -c \"{loop}\" > /dev/null 2>&1 < /dev/null & "
+              f"while [ ! -s {pidfile} ]; do sleep 0.05; done; sleep 600 # {mark}")
     plan = agent_plan({"api": {"files": ["src/api/**"], "agent": shell_agent(script)}})
     runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
                                str(repo.write_plan(plan))], cwd=repo.path,
@@ -220,6 +224,7 @@ def test_a_setsid_child_outlives_neither_a_killed_supervisor_nor_its_run(
     child = int(pidfile.read_text())
     assert _dead(child), f"the agent's setsid child {child} survived its killed supervisor"
     assert _stopped_growing(out)
+    assert not lock.exists(), "the child was killed before it could let go of its lock"
 
 
 def test_a_resume_stops_what_a_killed_runner_and_supervisor_left_running(

@@ -128,18 +128,39 @@ def tagged_processes(state_dir: Path, stream: str | None = None) -> list[int]:
     return found
 
 
-def end_tagged(state_dir: Path, stream: str | None = None) -> int:
-    """Kill what :func:`tagged_processes` finds (stopped first, so none forks meanwhile);
-    how many there were. Only for a stream whose supervisor could not do it."""
+def end_tagged(state_dir: Path, stream: str | None = None, grace: float = 2.0) -> int:
+    """Stop what :func:`tagged_processes` finds, as the supervisor would: SIGTERM first (a
+    git command then removes its lock files), SIGKILL what is left after ``grace`` (stopped
+    first, so that none forks meanwhile). How many there were. Only for a stream whose
+    supervisor could not do it."""
     pids = tagged_processes(state_dir, stream)
-    for sig in (signal.SIGSTOP, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-    for pid in pids:  # ours to reap if they were our children
+    if not pids:
+        return 0
+    _signal_each(pids, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap_each(pids)
+        if not (left := [pid for pid in tagged_processes(state_dir, stream) if pid in pids]):
+            return len(pids)
+        time.sleep(0.05)
+    left = tagged_processes(state_dir, stream)
+    _signal_each(left, signal.SIGSTOP)
+    _signal_each(left, signal.SIGKILL)
+    _reap_each(left)
+    return len(set(pids) | set(left))
+
+
+def _signal_each(pids: Sequence[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _reap_each(pids: Sequence[int]) -> None:
+    """Collect the exit of those that were our children (no zombie left behind)."""
+    for pid in pids:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
-    return len(pids)
 
 
 def run_logged(command: str, cwd: Path, env: Mapping[str, str], log_path: Path,
