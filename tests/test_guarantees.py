@@ -193,3 +193,29 @@ def test_a_dependent_stream_is_judged_on_its_own_changes_and_its_verify_exit_cod
     # judged from its own base: the dependency's file is not its change
     assert api["changed_files"] == ["src/api/orders.py"]
     assert api["failure"]["kind"] == "verify" and "exit 1" in api["failure"]["message"]
+
+
+def test_ownership_names_ten_of_the_copied_files_forced_into_a_commit(repo: Repo) -> None:
+    secrets = [f"secret{i:02}.env" for i in range(11)]
+    for name in secrets:
+        (repo.path / name).write_text(f"{name}\n")
+    plan = agent_plan({"db": {"files": ["**"], "env": {
+        "AGENT_WRITE": "src/db/models.py=DB",
+        "AGENT_SHELL": "git add -f *.env && git commit -qm secrets"}}}, copy=secrets)
+    doc = run_plan(repo, plan)
+    db = stream_of(doc, "db")
+    assert db["failure"]["kind"] == "ownership" and db["failure"]["files"] == secrets
+    assert db["failure"]["message"].endswith(f"must never be committed: {', '.join(secrets[:10])}")
+
+
+def test_the_verify_output_of_an_agent_that_deleted_its_log_is_reported_whole(
+        repo: Repo) -> None:
+    erase = 'rm -f "$WTR_STATE_DIR/streams/$WTR_STREAM/agent.log"; '
+    plan = agent_plan({"db": {"files": ["src/db/**"], "verify": ["echo verify-says-ok"],
+                              "agent": {"command": erase + "echo 'DB = 1' > src/db/models.py"}}})
+    doc = run_plan(repo, plan)
+    assert stream_of(doc, "db")["status"] == "succeeded"
+    result = run_wtr("report", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    html = (repo.path / ".git/worktree-runner/runs" / doc["run"] / "report.html").read_text()
+    assert "<h3>Verify output (end)</h3>\n    <pre>$ echo verify-says-ok\nverify-says-ok\n" in html
