@@ -348,3 +348,32 @@ def test_runs_prune_forgets_finished_cleaned_runs_and_keeps_their_rescues(repo: 
     assert rescue in repo.git("for-each-ref", "--format=%(refname)")
     alone = run_wtr("runs", "--older-than", "1d", cwd=repo.path)
     assert alone.returncode == 2 and "go with --prune" in alone.stderr
+
+
+# -- archive refs are never overwritten ------------------------------------------------------
+
+
+@pytest.mark.parametrize("earlier", ["same tip", "another commit"])
+def test_clean_force_never_moves_an_archive_ref(repo: Repo, earlier: str) -> None:
+    """A clean killed after pinning (same tip) reuses its archive ref; an archive ref at
+    another commit is kept as it is and the tip goes to the next free name."""
+    plan = agent_plan({"db": {"files": ["src/db/**"],
+                              "env": {"AGENT_WRITE": "src/db/models.py=DB = 5",
+                                      "AGENT_EXIT": "1"}}})
+    doc = run_ok(repo, plan, code=1)
+    db, archive = stream_of(doc, "db"), f"refs/worktree-runner/archive/{doc['run']}/db"
+    tip = repo.head(db["branch"])
+    assert tip != repo.head("main")
+    old = tip if earlier == "same tip" else repo.head("main")
+    repo.git("update-ref", archive, old)
+    dry = run_wtr("clean", "--force", "--dry-run", cwd=repo.path)
+    assert f"would delete unmerged branch {db['branch']}, its tip pinned at {archive}" in dry.stdout
+    result = run_wtr("clean", "--force", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    pinned = archive if earlier == "same tip" else f"{archive}@2"
+    assert f"deleted unmerged branch {db['branch']}, its tip pinned at {pinned}" in result.stdout
+    assert repo.git("rev-parse", archive) == old
+    assert repo.git("rev-parse", pinned) == tip
+    assert repo.git("for-each-ref", "--format=%(refname)",
+                    "refs/worktree-runner/archive/").split() == sorted({archive, pinned})
+    assert repo.git("branch", "--list", db["branch"]) == ""
