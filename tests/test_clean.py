@@ -106,6 +106,9 @@ def test_clean_after_a_killed_clean_keeps_the_first_rescue(repo: Repo, cut_short
     after = rescue_refs(repo, run)
     ref = f"refs/worktree-runner/rescue/{run}/db"
     assert after[ref] == first[ref]
+    if not cut_short:  # the same changes again: the first rescue is named, nothing new
+        assert f"already saved uncommitted changes of db (1 file) to {ref};" in again.stdout
+        assert list(after) == [ref]
     assert repo.git("show", f"{ref}:src/db/models.py") == "DB = 'hand edit'"
     assert repo.git("show", f"{ref}:README.md") == "# sample"
     assert not worktree.exists()
@@ -182,6 +185,8 @@ def test_following_the_rescue_hint_changes_only_the_rescued_files(repo: Repo) ->
     (Path(db["worktree"]) / "src/db/models.py").write_text("DB = 'hand edit'\n")
     result = run_wtr("clean", cwd=repo.path)
     assert result.returncode == 0, result.stderr
+    ref = f"refs/worktree-runner/rescue/{status(repo)['run']}/db"
+    assert f"  saved uncommitted changes of db (1 file) to {ref};" in result.stdout
     hint = re.search(r"get exactly those changes back in a checkout with: (.+)$",
                      result.stdout, re.MULTILINE)
     assert hint, result.stdout

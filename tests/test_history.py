@@ -87,6 +87,27 @@ def test_clean_saves_commits_hidden_in_a_worktree_before_removing_it(repo: Repo)
     assert "which no branch holds any more" in result.stdout
 
 
+def test_clean_saves_a_commit_only_the_stream_branch_once_held(repo: Repo) -> None:
+    """Made with plumbing while HEAD was detached, then dropped from the branch: no HEAD
+    reflog names it, only the branch's own reflog does."""
+    db = run_db(repo, "true", 0)
+    worktree = Path(db["worktree"])
+    branch, tip = f"refs/heads/{db['branch']}", repo.head(db["branch"])
+    subprocess.run(["git", "checkout", "-q", "--detach"], cwd=worktree, check=True)
+    hidden = subprocess.run(["git", "commit-tree", "-p", tip, "-m", "branch only",
+                             f"{tip}^{{tree}}"], cwd=worktree, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    for target in (hidden, tip):
+        subprocess.run(["git", "update-ref", branch, target], cwd=worktree, check=True)
+    subprocess.run(["git", "checkout", "-q", db["branch"]], cwd=worktree, check=True)
+    assert hidden not in subprocess.run(["git", "reflog", "--format=%H", "HEAD"], cwd=worktree,
+                                        check=True, capture_output=True, text=True).stdout
+    result = run_wtr("clean", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    assert saved_commits(repo) == ["branch only"]
+    assert f"@commit-{hidden[:12]}" in result.stdout
+
+
 def test_an_agent_that_changed_nothing_is_a_warning(repo: Repo) -> None:
     plan = agent_plan({"db": {"files": ["src/db/**"]}})
     assert run_wtr("run", repo.write_plan(plan), cwd=repo.path).returncode == 0
