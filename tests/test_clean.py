@@ -382,3 +382,22 @@ def test_clean_force_never_moves_an_archive_ref(repo: Repo, earlier: str) -> Non
     assert repo.git("for-each-ref", "--format=%(refname)",
                     "refs/worktree-runner/archive/").split() == sorted({archive, pinned})
     assert repo.git("branch", "--list", db["branch"]) == ""
+
+
+def test_clean_force_keeps_the_branch_when_every_archive_name_is_taken(repo: Repo) -> None:
+    plan = agent_plan({"db": {"files": ["src/db/**"],
+                              "env": {"AGENT_WRITE": "src/db/models.py=DB = 6",
+                                      "AGENT_EXIT": "1"}}})
+    doc = run_ok(repo, plan, code=1)
+    db, archive = stream_of(doc, "db"), f"refs/worktree-runner/archive/{doc['run']}/db"
+    tip, other = repo.head(db["branch"]), repo.head("main")
+    names = [archive, *(f"{archive}@{n}" for n in range(2, 100))]
+    subprocess.run(["git", "update-ref", "--stdin"], cwd=repo.path, check=True, text=True,
+                   input="".join(f"create {name} {other}\n" for name in names))
+    result = run_wtr("clean", "--force", cwd=repo.path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "could not pin the tip of db" in result.stderr and "Traceback" not in result.stderr
+    assert repo.head(db["branch"]) == tip
+    refs = repo.git("for-each-ref", "--format=%(refname) %(objectname)",
+                    "refs/worktree-runner/archive/").splitlines()
+    assert sorted(refs) == sorted(f"{name} {other}" for name in names)
