@@ -105,7 +105,10 @@ def test_clean_saves_a_commit_only_the_stream_branch_once_held(repo: Repo) -> No
     result = run_wtr("clean", cwd=repo.path)
     assert result.returncode == 0, result.stderr
     assert saved_commits(repo) == ["branch only"]
-    assert f"@commit-{hidden[:12]}" in result.stdout
+    run = status(repo)["run"]
+    ref = f"refs/worktree-runner/rescue/{run}/db"
+    assert list(rescue_refs(repo, run)) == [f"{ref}@commit-{hidden[:12]}"]
+    assert f"to {ref}@commit-{hidden[:12]}; see it with" in result.stdout
 
 
 def test_an_agent_that_changed_nothing_is_a_warning(repo: Repo) -> None:
