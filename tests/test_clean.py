@@ -401,3 +401,24 @@ def test_clean_force_keeps_the_branch_when_every_archive_name_is_taken(repo: Rep
     refs = repo.git("for-each-ref", "--format=%(refname) %(objectname)",
                     "refs/worktree-runner/archive/").splitlines()
     assert sorted(refs) == sorted(f"{name} {other}" for name in names)
+
+
+def test_each_new_rescue_of_a_worktree_gets_the_next_free_name(repo: Repo) -> None:
+    """Two cleans killed after saving different edits, then a third edit: every save keeps
+    its own ref (db, db@2, db@3), none is overwritten, a hidden commit's ref aside."""
+    db = stream_of(run_ok(repo, db_plan()), "db")
+    worktree, run = Path(db["worktree"]), status(repo)["run"]
+    ref = f"refs/worktree-runner/rescue/{run}/db"
+    repo.git("update-ref", f"{ref}@commit-{'0' * 12}", repo.head("main"))  # not a save
+    for edit in ("A", "B"):
+        (worktree / "src/db/models.py").write_text(f"DB = '{edit}'\n")
+        killed = run_wtr("clean", cwd=repo.path, env={"WTR_FAULT": "clean_rescued"})
+        assert killed.returncode == -signal.SIGKILL
+    (worktree / "src/db/models.py").write_text("DB = 'C'\n")
+    result = run_wtr("clean", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    assert f"saved uncommitted changes of db (1 file) to {ref}@3;" in result.stdout
+    saved = {name: repo.git("show", f"{name}:src/db/models.py")
+             for name in rescue_refs(repo, run) if "@commit-" not in name}
+    assert saved == {ref: "DB = 'A'", f"{ref}@2": "DB = 'B'", f"{ref}@3": "DB = 'C'"}
+    assert not worktree.exists()
