@@ -422,3 +422,18 @@ def test_each_new_rescue_of_a_worktree_gets_the_next_free_name(repo: Repo) -> No
              for name in rescue_refs(repo, run) if "@commit-" not in name}
     assert saved == {ref: "DB = 'A'", f"{ref}@2": "DB = 'B'", f"{ref}@3": "DB = 'C'"}
     assert not worktree.exists()
+
+
+def test_two_worktrees_with_the_same_edits_each_get_their_own_rescue(repo: Repo) -> None:
+    plan = agent_plan({name: {"files": [f"src/{name}/**"], "agent": {"command": "true"}}
+                       for name in ("db", "ui")})
+    doc = run_ok(repo, plan)
+    for stream in doc["streams"]:
+        (Path(stream["worktree"]) / "README.md").write_text("the same hand edit\n")
+    result = run_wtr("clean", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    prefix = f"refs/worktree-runner/rescue/{doc['run']}"
+    for name in ("db", "ui"):
+        assert f"saved uncommitted changes of {name} (1 file) to {prefix}/{name};" in result.stdout
+        assert repo.git("show", f"{prefix}/{name}:README.md") == "the same hand edit"
+    assert sorted(rescue_refs(repo, doc["run"])) == [f"{prefix}/db", f"{prefix}/ui"]
