@@ -213,7 +213,8 @@ def test_a_branch_whose_work_left_the_target_is_kept(repo: Repo) -> None:
     repo.git("revert", "--no-edit", "HEAD")  # ui's landed work is no longer in main
     result = run_wtr("clean", cwd=repo.path)
     assert result.returncode == 0, result.stderr
-    assert f"kept branch {ui['branch']}" in result.stdout
+    assert (f"kept branch {ui['branch']} (merged, but main does not hold its exact changes"
+            in result.stdout)
     assert "deleted branch wtr/plan-1/db (its work is in main)" in result.stdout
 
 
@@ -274,10 +275,14 @@ def test_clean_force_drops_a_halted_merge_without_a_traceback(repo: Repo) -> Non
 def test_a_failed_stream_without_commits_is_reported_as_no_work(repo: Repo) -> None:
     plan = agent_plan({"db": {"files": ["src/db/**"], "env": {"AGENT_EXIT": "1"}}})
     db = stream_of(run_ok(repo, plan, code=1), "db")
+    dry = run_wtr("clean", "--dry-run", cwd=repo.path)
+    assert f"would delete branch {db['branch']} (no work" in dry.stdout, dry.stdout
+    assert repo.git("branch", "--list", db["branch"]) != ""  # a dry run deletes nothing
     result = run_wtr("clean", cwd=repo.path)
     assert result.returncode == 0, result.stderr
     assert f"deleted branch {db['branch']} (no work" in result.stdout
     assert "its work is in" not in result.stdout
+    assert repo.git("branch", "--list", db["branch"]) == ""
 
 
 def test_clean_all_removes_the_empty_run_folders(repo: Repo) -> None:

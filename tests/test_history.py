@@ -102,6 +102,8 @@ def test_clean_saves_a_commit_only_the_stream_branch_once_held(repo: Repo) -> No
     subprocess.run(["git", "checkout", "-q", db["branch"]], cwd=worktree, check=True)
     assert hidden not in subprocess.run(["git", "reflog", "--format=%H", "HEAD"], cwd=worktree,
                                         check=True, capture_output=True, text=True).stdout
+    dry = run_wtr("clean", "--dry-run", cwd=repo.path)
+    assert f"would save commit {hidden[:12]} of db, which no branch holds" in dry.stdout
     result = run_wtr("clean", cwd=repo.path)
     assert result.returncode == 0, result.stderr
     assert saved_commits(repo) == ["branch only"]
