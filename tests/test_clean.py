@@ -269,6 +269,27 @@ def test_clean_force_drops_a_halted_merge_without_a_traceback(repo: Repo) -> Non
     merge = status(repo)["merge"]
     assert merge["active"] is False and merge["worktree"] is None
 
+
+def test_a_branch_of_a_stream_that_never_started_is_kept(repo: Repo) -> None:
+    """ui was blocked (db failed), so it has no base commit; a branch of its name that
+    someone made by hand holds work nowhere else: clean cannot prove anything and keeps it
+    (mutation testing: `if not base: return False` made `True` deleted it)."""
+    plan = agent_plan({
+        "db": {"files": ["src/db/**"], "env": {"AGENT_EXIT": "1"}},
+        "ui": {"files": ["src/ui/**"], "depends_on": ["db"]},
+    })
+    doc = run_ok(repo, plan, code=1)
+    ui = stream_of(doc, "ui")
+    assert ui["status"] == "blocked" and not ui["base_commit"], ui
+    repo.git("checkout", "-q", "-b", ui["branch"])
+    repo.commit({"src/ui/view.py": "BY HAND = 1\n"}, "work made by hand")
+    tip = repo.head(ui["branch"])
+    repo.git("checkout", "-q", "main")
+    result = run_wtr("clean", cwd=repo.path)
+    assert result.returncode == 0, result.stderr
+    assert f"kept branch {ui['branch']}" in result.stdout
+    assert repo.head(ui["branch"]) == tip
+
 # -- 10 (should fix): no work, empty folders -----------------------------------------------
 
 
