@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -23,7 +22,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 STREAMS = {
     "db": {"files": ["src/db/**"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 2",
-                                           "AGENT_PROGRESS": "1"}},
+                                           "AGENT_PROGRESS": "1",
+                                           "AGENT_REPORT": "models done; migrations next"}},
     "api": {"files": ["src/api/**"], "depends_on": ["db"],
             "env": {"AGENT_WRITE": "src/api/orders.py=API = 2"}},
     "ui": {"files": ["src/ui/**"], "env": {"AGENT_WRITE": "src/ui/view.py=UI = 2"}},
@@ -76,6 +76,9 @@ def test_a_plan_runs_on_dask_workers_and_merges_and_cleans_here(repo: Repo,
     assert spans[ui_docs[0]]["at"] <= starts[ui_docs[1]]["at"]
     log = run_wtr("logs", "db", cwd=repo.path).stdout
     assert "done" in log
+    # the report the agent wrote on its worker came home with the result
+    report = repo.path / ".git" / "worktree-runner" / "runs" / doc["run"] / "streams" / "db"
+    assert (report / "report.md").read_text() == "models done; migrations next"
     merged = run_wtr("merge", cwd=repo.path)
     assert merged.returncode == 0, merged.stderr
     assert (repo.path / "src/api/orders.py").read_text() == "API = 2\n"
@@ -128,6 +131,14 @@ def start_run(repo: Repo, plan: Path, record: Path) -> subprocess.Popen[str]:
 wait_for = functools.partial(runhelp.wait_for, timeout=120.0, poll=0.2)
 
 
+def alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def latest_run(repo: Repo) -> str:
     runs = repo.path / ".git" / "worktree-runner" / "runs"
     found = sorted(runs.iterdir(), key=lambda p: p.stat().st_mtime) if runs.exists() else []
@@ -145,11 +156,11 @@ def test_a_worker_killed_mid_stream_loses_no_pushed_commit(repo: Repo, tmp_path:
     started = next(e for e in events(repo, latest_run(repo)) if e["event"] == "remote_started")
     wait_for(lambda: git(remote, "for-each-ref", "refs/heads/wtr") != "")
     first_commit = git(remote, "for-each-ref", "--format=%(objectname)", "refs/heads/wtr")
+    first_agent = records(record, "db")[0]["pid"]
     os.kill(started["pid"], signal.SIGKILL)
+    # the agent ends with its worker (after its grace period), never beside the next one
+    runhelp.wait_for(lambda: not alive(first_agent), timeout=45.0, poll=0.2)  # it sleeps 90
     _, err = run.communicate(timeout=240)
-    # the first agent outlived its worker (its own process group); it must not linger
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(records(record, "db")[0]["pid"], signal.SIGKILL)
     assert run.returncode == 0, err
     doc = run_wtr("status", "--json", cwd=repo.path).json()
     db = stream_of(doc, "db")
@@ -239,3 +250,36 @@ def test_a_coordinator_killed_outright_adopts_what_finished_meanwhile(
     assert len(records(record, "db")) == 1  # adopted, not run again
     assert repo.git("show", f"{db['branch']}:src/db/models.py") == "DB = 2"
     assert any(e["event"] == "remote_result_adopted" for e in events(repo, doc["run"]))
+
+
+def test_a_worker_reuses_its_pooled_worktree_and_the_next_run_its_clone(
+        repo: Repo, tmp_path: Path) -> None:
+    """One worker, one stream at a time: the second stream takes the worktree the first
+    left in the worker's pool (a checkout of what differs); the clone and the pool live in
+    the repository's state folder, where the next run finds them."""
+    remote = bare_remote(repo, tmp_path)
+    streams = {"db": STREAMS["db"], "ui": STREAMS["ui"]}
+    plan = repo.write_plan(dask_plan(streams, remote, workers=1, max_parallel=1))
+    first = run_wtr("run", plan, cwd=repo.path, timeout=240)
+    assert first.returncode == 0, first.stderr
+    seen = events(repo, latest_run(repo))
+    reused = [e["stream"] for e in seen if e["event"] == "worktree_reused"]
+    created = [e["stream"] for e in seen if e["event"] == "worktree_created"]
+    assert len(created) == 2 and len(reused) == 1 and reused[0] == created[1], seen
+    cache = repo.path / ".git" / "worktree-runner" / "dask-workers"
+    clones = [p for p in cache.iterdir() if (p / ".git").is_dir()]
+    assert len(clones) == 1
+    pooled = clones[0].parent / f"{clones[0].name}.worktrees" / ".pool"
+    assert len(list(pooled.iterdir())) == 1  # the second stream's, given back in turn
+    assert not list((clones[0] / ".git" / "worktree-runner" / "tasks").iterdir())
+    run_wtr("clean", cwd=repo.path)
+    second = run_wtr("run", plan, cwd=repo.path, timeout=240)
+    assert second.returncode == 0, second.stderr
+    seen = events(repo, latest_run(repo))
+    assert len([e for e in seen if e["event"] == "worktree_reused"]) == 2, seen
+    doc = run_wtr("status", "--json", cwd=repo.path).json()
+    assert {s["status"] for s in doc["streams"]} == {"succeeded"}
+    # a reused worktree holds the stream's own start, not the last stream's work
+    ui = stream_of(doc, "ui")
+    assert repo.git("show", f"{ui['branch']}:src/ui/view.py") == "UI = 2"
+    assert repo.git("diff", "--name-only", ui["base_commit"], ui["branch"]) == "src/ui/view.py"

@@ -903,14 +903,20 @@ def remote_branch_commit(repo: Repository, remote: str, branch: str) -> str | No
 
 
 def push_branch(repo: Repository, remote: str, branch: str, commit: str | None,
-                expected: str | None) -> GitResult:
+                expected: str | None, also: Sequence[str] = ()) -> GitResult:
     """Set (or with ``commit`` None, delete) ``branch`` on ``remote``, only if it is still at
     ``expected`` there (None: only if it does not exist): a lease, never a blind force.
+    ``also``: more refspecs, pushed in the same (atomic) push: all or none of them land.
     Hooks are not run: a pre-push hook may have been planted by an agent."""
     ref = f"refs/heads/{branch}"
-    return repo.git("push", "--porcelain", "--no-verify",
+    return repo.git("push", "--porcelain", "--no-verify", *(["--atomic"] if also else []),
                     f"--force-with-lease={ref}:{expected or ''}",
-                    "--", remote, f"{commit or ''}:{ref}", check=False)
+                    "--", remote, f"{commit or ''}:{ref}", *also, check=False)
+
+
+def has_commit(repo: Repository, commit: str) -> bool:
+    """Whether the commit is in the repository's object store (no network)."""
+    return repo.git("cat-file", "-e", f"{commit}^{{commit}}", check=False).ok
 
 
 # -- git's own lock files, left behind by a killed command ----------------------------------

@@ -279,11 +279,16 @@ def supervised(exit_file: Path | str, argv: Sequence[str] | str,
 
 
 def start_agent(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str], log_path: Path,
-                exit_file: Path, log_limit: int | None = None) -> Agent:
+                exit_file: Path, log_limit: int | None = None,
+                bound: bool = False) -> Agent:
     """Start the agent under its supervisor; with ``log_limit``, the supervisor writes the
-    agent's output to ``log_path`` itself and keeps the file under that many bytes."""
+    agent's output to ``log_path`` itself and keeps the file under that many bytes.
+    ``bound``: the agent is stopped when this process dies (else it runs on, for a
+    ``wtr resume`` to adopt)."""
     exit_file.unlink(missing_ok=True)
     capped = ["--log", str(log_path), "--log-limit", str(log_limit)] if log_limit else []
+    if bound:
+        capped += ["--parent", str(os.getpid())]
     process = start(supervised(exit_file, argv, capped), cwd, env, log_path)
     return Agent(process.pid, process_start_time(process.pid), exit_file, process)
 

@@ -1,5 +1,5 @@
 """The agent's supervisor: ``python -I -S .../worktree_runner/supervise.py EXIT_FILE
-[--log PATH --log-limit BYTES] -- CMD...``.
+[--log PATH --log-limit BYTES] [--parent PID] -- CMD...``.
 
 It leads the agent's process group, runs the agent, and writes the agent's exit code to
 EXIT_FILE before exiting with the same code. The runner may die meanwhile (kill -9): the
@@ -14,7 +14,8 @@ On Linux it is a child subreaper: whatever the agent started, ``setsid`` or doub
 daemons included, stays below it, and is stopped before it exits, so no process of a
 stream outlives the stream. SIGTERM (the runner stopping the stream) is passed to every
 descendant at once; what is left after most of the grace period is killed. EXIT_FILE
-``-`` records nothing (setup and verify commands).
+``-`` records nothing (setup and verify commands). With ``--parent``, the death of that
+process (the runner) stops the agent the same way (a Dask worker's agents end with it).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import time
 from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
 GRACE_SECONDS = float(os.environ.get("WTR_KILL_GRACE", "5"))
 # The runner kills the whole group after its grace: finish before it does.
 OWN_GRACE_SHARE = 0.6
@@ -50,6 +52,18 @@ def become_subreaper() -> bool:
         return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
+
+
+def follow_parent(parent: int) -> bool:
+    """SIGTERM to us (and so to the agent) when ``parent`` dies: for a runner whose agents
+    must not outlive it (a Dask worker's stream gets its next attempt elsewhere). False if
+    it is gone already. Linux; elsewhere, only the check."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    return os.getppid() == parent  # (it may have died before the prctl)
 
 
 def _processes() -> list[tuple[int, int, str]]:
@@ -165,7 +179,8 @@ def _on_stop(signum: int, frame: object) -> None:
     _signal_all(descendants(os.getpid()), signal.SIGTERM)
 
 
-USAGE = "usage: python supervise.py EXIT_FILE [--log PATH --log-limit N] -- CMD..."
+USAGE = ("usage: python supervise.py EXIT_FILE [--log PATH --log-limit N] [--parent PID] "
+         "-- CMD...")
 # After the agent exits, what it left running may hold the pipe open: read on this long.
 DRAIN_SECONDS = 2.0
 
@@ -175,15 +190,20 @@ def main(argv: list[str]) -> int:
         split = argv.index("--")
         exit_file, options, command = argv[0], argv[1:split], argv[split + 1:]
         log = dict(zip(options[::2], options[1::2], strict=True))
-        if not command or set(log) - {"--log", "--log-limit"}:
+        if not command or set(log) - {"--log", "--log-limit", "--parent"}:
             raise ValueError
         limit = int(log.get("--log-limit", "0"))
+        parent = int(log.get("--parent", "0"))
     except (ValueError, IndexError):
         print(USAGE, file=sys.stderr)
         return 2
     become_subreaper()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _on_stop)
+    if parent and not follow_parent(parent):
+        if exit_file != "-":
+            _record(exit_file, -signal.SIGTERM)
+        return 128 + signal.SIGTERM
     try:
         piped = "--log" in log
         child = subprocess.Popen(command, stdout=subprocess.PIPE if piped else None,

@@ -1,14 +1,23 @@
 """Streams on a Dask cluster, handed over through a git remote every worker can reach.
 
 The coordinator (the machine running ``wtr run``) keeps the scheduler, the state and the
-event log, exactly as for a local run. For each stream it pushes the stream's starting
-commit to the remote under ``refs/worktree-runner/dask/<run>/<stream>/start`` and submits
-one task. The task, on a worker, fetches what it needs into a cache clone of the remote,
-and runs :func:`run_stream` — the very life of a local stream (worktree, supervisor,
-timeouts, retries, leftovers, ownership, verify) — against a state folder of its own.
-Then it pushes the branch (with a lease) and a result commit (the stream's record and the
-tail of its log) under ``.../result``, and returns the record. Progress, log lines and
-events travel to the coordinator while the stream runs, through a Dask queue.
+event log, exactly as for a local run. It pushes the run's base commit to the remote once
+(``refs/worktree-runner/dask/<run>/base``), and a stream's starting commit when it is
+another one (``.../<run>/<stream>/start``), then submits one task per stream. The task,
+on a worker, fetches only what its cache clone of the remote lacks, and runs
+:func:`run_stream` — the very life of a local stream (worktree, supervisor, timeouts,
+retries, leftovers, ownership, verify) — against a state folder of its own. Then it
+pushes, in one atomic push, the branch (with a lease) and a result commit (the stream's
+record, report and the tail of its log) under ``.../result``, gives the worktree to the
+worker's pool for the next stream, and returns the record. Progress, log lines and events
+travel to the coordinator while the stream runs, through a Dask queue.
+
+Speed (docs/performance.md): a worktree is reused from the worker's pool (a checkout of
+the files that differ, not of every file); the coordinator hears of a task's end at once;
+the few facts tasks share (who owns a stream, whether the run is stopping) are scheduler
+metadata, read in one round trip and never waited on; a ``local:N`` cluster starts its
+worker processes from a fork server, keeps its cache clone in the repository's state
+folder (reused by the next run, and never deleted as the cluster stops).
 
 Faults: a worker that dies mid-stream makes Dask run the task again elsewhere; it starts
 from what was last pushed and counts the lost attempt. Ctrl-C sets a Dask event that every
@@ -21,13 +30,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +47,29 @@ from worktree_runner import git, procs
 from worktree_runner.errors import BadInput, WtrError
 from worktree_runner.plan.executor import Executor
 from worktree_runner.plan.load import parse_plan
+from worktree_runner.pool import Pool
 from worktree_runner.run.guard import Guard
 from worktree_runner.run.state import Failure, RunRecord, RunStore, Status, StreamRecord, now
 from worktree_runner.run.stream import (
     RunContext,
     StartConflict,
     StreamFailed,
-    _stream_base,
     run_stream,
+    stream_base,
 )
 
 REF_ROOT = "refs/worktree-runner/dask"
+# Dask settings for the cluster a ``local:N`` run starts (and for this process): its tasks
+# wait on agents, they do not compute. So no profiler sampling every 10 ms, fewer health
+# checks and samples, no work stealing (a run never has more tasks than threads), and no
+# memory limit (memory_limit=0: an agent's memory is its own, not its worker's).
+QUIET = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "500ms",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.system-monitor.disk": False,
+    "distributed.scheduler.work-stealing": False,
+}
 RELAY_SECONDS = 0.5
 LOG_TAIL_BYTES = 1 << 20
 # How long a task waits for an earlier task of its stream to stop its agent.
@@ -62,9 +84,15 @@ def _stream_ref(run: str, name: str, what: str) -> str:
 
 
 def _names(run: str, name: str) -> dict[str, str]:
-    """Dask names of a stream's queue, owner variable and of the run's stop event."""
-    return {"queue": f"wtr-{run}-{name}-relay", "owner": f"wtr-{run}-{name}-owner",
-            "active": f"wtr-{run}-{name}-active", "stop": f"wtr-{run}-stop"}
+    """Dask names of a stream's queue and of its lock (taking the stream over)."""
+    return {"queue": f"wtr-{run}-{name}-relay", "lock": f"wtr-{run}-{name}-owner"}
+
+
+def _meta(run: str, *keys: str) -> list[str]:
+    """A key of the run's scheduler metadata: ``stop`` (the run is stopping), ``owner``
+    (the task the coordinator last submitted, per stream) and ``active`` (the task that
+    runs it now, per stream)."""
+    return ["wtr", run, *keys]
 
 
 # -- the coordinator -----------------------------------------------------------------------
@@ -80,22 +108,40 @@ def session(config: Executor, max_parallel: int) -> Iterator[Any]:
                        hint="pip install 'worktree-runner[dask]'") from None
     import logging
 
+    import dask
+
     cluster = None
-    try:
-        if config.local_workers is not None:
-            cluster = distributed.LocalCluster(
-                n_workers=config.local_workers, threads_per_worker=max_parallel,
-                processes=True, dashboard_address=None, silence_logs=logging.ERROR)
-            client = distributed.Client(cluster)
-        else:
-            client = distributed.Client(config.scheduler, timeout="20s")
-    except (OSError, TimeoutError) as exc:
-        raise WtrError(f"cannot reach the Dask scheduler at {config.scheduler}: {exc}",
-                       hint="start it ('dask scheduler') or fix executor.scheduler") from None
-    try:
-        yield client
-    finally:
-        _close(client, cluster)
+    with dask.config.set({**QUIET, "distributed.worker.multiprocessing-method": _start_method()}):
+        try:
+            if config.local_workers is not None:
+                cluster = distributed.LocalCluster(
+                    n_workers=config.local_workers, threads_per_worker=max_parallel,
+                    processes=True, dashboard_address=None, silence_logs=logging.ERROR,
+                    memory_limit=0)
+                client = distributed.Client(cluster)
+            else:
+                client = distributed.Client(config.scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise WtrError(f"cannot reach the Dask scheduler at {config.scheduler}: {exc}",
+                           hint="start it ('dask scheduler') or fix executor.scheduler") from None
+        try:
+            yield client
+        finally:
+            _close(client, cluster)
+
+
+def _start_method() -> str:
+    """How a ``local:N`` cluster starts its worker processes: forked from a fork server
+    that imported Dask and this module once, instead of N fresh interpreters importing
+    them each (seconds on a busy machine). Where there is no fork server: spawn."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", __name__])
+    forkserver.ensure_running()
+    return "forkserver"
 
 
 def _close(client: Any, cluster: Any) -> None:
@@ -119,12 +165,21 @@ class RemoteStreams:
     ctx: RunContext
     config: Executor
     client: Any
+    _base_published: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        from distributed import Event
-
         # A long-lived scheduler remembers the stop of an earlier, interrupted session.
-        Event(f"wtr-{self.ctx.run_id}-stop", client=self.client).clear()
+        self.client.set_metadata(_meta(self.ctx.run_id, "stop"), False)
+
+    @property
+    def cache(self) -> str | None:
+        """Where the workers of a ``local:N`` cluster keep their clone and pooled worktrees:
+        this repository's state folder, so that the next run finds them (and the cluster,
+        as it stops, does not delete thousands of files). Elsewhere: the worker decides."""
+        if self.config.local_workers is None:
+            return None
+        return str(self.ctx.repo.state_dir / "dask-workers")
 
     @property
     def remote(self) -> str:
@@ -142,29 +197,27 @@ class RemoteStreams:
         return store.record.streams[name].status == Status.SUCCEEDED.value
 
     def _submit(self, name: str) -> dict[str, Any]:
-        from distributed import Event, Variable
-
         store = self.ctx.store
-        start = self._publish_start(name)
+        start, start_ref = self._publish_start(name)
         task = uuid.uuid4().hex
         store.update_stream(name, "stream_started", status=Status.RUNNING.value,
                             started_at=now(), finished_at=None, failure=None, exit_code=None,
                             base_commit=start, remote_task=task)
-        names = _names(store.run_id, name)
-        Variable(names["owner"], client=self.client).set(task)
-        stop = Event(names["stop"], client=self.client)
+        self.client.set_metadata(_meta(store.run_id, "owner", name), task)
         spec = {"task": task, "remote": self.remote, "run": store.run_id, "stream": name,
+                "start": start, "start_ref": start_ref, "cache": self.cache,
                 "plan": store.plan_path.read_text(encoding="utf-8"),
                 "record": store.record.to_json()}
+        relay = _Relay(store, name, _names(store.run_id, name)["queue"], self.client)
         future = self.client.submit(worker_stream, spec, key=f"wtr-{store.run_id}-{name}-{task}",
                                     pure=False)
-        relay = _Relay(store, name, names["queue"], self.client)
+        ended = threading.Event()
+        future.add_done_callback(lambda _: ended.set())
         relay.start()
         try:
-            while not future.done():
+            while not ended.wait(RELAY_SECONDS):
                 if self.ctx.stop.is_set():
-                    stop.set()
-                time.sleep(RELAY_SECONDS)
+                    self.client.set_metadata(_meta(store.run_id, "stop"), True)
             return dict(future.result())
         except Exception as exc:  # the task itself failed: say so, lose nothing recorded
             return {"task": task, "record": {
@@ -174,24 +227,36 @@ class RemoteStreams:
         finally:
             relay.stop()
 
-    def _publish_start(self, name: str) -> str:
-        """Push the stream's starting commit (and nothing else) where workers fetch it."""
+    def _publish_start(self, name: str) -> tuple[str, str]:
+        """Push the stream's starting commit where workers fetch it: the run's base once
+        for every stream that starts there, any other start under the stream's own ref.
+        Returns the commit and that ref."""
         record = self.ctx.store.record.streams[name]
-        start = record.base_commit or _stream_base(self.ctx, self.ctx.plan.stream(name))
+        start = record.base_commit or stream_base(self.ctx, self.ctx.plan.stream(name))
         if isinstance(start, StartConflict):
             streams = ", ".join(f"'{n}'" for n in start.streams)
             raise StreamFailed(Failure(
                 "error", f"the results of {streams}, which it starts from, conflict in "
                 f"{', '.join(start.files)}; run it without the Dask executor to resolve "
                 "that merge in its worktree", start.files))
-        ref = _stream_ref(self.ctx.run_id, name, "start")
+        if start != self.ctx.base_commit:
+            ref = _stream_ref(self.ctx.run_id, name, "start")
+            self._push_ref(start, ref)
+            return start, ref
+        ref = f"{REF_ROOT}/{self.ctx.run_id}/base"
+        with self._lock:
+            if not self._base_published:
+                self._push_ref(start, ref)
+                self._base_published = True
+        return start, ref
+
+    def _push_ref(self, commit: str, ref: str) -> None:
         result = self.ctx.repo.git("push", "--quiet", "--no-verify", "--", self.remote,
-                                   f"+{start}:{ref}", check=False)
+                                   f"+{commit}:{ref}", check=False)
         if not result.ok:
             raise WtrError(f"cannot push to the remote {self.remote}: "
                            f"{_last_line(result.stderr)}",
                            hint="check its URL and that this machine may push there")
-        return start
 
     def _finished_meanwhile(self, record: StreamRecord) -> dict[str, Any] | None:
         """The result a worker pushed for the task this coordinator last submitted, when it
@@ -225,40 +290,41 @@ class RemoteStreams:
             with store.log_path(name).open("a", encoding="utf-8") as log:
                 log.write(f"--- as the worker {result.get('worker', '?')} logged it ---\n")
                 log.write(str(result["log"]))
+        if isinstance(result.get("report"), str):
+            store.report_path(name).write_text(result["report"], encoding="utf-8")
         fields.setdefault("finished_at", now())
         store.update_stream(name, "stream_finished", **fields, remote_task=None)
         store.event("remote_finished", stream=name, worker=result.get("worker"))
 
 
 class _Relay(threading.Thread):
-    """Copies what a task sends (progress, log lines, events) into the coordinator's run."""
+    """Copies what a task sends (progress, log lines, events) into the coordinator's run,
+    as it arrives: it waits on the queue, which the coordinator ends with a last message
+    of its own once the task returned (the task's own last message is then before it)."""
 
     def __init__(self, store: RunStore, name: str, queue: str, client: Any) -> None:
         super().__init__(daemon=True, name=f"relay-{name}")
         from distributed import Queue
 
         self.store, self.name, self.queue = store, name, Queue(queue, client=client)
-        self.done = threading.Event()
 
     def run(self) -> None:
-        while not self.done.is_set():
-            self._drain(timeout=RELAY_SECONDS)
-        self._drain(timeout=0.2)
+        while True:
+            try:  # no timeout: a wait that times out is logged by the scheduler as an error
+                batch = self.queue.get()
+            except Exception:  # the cluster went away
+                return
+            for message in batch.get("news", ()):
+                self._record(message)
+            if batch.get("end"):
+                return
 
     def stop(self) -> None:
-        self.done.set()
-        self.join(timeout=10)
-
-    def _drain(self, timeout: float) -> None:
-        try:
-            messages = [self.queue.get(timeout=timeout)]
-            size = self.queue.qsize()
-            if size:
-                messages += self.queue.get(batch=size)
-        except Exception:  # nothing arrived in time, or the cluster went away
-            return
-        for message in messages:
-            self._record(message)
+        with suppress(Exception):
+            self.queue.put({"end": True}, timeout=10)
+        self.join(timeout=30)
+        with suppress(Exception):
+            self.queue.close()
 
     def _record(self, message: dict[str, Any]) -> None:
         kind, data = message.get("kind"), message.get("data")
@@ -272,7 +338,7 @@ class _Relay(threading.Thread):
         elif kind == "event" and isinstance(data, dict):
             event = str(data.pop("event", "remote_event"))
             data.pop("run", None)
-            data.pop("at", None)
+            data["remote_at"] = data.pop("at", None)  # the worker's clock
             if event == "attempt_started" and isinstance(data.get("attempt"), int):
                 self.store.update_stream(self.name, None, attempts=data["attempt"])
             self.store.event(event, **{"remote": True, **data})
@@ -283,29 +349,45 @@ class _Relay(threading.Thread):
 
 def worker_stream(spec: dict[str, Any]) -> dict[str, Any]:
     """A Dask task: the life of one stream on this worker, then its branch and result pushed."""
-    from distributed import Event, Lock, Variable, get_worker
+    from distributed import Lock, get_client, get_worker
 
     run, name, task = spec["run"], spec["stream"], spec["task"]
-    names = _names(run, name)
-    worker = get_worker()
+    worker, client = get_worker(), get_client()
     cache = _cache_repo(spec["remote"], Path(os.environ.get("WTR_WORKER_CACHE")
+                                             or spec.get("cache")
                                              or Path(worker.local_directory) / "wtr-cache"))
-    with Lock(names["owner"]):
-        lost = _take_over(names, task)
+    with Lock(_names(run, name)["lock"]):
+        lost = _take_over(client, run, name, task)
+    try:
+        return _run_here(spec, cache, lost, worker.address, client)
+    finally:
+        with Lock(_names(run, name)["lock"]):
+            if client.get_metadata(_meta(run, "active", name), None) == task:
+                client.set_metadata(_meta(run, "active", name), None)
+
+
+def _run_here(spec: dict[str, Any], cache: git.Repository, lost: int, address: str,
+              client: Any) -> dict[str, Any]:
+    run, name, task = spec["run"], spec["stream"], spec["task"]
     record = RunRecord.from_json(spec["record"])
     stream = record.streams[name]
     stream.attempts += lost
+    _stop_earlier_agents(cache, task, run, name)
     with FileLock(str(cache.common_dir / "wtr-fetch.lock")):
-        fetched = _fetch_stream(cache, spec["remote"], run, name, stream)
+        fetched = _fetch_stream(cache, spec, stream)
     store = _worker_store(cache, record, spec["plan"], task)
     plan = parse_plan(spec["plan"], Path(record.plan))
+    worktrees = cache.root.parent / f"{cache.root.name}.worktrees"
     ctx = RunContext(repo=cache, plan=plan, store=store, base_commit=record.base_commit,
-                     worktrees_root=cache.root.parent / f"{cache.root.name}.worktrees",
-                     bin_dir=procs.write_wtr_shim(store.dir / "bin"), guard=Guard(cache, store))
+                     worktrees_root=worktrees,
+                     bin_dir=procs.write_wtr_shim(store.dir / "bin"), guard=Guard(cache, store),
+                     pool=Pool(cache, worktrees, plan.pool_size(record.max_parallel),
+                               plan.keep_ignored),
+                     bound_agents=True)
     ctx.guard.start()
-    pusher = _BranchPusher(cache, spec["remote"], stream.branch, fetched)
-    sender = _Sender(store, name, names["queue"], ctx.stop, Event(names["stop"]),
-                     Variable(names["owner"]), task, lost, worker.address, pusher)
+    pusher = _BranchPusher(cache, spec["remote"], stream.branch, fetched, spec["start"])
+    sender = _Sender(store, name, _names(run, name)["queue"], ctx.stop, client, run, task,
+                     lost, address, pusher)
     sender.start()
     try:
         run_stream(ctx, name)
@@ -313,39 +395,35 @@ def worker_stream(spec: dict[str, Any]) -> dict[str, Any]:
         sender.finish()
     if sender.replaced:
         return {"task": task, "replaced": True, "record": {}}
-    result = {"task": task, "worker": worker.address,
-              "record": store.load().streams[name].to_json(), "log": _log_tail(store, name)}
-    problem = pusher.push()
-    if problem:
-        result["record"].update(status=Status.FAILED.value, failure={
-            "kind": "error", "files": [], "message": problem})
-    _push_result(cache, spec["remote"], run, name, result)
-    Variable(names["active"]).delete()
+    result = {"task": task, "worker": address,
+              "record": store.load().streams[name].to_json(), "log": _log_tail(store, name),
+              "report": _text(store.report_path(name))}
+    if _push_home(cache, spec["remote"], run, name, pusher, result):
+        _pool_worktree(ctx, name, result)
+        shutil.rmtree(store.dir.parent, ignore_errors=True)  # all of it is in the result
     return result
 
 
-def _take_over(names: dict[str, str], task: str) -> int:
+def _stop_earlier_agents(cache: git.Repository, task: str, run: str, name: str) -> None:
+    """An agent of this task that a lost worker left (it ends with its worker, after a
+    grace period): stopped before its worktree is made again, never run beside."""
+    for stream_dir in (cache.state_dir / "tasks").glob(f"{task}.*/{run}/streams/{name}"):
+        for agent in procs.live_agents(stream_dir):
+            agent.stop()
+
+
+def _take_over(client: Any, run: str, name: str, task: str) -> int:
     """Become the stream's running task; wait for an earlier one to stop its agent first.
     Returns 1 when an earlier task of this stream was lost with its worker, else 0."""
-    from distributed import Variable
-
-    active = Variable(names["active"])
-    earlier = active.get(timeout=1) if _has_value(active) else None
+    key = _meta(run, "active", name)
+    earlier = client.get_metadata(key, None)
     deadline = time.monotonic() + HANDOVER_SECONDS
-    while earlier not in (None, task) and time.monotonic() < deadline and _has_value(active):
+    while earlier not in (None, task) and time.monotonic() < deadline:
         time.sleep(RELAY_SECONDS)
-        earlier = active.get(timeout=1) if _has_value(active) else None
+        earlier = client.get_metadata(key, None)
     lost = 1 if earlier == task else 0  # Dask runs a task again when its worker died
-    active.set(task)
+    client.set_metadata(key, task)
     return lost
-
-
-def _has_value(variable: Any) -> bool:
-    try:
-        variable.get(timeout=0.1)
-    except Exception:
-        return False
-    return True
 
 
 def _cache_repo(remote: str, root: Path) -> git.Repository:
@@ -368,29 +446,30 @@ def _cache_repo(remote: str, root: Path) -> git.Repository:
     return git.open_repository(path)
 
 
-def _fetch_stream(cache: git.Repository, remote: str, run: str, name: str,
-                  stream: StreamRecord) -> str | None:
-    """Fetch the stream's start and, when a worker pushed it before, its branch; the
-    branch's remote tip (the lease for our push), or None."""
-    branch = stream.branch
-    worktree = cache.root.parent / f"{cache.root.name}.worktrees" / run / name
+def _fetch_stream(cache: git.Repository, spec: dict[str, Any], stream: StreamRecord) -> str | None:
+    """Fetch what the cache lacks: the stream's start and, when a worker pushed its branch
+    before, that branch. Returns the branch's remote tip (the lease for our push), or None."""
+    remote, branch = spec["remote"], stream.branch
+    worktree = cache.root.parent / f"{cache.root.name}.worktrees" / spec["run"] / stream.name
     if worktree.exists():  # an earlier task of this stream on this worker: start over
         git.remove_worktree(cache, worktree)
-    start = _stream_ref(run, name, "start")
-    refspecs = [f"+{start}:{start}"]
+    refspecs = [] if git.has_commit(cache, spec["start"]) else [
+        f"+{spec['start_ref']}:{spec['start_ref']}"]
     there = git.remote_branch_commit(cache, remote, branch)
-    if there:
+    if there and git.ref_commit(cache, f"refs/heads/{branch}") != there:
         refspecs.append(f"+refs/heads/{branch}:refs/heads/{branch}")
-    elif git.branch_exists(cache, branch):
+    elif not there and git.branch_exists(cache, branch):
         cache.git("branch", "-D", "--", branch)
-    cache.git("fetch", "--quiet", "--no-tags", "--", remote, *refspecs)
+    if refspecs:
+        cache.git("fetch", "--quiet", "--no-tags", "--", remote, *refspecs)
     return there
 
 
 def _worker_store(cache: git.Repository, record: RunRecord, plan_text: str,
                   task: str) -> RunStore:
-    """A state folder of the task's own: the worker's copy of the run, for run_stream."""
-    store = RunStore(cache.state_dir / "tasks" / task / record.run)
+    """A state folder of this execution of the task (Dask runs it again when its worker
+    died): the worker's copy of the run, for run_stream."""
+    store = RunStore(cache.state_dir / "tasks" / f"{task}.{uuid.uuid4().hex[:8]}" / record.run)
     for name in record.streams:
         store.stream_dir(name).mkdir(parents=True, exist_ok=True)
     store.plan_path.write_text(plan_text, encoding="utf-8")
@@ -403,17 +482,26 @@ class _BranchPusher:
     survives the loss of its worker; always with a lease, never over work not seen here."""
 
     def __init__(self, cache: git.Repository, remote: str, branch: str,
-                 lease: str | None) -> None:
+                 lease: str | None, start: str) -> None:
         self.cache, self.remote, self.branch, self.lease = cache, remote, branch, lease
+        self.start = start
         self.lock = threading.Lock()
 
-    def push(self) -> str | None:
-        """Push if the branch moved; what went wrong, or None."""
+    def push(self, final: bool = False, also: tuple[str, ...] = ()) -> str | None:
+        """Push if the branch moved (while it runs: only to keep a new commit), with
+        ``also`` in the same atomic push; what went wrong, or None."""
         with self.lock:
             tip = git.ref_commit(self.cache, f"refs/heads/{self.branch}")
-            if tip is None or tip == self.lease:
+            unchanged = tip is None or tip == self.lease or (
+                not final and self.lease is None and tip == self.start)
+            if unchanged:
+                if also:
+                    pushed = self.cache.git("push", "--porcelain", "--no-verify", "--",
+                                            self.remote, *also, check=False)
+                    return None if pushed.ok else _last_line(pushed.stderr)
                 return None
-            pushed = git.push_branch(self.cache, self.remote, self.branch, tip, self.lease)
+            pushed = git.push_branch(self.cache, self.remote, self.branch, tip, self.lease,
+                                     also=also)
             if not pushed.ok:
                 return (f"the worker could not push {self.branch}: "
                         f"{_last_line(pushed.stderr)}; its work stays on that worker")
@@ -421,16 +509,44 @@ class _BranchPusher:
             return None
 
 
-def _push_result(cache: git.Repository, remote: str, run: str, name: str,
-                 result: dict[str, Any]) -> None:
-    """The stream's record, which a coordinator that died meanwhile finds on resume."""
+def _push_home(cache: git.Repository, remote: str, run: str, name: str,
+               pusher: _BranchPusher, result: dict[str, Any]) -> bool:
+    """The branch and the stream's result (which a coordinator that died meanwhile finds
+    on resume) in one push. False when the branch could not be pushed: the result then
+    says so, and is pushed alone."""
+    ref = _stream_ref(run, name, "result")
+    problem = pusher.push(final=True, also=(f"+{_result_commit(cache, name, result)}:{ref}",))
+    if problem is None:
+        return True
+    result["record"].update(status=Status.FAILED.value, failure={
+        "kind": "error", "files": [], "message": problem})
+    cache.git("push", "--quiet", "--no-verify", "--", remote,
+              f"+{_result_commit(cache, name, result)}:{ref}", check=False)
+    return False
+
+
+def _result_commit(cache: git.Repository, name: str, result: dict[str, Any]) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "result.json").write_text(json.dumps(result), encoding="utf-8")
         blob = cache.out("hash-object", "-w", str(Path(tmp) / "result.json"))
     tree = git.run_git(["mktree"], cache.root, stdin=f"100644 blob {blob}\tresult.json\n")
-    commit = git.commit_tree(cache, tree.stdout.strip(), [], f"wtr: result of {name}")
-    cache.git("push", "--quiet", "--no-verify", "--", remote,
-              f"+{commit}:{_stream_ref(run, name, 'result')}", check=False)
+    return git.commit_tree(cache, tree.stdout.strip(), [], f"wtr: result of {name}")
+
+
+def _pool_worktree(ctx: RunContext, name: str, result: dict[str, Any]) -> None:
+    """A stream that succeeded and is pushed leaves its worktree to the next stream that
+    runs here (a failed one keeps it: what the agent left uncommitted stays there)."""
+    if result["record"].get("status") != Status.SUCCEEDED.value or ctx.pool is None:
+        return
+    with suppress(WtrError):
+        ctx.pool.give_back(ctx.worktree(name), name)
+
+
+def _text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def _log_tail(store: RunStore, name: str) -> str:
@@ -443,56 +559,61 @@ def _log_tail(store: RunStore, name: str) -> str:
 
 
 class _Sender(threading.Thread):
-    """On the worker: sends progress, new log text and events to the coordinator; stops
-    the stream when the run is stopped or another task took the stream over."""
+    """On the worker: sends progress, new log text and events to the coordinator (what a
+    tick found, in one message); stops the stream when the run is stopped or another task
+    took the stream over."""
 
     def __init__(self, store: RunStore, name: str, queue: str, stop: threading.Event,
-                 run_stop: Any, owner: Any, task: str, lost: int, worker: str,
+                 client: Any, run: str, task: str, lost: int, worker: str,
                  pusher: _BranchPusher) -> None:
         super().__init__(daemon=True, name=f"sender-{name}")
         from distributed import Queue
 
-        self.store, self.name, self.queue = store, name, Queue(queue)
-        self.stop, self.run_stop, self.owner, self.task = stop, run_stop, owner, task
+        self.store, self.name, self.queue = store, name, Queue(queue, client=client)
+        self.stop, self.client, self.run_id, self.task = stop, client, run, task
         self.pusher = pusher
         self.finished = threading.Event()
         self.replaced = False
         self.offsets = {"log": 0, "events": 0}
         self.progress: Any = None
-        self._send("event", {"event": "remote_started", "stream": name, "worker": worker,
-                             "pid": os.getpid(), "lost_attempts": lost})
+        self._send([{"kind": "event", "data": {
+            "event": "remote_started", "stream": name, "worker": worker, "pid": os.getpid(),
+            "lost_attempts": lost}}])
 
     def run(self) -> None:
         while not self.finished.wait(RELAY_SECONDS):
-            self._send_news()
+            self._send(self._news())
             with suppress(Exception):
                 self.pusher.push()
             with suppress(Exception):
-                if self.run_stop.is_set():
+                shared = self.client.get_metadata(_meta(self.run_id), {})
+                if shared.get("stop"):
                     self.stop.set()
-                if self.owner.get(timeout=1) != self.task:
+                if shared.get("owner", {}).get(self.name) not in (None, self.task):
                     self.replaced = True
                     self.stop.set()
 
     def finish(self) -> None:
         self.finished.set()
         self.join(timeout=10)
-        self._send_news()
+        self._send(self._news())
 
-    def _send_news(self) -> None:
+    def _news(self) -> list[dict[str, Any]]:
+        news: list[dict[str, Any]] = []
         log = self._new_text(self.store.log_path(self.name), "log")
         if log:
-            self._send("log", log)
+            news.append({"kind": "log", "data": log})
         for line in self._new_text(self.store.events_path, "events").splitlines():
             with suppress(ValueError):
                 event = json.loads(line)
                 if event.get("stream") == self.name and event.get("event") not in (
                         "stream_started", "stream_finished"):
-                    self._send("event", event)
+                    news.append({"kind": "event", "data": event})
         progress = self.store.progress(self.name)
         if progress and progress != self.progress:
             self.progress = progress
-            self._send("progress", progress)
+            news.append({"kind": "progress", "data": progress})
+        return news
 
     def _new_text(self, path: Path, key: str) -> str:
         try:
@@ -505,9 +626,10 @@ class _Sender(threading.Thread):
         self.offsets[key] += len(complete)
         return complete.decode("utf-8", "replace")
 
-    def _send(self, kind: str, data: Any) -> None:
-        with suppress(Exception):
-            self.queue.put({"kind": kind, "data": data}, timeout=5)
+    def _send(self, news: list[dict[str, Any]]) -> None:
+        if news:
+            with suppress(Exception):
+                self.queue.put({"news": news}, timeout=5)
 
 
 def _last_line(text: str) -> str:

@@ -46,6 +46,9 @@ class RunContext:
     copy_patterns: tuple[str, ...] = ()
     pool: Pool | None = None
     agents: dict[str, procs.Agent] = field(default_factory=dict)
+    # Agents end with this process (a Dask worker's: the stream's next attempt runs
+    # elsewhere, none may run on beside it); a local run's outlive it, for resume to adopt.
+    bound_agents: bool = False
     _copied: list[str] | None = None
     _copied_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -134,7 +137,7 @@ def _prepare(ctx: RunContext, stream: Stream) -> None:
     name, path, branch = stream.name, ctx.worktree(stream.name), ctx.branch(stream.name)
     record = ctx.store.record.streams[name]
     if not git.branch_exists(ctx.repo, branch):
-        base = record.base_commit or _stream_base(ctx, stream)
+        base = record.base_commit or stream_base(ctx, stream)
         if isinstance(base, StartConflict):
             ctx.store.update_stream(name, "start_conflict", start_conflict=base.to_json())
             base = base.ours
@@ -196,7 +199,7 @@ class StartConflict:
                 "heads": self.heads}
 
 
-def _stream_base(ctx: RunContext, stream: Stream) -> str | StartConflict:
+def stream_base(ctx: RunContext, stream: Stream) -> str | StartConflict:
     """The run's base, the one predecessor's result, or a merge of several (docs/plan.md)."""
     streams = ctx.store.record.streams
     heads = {
@@ -394,7 +397,8 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
     _append_log(ctx, name, f"--- attempt {record.attempts} at {now()} ---")
     log_start = ctx.store.log_path(name).stat().st_size
     agent = procs.start_agent(argv, worktree, _env(ctx, stream), ctx.store.log_path(name),
-                              ctx.store.exit_path(name, record.attempts), ctx.plan.log_limit)
+                              ctx.store.exit_path(name, record.attempts), ctx.plan.log_limit,
+                              bound=ctx.bound_agents)
     faults.point("agent_started", name)
     ctx.store.update_stream(name, "agent_started", pid=agent.pid, pid_start=agent.started,
                             agent_started=time.time(), log_start=log_start)
