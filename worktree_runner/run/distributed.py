@@ -7,7 +7,7 @@ another one (``.../<run>/<stream>/start``), then submits one task per stream. Th
 on a worker, fetches only what its cache clone of the remote lacks, and runs
 :func:`run_stream` — the very life of a local stream (worktree, supervisor, timeouts,
 retries, leftovers, ownership, verify) — against a state folder of its own. Then it
-pushes, in one atomic push, the branch (with a lease) and a result commit (the stream's
+pushes, in one atomic push, the branch (with a lease) and a result blob (the stream's
 record, report and the tail of its log) under ``.../result``, gives the worktree to the
 worker's pool for the next stream, and returns the record. Progress, log lines and events
 travel to the coordinator while the stream runs, through a Dask queue.
@@ -28,6 +28,7 @@ outright finds, on ``wtr resume``, the result of every task that finished meanwh
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -35,9 +36,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,8 @@ def _meta(run: str, *keys: str) -> list[str]:
 @contextmanager
 def session(config: Executor, max_parallel: int) -> Iterator[Any]:
     """A Dask client: to the scheduler named, or to a LocalCluster started for this run."""
+    # First the fork server: it imports Dask in a process of its own while this one does.
+    method = _start_method() if config.local_workers is not None else "spawn"
     try:
         import distributed
     except ImportError:
@@ -111,7 +114,7 @@ def session(config: Executor, max_parallel: int) -> Iterator[Any]:
     import dask
 
     cluster = None
-    with dask.config.set({**QUIET, "distributed.worker.multiprocessing-method": _start_method()}):
+    with dask.config.set({**QUIET, "distributed.worker.multiprocessing-method": method}):
         try:
             if config.local_workers is not None:
                 cluster = distributed.LocalCluster(
@@ -139,6 +142,8 @@ def _start_method() -> str:
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return "spawn"
+    if importlib.util.find_spec("distributed") is None:
+        return "spawn"  # (the import below says what to install)
     multiprocessing.get_context("forkserver").set_forkserver_preload(["distributed", __name__])
     forkserver.ensure_running()
     return "forkserver"
@@ -158,15 +163,66 @@ def _close(client: Any, cluster: Any) -> None:
             logs.debug("dask_close_failed", part=type(part).__name__, error=repr(exc))
 
 
+@contextmanager
+def remote_streams(ctx: RunContext, config: Executor,
+                   max_parallel: int) -> Iterator[Callable[[str], bool]]:
+    """The scheduler's ``work`` for a Dask run. While the cluster starts, the run's base
+    goes to the remote and the workers' cache clone of a ``local:N`` cluster is made."""
+    early = _Early(ctx, config)
+    early.start()
+    try:
+        with session(config, max_parallel) as client:
+            yield RemoteStreams(ctx, config, client, early).run
+    finally:
+        early.join()
+
+
+def _cache_folder(ctx: RunContext, config: Executor) -> Path | None:
+    """Where the workers of a ``local:N`` cluster keep their clone and pooled worktrees:
+    this repository's state folder, so that the next run finds them (and the cluster, as
+    it stops, does not delete thousands of files). Elsewhere: the worker decides."""
+    return None if config.local_workers is None else ctx.repo.state_dir / "dask-workers"
+
+
+class _Early(threading.Thread):
+    """What needs no cluster: the run's base pushed (its outcome kept for the first stream
+    that starts there), the local workers' cache clone made."""
+
+    def __init__(self, ctx: RunContext, config: Executor) -> None:
+        super().__init__(daemon=True, name="dask-early")
+        self.ctx, self.config = ctx, config
+        self.problem: WtrError | None = None
+
+    def run(self) -> None:
+        assert self.config.remote is not None
+        try:
+            _push_ref(self.ctx.repo, self.config.remote, self.ctx.base_commit,
+                      f"{REF_ROOT}/{self.ctx.run_id}/base")
+        except WtrError as exc:
+            self.problem = exc
+            return
+        cache = _cache_folder(self.ctx, self.config)
+        if cache is not None:
+            with suppress(WtrError):  # (a worker says so, if it cannot either)
+                _cache_repo(self.config.remote, cache)
+
+
+def _push_ref(repo: git.Repository, remote: str, commit: str, ref: str) -> None:
+    result = repo.git("push", "--quiet", "--no-verify", "--", remote, f"+{commit}:{ref}",
+                      check=False)
+    if not result.ok:
+        raise WtrError(f"cannot push to the remote {remote}: {_last_line(result.stderr)}",
+                       hint="check its URL and that this machine may push there")
+
+
 @dataclass
 class RemoteStreams:
-    """The scheduler's ``work`` for a Dask run: one stream, start to recorded end."""
+    """One stream of a Dask run, start to recorded end."""
 
     ctx: RunContext
     config: Executor
     client: Any
-    _base_published: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    early: _Early
 
     def __post_init__(self) -> None:
         # A long-lived scheduler remembers the stop of an earlier, interrupted session.
@@ -174,12 +230,8 @@ class RemoteStreams:
 
     @property
     def cache(self) -> str | None:
-        """Where the workers of a ``local:N`` cluster keep their clone and pooled worktrees:
-        this repository's state folder, so that the next run finds them (and the cluster,
-        as it stops, does not delete thousands of files). Elsewhere: the worker decides."""
-        if self.config.local_workers is None:
-            return None
-        return str(self.ctx.repo.state_dir / "dask-workers")
+        folder = _cache_folder(self.ctx, self.config)
+        return None if folder is None else str(folder)
 
     @property
     def remote(self) -> str:
@@ -241,22 +293,12 @@ class RemoteStreams:
                 "that merge in its worktree", start.files))
         if start != self.ctx.base_commit:
             ref = _stream_ref(self.ctx.run_id, name, "start")
-            self._push_ref(start, ref)
+            _push_ref(self.ctx.repo, self.remote, start, ref)
             return start, ref
-        ref = f"{REF_ROOT}/{self.ctx.run_id}/base"
-        with self._lock:
-            if not self._base_published:
-                self._push_ref(start, ref)
-                self._base_published = True
-        return start, ref
-
-    def _push_ref(self, commit: str, ref: str) -> None:
-        result = self.ctx.repo.git("push", "--quiet", "--no-verify", "--", self.remote,
-                                   f"+{commit}:{ref}", check=False)
-        if not result.ok:
-            raise WtrError(f"cannot push to the remote {self.remote}: "
-                           f"{_last_line(result.stderr)}",
-                           hint="check its URL and that this machine may push there")
+        self.early.join()
+        if self.early.problem is not None:
+            raise self.early.problem
+        return start, f"{REF_ROOT}/{self.ctx.run_id}/base"
 
     def _finished_meanwhile(self, record: StreamRecord) -> dict[str, Any] | None:
         """The result a worker pushed for the task this coordinator last submitted, when it
@@ -269,7 +311,7 @@ class RemoteStreams:
                                     f"+{ref}:{local}", check=False)
         if not fetched.ok:
             return None
-        shown = self.ctx.repo.git("show", f"{local}:result.json", check=False)
+        shown = self.ctx.repo.git("cat-file", "blob", local, check=False)
         with suppress(ValueError):
             result = json.loads(shown.stdout) if shown.ok else None
             if isinstance(result, dict) and result.get("task") == record.remote_task:
@@ -515,22 +557,20 @@ def _push_home(cache: git.Repository, remote: str, run: str, name: str,
     on resume) in one push. False when the branch could not be pushed: the result then
     says so, and is pushed alone."""
     ref = _stream_ref(run, name, "result")
-    problem = pusher.push(final=True, also=(f"+{_result_commit(cache, name, result)}:{ref}",))
+    problem = pusher.push(final=True, also=(f"+{_result_blob(cache, result)}:{ref}",))
     if problem is None:
         return True
     result["record"].update(status=Status.FAILED.value, failure={
         "kind": "error", "files": [], "message": problem})
     cache.git("push", "--quiet", "--no-verify", "--", remote,
-              f"+{_result_commit(cache, name, result)}:{ref}", check=False)
+              f"+{_result_blob(cache, result)}:{ref}", check=False)
     return False
 
 
-def _result_commit(cache: git.Repository, name: str, result: dict[str, Any]) -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "result.json").write_text(json.dumps(result), encoding="utf-8")
-        blob = cache.out("hash-object", "-w", str(Path(tmp) / "result.json"))
-    tree = git.run_git(["mktree"], cache.root, stdin=f"100644 blob {blob}\tresult.json\n")
-    return git.commit_tree(cache, tree.stdout.strip(), [], f"wtr: result of {name}")
+def _result_blob(cache: git.Repository, result: dict[str, Any]) -> str:
+    """The result as a JSON blob, which the result ref names directly (no tree, no commit)."""
+    written = git.run_git(["hash-object", "-w", "--stdin"], cache.root, stdin=json.dumps(result))
+    return written.stdout.strip()
 
 
 def _pool_worktree(ctx: RunContext, name: str, result: dict[str, Any]) -> None:

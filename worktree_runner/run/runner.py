@@ -205,9 +205,9 @@ def _stream_work(ctx: RunContext, record: RunRecord) -> Iterator[Callable[[str],
         return
     from worktree_runner.run import distributed
 
-    config = Executor(**record.executor)
-    with distributed.session(config, record.max_parallel) as cluster:
-        yield distributed.RemoteStreams(ctx, config, cluster).run
+    with distributed.remote_streams(ctx, Executor(**record.executor),
+                                    record.max_parallel) as work:
+        yield work
 
 
 def _lander(repo: git.Repository, store: RunStore, plan: Plan, auto: bool) -> Lander:
