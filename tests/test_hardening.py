@@ -146,3 +146,28 @@ def test_lock_passes_on_the_exit_of_a_command_killed_by_a_signal(repo: Repo) -> 
     result = run_wtr("lock", "x", "--", "sh", "-c", "kill -TERM $$", cwd=repo.path)
     assert result.returncode == 128 + signal.SIGTERM
     assert os.path.exists(repo.path / ".git" / "worktree-runner" / "locks" / "x.lock")
+
+
+def test_a_ctrl_c_wrapped_by_python_while_a_module_loads_is_an_interrupt() -> None:
+    """A KeyboardInterrupt raised while a dataclass is being made reaches us as
+    RuntimeError("Error calling __set_name__ ...") (found by the chaos harness: a Ctrl-C
+    early in `wtr run` printed that traceback)."""
+    from dataclasses import dataclass, field
+
+    from worktree_runner.errors import interrupted
+
+    class Interrupting:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise KeyboardInterrupt
+
+    try:
+        @dataclass
+        class Landing:
+            tips: dict[str, str] = field(default_factory=dict)
+            late = Interrupting()
+    except RuntimeError as exc:
+        wrapped = exc
+    else:
+        raise AssertionError("Python no longer wraps it: the special case can go")
+    assert interrupted(wrapped)
+    assert not interrupted(RuntimeError("something else"))

@@ -114,3 +114,17 @@ class PlanInvalid(BadInput):
 
     def lines(self) -> list[str]:
         return [*super().lines(), *("  " + p.render(self.source) for p in self.problems)]
+
+
+def interrupted(exc: BaseException) -> bool:
+    """True if ``exc`` is a Ctrl-C, or wraps one: Python turns a KeyboardInterrupt raised
+    while a class is being made (a dataclass field's ``__set_name__``, as a module loads)
+    into ``RuntimeError("Error calling __set_name__ ...")`` with the interrupt as cause."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
