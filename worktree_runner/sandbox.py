@@ -97,6 +97,9 @@ def wrap(argv: Sequence[str], layout: Layout) -> list[str]:
     # the private /tmp hides what lies there: keep the repository and the files the
     # command names (its program, its script) visible, read-only
     named = [Path(a) for a in argv if a.startswith("/tmp/") and Path(a).exists()]
+    # and this very wtr (its environment and its code), which the agent's `wtr` runs
+    named += [path for path in (Path(sys.prefix), Path(__file__).resolve().parents[1])
+              if str(path).startswith("/tmp/")]
     for path in (*layout.readable, *named):
         if path.exists():
             args += ["--ro-bind", str(path), str(path)]
