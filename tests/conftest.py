@@ -43,3 +43,11 @@ def wtr(repo: Repo) -> Callable[..., Result]:
         return run_wtr(*args, cwd=cwd or repo.path, env=env)
 
     return call
+
+
+@pytest.fixture
+def rec(tmp_path: Path) -> Path:
+    """A folder where the test agent records what each attempt saw."""
+    folder = tmp_path / "records"
+    folder.mkdir()
+    return folder

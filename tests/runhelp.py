@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.gitrepo import Repo, run_wtr
+
 AGENT = Path(__file__).resolve().parent / "agents" / "agent.py"
 
 
@@ -46,3 +48,18 @@ def wait_for(condition: Callable[[], object], timeout: float = 60.0, poll: float
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(poll)
+
+
+def status(repo: Repo) -> dict[str, Any]:
+    """``wtr status --json`` of the repository's latest run."""
+    doc: dict[str, Any] = run_wtr("status", "--json", cwd=repo.path).json()
+    return doc
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

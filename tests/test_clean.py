@@ -14,14 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.gitrepo import Repo, make_repo, run_wtr
-from tests.runhelp import agent_plan, stream_of, wait_for
+from tests.runhelp import agent_plan, status, stream_of, wait_for
 
 FILES = {"README.md": "# sample\n", "src/db/models.py": "MODELS = []\n",
          "src/ui/view.py": "VIEW = None\n"}
-
-
-def status(repo: Repo) -> dict:
-    return run_wtr("status", "--json", cwd=repo.path).json()
 
 
 def run_ok(repo: Repo, plan: dict, code: int = 0) -> dict:

@@ -14,7 +14,7 @@ import pytest
 
 from tests import runhelp
 from tests.gitrepo import ROOT, Repo, git, run_wtr
-from tests.runhelp import agent_plan, records, stream_of
+from tests.runhelp import agent_plan, alive, records, stream_of
 
 pytest.importorskip("distributed", reason="Dask is part of the test extra; install it")
 # LocalClusters start in seconds, but a loaded CI machine can take minutes.
@@ -129,14 +129,6 @@ def start_run(repo: Repo, plan: Path, record: Path) -> subprocess.Popen[str]:
 
 
 wait_for = functools.partial(runhelp.wait_for, timeout=120.0, poll=0.2)
-
-
-def alive(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def latest_run(repo: Repo) -> str:

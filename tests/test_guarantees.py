@@ -6,16 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.gitrepo import Repo, git, run_wtr
-from tests.runhelp import agent_plan, stream_of
+from tests.runhelp import agent_plan, status, stream_of
 
 STREAMS = {
     "db": {"files": ["src/db/**"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 7"}},
     "ui": {"files": ["src/ui/**"], "env": {"AGENT_WRITE": "src/ui/view.py=UI = 7"}},
 }
-
-
-def status(repo: Repo) -> dict:
-    return run_wtr("status", "--json", cwd=repo.path).json()
 
 
 def run_plan(repo: Repo, plan: dict) -> dict:

@@ -9,22 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.gitrepo import Repo, run_wtr
-from tests.runhelp import agent_plan, records, stream_of, wait_for
-
-
-@pytest.fixture
-def rec(tmp_path: Path) -> Path:
-    folder = tmp_path / "records"
-    folder.mkdir()
-    return folder
-
-
-def status(repo: Repo) -> dict:
-    return run_wtr("status", "--json", cwd=repo.path).json()
-
+from tests.runhelp import agent_plan, records, status, stream_of, wait_for
 
 
 def start_runner(repo: Repo, plan: dict) -> subprocess.Popen[str]:

@@ -9,11 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.gitrepo import Repo, run_wtr
-from tests.runhelp import agent_plan, stream_of
-
-
-def status(repo: Repo) -> dict:
-    return run_wtr("status", "--json", cwd=repo.path).json()
+from tests.runhelp import agent_plan, status, stream_of
 
 
 def rescue_refs(repo: Repo, run: str) -> dict[str, str]:

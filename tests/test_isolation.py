@@ -4,11 +4,16 @@ blamed on the stream that did it, and never run by the runner's own git commands
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from tests.gitrepo import Repo, run_wtr
-from tests.runhelp import agent_plan, stream_of, wait_for
+from tests.runhelp import agent_plan, alive, stream_of, wait_for
 
 COMMON = '"$(git rev-parse --path-format=absolute --git-common-dir)"'
 
@@ -128,17 +133,7 @@ def _escaping_child(pidfile: Path, out: Path) -> str:
             f"while [ ! -s {pidfile} ]; do sleep 0.05; done; ")
 
 
-def _dead(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat[stat.rindex(")") + 2] == "Z"
-
-
 def _stopped_growing(path: Path) -> bool:
-    import time
-
     size = path.stat().st_size
     time.sleep(1.0)
     return path.stat().st_size == size
@@ -151,7 +146,7 @@ def test_setsid_child_of_a_finished_agent_is_killed(repo: Repo, tmp_path: Path) 
     result, _ = run(repo, plan)
     assert result.returncode == 0, result.stderr
     pid = int(pidfile.read_text())
-    assert _dead(pid), f"the agent's setsid child {pid} survived its stream"
+    assert not alive(pid), f"the agent's setsid child {pid} survived its stream"
     assert _stopped_growing(out)
 
 
@@ -173,7 +168,7 @@ def test_setsid_children_of_setup_verify_and_timed_out_agents_are_killed(
     assert stream_of(doc, "ui")["status"] == "succeeded", doc
     for what, (pidfile, out) in files.items():
         pid = int(pidfile.read_text())
-        assert _dead(pid), f"the {what} command's setsid child {pid} survived"
+        assert not alive(pid), f"the {what} command's setsid child {pid} survived"
         assert _stopped_growing(out), what
 
 
@@ -190,17 +185,24 @@ def _supervisor_of(script_mark: str) -> int | None:
     return None
 
 
+def _run_until_child(repo: Repo, plan: dict[str, Any], pidfile: Path,
+                     mark: str) -> tuple[subprocess.Popen[str], int]:
+    """Start `wtr run`, wait until the agent's child wrote its pid; the runner and the pid of
+    the agent's supervisor (found by ``mark`` in the agent's command line)."""
+    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
+                               str(repo.write_plan(plan))], cwd=repo.path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip())
+    supervisor = _supervisor_of(mark)
+    assert supervisor is not None
+    return runner, supervisor
+
+
 def test_a_setsid_child_outlives_neither_a_killed_supervisor_nor_its_run(
         repo: Repo, tmp_path: Path) -> None:
     """kill -9 of the supervisor (a `pkill -9 -f` aimed at the agent hits it too: its
     command line ends with the agent's): the agent's setsid child is still found, by the
     run and stream its environment names, and stopped when the stream ends."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     pidfile, out, lock = tmp_path / "child.pid", tmp_path / "ticks", tmp_path / "held.lock"
     mark = "chaos-mark-7d1"
     # the child holds a "lock" it removes when told to stop, as git does on SIGTERM
@@ -209,20 +211,12 @@ def test_a_setsid_child_outlives_neither_a_killed_supervisor_nor_its_run(
     script = (f"setsid sh -c \"{loop}\" > /dev/null 2>&1 < /dev/null & "
               f"while [ ! -s {pidfile} ]; do sleep 0.05; done; sleep 600 # {mark}")
     plan = agent_plan({"api": {"files": ["src/api/**"], "agent": shell_agent(script)}})
-    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
-                               str(repo.write_plan(plan))], cwd=repo.path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not pidfile.exists() or not pidfile.read_text().strip():
-        assert time.monotonic() < deadline, "the agent never started its child"
-        time.sleep(0.05)
-    supervisor = _supervisor_of(mark)
-    assert supervisor is not None
+    runner, supervisor = _run_until_child(repo, plan, pidfile, mark)
     os.kill(supervisor, signal.SIGKILL)
     _, err = runner.communicate(timeout=120)
     assert "Traceback" not in err, err
     child = int(pidfile.read_text())
-    assert _dead(child), f"the agent's setsid child {child} survived its killed supervisor"
+    assert not alive(child), f"the agent's setsid child {child} survived its killed supervisor"
     assert _stopped_growing(out)
     assert not lock.exists(), "the child was killed before it could let go of its lock"
 
@@ -231,34 +225,20 @@ def test_a_resume_stops_what_a_killed_runner_and_supervisor_left_running(
         repo: Repo, tmp_path: Path) -> None:
     """Runner and supervisor both killed -9: the agent and its setsid child run on, owned
     by nobody. The resume stops them before it starts the stream's next attempt."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     pidfile, out, marker = tmp_path / "child.pid", tmp_path / "ticks", tmp_path / "tried"
     mark = "chaos-mark-9e4"
     script = (f"if [ -e {marker} ]; then echo 'X = 5' > src/api/orders.py; exit 0; fi; "
               f"touch {marker}; " + _escaping_child(pidfile, out) + f"sleep 600 # {mark}")
     plan = agent_plan({"api": {"files": ["src/api/**"], "agent": shell_agent(script)}})
-    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
-                               str(repo.write_plan(plan))], cwd=repo.path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not pidfile.exists() or not pidfile.read_text().strip():
-        assert time.monotonic() < deadline, "the agent never started its child"
-        time.sleep(0.05)
-    supervisor = _supervisor_of(mark)
-    assert supervisor is not None
+    runner, supervisor = _run_until_child(repo, plan, pidfile, mark)
     runner.kill()
     runner.wait()
     os.kill(supervisor, signal.SIGKILL)
     child = int(pidfile.read_text())
-    assert not _dead(child)
+    assert alive(child)
     resumed = run_wtr("resume", cwd=repo.path)
     assert resumed.returncode == 0, resumed.stderr
-    assert _dead(child), f"the setsid child {child} ran on beside the resumed stream"
+    assert not alive(child), f"the setsid child {child} ran on beside the resumed stream"
     assert _stopped_growing(out)
 
     def first_agent_gone() -> bool:  # init reaps the killed orphan in its own time

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.gitrepo import Repo, git, run_wtr
-from tests.runhelp import agent_plan
+from tests.runhelp import agent_plan, status
 
 
 def write_env(*pairs: str) -> dict[str, str]:
@@ -18,10 +18,6 @@ def run_plan(repo: Repo, plan: dict) -> dict:
     result = run_wtr("run", repo.write_plan(plan), cwd=repo.path)
     assert result.returncode in (0, 1), result.stderr
     return status(repo)
-
-
-def status(repo: Repo) -> dict:
-    return run_wtr("status", "--json", cwd=repo.path).json()
 
 
 def merge(repo: Repo, *args: str):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.gitrepo import Repo, run_wtr
-from tests.runhelp import agent_plan, stream_of
+from tests.runhelp import agent_plan, status, stream_of
 from worktree_runner.errors import PlanInvalid
 from worktree_runner.plan.load import parse_plan
 
@@ -53,10 +53,6 @@ def looker(seen: Path, **top: object) -> dict:
 def run(repo: Repo, plan: dict, name: str = "plan.yaml", **env: str):
     result = run_wtr("run", repo.write_plan(plan, name), cwd=repo.path, env=env)
     return result
-
-
-def status(repo: Repo) -> dict:
-    return run_wtr("status", "--json", cwd=repo.path).json()
 
 
 def worktrees(repo: Repo) -> list[Path]:

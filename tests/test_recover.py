@@ -14,18 +14,7 @@ import pytest
 
 from tests import runhelp
 from tests.gitrepo import Repo, git, run_wtr
-from tests.runhelp import agent_plan, records, stream_of
-
-
-@pytest.fixture
-def rec(tmp_path: Path) -> Path:
-    folder = tmp_path / "records"
-    folder.mkdir()
-    return folder
-
-
-def status(repo: Repo) -> dict:
-    return run_wtr("status", "--json", cwd=repo.path).json()
+from tests.runhelp import agent_plan, alive, records, status, stream_of
 
 
 def start_runner(repo: Repo, plan: dict, env: dict | None = None) -> subprocess.Popen[str]:
@@ -37,14 +26,6 @@ def start_runner(repo: Repo, plan: dict, env: dict | None = None) -> subprocess.
 
 
 wait_for = functools.partial(runhelp.wait_for, timeout=30.0)
-
-
-def alive(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def slow_streams(rec: Path, seconds: str = "3") -> dict:

@@ -9,17 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.gitrepo import Repo, git, run_wtr
 from tests.runhelp import agent_plan, records, stream_of
-
-
-@pytest.fixture
-def rec(tmp_path: Path) -> Path:
-    folder = tmp_path / "records"
-    folder.mkdir()
-    return folder
 
 
 def run(repo: Repo, plan: dict, *args: str, env: dict | None = None):

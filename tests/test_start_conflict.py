@@ -7,17 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.gitrepo import Repo, git, run_wtr
 from tests.runhelp import agent_plan, records, stream_of
-
-
-@pytest.fixture
-def rec(tmp_path: Path) -> Path:
-    folder = tmp_path / "records"
-    folder.mkdir()
-    return folder
 
 
 def conflicting_plan(rec: Path) -> dict[str, Any]:
