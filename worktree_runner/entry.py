@@ -4,8 +4,6 @@ exit 130 and one line, not a traceback."""
 
 import sys
 
-EXIT_INTERRUPTED = 130
-
 
 def main() -> None:
     try:
@@ -15,6 +13,7 @@ def main() -> None:
     except KeyboardInterrupt:
         _interrupted()
     except RuntimeError as exc:  # a Ctrl-C while a class was being made, wrapped by Python
+        # (also inside a command: click passes a RuntimeError on, so this is the one place)
         from worktree_runner.errors import interrupted
 
         if not interrupted(exc):
@@ -23,5 +22,7 @@ def main() -> None:
 
 
 def _interrupted() -> None:
+    from worktree_runner.errors import EXIT_INTERRUPTED
+
     print("wtr: interrupted", file=sys.stderr)
     sys.exit(EXIT_INTERRUPTED)

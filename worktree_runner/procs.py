@@ -20,6 +20,7 @@ from pathlib import Path
 
 from worktree_runner import logs
 from worktree_runner.git import clean_env
+from worktree_runner.supervise import signal_all
 
 KILL_GRACE_SECONDS = float(os.environ.get("WTR_KILL_GRACE", "5"))
 
@@ -136,7 +137,7 @@ def end_tagged(state_dir: Path, stream: str | None = None, grace: float = 2.0) -
     pids = tagged_processes(state_dir, stream)
     if not pids:
         return 0
-    _signal_each(pids, signal.SIGTERM)
+    signal_all(pids, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         _reap_each(pids)
@@ -144,16 +145,10 @@ def end_tagged(state_dir: Path, stream: str | None = None, grace: float = 2.0) -
             return len(pids)
         time.sleep(0.05)
     left = tagged_processes(state_dir, stream)
-    _signal_each(left, signal.SIGSTOP)
-    _signal_each(left, signal.SIGKILL)
+    signal_all(left, signal.SIGSTOP)
+    signal_all(left, signal.SIGKILL)
     _reap_each(left)
     return len(set(pids) | set(left))
-
-
-def _signal_each(pids: Sequence[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
 
 
 def _reap_each(pids: Sequence[int]) -> None:

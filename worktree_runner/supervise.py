@@ -136,7 +136,7 @@ def _state(pid: int) -> str:
     return stat[stat.rindex(")") + 2:].split()[0]
 
 
-def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+def signal_all(pids: list[int], sig: signal.Signals) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
@@ -156,7 +156,7 @@ def reap_orphans() -> None:
 def end_descendants(grace: float) -> None:
     """SIGTERM everything below us, SIGKILL what is left after ``grace``; reap it all."""
     me = os.getpid()
-    _signal_all(descendants(me), signal.SIGTERM)
+    signal_all(descendants(me), signal.SIGTERM)
     deadline = time.monotonic() + grace
     while descendants(me) and time.monotonic() < deadline:
         reap_orphans()
@@ -165,8 +165,8 @@ def end_descendants(grace: float) -> None:
         left = descendants(me)
         if not left:
             break
-        _signal_all(left, signal.SIGSTOP)
-        _signal_all(left, signal.SIGKILL)
+        signal_all(left, signal.SIGSTOP)
+        signal_all(left, signal.SIGKILL)
         reap_orphans()
         time.sleep(0.02)
     reap_orphans()
@@ -176,7 +176,7 @@ def _on_stop(signum: int, frame: object) -> None:
     """The group got the signal too; pass it to descendants in other sessions as well."""
     if _Stop.at is None:
         _Stop.at = time.monotonic()
-    _signal_all(descendants(os.getpid()), signal.SIGTERM)
+    signal_all(descendants(os.getpid()), signal.SIGTERM)
 
 
 USAGE = ("usage: python supervise.py EXIT_FILE [--log PATH --log-limit N] [--parent PID] "

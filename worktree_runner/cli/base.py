@@ -19,7 +19,6 @@ from worktree_runner.errors import (
     EXIT_INTERRUPTED,
     BadInput,
     WtrError,
-    interrupted,
 )
 from worktree_runner.logs import configure_logging
 from worktree_runner.run import registry
@@ -39,11 +38,6 @@ class WtrGroup(click.Group):
                 click.echo(line, err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("wtr: interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
-        except RuntimeError as exc:  # a Ctrl-C while a module loaded, wrapped by Python
-            if not interrupted(exc):
-                raise
             click.echo("wtr: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
 
