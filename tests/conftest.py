@@ -51,3 +51,11 @@ def rec(tmp_path: Path) -> Path:
     folder = tmp_path / "records"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture
+def seen(tmp_path: Path) -> Path:
+    """A folder where an agent writes down what its worktree held (``$SEEN``)."""
+    folder = tmp_path / "seen"
+    folder.mkdir()
+    return folder

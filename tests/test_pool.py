@@ -24,13 +24,6 @@ LOOK = ('find . -path ./.git -prune -o -type f -print | sort > "$SEEN/$WTR_STREA
 
 
 @pytest.fixture
-def seen(tmp_path: Path) -> Path:
-    folder = tmp_path / "seen"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
 def ignoring(repo: Repo) -> Repo:
     repo.commit({".gitignore": "build/\nnode_modules/\n*.log\n"}, "ignore build output")
     return repo

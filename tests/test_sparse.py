@@ -15,13 +15,6 @@ LOOK = ('find . -path ./.git -prune -o -type f -print | sort > "$SEEN/$WTR_STREA
         'sh -c "${AGENT_THEN:-true}"')
 
 
-@pytest.fixture
-def seen(tmp_path: Path) -> Path:
-    folder = tmp_path / "seen"
-    folder.mkdir()
-    return folder
-
-
 def plan(seen: Path, streams: dict, **top: object) -> dict:
     return agent_plan(streams, agent={"command": LOOK, "env": {"SEEN": str(seen)}}, **top)
 
