@@ -273,3 +273,49 @@ def test_run_git_passes_stdin_and_extra_env(repo: Repo) -> None:
     ident = git.run_git(["var", "GIT_AUTHOR_IDENT"], repo.path,
                         env={"GIT_AUTHOR_NAME": "Agent Smith"}).stdout
     assert ident.startswith("Agent Smith <author@example.com>")
+
+
+# -- reading objects, and waiting for a lock another git holds --------------------------------
+
+
+@pytest.mark.parametrize("object_format", ["sha1", "sha256"])
+def test_the_object_reader_reads_commits_in_either_object_format(
+        tmp_path: Path, object_format: str) -> None:
+    """SHA-1 repositories are read through GitPython's object database, SHA-256 ones (which
+    its parser does not know) through a cat-file of our own: the same answers."""
+    import subprocess
+
+    path = tmp_path / object_format
+    subprocess.run(["git", "init", "-q", f"--object-format={object_format}", "-b", "main",
+                    str(path)], check=True)
+    (path / "a.txt").write_text("a\n")
+    subprocess.run(["git", "-C", str(path), "add", "a.txt"], check=True)
+    subprocess.run(["git", "-C", str(path), "commit", "-q", "-m", "first words"], check=True)
+    head = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    with git.ObjectReader(git.open_repository(path)) as reader:
+        kind, data = reader.read(head)
+        assert kind == "commit"
+        assert data.startswith(b"tree ") and data.endswith(b"first words\n")
+        with pytest.raises(UnknownRef):
+            reader.read("0" * len(head))
+
+
+def test_a_ref_lock_held_by_another_git_is_waited_for(repo: Repo, tmp_path: Path) -> None:
+    """A user's git command holds the lock of the branch a worktree is made on: the runner
+    tries again until it is let go of, and fails with git's message if it never is."""
+    import threading
+
+    found = git.open_repository(repo.path)
+    lock = repo.path / ".git" / "refs" / "heads" / "wtr" / "held.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    threading.Timer(0.3, lock.unlink).start()
+    git.add_worktree(found, tmp_path / "held", "wtr/held", repo.head("main"))
+    assert repo.head("wtr/held") == repo.head("main")
+
+    lock2 = lock.with_name("stuck.lock")
+    lock2.write_text("")
+    with pytest.raises(GitFailed, match="remove the file manually"):
+        git.add_worktree(found, tmp_path / "stuck", "wtr/stuck", repo.head("main"))
+    assert not (tmp_path / "stuck").exists() or not any((tmp_path / "stuck").iterdir())
