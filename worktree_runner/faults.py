@@ -9,8 +9,9 @@ second command at exactly that moment.
 A point is ``<step>`` or ``<step>:<stream>``. Steps: after_branch, after_worktree,
 agent_started, agent_running, agent_ended, ownership_check (the runner); reconciled
 (resume); clean_rescued, clean_branches (clean); pool_claimed (a stream holds a pooled
-worktree, not yet switched to its base) and pool_returning (clean has emptied a worktree,
-not yet moved it into the pool).
+worktree, not yet switched to its base), pool_returning (clean has emptied a worktree,
+not yet moved it into the pool) and auto_merge_checked (``run --merge`` has checked the
+ready streams for conflicts, not yet started their landing).
 """
 
 from __future__ import annotations

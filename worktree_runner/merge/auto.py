@@ -15,10 +15,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from worktree_runner import git
+from worktree_runner import faults, git
 from worktree_runner.errors import EXIT_OK, WtrError
 from worktree_runner.merge.desk import Desk, Reply
-from worktree_runner.merge.order import merge_order
+from worktree_runner.merge.order import MergeOrder, merge_order
 from worktree_runner.merge.predict import predict
 from worktree_runner.plan.model import Plan
 from worktree_runner.run.state import RunStore, Status
@@ -55,17 +55,22 @@ class Lander:
             if stage.queue.open is not None:
                 self.store.event("auto_merge_waits", reason="a merge is halted")
                 return
-            held = self.conflicting()
-            if merge_order(self.plan, self.store.record, held).streams:
-                stage.start(held)
+            # One look at the ready streams decides this landing: a stream that succeeds
+            # while they are checked is not in it, unchecked (it may conflict and halt
+            # everyone); its own success has queued the next pass, which checks it.
+            checked = merge_order(self.plan, self.store.record)
+            held = self.conflicting(checked)
+            faults.point("auto_merge_checked", "")
+            if merge_order(self.plan, self.store.record, held, checked.streams).streams:
+                stage.start(held, checked.streams)
         except WtrError as exc:
             self.store.event("auto_merge_stopped", message=exc.message)
         except Exception as exc:  # a bug must not take the running agents down with it
             self.store.event("auto_merge_failed", message=repr(exc))
 
-    def conflicting(self) -> dict[str, str]:
-        """Ready streams whose replay would conflict, with the reason kept in status."""
-        order = merge_order(self.plan, self.store.record)
+    def conflicting(self, order: MergeOrder) -> dict[str, str]:
+        """The streams of ``order`` whose replay would conflict, with the reason kept in
+        status."""
         return {p.stream: "conflicts with the target in " + ", ".join(p.conflicts)
                 for p in predict(self.repo, self.store.record, order) if not p.clean}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from worktree_runner.plan import graph
@@ -18,15 +18,17 @@ class MergeOrder:
     reasons: dict[str, str] = field(default_factory=dict)  # left-out stream -> why
 
 
-def merge_order(plan: Plan, record: RunRecord,
-                skip: Mapping[str, str] | None = None) -> MergeOrder:
+def merge_order(plan: Plan, record: RunRecord, skip: Mapping[str, str] | None = None,
+                only: Collection[str] | None = None) -> MergeOrder:
     """Succeeded streams whose predecessors have all landed or land with them.
 
     While the run goes on, the others wait for a later landing; ``skip`` names streams
     kept out on purpose, with the reason (they broke verify, they would conflict), and
-    with them their dependents."""
+    with them their dependents. With ``only`` (the streams a caller checked before
+    landing), one that succeeded since counts as not finished: it was not looked at."""
     skip = skip or {}
-    status = {name: s.status for name, s in record.streams.items()}
+    status = {name: s.status if only is None or name in only or s.status != Status.SUCCEEDED
+              else Status.RUNNING.value for name, s in record.streams.items()}
     depends = plan.dependency_graph()
     reasons: dict[str, str] = {}
     ready: list[str] = []

@@ -13,7 +13,7 @@ holding its net change.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -113,15 +113,17 @@ class MergeStage:
 
     # -- start ------------------------------------------------------------------------------
 
-    def start(self, skip: Mapping[str, str] | None = None) -> Landed:
-        """A new landing of every ready stream but those in ``skip`` (name -> why)."""
+    def start(self, skip: Mapping[str, str] | None = None,
+              only: Collection[str] | None = None) -> Landed:
+        """A new landing of every ready stream but those in ``skip`` (name -> why); with
+        ``only``, of those among them only (see merge_order)."""
         current = self.queue.open
         if current is not None and current.state == "halted":
             raise BadInput(
                 f"the merge of run {self.store.run_id} is halted at stream '{current.stream}'",
                 hint="resolve it and run 'wtr merge --continue', or 'wtr merge --abort'",
             )
-        order = merge_order(self.plan, self.store.record, skip)
+        order = merge_order(self.plan, self.store.record, skip, only)
         if not order.streams:
             if order.already:
                 raise WtrError(f"nothing new to merge: {', '.join(order.already)} already "
