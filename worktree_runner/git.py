@@ -27,6 +27,7 @@ from filelock import FileLock
 
 from worktree_runner import logs
 from worktree_runner.errors import GitFailed, GitMissing, NotARepository, UnknownRef, WtrError
+from worktree_runner.files import write_text_atomic
 
 # Inherited GIT_* variables that say who the user is or how to reach remotes; every
 # other one (GIT_DIR, GIT_INDEX_FILE, GIT_WORK_TREE, ...) would point a command at the
@@ -399,8 +400,10 @@ _CHECKOUTS = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 
 def populate_worktree(path: Path) -> None:
     """Check out a worktree registered with --no-checkout; its own index only, so no lock."""
-    index = run_git(["rev-parse", "--git-path", "index"], path).stdout.strip()
-    if not (path / index).exists():
+    admin = linked_git_dir(path)
+    index = admin / "index" if admin is not None else (
+        path / run_git(["rev-parse", "--git-path", "index"], path).stdout.strip())
+    if not index.exists():
         with _CHECKOUTS:
             run_git(["reset", "--quiet", "--hard"], path)
 
@@ -414,11 +417,61 @@ def move_worktree(repo: Repository, source: Path, target: Path, locked: bool = F
         repo.git("worktree", "move", str(source), str(target))
 
 
-def switch_worktree(path: Path, branch: str, commit: str) -> None:
-    """Create ``branch`` at ``commit`` and check it out in ``path`` from whatever commit the
-    worktree holds: a two-tree checkout, so only the files that differ are written."""
+def linked_git_dir(worktree: Path) -> Path | None:
+    """A linked worktree's metadata folder, read from its ``.git`` file without a git
+    process; None when there is no such file or it names a relative path."""
+    try:
+        text = (worktree / ".git").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):  # missing, or a folder (a main worktree)
+        return None
+    found = text.removeprefix("gitdir: ")
+    return Path(found) if found != text and os.path.isabs(found) else None
+
+
+def detached_at(git_dir: Path) -> str | None:
+    """The commit a worktree's HEAD names directly, read from its HEAD file; None when HEAD
+    names a branch or cannot be read."""
+    try:
+        head = (git_dir / "HEAD").read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return head if re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", head) else None
+
+
+def rename_worktree(source: Path, target: Path) -> bool:
+    """Move a linked worktree as ``git worktree move`` does (rename its folder, point its
+    metadata at the new place), without the listing of every worktree that makes git's own
+    move need the repository lock. False, with nothing moved, when ``source`` is not a plain
+    worktree registered there (locked, with submodules, relative paths): then use
+    ``move_worktree``."""
+    admin = linked_git_dir(source)
+    if admin is None or (admin / "locked").exists() or (admin / "modules").exists():
+        return False
+    try:
+        registered = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not registered.is_absolute() or registered.resolve() != (source / ".git").resolve():
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(source, target)
+    # Killed here, the folder is at its new place while git still names the old one:
+    # ``git worktree repair`` mends that (the pool does, for a path it finds taken).
+    write_text_atomic(admin / "gitdir", f"{target.resolve() / '.git'}\n")
+    return True
+
+
+def switch_worktree(path: Path, branch: str, old: str, commit: str) -> None:
+    """Put ``path``, a clean worktree whose HEAD is detached at ``old``, on a new ``branch``
+    at ``commit``: a two-tree read-tree writes only the files that differ, and refuses
+    when one of them has a change."""
     with _CHECKOUTS:
-        run_git(["checkout", "--quiet", "--no-track", "-b", branch, commit], path)
+        run_git(["read-tree", "-m", "-u", old, commit], path)
+    # HEAD names the branch before it exists: killed in between, the worktree is on no
+    # commit, so the pool sees it unfit and removes it, never hands it on half switched.
+    run_git(["symbolic-ref", "HEAD", f"refs/heads/{branch}"], path)
+    run_git(["update-ref", "-m", f"branch: Created from {commit}", f"refs/heads/{branch}",
+             commit, "0" * len(commit)], path)
 
 
 @retry_on_lock

@@ -69,10 +69,11 @@ class Pool:
             return False  # (nothing pooled: not even a look at git's worktree list)
         while self._claim(path, base):
             faults.point("pool_claimed", stream)
-            strays = self._reusable(path)
-            if strays is not None:
+            fit = self._reusable(path)
+            if fit is not None:
+                head, strays = fit
                 try:
-                    self._switch(path, branch, base, strays)
+                    self._switch(path, branch, head, base, strays)
                     return True
                 except GitFailed as exc:
                     self.note(f"a pooled worktree could not be moved to {base[:12]} "
@@ -85,43 +86,64 @@ class Pool:
     def _claim(self, path: Path, base: str) -> bool:
         """Move a pooled worktree to ``path`` (preferring one already at ``base``); True if
         ``path`` now holds one, including one a killed hand-over left there."""
-        # The repository lock too: a worktree being added meanwhile is half registered,
-        # and git's own listing fails on it.
-        with self._locked(), git.repository_lock(self.repo):
-            if path.exists():
-                git.run_git(["worktree", "repair", str(path)], self.repo.root, check=False)
-            worktrees = git.list_worktrees(self.repo)
-            if path.exists() and any(w.path == path for w in worktrees):
-                return True
-            slots = [w for w in worktrees if w.path.parent == self.folder and w.path.exists()]
-            if not slots:
-                return False
-            slot = next((w for w in slots if w.head == base), slots[0])
-            git.move_worktree(self.repo, slot.path, path, locked=True)
-            return True
+        if path.exists():
+            return self._reclaim(path)
+        # The claim is a rename under the pool's lock: no git process, so streams starting
+        # together wait for each other only that long.
+        with self._locked():
+            slots = self._free_slots()
+            for slot in sorted(slots, key=lambda slot: slots[slot] != base):
+                if git.rename_worktree(slot, path):
+                    return True
+                # Locked, with submodules, or not where git has it: git's own move decides.
+                with git.repository_lock(self.repo):
+                    if any(w.path == slot for w in git.list_worktrees(self.repo)):
+                        git.move_worktree(self.repo, slot, path, locked=True)
+                        return True
+                # (a slot folder git lost track of: ``tidy`` sees to it)
+        return False
 
-    def _reusable(self, path: Path) -> list[str] | None:
-        """The ignored files to remove before reuse (those outside ``keep_ignored``), or
-        None if the worktree is not fit: not detached, an operation under way, a changed
-        tracked file or an untracked file (someone worked in the pool)."""
-        found = git.run_git(["rev-parse", "--absolute-git-dir", "--symbolic-full-name", "HEAD"],
-                            path, check=False)
-        lines = found.stdout.split()
-        if not found.ok or len(lines) != 2 or lines[1] != "HEAD":
+    def _free_slots(self) -> dict[Path, str | None]:
+        """The pool's worktree folders, each with the commit it is detached at (from files)."""
+        if not self.folder.is_dir():
+            return {}
+        slots = {}
+        for entry in sorted(self.folder.iterdir()):
+            admin = git.linked_git_dir(entry)
+            if admin is not None:
+                slots[entry] = git.detached_at(admin)
+        return slots
+
+    def _reclaim(self, path: Path) -> bool:
+        """A worktree a killed hand-over left at ``path``: registered there again if git
+        lost track of it (True), else False."""
+        with self._locked(), git.repository_lock(self.repo):
+            git.run_git(["worktree", "repair", str(path)], self.repo.root, check=False)
+            return any(w.path == path for w in git.list_worktrees(self.repo))
+
+    def _reusable(self, path: Path) -> tuple[str, list[str]] | None:
+        """The commit the worktree is detached at and the ignored files to remove before
+        reuse (those outside ``keep_ignored``), or None if it is not fit: not detached, an
+        operation under way, a changed tracked file or an untracked file (someone worked
+        in the pool)."""
+        admin = git.linked_git_dir(path)
+        head = git.detached_at(admin) if admin is not None else None
+        if admin is None or head is None:
             return None
-        if any((Path(lines[0]) / name).exists() for name in _IN_PROGRESS):
+        if any((admin / name).exists() for name in _IN_PROGRESS):
             return None
         entries = _status(path)
         if any(code != "!!" for code, _ in entries):
             return None
         keep = compile_patterns(self.keep_ignored)
-        return [name for _, name in entries if not keep.match_file(name)]
+        return head, [name for _, name in entries if not keep.match_file(name)]
 
-    def _switch(self, path: Path, branch: str, base: str, strays: list[str]) -> None:
+    def _switch(self, path: Path, branch: str, old: str, base: str, strays: list[str]) -> None:
         if strays:
             git.run_git(["--literal-pathspecs", "clean", "-ffdxq", "--", *strays], path)
-        old = git.head_of(path)
-        git.switch_worktree(path, branch, base)
+        git.switch_worktree(path, branch, old, base)
+        if not self.keep_ignored:
+            return  # (every ignored file went with the strays)
         # Kept caches stay only while ignored: if the ignore rules changed, an untracked
         # file would otherwise reach the agent's commit.
         # (No pathspec: diff-tree then reads only the trees that differ.)

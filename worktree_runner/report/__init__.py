@@ -8,8 +8,6 @@ breaks the run or the merge.
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ from typing import Any
 
 from worktree_runner import logs
 from worktree_runner.errors import WtrError
+from worktree_runner.files import write_text_atomic
 from worktree_runner.run.state import RunStore
 
 REPORT_NAME = "report.html"
@@ -57,24 +56,11 @@ def save_run_report(store: RunStore, output: Path | None = None) -> Path:
     target = output or report_path(store)
     html = render_run_report(store)
     try:
-        _write_atomic(target, html)
+        write_text_atomic(target, html)
     except OSError as exc:
         raise WtrError(f"could not write the report to {target}: {exc.strerror or exc}",
                        hint="pass another file with -o") from None
     return target
-
-
-def _write_atomic(target: Path, html: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(html)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_run_report(store: RunStore) -> Path | None:

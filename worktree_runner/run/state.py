@@ -16,8 +16,6 @@ import contextlib
 import errno
 import functools
 import json
-import os
-import tempfile
 import threading
 import types
 import typing
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from worktree_runner.errors import BadInput
+from worktree_runner.files import write_text_atomic
 
 STATE_VERSION = 1
 RESERVE_BYTES = 256 * 1024
@@ -55,19 +54,10 @@ def now() -> str:
 
 
 def write_json_atomic(path: Path, document: Any) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            # No indent: json's C encoder only serves compact output, and a run's state
-            # is rewritten at every transition of every stream.
-            handle.write(json.dumps(document, separators=(",", ":")) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``document`` so that readers never see half of it."""
+    # No indent: json's C encoder only serves compact output, and a run's state is
+    # rewritten at every transition of every stream.
+    write_text_atomic(path, json.dumps(document, separators=(",", ":")) + "\n")
 
 
 def read_json(path: Path) -> Any:

@@ -409,8 +409,10 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
 def _earlier_agent(ctx: RunContext, name: str) -> procs.Agent | None:
     """An agent of this stream that is still alive (its runner was killed before it could
     record the pid, or a resume was): adopted, never run beside a second one."""
-    alive = procs.live_agents(ctx.store.stream_dir(name))
     record = ctx.store.record.streams[name]
+    if not record.attempts:
+        return None  # (an attempt is recorded before its agent starts: none ever did)
+    alive = procs.live_agents(ctx.store.stream_dir(name))
     if not alive:
         # A resume found it (alive or ended) and was killed before it could watch it.
         ended = ctx.store.exit_path(name, record.attempts)
