@@ -20,14 +20,18 @@ process (the runner) stops the agent the same way (a Dask worker's agents end wi
 
 from __future__ import annotations
 
+# Only what starts fast: one supervisor starts per agent, setup and verify command, so no
+# subprocess or typing (they would nearly double its start-up).
 import contextlib
 import os
 import select
 import signal
-import subprocess
 import sys
 import time
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import io
 
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_PDEATHSIG = 1
@@ -144,7 +148,7 @@ def signal_all(pids: list[int], sig: signal.Signals) -> None:
 
 def reap_orphans() -> None:
     """Collect the exit of adopted orphans that ended. Never the agent itself: its code
-    is read by ``Popen.wait``, which would take a vanished child for a success."""
+    is read by ``Agent.poll``."""
     me = os.getpid()
     below = _tree_below(me)
     for pid, ppid, state in below if below is not None else _processes():
@@ -205,36 +209,85 @@ def main(argv: list[str]) -> int:
             _record(exit_file, -signal.SIGTERM)
         return 128 + signal.SIGTERM
     try:
-        piped = "--log" in log
-        child = subprocess.Popen(command, stdout=subprocess.PIPE if piped else None,
-                                 stderr=subprocess.STDOUT if piped else None)
+        child = Agent(command, piped="--log" in log)
     except OSError as exc:
         print(f"wtr: cannot start the agent {command[0]!r}: {exc.strerror}", flush=True)
         code = 127
     else:
         _Stop.child = child.pid
-        if child.stdout is not None:
+        if child.output is not None:
             with CappedLog(log["--log"], limit) as out:
-                _pump(child, child.stdout.fileno(), out)
-            child.stdout.close()
+                _pump(child, child.output, out)
+            os.close(child.output)
         code = _wait(child)
         _Stop.child = None
     end_descendants(0.0 if _Stop.at is not None else min(2.0, GRACE_SECONDS))
     # On a full disk the runner, our parent, still gets the code from our exit status.
-    with contextlib.suppress(OSError):
-        if exit_file != "-":
+    if exit_file != "-":
+        with contextlib.suppress(OSError):
             _record(exit_file, code)
     return code if code >= 0 else 128 - code
 
 
-def _pump(child: subprocess.Popen[bytes], fd: int, out: CappedLog) -> None:
+# Python ignores these; the agent gets them back at their defaults (as subprocess does).
+_DEFAULTED = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+class Agent:
+    """The agent's process, started with ``posix_spawn`` (its output, when ``piped``, into
+    a pipe whose read end is ``output``); its end is seen through a pidfd, without
+    polling, where the kernel has them."""
+
+    def __init__(self, command: list[str], piped: bool) -> None:
+        self.output: int | None = None
+        self.code: int | None = None
+        if piped:
+            self.output, write_end = os.pipe()
+            try:
+                self.pid = os.posix_spawnp(
+                    command[0], command, os.environ, setsigdef=_DEFAULTED,
+                    file_actions=[(os.POSIX_SPAWN_DUP2, write_end, 1),
+                                  (os.POSIX_SPAWN_DUP2, write_end, 2)])
+            except BaseException:
+                os.close(self.output)
+                raise
+            finally:
+                os.close(write_end)
+        else:
+            self.pid = os.posix_spawnp(command[0], command, os.environ, setsigdef=_DEFAULTED)
+        try:
+            self.ended: int | None = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # an older kernel: poll
+            self.ended = None
+
+    def poll(self) -> int | None:
+        """The exit code (negative: the signal that ended it), None while it runs."""
+        if self.code is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.code = os.waitstatus_to_exitcode(status)
+        return self.code
+
+    def wait(self, timeout: float) -> int | None:
+        """``poll`` once the agent has ended or ``timeout`` seconds have passed."""
+        if self.poll() is None:
+            if self.ended is not None:
+                select.select([self.ended], [], [], timeout)
+            else:
+                time.sleep(min(timeout, 0.05))
+        return self.poll()
+
+
+def _pump(child: Agent, fd: int, out: CappedLog) -> None:
     """Copy the agent's output to the log until the pipe closes, or shortly after the agent
     exited (descendants it left may keep the pipe open; the runner stops them)."""
     deadline: float | None = None
     while deadline is None or time.monotonic() < deadline:
         _kill_when_overdue()
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
+        # (the agent's pidfd only while it runs: once it ended, it is always ready)
+        watched = [fd] if deadline is not None or child.ended is None else [fd, child.ended]
+        ready, _, _ = select.select(watched, [], [], 0.2)
+        if fd in ready:
             data = os.read(fd, 65536)
             if not data:
                 return
@@ -259,10 +312,12 @@ class CappedLog:
         self.handle.close()
 
     def write(self, data: bytes) -> None:
-        with contextlib.suppress(OSError):  # a full disk must not stop the agent's pipe
+        try:
             self.handle.write(data)
             if self.limit and self.handle.tell() > self.limit:
                 self._trim()
+        except OSError:  # a full disk must not stop the agent's pipe
+            pass
 
     def _trim(self) -> None:
         """Keep the first quarter of the limit and the last half, cut at line ends."""
@@ -285,7 +340,7 @@ class CappedLog:
             log.truncate(len(head) + len(marker) + size - tail_start)
 
 
-def _move(log: Any, source: int, target: int, length: int) -> None:
+def _move(log: io.BufferedRandom, source: int, target: int, length: int) -> None:
     """Copy ``length`` bytes from ``source`` down to ``target`` (< source) in chunks."""
     done = 0
     while done < length:
@@ -296,13 +351,12 @@ def _move(log: Any, source: int, target: int, length: int) -> None:
         done += len(chunk)
 
 
-def _wait(child: subprocess.Popen[bytes]) -> int:
+def _wait(child: Agent) -> int:
     """The child's exit code; once stopped, the child and its tree are killed before the
     runner's grace runs out."""
-    while True:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            return child.wait(timeout=0.1)
+    while (code := child.wait(0.1)) is None:
         _kill_when_overdue()
+    return code
 
 
 def _kill_when_overdue() -> None:
