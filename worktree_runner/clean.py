@@ -66,12 +66,15 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
     def clear(item: tuple[str, Path]) -> tuple[list[str], str]:
         name, path = item
         half_removed = git.removal_started(repo, path)
-        rescued = [] if half_removed else _rescue_worktree(repo, store, name, path, dry_run)
+        dirty = [] if half_removed else git.worktree_dirty(path)
+        rescued = [] if half_removed else _rescue_worktree(repo, store, name, path, dry_run,
+                                                           dirty)
         faults.point("clean_rescued", name)
         if dry_run:
             return rescued, f"would remove worktree {path} (or keep it in the pool)"
         torn = _teardown(store, name, path, teardown)
-        if not half_removed and keeper.give_back(path, name):
+        # (nothing of the run runs any more: only a teardown command can have changed it)
+        if not half_removed and keeper.give_back(path, name, dirty=bool(dirty or teardown)):
             return rescued, f"kept worktree {path} in the pool for the next run{torn}"
         git.mark_removing(repo, path)
         git.remove_worktree(repo, path, prune=False)
@@ -159,19 +162,20 @@ def _remove_empty_run_folder(record: RunRecord) -> None:
 
 
 def _rescue_worktree(repo: git.Repository, store: RunStore, name: str, path: Path,
-                     dry_run: bool) -> list[str]:
+                     dry_run: bool, dirty: list[str]) -> list[str]:
+    """Save what only the worktree holds; ``dirty``: its uncommitted paths."""
     lines = [] if name == INTEGRATION_DIR else _rescue_hidden_commits(
         repo, store, name, path, dry_run)
-    uncommitted = _rescue_uncommitted(repo, store, name, path, dry_run)
+    uncommitted = _rescue_uncommitted(repo, store, name, path, dry_run, dirty)
     return [*lines, *([uncommitted] if uncommitted else [])]
 
 
 def _rescue_uncommitted(repo: git.Repository, store: RunStore, name: str, path: Path,
-                        dry_run: bool) -> str | None:
+                        dry_run: bool, uncommitted: list[str]) -> str | None:
     """Save the worktree's uncommitted work (not files brought in by ``copy``) under a new
     rescue ref; what was done, if anything."""
     copied = store.record.copied
-    dirty = [p for p in git.worktree_dirty(path) if p not in copied]
+    dirty = [p for p in uncommitted if p not in copied]
     if not dirty:
         return None
     if dry_run:

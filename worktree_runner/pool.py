@@ -153,17 +153,19 @@ class Pool:
 
     # -- giving back -------------------------------------------------------------------
 
-    def give_back(self, path: Path, stream: str) -> bool:
+    def give_back(self, path: Path, stream: str, dirty: bool = True) -> bool:
         """Put a worktree whose uncommitted work was already saved into the pool: tracked
         changes and untracked files gone, detached. Ignored files stay until a stream takes
-        it (only then is the folder walked for them). False when it is not one to keep
-        (pool full or off, sparse, an operation under way): the caller removes it."""
+        it (only then is the folder walked for them). ``dirty`` False: the caller has just
+        seen it without a change or untracked file (no second look). False when it is not
+        one to keep (pool full or off, sparse, an operation under way): the caller removes
+        it."""
         if self.size == 0 or is_pooled(path) or not path.exists():
             return False
         head = self._poolable(path)
         if head is None:
             return False
-        if git.worktree_dirty(path):
+        if dirty and git.worktree_dirty(path):
             git.run_git(["reset", "--quiet", "--hard"], path)
             git.run_git(["clean", "-ffdq"], path)
         git.run_git(["update-ref", "--no-deref", "-m", "wtr: pooled", "HEAD", head], path)
@@ -173,7 +175,9 @@ class Pool:
                 self.folder.is_dir()) else []
             if len(slots) >= self.size:
                 return False
-            git.move_worktree(self.repo, path, self.folder / f"{stream}.{uuid.uuid4().hex[:8]}")
+            slot = self.folder / f"{stream}.{uuid.uuid4().hex[:8]}"
+            if not git.rename_worktree(path, slot):
+                git.move_worktree(self.repo, path, slot)
         return True
 
     def _poolable(self, path: Path) -> str | None:
