@@ -138,6 +138,8 @@ class Guard:
     _touched: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _hooks_dir: Path | None = None
+    _starting: threading.Thread | None = None
+    _failed: BaseException | None = None
 
     def _take(self) -> Snapshot:
         # The hooks folder as git found it when the run started: an agent that points
@@ -158,6 +160,24 @@ class Guard:
                 write_json_atomic(self.path, asdict(self._take()))
             else:
                 self._compare(stored, suspects=set(), stream=None)
+
+    def start_soon(self) -> None:
+        """``start`` beside the streams' preparation (worktrees, branches of this run: none
+        of it watched), which must call ``started`` before anything of the plan runs."""
+        def take_it() -> None:
+            try:
+                self.start()
+            except BaseException as exc:  # raised again by ``started``, in every stream
+                self._failed = exc
+        self._starting = threading.Thread(target=take_it, name="guard", daemon=True)
+        self._starting.start()
+
+    def started(self) -> None:
+        """Wait for the snapshot ``start_soon`` takes; its error, if it failed."""
+        if self._starting is not None:
+            self._starting.join()
+        if self._failed is not None:
+            raise self._failed
 
     def enter(self, name: str) -> None:
         with self._lock:

@@ -149,7 +149,7 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
                   plan.keep_ignored, note=lambda message: store.event("pool", message=message)),
     )
     sparse.enable(repo, plan)  # (a shared config change: before the guard looks)
-    ctx.guard.start()
+    ctx.guard.start_soon()
     if ctx.copy_patterns:
         store.update_run(copied=sorted({*record.copied, *ctx.copied()}))
     statuses = {name: Status(s.status) for name, s in record.streams.items()}

@@ -158,6 +158,7 @@ def _prepare(ctx: RunContext, stream: Stream) -> None:
         ctx.store.update_stream(name, "worktree_created", worktree=str(path))
     if record.start_conflict is not None:
         _resolved_start(ctx, stream, path, record.start_conflict)
+    ctx.guard.started()  # (nothing of the plan runs before the run's snapshot is taken)
     if not record.prepared:
         _copy_files(ctx, path)
         for command in ctx.plan.setup:
