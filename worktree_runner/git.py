@@ -406,6 +406,56 @@ def populate_worktree(path: Path) -> None:
     if not index.exists():
         with _CHECKOUTS:
             run_git(["reset", "--quiet", "--hard"], path)
+            _settle_index(path)
+
+
+def _settle_index(path: Path) -> None:
+    """Make a fresh checkout's index trustworthy by its timestamps.
+
+    git trusts a file's recorded size and mtime only when the file is older than the index
+    (to the second); files written in the index's own second are "racy" and every later
+    command (the agent's ``git add`` and ``commit``, the checks after it) reads and hashes
+    them all again, until an index is written in a later second. Backdating the files just
+    checked out by two seconds and refreshing once settles that. A file changed afterwards
+    gets a new mtime, so nothing is hidden: the refresh itself compares every file's
+    content before it records the new times."""
+    folder = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _backdate(folder, time.time_ns() - 2_000_000_000)
+    finally:
+        os.close(folder)
+    run_git(["update-index", "-q", "--refresh"], path, check=False)
+
+
+def _backdate(folder: int, then: int) -> None:
+    """Set the times of every file below ``folder`` (links themselves, not what they point
+    at) to ``then``; never inside git's own files nor a nested repository."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name == ".git":
+                continue
+            if not entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(OSError):  # (gone meanwhile: nothing to settle)
+                    os.utime(entry.name, ns=(then, then), dir_fd=folder, follow_symlinks=False)
+                continue
+            try:
+                below = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                                dir_fd=folder)
+            except OSError:  # unreadable, or gone: left as it is
+                continue
+            try:
+                if not _holds_git(below):
+                    _backdate(below, then)
+            finally:
+                os.close(below)
+
+
+def _holds_git(folder: int) -> bool:
+    try:
+        os.stat(".git", dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 @retry_on_lock
