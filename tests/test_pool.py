@@ -371,3 +371,29 @@ def test_streams_taking_from_the_pool_and_adding_worktrees_at_once_do_not_race(
     reused = [e for e in events(repo, doc["run"]) if e["event"] == "worktree_reused"]
     assert len(reused) == 6 and doc["counts"]["succeeded"] == 12
     assert_no_leak(repo)
+
+
+def test_clean_leaves_pooled_worktrees_at_the_targets_tip_for_the_next_run(
+        repo: Repo, seen: Path) -> None:
+    assert run(repo, writer()).returncode == 0
+    merged = run_wtr("merge", cwd=repo.path)
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    assert run_wtr("clean", cwd=repo.path).returncode == 0
+    main = repo.git("rev-parse", "main")
+    assert len(pooled(repo)) == 2
+    for slot in pooled(repo):
+        # detached at main's tip, its files main's: both streams' work, nothing else
+        assert repo.git("-C", str(slot), "rev-parse", "HEAD") == main
+        assert repo.git("-C", str(slot), "symbolic-ref", "-q", "HEAD", check=False) == ""
+        assert repo.git("-C", str(slot), "status", "--porcelain", "--ignored") == ""
+        assert (slot / "src/ui/view.py").read_text() == "UI = 1\n"
+        assert (slot / "src/db/elsewhere.py").read_text() == "ONLY = 1\n"
+
+    result = run(repo, looker(seen), "second.yaml")
+    assert result.returncode == 0, result.stderr + result.stdout
+    second = status(repo)
+    assert sorted(e["stream"] for e in events(repo, second["run"])
+                  if e["event"] == "worktree_reused") == ["db", "ui"]
+    for name in ("db", "ui"):
+        assert (seen / f"{name}.status").read_text() == ""
+        assert "./src/db/elsewhere.py" in (seen / f"{name}.files").read_text().split()

@@ -62,6 +62,7 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
                               [path for _, path in worktrees])
         keeper.tidy()
     ours = _our_worktrees(repo, worktrees, report)
+    target_tip = git.ref_commit(repo, f"refs/heads/{record.target}")
 
     def clear(item: tuple[str, Path]) -> tuple[list[str], str]:
         name, path = item
@@ -74,7 +75,8 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
             return rescued, f"would remove worktree {path} (or keep it in the pool)"
         torn = _teardown(store, name, path, teardown)
         # (nothing of the run runs any more: only a teardown command can have changed it)
-        if not half_removed and keeper.give_back(path, name, dirty=bool(dirty or teardown)):
+        if not half_removed and keeper.give_back(path, name, dirty=bool(dirty or teardown),
+                                                 ready_at=target_tip):
             return rescued, f"kept worktree {path} in the pool for the next run{torn}"
         git.mark_removing(repo, path)
         git.remove_worktree(repo, path, prune=False)
@@ -89,7 +91,7 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
         repo.git("worktree", "prune")
         _remove_empty_run_folder(record)
     faults.point("clean_branches", "")
-    target_tip = git.ref_commit(repo, f"refs/heads/{record.target}")
+    target_tip = git.ref_commit(repo, f"refs/heads/{record.target}")  # (may have moved)
 
     def branch(name: str) -> CleanReport:
         own = CleanReport(store.run_id)

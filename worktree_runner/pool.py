@@ -142,24 +142,29 @@ class Pool:
         if strays:
             git.run_git(["--literal-pathspecs", "clean", "-ffdxq", "--", *strays], path)
         git.switch_worktree(path, branch, old, base)
-        if not self.keep_ignored:
-            return  # (every ignored file went with the strays)
-        # Kept caches stay only while ignored: if the ignore rules changed, an untracked
-        # file would otherwise reach the agent's commit.
+        self._drop_unignored(path, old, base)
+
+    def _drop_unignored(self, path: Path, old: str, new: str) -> None:
+        """Kept caches stay only while ignored: if the ignore rules changed between the two
+        commits, what they no longer ignore goes (else it would reach an agent's commit)."""
+        if not self.keep_ignored or old == new:
+            return  # (without kept caches, every ignored file goes before a stream starts)
         # (No pathspec: diff-tree then reads only the trees that differ.)
-        changed = git.run_git(["diff-tree", "-r", "--name-only", "-z", old, base], path).stdout
+        changed = git.run_git(["diff-tree", "-r", "--name-only", "-z", old, new], path).stdout
         if any(name.rsplit("/", 1)[-1] == ".gitignore" for name in changed.split("\0")):
             git.run_git(["clean", "-ffdq"], path)
 
     # -- giving back -------------------------------------------------------------------
 
-    def give_back(self, path: Path, stream: str, dirty: bool = True) -> bool:
+    def give_back(self, path: Path, stream: str, dirty: bool = True,
+                  ready_at: str | None = None) -> bool:
         """Put a worktree whose uncommitted work was already saved into the pool: tracked
-        changes and untracked files gone, detached. Ignored files stay until a stream takes
-        it (only then is the folder walked for them). ``dirty`` False: the caller has just
-        seen it without a change or untracked file (no second look). False when it is not
-        one to keep (pool full or off, sparse, an operation under way): the caller removes
-        it."""
+        changes and untracked files gone, detached (at ``ready_at`` when given: the commit
+        the next run most likely starts from, the target's tip, so that its stream has no
+        file to write). Ignored files stay until a stream takes it (only then is the
+        folder walked for them). ``dirty`` False: the caller has just seen it without a
+        change or untracked file (no second look). False when it is not one to keep (pool
+        full or off, sparse, an operation under way): the caller removes it."""
         if self.size == 0 or is_pooled(path) or not path.exists():
             return False
         head = self._poolable(path)
@@ -169,6 +174,13 @@ class Pool:
             git.run_git(["reset", "--quiet", "--hard"], path)
             git.run_git(["clean", "-ffdq"], path)
         git.run_git(["update-ref", "--no-deref", "-m", "wtr: pooled", "HEAD", head], path)
+        if ready_at is not None and ready_at != head and git.run_git(
+                ["read-tree", "-m", "-u", head, ready_at], path, check=False).ok:
+            # (killed before the next line, the pool sees a staged change: it saves and
+            # removes the worktree instead of reusing it)
+            git.run_git(["update-ref", "--no-deref", "-m", "wtr: pooled", "HEAD", ready_at,
+                         head], path)
+            self._drop_unignored(path, head, ready_at)
         faults.point("pool_returning", stream)
         with self._locked():
             slots = [p for p in self.folder.iterdir() if p.is_dir()] if (
