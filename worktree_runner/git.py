@@ -515,8 +515,9 @@ def switch_worktree(path: Path, branch: str, old: str, commit: str) -> None:
     """Put ``path``, a clean worktree whose HEAD is detached at ``old``, on a new ``branch``
     at ``commit``: a two-tree read-tree writes only the files that differ, and refuses
     when one of them has a change."""
-    with _CHECKOUTS:
-        run_git(["read-tree", "-m", "-u", old, commit], path)
+    if old != commit:  # (a pooled worktree is mostly at the commit a run starts from)
+        with _CHECKOUTS:
+            run_git(["read-tree", "-m", "-u", old, commit], path)
     # HEAD names the branch before it exists: killed in between, the worktree is on no
     # commit, so the pool sees it unfit and removes it, never hands it on half switched.
     run_git(["symbolic-ref", "HEAD", f"refs/heads/{branch}"], path)
