@@ -165,6 +165,45 @@ def test_a_stream_that_succeeds_while_a_landing_is_checked_waits_for_the_next_pa
     assert status(repo)["counts"]["merged"] == 3
 
 
+def test_a_stream_held_by_a_pass_with_nothing_to_land_shows_why_in_status(repo: Repo,
+                                                                          tmp_path: Path) -> None:
+    """db lands (api, which starts after it, is "not finished" then); api succeeds and
+    conflicts while ui still runs: that pass holds api and has nothing to land. Status
+    says why, not the first landing's "not finished"."""
+    go, late = tmp_path / "go", tmp_path / "late"
+    plan = agent_plan({
+        "db": {**CHAIN["db"], "env": {**CHAIN["db"]["env"], "AGENT_WAIT_FOR": str(go)}},
+        "api": CHAIN["api"],
+        "ui": {**CHAIN["ui"], "env": {**CHAIN["ui"]["env"], "AGENT_WAIT_FOR": str(late)}},
+    })
+    runner = start_run(repo, plan, "--merge")
+    try:
+        wait_for(lambda: stream_status(repo, "ui") == "running", "the agents to start")
+        repo.commit({"src/api/orders.py": "MAIN = 1\n"}, "main changes orders meanwhile")
+        go.write_text("go\n")
+        wait_for(lambda: stream_status(repo, "api") == "succeeded", "api to succeed")
+        wait_for(lambda: status(repo)["merge"]["left_out_reasons"].get("api")
+                 == "conflicts with the target in src/api/orders.py", "api to be held")
+        doc = status(repo)
+        assert [ld["merged"] for ld in doc["merge"]["landings"]] == [["db"]]
+        assert doc["merge"]["landings"][0]["reasons"]["api"] == "not finished"
+        assert "api" in doc["merge"]["left_out"]
+        assert stream_status(repo, "ui") == "running"
+    finally:
+        late.write_text("go\n")
+    assert runner.wait(timeout=WAIT) == 0, runner.stderr.read() if runner.stderr else ""
+    doc = status(repo)
+    assert {s["name"]: s["status"] for s in doc["streams"]} == {
+        "db": "merged", "api": "succeeded", "ui": "merged"}
+    assert doc["merge"]["left_out_reasons"] == {
+        "api": "conflicts with the target in src/api/orders.py"}
+    # a human's merge takes it (and halts on it): it is no longer shown as held
+    assert merge(repo).returncode == 3
+    merging = status(repo)["merge"]
+    assert merging["stream"] == "api" and "api" not in merging["left_out_reasons"]
+    assert merge(repo, "--abort").returncode == 0
+
+
 def test_sync_with_a_conflict_changes_nothing_and_blocks_the_stream(repo: Repo) -> None:
     run_plan(repo, agent_plan({"api": {"files": ["src/api/**"],
                                        "env": write_env("src/api/orders.py=API = 2")},

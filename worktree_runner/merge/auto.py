@@ -63,6 +63,9 @@ class Lander:
             faults.point("auto_merge_checked", "")
             if merge_order(self.plan, self.store.record, held, checked.streams).streams:
                 stage.start(held, checked.streams)
+            elif held != stage.queue.held:  # nothing to land: status still says why not
+                stage.queue.held = held
+                stage.save("auto_merge_held")
         except WtrError as exc:
             self.store.event("auto_merge_stopped", message=exc.message)
         except Exception as exc:  # a bug must not take the running agents down with it

@@ -60,6 +60,9 @@ class Landing:
 class MergeQueue:
     target: str
     landings: list[Landing] = field(default_factory=list)
+    # Streams the last automatic pass held back (name -> why): shown as left out even when
+    # that pass had nothing to land, so no landing recorded them.
+    held: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None, target: str) -> MergeQueue:
@@ -67,11 +70,11 @@ class MergeQueue:
         target = data.get("target") or target
         if "landings" in data:
             landings = [Landing(**known_fields(Landing, item)) for item in data["landings"]]
-            return cls(target, landings)
+            return cls(target, landings, dict(data.get("held") or {}))
         return cls(target, _migrated(data))
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.view(), "version": QUEUE_VERSION,
+        return {**self.view(), "version": QUEUE_VERSION, "held": dict(self.held),
                 "landings": [asdict(landing) for landing in self.landings]}
 
     # -- queries ---------------------------------------------------------------------------
@@ -101,6 +104,12 @@ class MergeQueue:
         merged = self.landed_streams() + (current.merged if current else [])
         squashed = [n for ld in self.landings if ld.state == "landed" or ld.open
                     for n in ld.squashed]
+        left_out = list(last.left_out) if last else []
+        reasons = dict(last.reasons) if last else {}
+        for name, why in self.held.items():
+            if name not in merged:
+                reasons[name] = why
+                left_out += [] if name in left_out else [name]
         return {
             "state": _spec_state(last),
             "target": self.target,
@@ -108,8 +117,8 @@ class MergeQueue:
             "stream": current.stream if current and current.state == "halted" else None,
             "conflicted_files": list(current.conflicted_files) if current else [],
             "merged": merged,
-            "left_out": list(last.left_out) if last else [],
-            "left_out_reasons": dict(last.reasons) if last else {},
+            "left_out": left_out,
+            "left_out_reasons": reasons,
             "active": current is not None,
             "halt": current.halt if current else None,
             "squashed": squashed,

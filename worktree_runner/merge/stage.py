@@ -141,6 +141,7 @@ class MergeStage:
                           left_out=order.left_out, reasons=order.reasons, target_start=tip,
                           tip=tip)
         self.queue.landings.append(landing)
+        self.queue.held = dict(skip or {})  # (what this landing holds back, and only that)
         self.save("merge_started")
         self.pin("start", tip)
         return self._replay()
