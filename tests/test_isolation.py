@@ -246,3 +246,33 @@ def test_a_resume_stops_what_a_killed_runner_and_supervisor_left_running(
         return found.stdout == ""
 
     wait_for(first_agent_gone, timeout=20)
+
+
+def test_a_change_made_between_runs_is_never_blamed_on_a_stream_that_ends_first(
+        repo: Repo, tmp_path: Path) -> None:
+    """The run's snapshot is taken beside the streams' preparation; a stream that ends
+    before it is done (its agent program missing) waits for it, so the change made while no
+    runner ran is reported on the run, not blamed on that stream."""
+    plan = agent_plan({"api": {"files": ["src/api/**"],
+                               "agent": {"command": ["no-such-agent-program"]}}})
+    first = run_wtr("run", repo.write_plan(plan), cwd=repo.path)
+    assert first.returncode == 1, first.stderr
+    repo.git("branch", "made-by-hand")  # while no runner runs: nobody's stream did it
+    pause = tmp_path / "pause"
+    pause.write_text("")
+    retry = subprocess.Popen(
+        [sys.executable, "-m", "worktree_runner", "retry", "api"], cwd=repo.path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "WTR_PAUSE": "guard_snapshot", "WTR_PAUSE_FILE": str(pause)})
+    try:
+        wait_for(Path(f"{pause}.reached").exists, timeout=120)
+        time.sleep(1.0)  # the stream fails at once; it must not look before the snapshot
+    finally:
+        pause.unlink()
+    retry.communicate(timeout=120)
+    doc = run_wtr("status", "--json", cwd=repo.path).json()
+    api = stream_of(doc, "api")
+    assert api["status"] == "failed" and "no-such-agent-program" in api["failure"]["message"]
+    [breach] = doc["isolation"]
+    assert breach["stream"] is None and breach["suspects"] == []
+    assert breach["changes"] == ["branch made-by-hand created at " + repo.head("main")[:12]]

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from worktree_runner import git
+from worktree_runner import faults, git
 from worktree_runner.run.state import RunStore, now, read_json, write_json_atomic
 
 MESSAGE_CHANGES = 8
@@ -166,6 +166,7 @@ class Guard:
         of it watched), which must call ``started`` before anything of the plan runs."""
         def take_it() -> None:
             try:
+                faults.point("guard_snapshot", "")
                 self.start()
             except BaseException as exc:  # raised again by ``started``, in every stream
                 self._failed = exc
@@ -174,10 +175,13 @@ class Guard:
 
     def started(self) -> None:
         """Wait for the snapshot ``start_soon`` takes; its error, if it failed."""
-        if self._starting is not None:
-            self._starting.join()
+        self._snapshot_taken()
         if self._failed is not None:
             raise self._failed
+
+    def _snapshot_taken(self) -> None:
+        if self._starting is not None:
+            self._starting.join()
 
     def enter(self, name: str) -> None:
         with self._lock:
@@ -193,6 +197,9 @@ class Guard:
         run is put off: the look made when the last of them ends reports the same changes
         with the same suspects, and a run of many parallel streams reads the user's
         checkout about once instead of once per stream."""
+        # A stream that ends before the run's snapshot is taken (it failed at once) must
+        # not look first: it would be blamed for what changed while no runner ran.
+        self._snapshot_taken()
         with self._lock:
             self._active.discard(name)
             if not look:
