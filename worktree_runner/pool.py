@@ -130,7 +130,7 @@ class Pool:
         head = git.detached_at(admin) if admin is not None else None
         if admin is None or head is None:
             return None
-        if any((admin / name).exists() for name in _IN_PROGRESS):
+        if _busy(admin):
             return None
         entries = _status(path)
         if any(code != "!!" for code, _ in entries):
@@ -198,7 +198,7 @@ class Pool:
         lines = found.stdout.split()
         if not found.ok or len(lines) != 2:
             return None
-        if any((Path(lines[0]) / name).exists() for name in _IN_PROGRESS):
+        if _busy(Path(lines[0])):
             return None
         return lines[1]
 
@@ -242,6 +242,11 @@ class Pool:
         self.repo.state_dir.mkdir(parents=True, exist_ok=True)
         with _THREAD_LOCK, FileLock(str(self.repo.state_dir / "pool.lock")):
             yield
+
+
+def _busy(git_dir: Path) -> bool:
+    """Whether an operation (rebase, merge, bisect...) is under way in the worktree."""
+    return any((git_dir / name).exists() for name in _IN_PROGRESS)
 
 
 def _status(path: Path) -> list[tuple[str, str]]:

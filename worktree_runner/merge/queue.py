@@ -109,7 +109,8 @@ class MergeQueue:
         for name, why in self.held.items():
             if name not in merged:
                 reasons[name] = why
-                left_out += [] if name in left_out else [name]
+                if name not in left_out:
+                    left_out.append(name)
         return {
             "state": _spec_state(last),
             "target": self.target,
