@@ -397,3 +397,29 @@ def test_clean_leaves_pooled_worktrees_at_the_targets_tip_for_the_next_run(
     for name in ("db", "ui"):
         assert (seen / f"{name}.status").read_text() == ""
         assert "./src/db/elsewhere.py" in (seen / f"{name}.files").read_text().split()
+
+
+def test_kill_9_between_a_pooled_worktrees_rename_and_git_being_told_is_mended(
+        repo: Repo, seen: Path) -> None:
+    assert run(repo, writer()).returncode == 0
+    # giving back: killed after the first rename into the pool
+    crashed = run_wtr("clean", cwd=repo.path, env={"WTR_FAULT": "worktree_renamed"})
+    assert crashed.returncode == -signal.SIGKILL
+    again = run_wtr("clean", cwd=repo.path)
+    assert again.returncode == 0, again.stderr
+    assert len(pooled(repo)) == 2
+    assert_no_leak(repo)
+    # taking: killed after db's folder left the pool, before git knew
+    crashed = run(repo, looker(seen), "second.yaml", WTR_FAULT="worktree_renamed:db")
+    assert crashed.returncode == -signal.SIGKILL
+    resumed = run_wtr("resume", cwd=repo.path)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    doc = status(repo)
+    assert doc["counts"]["succeeded"] == 2
+    db = Path(stream_of(doc, "db")["worktree"])
+    assert repo.git("-C", str(db), "symbolic-ref", "--short", "HEAD") == stream_of(
+        doc, "db")["branch"]
+    assert (seen / "db.status").read_text() == ""
+    assert run_wtr("clean", cwd=repo.path).returncode == 0
+    assert len(pooled(repo)) == 2 and len(worktrees(repo)) == 3
+    assert_no_leak(repo)

@@ -11,8 +11,10 @@ agent_started, agent_running, agent_ended, ownership_check, guard_snapshot (the 
 snapshot of what it must leave alone, taken beside the streams' preparation); reconciled
 (resume); clean_rescued, clean_branches (clean); pool_claimed (a stream holds a pooled
 worktree, not yet switched to its base), pool_returning (clean has emptied a worktree,
-not yet moved it into the pool) and auto_merge_checked (``run --merge`` has checked the
-ready streams for conflicts, not yet started their landing).
+not yet moved it into the pool), worktree_renamed (a worktree's folder renamed into or
+out of the pool, git not yet told; ``<step>:<folder name>``) and auto_merge_checked
+(``run --merge`` has checked the ready streams for conflicts, not yet started their
+landing).
 """
 
 from __future__ import annotations

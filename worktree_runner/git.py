@@ -25,7 +25,7 @@ from typing import IO, Any, TypeVar, cast
 
 from filelock import FileLock
 
-from worktree_runner import logs
+from worktree_runner import faults, logs
 from worktree_runner.errors import GitFailed, GitMissing, NotARepository, UnknownRef, WtrError
 from worktree_runner.files import write_text_atomic
 
@@ -505,6 +505,7 @@ def rename_worktree(source: Path, target: Path) -> bool:
         return False
     target.parent.mkdir(parents=True, exist_ok=True)
     os.rename(source, target)
+    faults.point("worktree_renamed", target.name)
     # Killed here, the folder is at its new place while git still names the old one:
     # ``git worktree repair`` mends that (the pool does, for a path it finds taken).
     write_text_atomic(admin / "gitdir", f"{target.resolve() / '.git'}\n")
