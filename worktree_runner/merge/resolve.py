@@ -48,7 +48,7 @@ class Conflict:
 
 def resolver_argv(spec: str, values: dict[str, str]) -> list[str] | str:
     """A preset's command line, or the user's command (shell text), placeholders filled."""
-    template: tuple[str, ...] | str = PRESETS.get(spec, spec)
+    template: tuple[str, ...] | str = PRESETS[spec].argv if spec in PRESETS else spec
     return render_command(template, values)
 
 

@@ -37,7 +37,7 @@ class Agent:
             return self.command
         if self.preset is None:
             raise ValueError("agent has neither command nor preset")
-        return (*PRESETS[self.preset], *self.args)
+        return (*PRESETS[self.preset].argv, *self.args)
 
 
 @dataclass(frozen=True)

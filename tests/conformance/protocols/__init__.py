@@ -1,0 +1,1 @@
+"""One module per model API a CLI speaks; each answers from the shared script."""

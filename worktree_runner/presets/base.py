@@ -1,0 +1,120 @@
+"""What every preset says about its CLI: how it is started, fed, watched and read.
+
+A preset is a small table of facts about one agent CLI, kept in one file per CLI
+(``claude.py``, ``codex.py``...), so that a new release of that CLI is a one-file change
+together with its conformance test (``tests/conformance/``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+PLACEHOLDERS = ("prompt_file", "prompt", "stream", "worktree", "branch")
+
+
+@dataclass(frozen=True)
+class StreamFacts:
+    """What a preset may know of the stream it starts an agent for."""
+
+    stream: str
+    worktree: Path
+    state_dir: Path  # the stream's own state folder: writable by its agent, sandboxed or not
+    git_dir: Path  # the worktree's own git dir (<common>/worktrees/<id>)
+    git_common_dir: Path  # objects and refs: the agent's commits are written there
+    scope: tuple[str, ...]  # the stream's files and shared patterns (gitignore syntax)
+    wtr_bin: Path  # the folder holding the `wtr` that runs this installation
+    run_state_dir: Path  # the run's state folder (WTR_STATE_DIR: progress, events)
+    locks_dir: Path  # where `wtr lock` keeps its locks
+    as_root: bool = False
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How one attempt starts: ``argv`` (placeholders not filled yet), variables added to
+    the agent's environment, and files written into the stream's state folder first."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    files: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def usage_record(input_tokens: Any = None, output_tokens: Any = None, cost_usd: Any = None,
+                 turns: Any = None) -> dict[str, float | None]:
+    """``usage`` as status shows it: each field a number the agent said, or None (unknown)."""
+    return {"input_tokens": number(input_tokens), "output_tokens": number(output_tokens),
+            "cost_usd": number(cost_usd), "turns": number(turns)}
+
+
+def number(value: Any) -> float | None:
+    """A count or cost the agent reported; None when it wrote something else ("many")."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        result = float(value)
+    except OverflowError:
+        return None
+    if not math.isfinite(result) or result < 0:
+        return None
+    return int(result) if result.is_integer() and isinstance(value, int) else result
+
+
+def json_lines(output: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects an agent printed one per line, in order (other lines skipped)."""
+    for line in output.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            yield record
+
+
+def text_of(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+class Preset:
+    """The facts about one CLI. Subclasses set the class attributes and may override
+    :meth:`launch`, :meth:`usage` and :meth:`final_message`."""
+
+    name: str = ""
+    program: str = ""
+    package: str = ""  # where it comes from: "npm:@scope/name" or "pypi:name"
+    pinned: str = ""  # the exact version the conformance suite installs and proves
+    tested: tuple[str, str] = ("", "")  # [lowest, first untested) versions
+    version_argv: tuple[str, ...] = ("--version",)
+    # Each group: at least one of these variables (names only) lets the CLI reach a model;
+    # ``credentials`` are files under HOME that do the same (a login).
+    needs_env: tuple[tuple[str, ...], ...] = ()
+    credentials: tuple[str, ...] = ()
+    argv: tuple[str, ...] = ()
+    leftovers: tuple[str, ...] = ()  # what it leaves in a worktree, and how that is avoided
+    cannot: tuple[str, ...] = ()  # what an agent of this CLI cannot do unattended
+    permissions: str = ""  # the trade-off its argv makes with the CLI's own approvals
+    broken: Mapping[str, str] = MappingProxyType({})  # version -> what breaks in it
+
+    def launch(self, facts: StreamFacts) -> Launch:
+        return Launch(self.argv)
+
+    def usage(self, output: str) -> dict[str, float | None] | None:
+        """What the attempt's output says it used; None when it says nothing."""
+        return None
+
+    def final_message(self, output: str) -> str | None:
+        """The agent's last word in the attempt's output (for its report), or None."""
+        return None
+
+    def version_of(self, text: str) -> str | None:
+        """The version in what ``version_argv`` printed."""
+        match = re.search(r"\d+\.\d+\.\d+", text)
+        return match.group(0) if match else None
