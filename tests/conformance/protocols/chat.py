@@ -2,13 +2,15 @@
 
 A turn becomes either text (``delta.content``) or one call of a tool from the request's
 ``tools`` list (``delta.tool_calls``); the usage comes in the last chunk, as OpenAI sends
-it with ``stream_options.include_usage``. A request without tools (a title) gets a short
-text.
+it with ``stream_options.include_usage``. A request without tools is a side request (a
+title) answered with a short text, or the conversation of aider, which has no tools: see
+:func:`toolless_answer`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from tests.conformance.modelserver import (
@@ -25,6 +27,9 @@ from tests.conformance.modelserver import (
 SHELL_TOOLS = ("bash", "shell", "run_shell_command", "exec_command", "terminal")
 COMMAND_FIELDS = ("command", "cmd", "script")
 MODEL = "scripted"
+# System prompts of the requests that are not the agent's conversation.
+COMMIT_REQUEST = re.compile(r"commit message", re.IGNORECASE)
+SIDE_REQUEST = re.compile(r"\btitle\b|summari[sz]e", re.IGNORECASE)
 
 
 class ChatProtocol(Protocol):
@@ -37,12 +42,37 @@ class ChatProtocol(Protocol):
         body = request.json if isinstance(request.json, dict) else {}
         tools = tools_of(body)
         if not tools:
-            message: dict[str, Any] = {"role": "assistant", "content": SIDE_ANSWER}
+            message: dict[str, Any] = {"role": "assistant",
+                                       "content": toolless_answer(request, body, script)}
         else:
             message = assistant_message(script.turn(request.text, tool_results(body)), tools)
         if body.get("stream"):
             return Reply.sse(stream_of(message))
         return Reply.json(completion(message))
+
+
+def toolless_answer(request: Request, body: dict[str, Any], script: Script) -> str:
+    """A request without tools: a side request (told by its system prompt: a title, a
+    summary, a commit message) or the conversation of a CLI that edits through blocks in
+    the model's text (aider), whose turn is chosen by the replies it already holds. A
+    commit-message request is answered with the first turn's ``commit`` when there is one.
+    """
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    system = "\n".join(content_text(m) for m in messages if m.get("role") == "system")
+    if COMMIT_REQUEST.search(system):
+        commits = [i for i, t in enumerate(script.turns) if "commit" in t]
+        return str(script.turn(request.text, commits[0])["commit"]) if commits else SIDE_ANSWER
+    if SIDE_REQUEST.search(system):
+        return SIDE_ANSWER
+    replies = sum(1 for m in messages if m.get("role") == "assistant")
+    return str(script.turn(request.text, replies).get("text", SIDE_ANSWER))
+
+
+def content_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
 
 
 def tools_of(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
