@@ -123,8 +123,7 @@ def test_codex_json_last_message_fills_the_report(repo: Repo, tmp_path: Path) ->
 
 
 def test_plain_output_of_other_agents_is_not_taken_for_a_report() -> None:
-    assert final_message("just some log output\n", None) is None
-    assert final_message("just some log output\n", "codex") is None
-    assert final_message('{"type": "result", "result": ""}\n', "claude") is None
+    assert final_message("just some log output\n") is None
+    assert final_message('{"type": "result", "result": ""}\n') is None
     old_codex = json.dumps({"msg": {"type": "task_complete", "last_agent_message": "ok"}})
-    assert final_message(old_codex + "\n", "codex") == "ok"
+    assert final_message(old_codex + "\n") == "ok"

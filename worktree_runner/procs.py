@@ -42,6 +42,12 @@ def child_env(extra: Mapping[str, str], bin_dir: Path | None = None) -> dict[str
     return env
 
 
+def with_pwd(env: Mapping[str, str], cwd: Path) -> dict[str, str]:
+    """``env`` with ``PWD`` naming ``cwd``: a child that takes its folder from ``$PWD``
+    (as some agent CLIs do) must find its own, never the caller's."""
+    return {**env, "PWD": str(Path(cwd).absolute())}
+
+
 def as_argv(command: Sequence[str] | str) -> list[str]:
     """A list is exec'd as it is; a string is run by ``sh -c``."""
     return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
@@ -56,7 +62,7 @@ def start(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str],
         process = subprocess.Popen(
             command,
             cwd=cwd,
-            env=dict(env),
+            env=with_pwd(env, cwd),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -177,7 +183,8 @@ def capture(argv: Sequence[str], cwd: Path, timeout: float = 120) -> tuple[int, 
     """Run a helper program (a forge's CLI) to completion: exit code, stdout, stderr.
     A program that is missing or hangs answers like one that failed (127, -9)."""
     try:
-        done = subprocess.run(list(argv), cwd=cwd, env=child_env({}), stdin=subprocess.DEVNULL,
+        done = subprocess.run(list(argv), cwd=cwd, env=with_pwd(child_env({}), cwd),
+                              stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
         return 127, "", f"{argv[0]}: not found"

@@ -10,19 +10,22 @@ import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from worktree_runner import faults, git, procs, rescue, sandbox, sparse
 from worktree_runner.errors import WtrError
+from worktree_runner.files import write_text_atomic
 from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.pool import Pool
+from worktree_runner.presets import PRESETS, Launch, Preset, StreamFacts
 from worktree_runner.run.agent_report import fill_from_final_message
 from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import DependencyWork, render_command, render_prompt
 from worktree_runner.run.state import Failure, RunStore, Status, now
-from worktree_runner.run.usage import add_usage, attempt_usage
+from worktree_runner.run.usage import add_usage, attempt_output, generic_usage
 from worktree_runner.words import plural
 
 POLL_SECONDS = 0.2
@@ -119,7 +122,7 @@ def run_stream(ctx: RunContext, name: str) -> bool:
 
 def _check_program(ctx: RunContext, stream: Stream) -> None:
     template = stream.agent.argv_template()
-    if isinstance(template, str) or "/" in template[0]:
+    if isinstance(template, str) or "/" in template[0] or not template[0]:
         return
     path = procs.child_env({}, ctx.bin_dir)["PATH"]
     if shutil.which(template[0], path=path) is None:
@@ -277,10 +280,14 @@ def _copy_files(ctx: RunContext, worktree: Path) -> None:
             shutil.copy2(source, target)
 
 
-def _env(ctx: RunContext, stream: Stream) -> dict[str, str]:
+def _env(ctx: RunContext, stream: Stream,
+         preset_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of the stream's agent, setup and verify: the preset's variables,
+    the plan's (which win), then the runner's own (which nothing overrides)."""
     record = ctx.store.record.streams[stream.name]
     return procs.child_env(
         {
+            **(preset_env or {}),
             **stream.agent.env,
             "WTR_RUN": ctx.run_id,
             "WTR_STREAM": stream.name,
@@ -392,12 +399,16 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
     prompt_file.write_text(prompt, encoding="utf-8")
     values = {"prompt_file": str(prompt_file), "prompt": prompt, "stream": name,
               "worktree": str(worktree), "branch": branch}
-    argv = render_command(stream.agent.argv_template(), values)
+    launch = _launch(ctx, stream)
+    template = stream.agent.argv_template() if launch is None else (*launch.argv,
+                                                                    *stream.agent.args)
+    argv = render_command(template, values)
     if stream.sandbox:
         argv = sandbox.wrap(procs.as_argv(argv), _sandbox_layout(ctx, stream))
     _append_log(ctx, name, f"--- attempt {record.attempts} at {now()} ---")
     log_start = ctx.store.log_path(name).stat().st_size
-    agent = procs.start_agent(argv, worktree, _env(ctx, stream), ctx.store.log_path(name),
+    env = _env(ctx, stream, launch.env if launch is not None else None)
+    agent = procs.start_agent(argv, worktree, env, ctx.store.log_path(name),
                               ctx.store.exit_path(name, record.attempts), ctx.plan.log_limit,
                               bound=ctx.bound_agents)
     faults.point("agent_started", name)
@@ -405,6 +416,28 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
                             agent_started=time.time(), log_start=log_start)
     faults.point("agent_running", name)
     return _finish_attempt(ctx, stream, agent)
+
+
+def preset_of(stream: Stream) -> Preset | None:
+    """The stream's preset, when its agent is one (a ``command`` replaces the preset)."""
+    agent = stream.agent
+    return PRESETS[agent.preset] if agent.command is None and agent.preset else None
+
+
+def _launch(ctx: RunContext, stream: Stream) -> Launch | None:
+    """The preset's start of this attempt, its files written into the stream's folder."""
+    preset = preset_of(stream)
+    if preset is None:
+        return None
+    worktree, state = ctx.worktree(stream.name), ctx.store.stream_dir(stream.name)
+    launch = preset.launch(StreamFacts(
+        stream=stream.name, worktree=worktree, state_dir=state,
+        git_dir=git.git_dir_of(worktree), git_common_dir=ctx.repo.common_dir,
+        scope=stream.scope, wtr_bin=ctx.bin_dir, run_state_dir=ctx.store.dir,
+        locks_dir=ctx.repo.state_dir / "locks", as_root=os.geteuid() == 0))
+    for file_name, text in launch.files.items():
+        write_text_atomic(state / file_name, text, 0o600)
+    return launch
 
 
 def _earlier_agent(ctx: RunContext, name: str) -> procs.Agent | None:
@@ -458,9 +491,10 @@ def _finish_attempt(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Fail
         ctx.agents.pop(stream.name, None)
     faults.point("agent_ended", stream.name)
     record = ctx.store.record.streams[stream.name]
-    used = attempt_usage(ctx.store.log_path(stream.name), record.log_start or 0)
-    if fill_from_final_message(ctx.store, stream.name, record.log_start or 0,
-                               stream.agent.preset):
+    output = attempt_output(ctx.store.log_path(stream.name), record.log_start or 0) or ""
+    preset = preset_of(stream)
+    used = preset.usage(output) if preset is not None else generic_usage(output)
+    if fill_from_final_message(ctx.store, stream.name, output, preset):
         ctx.store.event("report_filled", stream=stream.name)
     ctx.store.update_stream(stream.name, "agent_exited", exit_code=agent.exit_code(), pid=None,
                             adopted=False,

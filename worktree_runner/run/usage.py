@@ -1,22 +1,23 @@
-"""Turns and cost of an agent's attempt, when the agent reports them.
+"""What an agent's attempt used (tokens, cost, turns), when the agent says so.
 
-``claude -p --output-format stream-json --verbose`` (``agent.args`` on the claude preset)
-ends its output with a ``{"type": "result", "num_turns": ..., "total_cost_usd": ...}``
-line. The runner reads it from the stream's log after each attempt; other agents simply
-have no usage.
+A preset reads its own CLI's output (``Preset.usage``). A ``command`` agent is read the
+generic way: the last ``{"type": "result", ...}`` line it printed (the shape of
+``claude -p --output-format stream-json``), so a wrapper script around such a CLI is
+still counted. Anything not said is ``None``, never a made-up 0.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
+from worktree_runner.presets.base import json_lines, usage_record
+
 _TAIL_BYTES = 256 * 1024
+Usage = dict[str, float | None]
 
 
-def log_since(log_path: Path, since: int) -> str | None:
+def attempt_output(log_path: Path, since: int) -> str | None:
     """What the log holds after byte offset ``since`` (its last 256 KiB at most)."""
     try:
         with log_path.open("rb") as handle:
@@ -28,45 +29,31 @@ def log_since(log_path: Path, since: int) -> str | None:
         return None
 
 
-def attempt_usage(log_path: Path, since: int) -> dict[str, float] | None:
-    """The last result record written to the log after byte offset ``since``."""
-    tail = log_since(log_path, since)
-    if tail is None:
+def generic_usage(output: str) -> Usage | None:
+    """The last result record in ``output``, or None."""
+    record = None
+    for line in json_lines(output):
+        if line.get("type") == "result":
+            record = line
+    if record is None:
         return None
-    for line in reversed(tail.splitlines()):
-        record = result_record(line.strip())
-        if record is not None:
-            return {"turns": _number(record.get("num_turns")),
-                    "cost_usd": _number(record.get("total_cost_usd"))}
-    return None
+    tokens: Any = record.get("usage") if isinstance(record.get("usage"), dict) else {}
+    return usage_record(tokens.get("input_tokens"), tokens.get("output_tokens"),
+                        record.get("total_cost_usd"), record.get("num_turns"))
 
 
-def _number(value: Any) -> float:
-    """A count or cost the agent reported; 0 when it wrote something else ("many")."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return 0.0
-    try:
-        number = float(value)
-    except OverflowError:
-        return 0.0
-    return number if math.isfinite(number) and number >= 0 else 0.0
-
-
-def result_record(line: str) -> dict[str, Any] | None:
-    if not (line.startswith("{") and '"result"' in line):
-        return None
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and record.get("type") == "result" else None
-
-
-def add_usage(total: dict[str, float] | None, more: dict[str, float] | None
-              ) -> dict[str, float] | None:
-    """Usage summed over attempts (a retry costs too)."""
+def add_usage(total: Usage | None, more: Usage | None) -> Usage | None:
+    """Usage summed over attempts (a retry costs too); a field stays None only while no
+    attempt said it."""
     if more is None:
         return total
     if total is None:
         return dict(more)
-    return {key: total.get(key, 0.0) + value for key, value in more.items()}
+    keys = dict.fromkeys([*total, *more])
+    return {key: _plus(total.get(key), more.get(key)) for key in keys}
+
+
+def _plus(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
