@@ -113,8 +113,13 @@ def lock_path(repo: git.Repository, name: str) -> Path:
 def run_locked(repo: git.Repository, name: str, timeout: float, command: Sequence[str],
                env: Mapping[str, str]) -> int:
     """Run ``command`` while holding lock ``name``; its exit code."""
-    lock = HeldLock(lock_path(repo, name))
-    if not lock.acquire(timeout, {"stream": env.get("WTR_STREAM"), "run": env.get("WTR_RUN")}):
+    try:
+        lock = HeldLock(lock_path(repo, name))
+        held = lock.acquire(timeout, {"stream": env.get("WTR_STREAM"), "run": env.get("WTR_RUN")})
+    except OSError as exc:
+        raise WtrError(f"cannot take lock '{name}' in {repo.state_dir / 'locks'}: "
+                       f"{exc.strerror}", hint="that folder is not writable from here") from None
+    if not held:
         raise WtrError(f"lock '{name}' is still held after {timeout:g}s, by "
                        f"{_describe(lock.holder())}")
     try:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from worktree_runner import git
-from worktree_runner.errors import BadInput
+from worktree_runner.errors import BadInput, WtrError
 from worktree_runner.run import registry
 from worktree_runner.run.state import RunStore, now, read_json, write_json_atomic
 
@@ -31,8 +31,13 @@ def report_progress(env: Mapping[str, str], message: str, percent: int | None,
     previous = read_json(path)
     if percent is None and isinstance(previous, dict):
         percent = previous.get("percent")
-    write_json_atomic(path, {"percent": percent, "message": message, "blocked": blocked,
-                             "at": now()})
+    try:
+        write_json_atomic(path, {"percent": percent, "message": message, "blocked": blocked,
+                                 "at": now()})
+    except OSError as exc:
+        raise WtrError(f"cannot record progress in {path.parent}: {exc.strerror}",
+                       hint="the run's state folder is not writable from where the agent "
+                            "runs (a sandbox?); the runner still sees its output") from None
     with contextlib.suppress(OSError):  # a sandboxed agent may write only its own folder
         store.event("progress", stream=stream, percent=percent, message=message,
                     blocked=blocked)
