@@ -1,8 +1,36 @@
-"""The claude preset: Claude Code run unattended in a stream's worktree."""
+"""The claude preset: Claude Code run unattended in a stream's worktree.
+
+``-p`` runs one prompt and exits. Its own approvals are bypassed (``bypassPermissions``):
+under ``acceptEdits`` every shell command but a few read-only ones is denied, so the agent
+could neither run the tests nor commit, and still said it had. Claude Code refuses that
+mode as root unless ``IS_SANDBOX=1``, set only then. ``--settings`` adds, for this run
+only, a PreToolUse hook (``wtr hook claude-pre-tool-use``) that refuses a Write or Edit
+outside the stream's files; the user's own settings files are left as they are.
+``stream-json`` output ends with a ``result`` record: usage, cost, turns, final message,
+and the tool calls that were denied.
+"""
 
 from __future__ import annotations
 
-from worktree_runner.presets.base import Preset
+import json
+import shlex
+from collections.abc import Iterator
+from types import MappingProxyType
+from typing import Any
+
+from worktree_runner.editguard import WRITING_TOOLS, Scope
+from worktree_runner.presets.base import (
+    Launch,
+    Preset,
+    StreamFacts,
+    json_lines,
+    text_of,
+    usage_record,
+)
+
+SETTINGS_FILE = "claude-settings.json"
+SCOPE_FILE = "claude-scope.json"
+CONFIG_DIR = "claude-config"  # CLAUDE_CONFIG_DIR under sandbox: true (HOME is read-only)
 
 
 class _Claude(Preset):
@@ -10,8 +38,91 @@ class _Claude(Preset):
     program = "claude"
     package = "npm:@anthropic-ai/claude-code"
     pinned = "2.1.197"
-    tested = ("2.1.197", "2.1.197.post1")
-    argv = ("claude", "-p", "{prompt}", "--permission-mode", "acceptEdits")
+    tested = ("2.1.197", "2.1.198")
+    needs_env = (("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN",
+                  "CLAUDE_CODE_USE_BEDROCK", "CLAUDE_CODE_USE_VERTEX"),)
+    credentials = (".claude/.credentials.json",)
+    argv = ("claude", "-p", "{prompt}", "--output-format", "stream-json", "--verbose",
+            "--permission-mode", "bypassPermissions")
+    leftovers = ("none in the worktree: its sessions go to ~/.claude/projects (to the "
+                 "stream's state folder under sandbox: true)",)
+    cannot = ("under sandbox: true, use a login kept in ~/.claude (its config folder is then "
+              "the stream's state folder): give ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN",)
+    permissions = ("bypassPermissions: every tool runs without asking, shell commands "
+                   "included (tests, git commit, wtr progress/lock); a PreToolUse hook still "
+                   "refuses file edits outside the stream's files, but a shell command can "
+                   "write anywhere the user can: pair it with sandbox: true. As root, "
+                   "IS_SANDBOX=1 is set (Claude Code refuses the mode as root otherwise).")
+    broken = MappingProxyType({})
+
+    def launch(self, facts: StreamFacts) -> Launch:
+        settings = facts.state_dir / SETTINGS_FILE
+        env = {"DISABLE_AUTOUPDATER": "1"}
+        if facts.as_root:
+            env["IS_SANDBOX"] = "1"
+        if getattr(facts, "sandbox", False):
+            env["CLAUDE_CONFIG_DIR"] = str(facts.state_dir / CONFIG_DIR)
+        files = {SETTINGS_FILE: self.settings(facts), SCOPE_FILE: scope_of(facts).dump()}
+        return Launch((*self.argv, "--settings", str(settings)), env, files)
+
+    def settings(self, facts: StreamFacts) -> str:
+        """This run's settings: the hook that refuses writes outside the stream's files."""
+        command = " ".join(shlex.quote(a) for a in (
+            str(facts.wtr_bin / "wtr"), "hook", "claude-pre-tool-use",
+            "--scope", str(facts.state_dir / SCOPE_FILE)))
+        hook = {"matcher": "|".join(WRITING_TOOLS), "hooks": [
+            {"type": "command", "command": command, "timeout": 60}]}
+        return json.dumps({"hooks": {"PreToolUse": [hook]}}, indent=1)
+
+    def usage(self, output: str) -> dict[str, float | None] | None:
+        result = _result(output)
+        if result is None:
+            return None
+        tokens = _mapping(result.get("usage"))
+        return usage_record(tokens.get("input_tokens"), tokens.get("output_tokens"),
+                            result.get("total_cost_usd"), result.get("num_turns"))
+
+    def final_message(self, output: str) -> str | None:
+        result = _result(output)
+        if result is not None and not result.get("is_error"):
+            return text_of(result.get("result"))
+        return None
+
+    def denials(self, output: str) -> list[str]:
+        """The tool calls Claude Code denied in the attempt, one line each ("Bash: git
+        commit -m x"): work the agent may claim it did."""
+        return [_denial_line(d) for d in _denied(output)]
+
+
+def scope_of(facts: StreamFacts) -> Scope:
+    return Scope(facts.stream, facts.worktree, facts.scope, (facts.state_dir,))
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _result(output: str) -> dict[str, Any] | None:
+    found = None
+    for record in json_lines(output):
+        if record.get("type") == "result":
+            found = record
+    return found
+
+
+def _denied(output: str) -> Iterator[dict[str, Any]]:
+    result = _result(output) or {}
+    denials = result.get("permission_denials")
+    for denial in denials if isinstance(denials, list) else ():
+        if isinstance(denial, dict):
+            yield denial
+
+
+def _denial_line(denial: dict[str, Any]) -> str:
+    tool = str(denial.get("tool_name") or "a tool")
+    given = _mapping(denial.get("tool_input"))
+    detail = given.get("command") or given.get("file_path") or given.get("notebook_path")
+    return f"{tool}: {detail}" if isinstance(detail, str) else tool
 
 
 CLAUDE = _Claude()
