@@ -17,6 +17,7 @@ from tests.conformance.modelserver import (
     INPUT_TOKENS,
     OUTPUT_TOKENS,
     SIDE_ANSWER,
+    STREAM,
     Protocol,
     Reply,
     Request,
@@ -54,18 +55,27 @@ class ChatProtocol(Protocol):
 def toolless_answer(request: Request, body: dict[str, Any], script: Script) -> str:
     """A request without tools: a side request (told by its system prompt: a title, a
     summary, a commit message) or the conversation of a CLI that edits through blocks in
-    the model's text (aider), whose turn is chosen by the replies it already holds. A
-    commit-message request is answered with the first turn's ``commit`` when there is one.
+    the model's text (aider), whose turn is chosen by its replies since the stream's
+    prompt. A commit-message request is answered with the first turn's ``commit`` when
+    there is one and the request names the stream (a later commit's may not).
     """
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
     system = "\n".join(content_text(m) for m in messages if m.get("role") == "system")
     if COMMIT_REQUEST.search(system):
         commits = [i for i, t in enumerate(script.turns) if "commit" in t]
-        return str(script.turn(request.text, commits[0])["commit"]) if commits else SIDE_ANSWER
+        message = str(script.turn(request.text, commits[0])["commit"]) if commits else ""
+        return message if message and "{" not in message else SIDE_ANSWER
     if SIDE_REQUEST.search(system):
         return SIDE_ANSWER
-    replies = sum(1 for m in messages if m.get("role") == "assistant")
-    return str(script.turn(request.text, replies).get("text", SIDE_ANSWER))
+    return str(script.turn(request.text, replies_since_task(messages)).get("text", SIDE_ANSWER))
+
+
+def replies_since_task(messages: list[dict[str, Any]]) -> int:
+    """The assistant replies after the stream's prompt (aider puts example exchanges and
+    its own acknowledgements before it)."""
+    task = next((i for i, m in enumerate(messages)
+                 if m.get("role") == "user" and STREAM.search(content_text(m))), -1)
+    return sum(1 for m in messages[task + 1:] if m.get("role") == "assistant")
 
 
 def content_text(message: dict[str, Any]) -> str:
