@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.conformance import harness
 from tests.conformance.harness import (
     STREAMS,
     VARIANTS,
@@ -73,6 +74,19 @@ def test_a_write_outside_the_streams_files_is_refused_and_the_agent_is_told() ->
         assert shown == "# conformance"
         assert any(line.startswith("Write: ") and line.endswith("/README.md")
                    for line in CLAUDE.denials(outcome.log(name))), outcome.log(name)
+
+
+@pytest.mark.xfail("sandbox" not in StreamFacts.__dataclass_fields__, strict=True,
+                   reason="the preset learns of sandbox: true from StreamFacts.sandbox")
+def test_under_the_sandbox_a_read_only_home_is_no_obstacle(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The sandbox variant keeps HOME under /tmp, which bubblewrap replaces by an empty
+    # writable folder; a real HOME is read-only there, and Claude Code's shell tool
+    # needs to write its config folder (session-env): CLAUDE_CONFIG_DIR moves it.
+    monkeypatch.setattr(harness, "_in_tmp", harness._outside_tmp)
+    outcome = run_conformance("claude", "sandbox", gateway)
+    outcome.assert_standard()
+    assert not (outcome.ws.home / ".claude").exists()
 
 
 # -- the CLI alone, started as the preset starts it ----------------------------------------
