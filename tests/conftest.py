@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -18,6 +19,29 @@ def git_isolation(
         monkeypatch.setenv(key, value)
     for key in ("GIT_DIR", "GIT_INDEX_FILE", "GIT_WORK_TREE", "WTR_RUN", "WTR_STREAM"):
         monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture(scope="session")
+def preset_stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Programs named like the presets' CLIs that tell their pinned version and refuse to
+    do anything else: a plan naming a preset checks here as on a machine that has it."""
+    from worktree_runner.presets import PRESETS
+
+    folder = tmp_path_factory.mktemp("preset-stand-ins")
+    for preset in PRESETS.values():
+        program = folder / preset.program
+        program.write_text(f'#!/bin/sh\ncase "$1" in --version|-v|version) echo '
+                           f'"{preset.pinned}"; exit 0;; esac\n'
+                           f'echo "stand-in {preset.program}: the real CLI is not installed '
+                           'in this test" >&2\nexit 97\n')
+        program.chmod(0o755)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def presets_on_path(preset_stand_ins: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stand-ins come last on PATH: a real CLI, or a test's own stand-in, wins."""
+    monkeypatch.setenv("PATH", f"{os.environ.get('PATH', '')}{os.pathsep}{preset_stand_ins}")
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from worktree_runner.plan.durations import format_duration
 from worktree_runner.words import plural
 
 if TYPE_CHECKING:
+    from worktree_runner.doctor import AgentCheck
     from worktree_runner.merge.predict import StreamPrediction
     from worktree_runner.merge.stage import Landed
     from worktree_runner.run.runner import PlannedStream, Prepared
@@ -382,4 +383,26 @@ def prediction_report(target: str, predictions: list[StreamPrediction],
         lines.append(f"  left out: {', '.join(left_out)}")
     conflicts = sum(1 for p in predictions if not p.clean)
     lines.append(f"{plural(conflicts, 'stream')} would conflict" if conflicts else "clean")
+    return "\n".join(lines)
+
+
+def doctor_report(checks: list[AgentCheck]) -> str:
+    """One line per agent (``ok``, ``warn`` or ``FAIL``), its problems and warnings after."""
+    width = max((len(c.name) for c in checks), default=0)
+    lines = []
+    for check in checks:
+        mark = "FAIL" if not check.ok else "warn" if check.warnings else "ok"
+        facts = [check.path or "not found"]
+        if check.version:
+            facts.append(f"version {check.version}")
+        if check.tested:
+            facts.append(f"tested {check.tested[0]}")
+        if check.variables_set:
+            facts.append("set: " + ", ".join(check.variables_set))
+        used = f" (streams: {', '.join(check.streams)})" if check.streams else ""
+        lines.append(f"{mark:<4} {check.name:<{width}}  {'; '.join(facts)}{used}")
+        lines += [f"     {' ' * width}  - {text}" for text in [*check.problems, *check.warnings]]
+    failing = [c.name for c in checks if not c.ok]
+    lines.append(f"{plural(len(failing), 'agent')} cannot run: {', '.join(failing)}" if failing
+                 else "every agent can start")
     return "\n".join(lines)

@@ -1,15 +1,26 @@
-"""Commands for agents and their hosts: progress, lock, agent-file."""
+"""Commands for agents and their hosts: progress, lock, agent-file, doctor."""
 
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from worktree_runner.cli.base import cli, open_repo, repo_option
-from worktree_runner.errors import BadInput
+from worktree_runner.cli.base import (
+    cli,
+    emit_json,
+    open_repo,
+    plan_argument,
+    plan_path,
+    repo_option,
+)
+from worktree_runner.errors import EXIT_FAILED, BadInput
+
+if TYPE_CHECKING:
+    from worktree_runner.plan.model import Plan
 
 
 @cli.command("agent-file")
@@ -78,3 +89,49 @@ def lock(name: str, command: tuple[str, ...], repo_dir: Path | None, timeout: fl
     from worktree_runner.locks import run_locked
 
     sys.exit(run_locked(open_repo(repo_dir), name, timeout, command, os.environ))
+
+
+@cli.command()
+@plan_argument
+@repo_option
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON document.")
+def doctor(plan_file: Path | None, repo_dir: Path | None, as_json: bool) -> None:
+    """Can the agents of PLAN run here? (Without a plan: every preset.)
+
+    \b
+    For each agent: its program on PATH, its version against the range the preset
+    was tested with (a known broken version cannot run), and the variables it needs
+    to reach a model (names only, never values). One line each. Exit 0 when every
+    agent can start, 1 when one cannot. PLAN defaults to worktree-plan.yaml when
+    that exists in the repository; outside a repository, every preset is examined.
+    Example:  wtr doctor            wtr doctor plan.yaml --json
+    """
+    from worktree_runner import render
+    from worktree_runner.doctor import examine
+
+    plan = _doctor_plan(plan_file, repo_dir)
+    checks = examine(plan)
+    if as_json:
+        emit_json({"plan": str(plan.path) if plan else None, "ok": all(c.ok for c in checks),
+                   "agents": [c.to_json() for c in checks]})
+    else:
+        click.echo(render.doctor_report(checks))
+    if not all(c.ok for c in checks):
+        sys.exit(EXIT_FAILED)
+
+
+def _doctor_plan(plan_file: Path | None, repo_dir: Path | None) -> Plan | None:
+    """The plan to examine: PLAN, else the repository's worktree-plan.yaml if any."""
+    from worktree_runner.errors import NotARepository
+    from worktree_runner.plan.load import load_plan
+
+    if plan_file is None:
+        try:
+            plan_file = plan_path(None, open_repo(repo_dir))
+        except NotARepository:
+            if repo_dir is not None:
+                raise
+            return None
+        if not plan_file.exists():
+            return None
+    return load_plan(plan_file)

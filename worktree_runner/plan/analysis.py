@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from worktree_runner import git
+from worktree_runner.doctor import startable
 from worktree_runner.errors import BadInput, PlanInvalid, PlanProblem
 from worktree_runner.plan import cochange, graph
 from worktree_runner.plan.model import Plan
@@ -53,14 +54,15 @@ class Analysis:
     pattern_overlaps: list[PatternOverlap] = field(default_factory=list)
     start_conflicts: list[StartConflict] = field(default_factory=list)
     layout: list[PlanProblem] = field(default_factory=list)
+    agents: list[PlanProblem] = field(default_factory=list)  # presets that cannot start
 
     @property
     def valid(self) -> bool:
-        return not self.overlaps and not self.layout
+        return not self.overlaps and not self.layout and not self.agents
 
     @property
     def problems(self) -> list[PlanProblem]:
-        return [*self.layout, *(
+        return [*self.layout, *self.agents, *(
             PlanProblem(
                 f"streams.{o.streams[1]}.files",
                 f"'{o.path}' is owned by both '{o.streams[0]}' and '{o.streams[1]}', which may "
@@ -168,6 +170,7 @@ def analyze(plan: Plan, repo: git.Repository, *, history: bool = False) -> Analy
         coupling=cochange.check_coupling(plan, repo, refs.base, refs.base_commit, files,
                                          owned_lists) if history else None,
         layout=worktrees_problems(plan, repo),
+        agents=startable(plan),
     ))
 
 

@@ -15,10 +15,13 @@ def readiness_warnings(plan: Plan, path: str | None = None) -> list[str]:
 
 
 def _missing_programs(plan: Plan, path: str | None) -> list[str]:
-    """Programs run by name (a list command or a preset) that PATH does not hold; a shell
-    command or a program given by its path is left alone: it may come from setup."""
+    """Programs of command agents run by name (a list command) that PATH does not hold; a
+    shell command or a program given by its path is left alone: it may come from setup.
+    (A preset that cannot start is an error: worktree_runner/doctor.py.)"""
     users: dict[str, list[str]] = {}
     for stream in plan.streams:
+        if stream.agent.command is None:
+            continue
         template = stream.agent.argv_template()
         if isinstance(template, str) or "/" in template[0]:
             continue

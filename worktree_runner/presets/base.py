@@ -102,6 +102,7 @@ class Preset:
     cannot: tuple[str, ...] = ()  # what an agent of this CLI cannot do unattended
     permissions: str = ""  # the trade-off its argv makes with the CLI's own approvals
     broken: Mapping[str, str] = MappingProxyType({})  # version -> what breaks in it
+    refused: Mapping[str, str] = MappingProxyType({})  # flag in `args` -> why it cannot work
 
     def launch(self, facts: StreamFacts) -> Launch:
         return Launch(self.argv)
