@@ -88,6 +88,16 @@ def test_usage_and_final_message_from_captured_output() -> None:
     assert message.endswith("REPORT alpha: added src/alpha/feature.py; run_tests.py passed.")
 
 
+def test_without_analytics_lines_the_tokens_lines_and_reply_are_read() -> None:
+    output = "".join(line for line in (SAMPLES / "aider-two-replies.log").open()
+                     if not line.startswith("{"))
+    assert AIDER.usage(output) == {"input_tokens": 2400, "output_tokens": 68,
+                                   "cost_usd": pytest.approx(0.0082), "turns": 2}
+    message = AIDER.final_message(output)
+    assert message is not None
+    assert message.startswith("The test wants value(); fixed.")
+
+
 def test_usage_from_the_tokens_lines_is_rounded_and_cost_unknown_without_prices() -> None:
     output = "Tokens: 1.2k sent, 34 received.\nok\nTokens: 15k sent, 2.0k received.\n"
     assert AIDER.usage(output) == {"input_tokens": 16200, "output_tokens": 2034,

@@ -40,7 +40,8 @@ _TOKENS = re.compile(r"^Tokens: (?P<sent>[\d.]+k?) sent,(?:.*?,)? (?P<received>[
 _COST = re.compile(r"^(?:Tokens: .*)?Cost: \$", re.MULTILINE)
 # Lines aider prints just before a model reply: the end of its banner, a confirmation it
 # answered itself (--yes-always), or the usage of the reply before.
-_BEFORE_REPLY = re.compile(r"^(Repo-map: .*|.*\(Y\)es/\(N\)o.*|Tokens: .*|Cost: .*|\{.*\})$")
+_BEFORE_REPLY = re.compile(r"^(Repo-map: .*|.*\(Y\)es/\(N\)o.*|Tokens: .*|Cost: .*|\{.*\}"
+                           r"|Added \d+ lines? of output to the chat\.)$")
 
 
 class _Aider(Preset):
@@ -68,6 +69,10 @@ class _Aider(Preset):
         ".aider.tags.cache.v4/: the repo map's cache, only at the repository's root; the "
         "repo map is off (--map-tokens 0); giving --map-tokens in args brings it back, and "
         "the stream then fails its ownership check",
+        "the repository's own .git/config: with no user.name or user.email in git's config "
+        "(GIT_AUTHOR_NAME and the like do not count), aider writes 'Your Name' and "
+        "'you@example.com' there, for every worktree; under sandbox: true that write is "
+        "refused and aider exits 1. Configure a git identity",
     )
     cannot = (
         "run shell commands the model suggests (--yes-always never runs them): no "
