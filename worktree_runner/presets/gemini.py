@@ -12,18 +12,32 @@ says nothing of cost, and counts tool calls, not turns: both are unknown (None).
 
 Gemini keeps its session records in ``~/.gemini`` (``projects.json``, ``tmp/<project>/``,
 ``history/<project>/``), one project per worktree path; nothing in the worktree. 0.61.0
-cannot start without writing there: with ``~/.gemini`` read-only (``sandbox: true``) it
-waits for ever on a lock of ``projects.json``, so a sandboxed plan lists ``~/.gemini`` in
-``writable``. Per-run settings are not possible in 0.61.0 without hiding the user's own
-(its system settings files are read only when root owns them and every folder above;
-``GEMINI_CLI_HOME`` moves the user's settings and login too), so everything here is a flag.
+cannot start without writing there: with ``~/.gemini`` read-only it waits for ever on a
+lock of ``projects.json``. Under ``sandbox: true`` (where HOME is read-only) its home is
+therefore moved into the stream's state folder (``GEMINI_CLI_HOME``), carrying a copy of
+the user's ``settings.json`` and ``GEMINI.md``: the agent can change neither the user's
+settings nor a later gemini session's, but a Google login (``oauth_creds.json``),
+extensions and custom commands stay behind. Per-run settings are not possible in 0.61.0
+without hiding the user's own (its system settings files are read only when root owns
+them and every folder above), so everything else here is a flag.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from worktree_runner.presets.base import Preset, json_lines, text_of, usage_record
+from worktree_runner.presets.base import (
+    Launch,
+    Preset,
+    StreamFacts,
+    json_lines,
+    text_of,
+    usage_record,
+)
+
+SANDBOX_HOME = "gemini-home"  # in the stream's state folder, under sandbox: true
+CARRIED = ("settings.json", "GEMINI.md")  # of ~/.gemini, copied into that home
 
 
 class _Gemini(Preset):
@@ -44,8 +58,8 @@ class _Gemini(Preset):
         "gemini runs in)",
     )
     cannot = (
-        "start under sandbox: true unless the plan lists ~/.gemini in writable (with it "
-        "read-only it waits for ever)",
+        "use a Google login (oauth_creds.json), extensions or custom commands under "
+        "sandbox: true: its home there is a copy of ~/.gemini's settings.json and GEMINI.md",
         "refuse an edit outside the stream's files as it makes it: its BeforeTool hooks "
         "live only in settings files, none of them per run",
         "say what it cost, or how many turns it took",
@@ -54,6 +68,13 @@ class _Gemini(Preset):
                    "web fetches) without asking, and --skip-trust trusts the worktree (its "
                    ".gemini/ settings, commands and MCP servers load): pair it with "
                    "sandbox: true")
+
+    def launch(self, facts: StreamFacts) -> Launch:
+        if not getattr(facts, "sandbox", False):
+            return Launch(self.argv)
+        home = facts.state_dir / SANDBOX_HOME
+        return Launch(self.argv, env={"GEMINI_CLI_HOME": str(home)},
+                      files=_carried(Path.home() / ".gemini", f"{SANDBOX_HOME}/.gemini"))
 
     def usage(self, output: str) -> dict[str, float | None] | None:
         stats = None
@@ -73,6 +94,17 @@ class _Gemini(Preset):
             elif _assistant_text(record) is not None:
                 chunks.append(_assistant_text(record) or "")
         return text_of("".join(chunks))
+
+
+def _carried(source: Path, target: str) -> dict[str, str]:
+    """The user's gemini files that a sandboxed agent's own home starts with."""
+    found = {}
+    for name in CARRIED:
+        try:
+            found[f"{target}/{name}"] = (source / name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+    return found
 
 
 def _assistant_text(record: dict[str, Any]) -> str | None:
