@@ -224,12 +224,10 @@ def _reports_markdown(doc: dict[str, Any]) -> list[str]:
 
 
 def _usage_line(doc: dict[str, Any]) -> list[str]:
-    used = [s["usage"] for s in doc["streams"] if s.get("usage")]
-    if not used:
-        return []
-    cost = sum(u.get("cost_usd", 0.0) for u in used)
-    turns = sum(u.get("turns", 0.0) for u in used)
-    return [f"- agents reported: {turns:.0f} turns, ${cost:.2f}"]
+    from worktree_runner.run.usage import describe_usage, total_usage
+
+    said = describe_usage(total_usage([s.get("usage") for s in doc["streams"]]))
+    return [f"- agents reported: {said}"] if said else []
 
 
 def _attention(doc: dict[str, Any], markdown: bool) -> list[str]:

@@ -41,6 +41,8 @@ def _template() -> Any:
     """Compiled once per process: the runner rewrites the page while the run goes."""
     import jinja2  # here, not at the top: commands that never report do not pay for it
 
+    from worktree_runner.run.usage import describe_usage
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("worktree_runner", "data"),
         autoescape=True,
@@ -48,6 +50,7 @@ def _template() -> Any:
         # compiled once per machine, not once per command (keyed on the template's source)
         bytecode_cache=jinja2.FileSystemBytecodeCache(),
     )
+    env.filters["usage"] = describe_usage
     return env.get_template("report.html.j2")
 
 

@@ -22,6 +22,7 @@ from worktree_runner.report.timeline import Row, build_timeline
 from worktree_runner.run.agent_report import report_document
 from worktree_runner.run.state import RunStore
 from worktree_runner.run.status import status_document
+from worktree_runner.run.usage import describe_usage, total_usage
 
 REFRESH_SECONDS = 5
 _LOG_TAIL_BYTES = 64 * 1024
@@ -79,7 +80,7 @@ class Report:
     critical: list[str]
     streams: list[StreamDetail]
     merge: MergeView
-    usage: dict[str, float] | None
+    usage: str | None  # what the agents said they used, in words
     eta: list[str]
 
 
@@ -167,12 +168,8 @@ def _duration(start: str | None, end: str | None, running: bool) -> str:
     return format_duration((finish - datetime.fromisoformat(start)).total_seconds())
 
 
-def _usage(streams: Iterable[dict[str, Any]]) -> dict[str, float] | None:
-    used = [s["usage"] for s in streams if s.get("usage")]
-    if not used:
-        return None
-    return {"turns": sum(u.get("turns", 0.0) for u in used),
-            "cost_usd": sum(u.get("cost_usd", 0.0) for u in used)}
+def _usage(streams: Iterable[dict[str, Any]]) -> str | None:
+    return describe_usage(total_usage([s.get("usage") for s in streams]))
 
 
 # -- one stream -----------------------------------------------------------------------------

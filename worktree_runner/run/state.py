@@ -139,7 +139,7 @@ class StreamRecord:
     pid_start: int | None = None
     agent_started: float | None = None
     log_start: int | None = None
-    usage: dict[str, float] | None = None
+    usage: dict[str, float | None] | None = None  # input_tokens, output_tokens, cost_usd, turns
     prepared: bool = False
     adopted: bool = False
     blocked_by: str | None = None

@@ -57,3 +57,26 @@ def _plus(a: float | None, b: float | None) -> float | None:
     if a is None:
         return b
     return a if b is None else a + b
+
+
+def total_usage(used: list[Usage | None]) -> Usage | None:
+    """Usage summed over streams (as over attempts)."""
+    total: Usage | None = None
+    for usage in used:
+        total = add_usage(total, usage)
+    return total
+
+
+def describe_usage(usage: Usage | None) -> str | None:
+    """"1,200 input tokens, 34 output tokens, $0.25, 6 turns": what is known of it."""
+    if not usage:
+        return None
+    parts = []
+    for key, label in (("input_tokens", "input tokens"), ("output_tokens", "output tokens")):
+        if usage.get(key) is not None:
+            parts.append(f"{usage[key]:,.0f} {label}")
+    if usage.get("cost_usd") is not None:
+        parts.append(f"${usage['cost_usd']:.2f}")
+    if usage.get("turns") is not None:
+        parts.append(f"{usage['turns']:.0f} turns")
+    return ", ".join(parts) or "nothing said"
