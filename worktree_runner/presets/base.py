@@ -33,6 +33,9 @@ class StreamFacts:
     run_state_dir: Path  # the run's state folder (WTR_STATE_DIR: progress, events)
     locks_dir: Path  # where `wtr lock` keeps its locks
     as_root: bool = False
+    # Under wtr's bubblewrap (``sandbox: true``): HOME and everything outside the paths above
+    # are read-only, so a CLI that writes its own state under HOME must be given another home.
+    sandbox: bool = False
 
 
 @dataclass(frozen=True)

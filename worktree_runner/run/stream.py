@@ -9,8 +9,8 @@ import shutil
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -434,7 +434,8 @@ def _launch(ctx: RunContext, stream: Stream) -> Launch | None:
         stream=stream.name, worktree=worktree, state_dir=state,
         git_dir=git.git_dir_of(worktree), git_common_dir=ctx.repo.common_dir,
         scope=stream.scope, wtr_bin=ctx.bin_dir, run_state_dir=ctx.store.dir,
-        locks_dir=ctx.repo.state_dir / "locks", as_root=os.geteuid() == 0))
+        locks_dir=ctx.repo.state_dir / "locks", as_root=os.geteuid() == 0,
+        sandbox=stream.sandbox))
     for file_name, text in launch.files.items():
         write_text_atomic(state / file_name, text, 0o600)
     return launch
