@@ -118,6 +118,11 @@ class Preset:
         """The agent's last word in the attempt's output (for its report), or None."""
         return None
 
+    def denials(self, output: str) -> list[str]:
+        """Tool calls the CLI refused the agent in the attempt, one line each: work the
+        agent may say it did and did not."""
+        return []
+
     def version_of(self, text: str) -> str | None:
         """The version in what ``version_argv`` printed."""
         match = re.search(r"\d+\.\d+\.\d+", text)

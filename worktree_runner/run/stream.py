@@ -497,10 +497,24 @@ def _finish_attempt(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Fail
     used = preset.usage(output) if preset is not None else generic_usage(output)
     if fill_from_final_message(ctx.store, stream.name, output, preset):
         ctx.store.event("report_filled", stream=stream.name)
+    _note_denials(ctx, stream.name, preset.denials(output) if preset is not None else [])
     ctx.store.update_stream(stream.name, "agent_exited", exit_code=agent.exit_code(), pid=None,
                             adopted=False,
                             usage=add_usage(record.usage, used))
     return failure or _check_work(ctx, stream)
+
+
+def _note_denials(ctx: RunContext, name: str, denied: list[str]) -> None:
+    """Tool calls the agent's CLI refused it: a warning on the stream, so that an agent
+    that says it ran the tests or committed, and was not allowed to, is not believed."""
+    if not denied:
+        return
+    shown = "; ".join(denied[:5]) + (f" (+{len(denied) - 5} more)" if len(denied) > 5 else "")
+    message = f"its CLI refused the agent {plural(len(denied), 'tool call')}: {shown}"
+    warnings = ctx.store.record.streams[name].warnings
+    ctx.store.update_stream(name, "tools_denied",
+                            warnings=[*warnings, {"kind": "denied", "message": message}])
+    _append_log(ctx, name, f"wtr: {message}")
 
 
 def _attempt_end(ctx: RunContext, name: str, failure: Failure | None) -> str:
@@ -609,7 +623,9 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
     among them), some change made unless allowed, then verify must pass."""
     name, worktree, branch = stream.name, ctx.worktree(stream.name), ctx.branch(stream.name)
     failure, warnings = _check_history(ctx, stream)
-    ctx.store.update_stream(name, "history_checked" if warnings else None, warnings=warnings)
+    others = [w for w in ctx.store.record.streams[name].warnings if w.get("kind") != "history"]
+    ctx.store.update_stream(name, "history_checked" if warnings else None,
+                            warnings=[*others, *warnings])
     if failure is not None:
         return failure
     if git.commit_all(ctx.repo, worktree, f"{name}: work left uncommitted by the agent",
