@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.conformance import harness
 from tests.conformance.harness import VARIANTS, Outcome, cli_bin_dir, git, run_conformance
 from tests.conformance.modelserver import INPUT_TOKENS, OUTPUT_TOKENS, ModelServer, Script
 from tests.gitrepo import IDENTITY
@@ -54,7 +55,12 @@ def gateway(url: str, home: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_aider_conformance(variant: str) -> None:
+def test_aider_conformance(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if variant == "sandbox":
+        # With HOME under /tmp, bubblewrap's private /tmp hides it: no git identity, and
+        # aider's attempt to write one into the repository's config is refused (exit 1).
+        # A real HOME stays visible (read-only) in the sandbox.
+        monkeypatch.setattr(harness, "_in_tmp", harness._outside_tmp)
     outcome = run_conformance("aider", variant, gateway, turns=aider_turns(),
                               agent={"args": ARGS})
     outcome.assert_standard(shell=False)
@@ -74,6 +80,7 @@ def _assert_aider_stream(outcome: Outcome, name: str) -> None:
     tip = f"wtr/{outcome.status['run']}/{name}"
     assert set(outcome.git("ls-tree", "-r", "--name-only", tip).split()) == {
         "README.md", "run_tests.py", "src/common.py", f"src/{name}/feature.py"}
+    assert "Your Name" not in (outcome.ws.repo / ".git" / "config").read_text()
     state = next(outcome.ws.repo.glob(f".git/worktree-runner/runs/*/streams/{name}"))
     assert (state / "aider.chat.history.md").is_file()
 

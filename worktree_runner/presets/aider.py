@@ -22,6 +22,7 @@ its weak model are counted in neither.
 from __future__ import annotations
 
 import re
+from types import MappingProxyType
 from typing import Any
 
 from worktree_runner.presets.base import (
@@ -74,6 +75,10 @@ class _Aider(Preset):
         "'you@example.com' there, for every worktree; under sandbox: true that write is "
         "refused and aider exits 1. Configure a git identity",
     )
+    refused = MappingProxyType({
+        "--gitignore": "aider then adds .aider* to the worktree's .gitignore, a file outside "
+                       "the stream's files: the stream would fail its ownership check",
+    })
     cannot = (
         "run shell commands the model suggests (--yes-always never runs them): no "
         "wtr progress, no wtr lock, no git beyond its own commits",
