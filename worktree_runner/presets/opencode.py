@@ -1,8 +1,63 @@
-"""The opencode preset: opencode run unattended in a stream's worktree."""
+"""The opencode preset: ``opencode run`` unattended in a stream's worktree.
+
+opencode works in the folder ``--dir`` names, else in ``$PWD`` (not its cwd): left to the
+caller's ``PWD`` it edited and committed in the user's checkout. ``--dir {worktree}``
+names the worktree whatever the environment says.
+
+Its approvals come from a config file of this run (``OPENCODE_CONFIG``, in the stream's
+state folder; the user's own config is read, never written): edits, shell commands and
+paths outside the worktree are allowed, since ``opencode run`` rejects what would need
+asking. The repository's own ``opencode.json`` and ``.opencode/`` are not loaded
+(``OPENCODE_DISABLE_PROJECT_CONFIG``): opencode writes ``.gitignore`` into every
+``.opencode/`` folder it loads and installs ``@opencode-ai/plugin`` there from npm. Update
+checks, sharing, the models.dev fetch (its bundled model list is used), LSP downloads, the
+formatters and the undo snapshots are off; ``--title`` spares the title request.
+
+``--format json`` prints one event a line; each ``step_finish`` is one model reply with
+its tokens and cost, the last ``text`` is the final message. opencode prices a reply from
+its model list and writes cost 0 for a model it has no price for, so a total of 0 for
+tokens used is unknown, not free.
+
+Under ``sandbox: true`` HOME is read-only and opencode cannot start without writing its
+log, database and locks there: its data and state folders (``XDG_DATA_HOME``,
+``XDG_STATE_HOME``) are then the stream's state folder.
+"""
 
 from __future__ import annotations
 
-from worktree_runner.presets.base import Preset
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from worktree_runner.presets.base import (
+    Launch,
+    Preset,
+    StreamFacts,
+    json_lines,
+    number,
+    text_of,
+    usage_record,
+)
+
+CONFIG_FILE = "opencode.json"
+DATA_DIR = "opencode-data"  # XDG_DATA_HOME under sandbox: true
+STATE_DIR = "opencode-state"  # XDG_STATE_HOME under sandbox: true
+QUIET = {
+    "OPENCODE_DISABLE_AUTOUPDATE": "1",
+    "OPENCODE_DISABLE_MODELS_FETCH": "1",
+    "OPENCODE_DISABLE_SHARE": "1",
+    "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+    "OPENCODE_DISABLE_PROJECT_CONFIG": "1",
+}
+RUN_CONFIG = {
+    "$schema": "https://opencode.ai/config.json",
+    "autoupdate": False,
+    "share": "disabled",
+    "snapshot": False,
+    "lsp": False,
+    "formatter": False,
+    "permission": {"edit": "allow", "bash": "allow", "external_directory": "allow"},
+}
 
 
 class _Opencode(Preset):
@@ -10,8 +65,68 @@ class _Opencode(Preset):
     program = "opencode"
     package = "npm:opencode-ai"
     pinned = "1.18.33"
-    tested = ("1.18.33", "1.18.33.post1")
-    argv = ("opencode", "run", "{prompt}")
+    tested = ("1.18.33", "1.18.34")
+    argv = ("opencode", "run", "--dir", "{worktree}", "--format", "json",
+            "--title", "wtr {stream}", "{prompt}")
+    # Nothing required: opencode's own provider has free models, and a provider's key may
+    # be a variable, a login (`opencode auth login`) or a line of the user's config.
+    needs_env = ()
+    credentials = ()
+    leftovers = ("none in the worktree: the repository's opencode.json and .opencode/ are "
+                 "not loaded (opencode would write .opencode/.gitignore and install "
+                 "@opencode-ai/plugin there); its sessions, log and locks go to "
+                 "~/.local/share/opencode and ~/.local/state/opencode (to the stream's "
+                 "state folder under sandbox: true)",)
+    cannot = ("use the repository's own opencode.json or .opencode/ (commands, agents, "
+              "plugins): put what the streams need in the user's config or the plan's args",
+              "under sandbox: true, use a login kept by `opencode auth login` (its data "
+              "folder is then the stream's state folder): give the provider's key by variable "
+              "or in ~/.config/opencode/opencode.json")
+    permissions = ("edits, shell commands and paths outside the worktree are allowed without "
+                   "asking (permission: allow in this run's config): the agent runs its tests, "
+                   "git commit, wtr progress and wtr lock, and a shell command can write "
+                   "anywhere the user can: pair it with sandbox: true.")
+
+    def launch(self, facts: StreamFacts) -> Launch:
+        env = {**QUIET, "OPENCODE_CONFIG": str(facts.state_dir / CONFIG_FILE)}
+        if getattr(facts, "sandbox", False):
+            env["XDG_DATA_HOME"] = str(facts.state_dir / DATA_DIR)
+            env["XDG_STATE_HOME"] = str(facts.state_dir / STATE_DIR)
+        return Launch(self.argv, env, {CONFIG_FILE: json.dumps(RUN_CONFIG, indent=1)})
+
+    def usage(self, output: str) -> dict[str, float | None] | None:
+        steps = [_mapping(e.get("part")) for e in _events(output, "step_finish")]
+        if not steps:
+            return None
+        tokens = [_mapping(step.get("tokens")) for step in steps]
+        spent = _total(t.get("input") for t in tokens) + _total(
+            _mapping(t.get("cache")).get(k) for t in tokens for k in ("read", "write"))
+        said = _total(t.get("output") for t in tokens) + _total(
+            t.get("reasoning") for t in tokens)
+        cost = _total(step.get("cost") for step in steps)
+        return usage_record(_known(tokens, "input", spent), _known(tokens, "output", said),
+                            cost if cost > 0 else None, len(steps))
+
+    def final_message(self, output: str) -> str | None:
+        texts = [_mapping(e.get("part")).get("text") for e in _events(output, "text")]
+        return text_of(texts[-1]) if texts else None
+
+
+def _events(output: str, kind: str) -> Iterator[dict[str, Any]]:
+    return (e for e in json_lines(output) if e.get("type") == kind)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _total(values: Iterator[Any]) -> float:
+    return sum(n for n in map(number, values) if n is not None)
+
+
+def _known(tokens: list[dict[str, Any]], key: str, total: float) -> float | None:
+    """``total`` when at least one reply said ``key``, else unknown."""
+    return total if any(number(t.get(key)) is not None for t in tokens) else None
 
 
 OPENCODE = _Opencode()
