@@ -9,7 +9,8 @@ progress, lock, report and usage recorded.
 Variants (``VARIANTS``): ``checkout`` runs from the user's main checkout, as root;
 ``elsewhere`` puts the repository and HOME outside /tmp and runs from another repository
 (a decoy that must stay untouched), naming the repository with ``--repo``; ``nonroot``
-runs wtr as an unprivileged user; ``sandbox`` sets ``sandbox: true`` (bubblewrap).
+runs wtr as an unprivileged user; ``sandbox`` sets ``sandbox: true`` (bubblewrap). Only
+``checkout`` keeps its folders under /tmp.
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def workspace(variant: str) -> Workspace:
     if variant == "sandbox" and shutil.which("bwrap") is None:
         loud_skip("bubblewrap (bwrap) is missing: the sandbox variant cannot run")
     user = _unprivileged_user() if variant == "nonroot" else None
-    root = _outside_tmp() if variant in ("elsewhere", "nonroot") else _in_tmp()
+    # (the sandbox gives the agent a private /tmp: a HOME under /tmp would vanish there)
+    root = _in_tmp() if variant == "checkout" else _outside_tmp()
     repo = root / "repo"
     _make_repo(repo, {"README.md": "# conformance\n", "run_tests.py": RUN_TESTS,
                       "src/common.py": "COMMON = 1\n"})
@@ -254,7 +256,9 @@ def _wtr_argv(ws: Workspace, *args: str) -> list[str]:
     if ws.user is None:
         return [sys.executable, "-m", "worktree_runner", *args]
     python = str(install.deps_venv() / "bin" / "python")
-    return ["runuser", "-u", ws.user, "--", python, "-m", "worktree_runner", *args]
+    # -p: keep the environment given (runuser would set HOME to the user's own)
+    runuser = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin") or "runuser"
+    return [runuser, "-p", "-u", ws.user, "--", python, "-m", "worktree_runner", *args]
 
 
 def _environment(ws: Workspace, bin_dir: Path, extra: Mapping[str, str]) -> dict[str, str]:
