@@ -70,7 +70,7 @@ class _Gemini(Preset):
                    "sandbox: true")
 
     def launch(self, facts: StreamFacts) -> Launch:
-        if not getattr(facts, "sandbox", False):
+        if not facts.sandbox:
             return Launch(self.argv)
         home = facts.state_dir / SANDBOX_HOME
         return Launch(self.argv, env={"GEMINI_CLI_HOME": str(home)},
