@@ -60,7 +60,7 @@ class _Claude(Preset):
         env = {"DISABLE_AUTOUPDATER": "1"}
         if facts.as_root:
             env["IS_SANDBOX"] = "1"
-        if getattr(facts, "sandbox", False):
+        if facts.sandbox:
             env["CLAUDE_CONFIG_DIR"] = str(facts.state_dir / CONFIG_DIR)
         files = {SETTINGS_FILE: self.settings(facts), SCOPE_FILE: scope_of(facts).dump()}
         return Launch((*self.argv, "--settings", str(settings)), env, files)
