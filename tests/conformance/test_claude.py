@@ -64,8 +64,10 @@ def test_claude_does_the_standard_work_through_wtr_run(variant: str) -> None:
         assert CLAUDE.denials(outcome.log(name)) == []
 
 
-def test_a_write_outside_the_streams_files_is_refused_and_the_agent_is_told() -> None:
-    outcome = run_conformance("claude", "checkout", gateway, turns=HOOK_TURNS + standard_turns())
+@pytest.mark.parametrize("variant", ["checkout", "sandbox"])
+def test_a_write_outside_the_streams_files_is_refused_and_the_agent_is_told(
+        variant: str) -> None:
+    outcome = run_conformance("claude", variant, gateway, turns=HOOK_TURNS + standard_turns())
     outcome.assert_standard()
     sent = outcome.server.sent_back()
     assert "README.md is not yours: stream 'alpha' owns only src/alpha/**" in sent
