@@ -3,8 +3,8 @@
 Aider has no shell tool: it edits files through edit blocks in the model's text and
 commits each edit itself. ``--yes-always`` never runs a shell command the model suggests,
 so it cannot run ``wtr progress`` or ``wtr lock``; it runs the project's tests only through
-``--test-cmd`` with ``--auto-test`` (given in the plan's ``args``), feeding a failure back
-to the model.
+``--test-cmd`` with ``--auto-test``: the stream's ``verify`` commands (or what ``args``
+give), a failure fed back to the model.
 
 Left to its defaults it writes into the worktree: ``.gitignore`` (``.aider*`` added), its
 chat and input histories and its repo-map cache ``.aider.tags.cache.v4/``. The histories go
@@ -82,8 +82,8 @@ class _Aider(Preset):
     cannot = (
         "run shell commands the model suggests (--yes-always never runs them): no "
         "wtr progress, no wtr lock, no git beyond its own commits",
-        "run the tests unless args give --test-cmd CMD (with --auto-test, a failure is fed "
-        "back to the model)",
+        "run tests other than the stream's verify commands (its --test-cmd, with "
+        "--auto-test: a failure is fed back to the model; args may give another)",
         "write WTR_REPORT: the report is its last reply",
     )
     permissions = ("--yes-always answers aider's questions (create a file, add a file to "
@@ -95,7 +95,11 @@ class _Aider(Preset):
         state = facts.state_dir
         files = ("--chat-history-file", str(state / CHAT_HISTORY),
                  "--input-history-file", str(state / INPUT_HISTORY))
-        return Launch((*self.argv, *files), env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+        # Aider runs no shell command of the model's; the stream's verify is its test command,
+        # run after each edit with the failures fed back to the model.
+        tests = ("--test-cmd", " && ".join(facts.verify), "--auto-test") if facts.verify else ()
+        return Launch((*self.argv, *files, *tests),
+                      env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
 
     def usage(self, output: str) -> dict[str, float | None] | None:
         sent = [r["properties"] for r in json_lines(output)

@@ -36,6 +36,7 @@ class StreamFacts:
     # Under wtr's bubblewrap (``sandbox: true``): HOME and everything outside the paths above
     # are read-only, so a CLI that writes its own state under HOME must be given another home.
     sandbox: bool = False
+    verify: tuple[str, ...] = ()  # the stream's verify commands (shell text, run in the worktree)
 
 
 @dataclass(frozen=True)

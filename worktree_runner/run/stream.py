@@ -435,7 +435,7 @@ def _launch(ctx: RunContext, stream: Stream) -> Launch | None:
         git_dir=git.git_dir_of(worktree), git_common_dir=ctx.repo.common_dir,
         scope=stream.scope, wtr_bin=ctx.bin_dir, run_state_dir=ctx.store.dir,
         locks_dir=ctx.repo.state_dir / "locks", as_root=os.geteuid() == 0,
-        sandbox=stream.sandbox))
+        sandbox=stream.sandbox, verify=stream.verify))
     for file_name, text in launch.files.items():
         write_text_atomic(state / file_name, text, 0o600)
     return launch
