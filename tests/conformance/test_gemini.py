@@ -5,9 +5,9 @@ Gemini is pointed at the scripted server as a user points it at a gateway:
 (0.61.0 refuses the "gateway" auth it would pick from the URL alone in headless mode) and
 its usage statistics to Google off there. Checked beyond the standard scenario: the usage
 its ``result`` line gives (every model request counted, cost and turns unknown), the report
-from its final message, its session records kept in ``~/.gemini`` and nothing left in the
-worktree, no request that left 127.0.0.1; and that the old argv stops at the folder-trust
-check in a fresh worktree.
+from its final message, its session records kept in ``~/.gemini`` (under the sandbox: in
+the stream's own gemini home, a real HOME being read-only there) and nothing left in the
+worktree; and that the old argv stops at the folder-trust check in a fresh worktree.
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ class _Gemini(Preset):
         "nothing in the worktree",
         "~/.gemini/tmp/<worktree name>/ and ~/.gemini/history/<worktree name>/: its session "
         "records, and the worktree's entry in ~/.gemini/projects.json (as for any folder "
-        "gemini runs in)",
+        "gemini runs in); under sandbox: true the same in the stream's state folder "
+        "(gemini-home/), ~/.gemini untouched",
     )
     cannot = (
         "use a Google login (oauth_creds.json), extensions or custom commands under "
@@ -63,6 +64,8 @@ class _Gemini(Preset):
         "refuse an edit outside the stream's files as it makes it: its BeforeTool hooks "
         "live only in settings files, none of them per run",
         "say what it cost, or how many turns it took",
+        "be kept from sending usage statistics to Google (play.googleapis.com) by a flag or "
+        "variable: only privacy.usageStatisticsEnabled: false in ~/.gemini/settings.json",
     )
     permissions = ("--approval-mode yolo runs every tool call (shell commands, file writes, "
                    "web fetches) without asking, and --skip-trust trusts the worktree (its "
@@ -91,8 +94,8 @@ class _Gemini(Preset):
         for record in json_lines(output):
             if record.get("type") in ("tool_use", "tool_result"):
                 chunks = []
-            elif _assistant_text(record) is not None:
-                chunks.append(_assistant_text(record) or "")
+            elif (text := _assistant_text(record)) is not None:
+                chunks.append(text)
         return text_of("".join(chunks))
 
 
