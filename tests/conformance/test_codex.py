@@ -9,6 +9,7 @@ codex's shell), usage from its ``turn.completed`` events, the report from its la
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from pathlib import Path
@@ -57,20 +58,17 @@ plugins = false
 
 def gateway(url: str, home: Path) -> dict[str, str]:
     """As a user points codex at a gateway: a model provider in ~/.codex/config.toml (no
-    plugin sync from GitHub, no analytics) and its key in the environment."""
+    plugin sync from GitHub, no analytics) and its key in the environment. CODEX_HOME names
+    that folder, so a HOME changed on the way (runuser) cannot send codex to its default
+    provider, the real service."""
     (home / ".codex").mkdir(exist_ok=True)
     (home / ".codex" / "config.toml").write_text(CONFIG.format(url=url))
-    return {"OPENAI_API_KEY": "sk-test"}
-
-
-def plan_extra(variant: str) -> dict[str, Any]:
-    # codex writes its home at start: under bubblewrap it must be one of the writable paths
-    return {"writable": ["~/.codex"]} if variant == "sandbox" else {}
+    return {"OPENAI_API_KEY": "sk-test", "CODEX_HOME": str(home / ".codex")}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_codex_conformance(variant: str) -> None:
-    outcome = run_conformance("codex", variant, gateway, plan_extra=plan_extra(variant))
+    outcome = run_conformance("codex", variant, gateway)
     outcome.assert_standard()
     for name in ("alpha", "beta"):
         _assert_codex_stream(outcome, name)
@@ -81,10 +79,15 @@ def _assert_codex_stream(outcome: Outcome, name: str) -> None:
     assert stream["usage"] == {"input_tokens": REQUESTS * INPUT_TOKENS,
                                "output_tokens": REQUESTS * OUTPUT_TOKENS,
                                "cost_usd": None, "turns": 1}, stream["usage"]
-    assert stream["report"]["text"].startswith(f"REPORT {name}: added"), stream["report"]
+    assert stream["report"]["filled"], stream["report"]  # from codex's last agent_message
+    assert stream["report"]["text"].rstrip().endswith(
+        f"REPORT {name}: added src/{name}/feature.py; run_tests.py passed."), stream["report"]
     tip = f"wtr/{outcome.status['run']}/{name}"
     assert set(outcome.git("ls-tree", "-r", "--name-only", tip).split()) == {
         "README.md", "run_tests.py", "src/common.py", f"src/{name}/feature.py"}
+    state = next(outcome.ws.repo.glob(f".git/worktree-runner/runs/*/streams/{name}"))
+    sandboxed = outcome.variant == "sandbox"  # its home in the stream's folder, HOME read-only
+    assert (state / "codex-home" / "sessions").is_dir() == sandboxed, outcome.describe()
     worktree = Path(stream["worktree"]) if stream.get("worktree") else None
     if worktree is not None and worktree.is_dir():
         assert git(worktree, "status", "--porcelain", "--ignored") == "", outcome.describe()
@@ -117,6 +120,24 @@ def test_the_last_agent_message_is_the_final_one() -> None:
     other = '{"type":"item.completed","item":{"id":"j","type":"reasoning","text":"hmm"}}'
     output = "\n".join([said % "I look first.", other, said % "Done: all green.", other])
     assert CODEX.final_message(output) == "Done: all green."
+
+
+def test_under_the_sandbox_its_home_is_in_the_state_folder_without_the_login(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    user_home = tmp_path / "user-codex"
+    user_home.mkdir()
+    (user_home / "config.toml").write_text('model_provider = "gateway"\n')
+    (user_home / "auth.json").write_text('{"tokens": "secret"}')
+    monkeypatch.setenv("CODEX_HOME", str(user_home))
+    facts = StreamFacts(stream="alpha", worktree=tmp_path / "wt", state_dir=tmp_path / "st",
+                        git_dir=tmp_path / "g", git_common_dir=tmp_path / "c", scope=(),
+                        wtr_bin=tmp_path / "bin", run_state_dir=tmp_path,
+                        locks_dir=tmp_path / "locks")
+    plain = CODEX.launch(facts)
+    assert (plain.argv, dict(plain.env), dict(plain.files)) == (CODEX.argv, {}, {})
+    sandboxed = CODEX.launch(dataclasses.replace(facts, sandbox=True))
+    assert sandboxed.env == {"CODEX_HOME": str(facts.state_dir / "codex-home")}
+    assert sandboxed.files == {"codex-home/config.toml": 'model_provider = "gateway"\n'}
 
 
 def test_removed_approval_flags_are_refused_before_the_run() -> None:

@@ -3,14 +3,31 @@
 ``--json`` prints one event a line: ``turn.completed`` carries the turn's token usage
 (summed over its model requests), ``item.completed`` items of type ``agent_message`` the
 agent's words, the last of them its final message. Codex does not say what a run cost.
+
+Codex opens files in its home (``$CODEX_HOME``, else ``~/.codex``) for writing as it
+starts. Under ``sandbox: true`` (HOME read-only) its home is a folder in the stream's state
+holding a copy of the user's ``config.toml`` and ``AGENTS.md``; a login (``auth.json``) is
+not copied, the model provider's key comes from the environment there.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from worktree_runner.presets.base import Preset, json_lines, text_of, usage_record
+from worktree_runner.presets.base import (
+    Launch,
+    Preset,
+    StreamFacts,
+    json_lines,
+    text_of,
+    usage_record,
+)
+
+SANDBOX_HOME = "codex-home"  # CODEX_HOME in the stream's state folder, under sandbox: true
+CARRIED = ("config.toml", "AGENTS.md")
 
 
 class _Codex(Preset):
@@ -42,13 +59,24 @@ class _Codex(Preset):
         "--sandbox": "ignored: the preset's --dangerously-bypass-approvals-and-sandbox wins; "
                      "use agent.command to run codex in its own sandbox",
     })
-    leftovers = ("none in the worktree: sessions, logs and state go to ~/.codex "
-                 "($CODEX_HOME)",)
-    cannot = ("start under sandbox: true unless its home (~/.codex, or $CODEX_HOME) is in "
-              "the plan's writable paths: codex opens files there for writing at start",)
+    leftovers = ("none in the worktree: sessions, logs and state go to codex's home "
+                 "(~/.codex or $CODEX_HOME; the stream's state folder under sandbox: true)",)
+    cannot = ("use a ChatGPT login (auth.json) under sandbox: true: its home there is a "
+              "copy of config.toml and AGENTS.md; give the key in the environment "
+              "(OPENAI_API_KEY, CODEX_API_KEY or the provider's env_key)",
+              "say what it cost",)
     permissions = ("--dangerously-bypass-approvals-and-sandbox: codex asks for no approval "
                    "and runs the agent's commands without its own sandbox, with the rights of "
-                   "the user running wtr. Pair it with sandbox: true (writable: [\"~/.codex\"]).")
+                   "the user running wtr: pair it with sandbox: true. (Codex's own "
+                   "workspace-write sandbox keeps a linked worktree's git metadata read-only, "
+                   "and it does not nest inside bubblewrap.)")
+
+    def launch(self, facts: StreamFacts) -> Launch:
+        if not facts.sandbox:
+            return Launch(self.argv)
+        home = facts.state_dir / SANDBOX_HOME
+        return Launch(self.argv, env={"CODEX_HOME": str(home)},
+                      files=_carried(_user_home(), SANDBOX_HOME))
 
     def usage(self, output: str) -> dict[str, float | None] | None:
         """Tokens summed over the attempt's ``turn.completed`` events; turns = their count
@@ -69,6 +97,22 @@ class _Codex(Preset):
                     and item.get("type") == "agent_message"):
                 last = text_of(item.get("text")) or last
         return last
+
+
+def _user_home() -> Path:
+    configured = os.environ.get("CODEX_HOME")
+    return Path(configured) if configured else Path.home() / ".codex"
+
+
+def _carried(source: Path, target: str) -> dict[str, str]:
+    """The user's codex files that a sandboxed agent's own home starts with."""
+    found = {}
+    for name in CARRIED:
+        try:
+            found[f"{target}/{name}"] = (source / name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+    return found
 
 
 def _total(used: list[dict[str, Any]], key: str) -> int | None:
