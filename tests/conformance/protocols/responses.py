@@ -3,7 +3,9 @@
 A tool call is a ``function_call`` output item (or ``custom_tool_call`` for a freeform
 tool); a tool result comes back as a ``*_call_output`` input item, which is what the turn
 counter counts. The shell tool is whichever of codex's shell tools the request offers, its
-arguments shaped after that tool's parameters. ``GET /v1/models`` lists one model.
+arguments shaped after that tool's parameters. Codex 0.171.0 with a provider of the user's
+(``wire_api = "responses"``) sends nothing else: no model list, no token count, and
+requests over plain HTTP (no WebSocket, which it tries only for its built-in provider).
 """
 
 from __future__ import annotations
@@ -35,11 +37,9 @@ class ResponsesProtocol(Protocol):
     name = "responses"
 
     def matches(self, request: Request) -> bool:
-        return request.path.rstrip("/").endswith(("/responses", "/models"))
+        return request.method == "POST" and request.path.rstrip("/").endswith("/responses")
 
     def answer(self, request: Request, script: Script) -> Reply:
-        if request.path.rstrip("/").endswith("/models"):
-            return Reply.json(models())
         body = request.json if isinstance(request.json, dict) else {}
         tools = _tools(body)
         if not tools:
@@ -48,11 +48,6 @@ class ResponsesProtocol(Protocol):
             turn = script.turn(request.text, tool_results(body))
             items = [output_item(turn, tools)]
         return Reply.sse(stream(body, items))
-
-
-def models() -> dict[str, Any]:
-    return {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0,
-                                        "owned_by": "conformance"}]}
 
 
 def _tools(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
