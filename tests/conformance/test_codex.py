@@ -140,6 +140,26 @@ def test_under_the_sandbox_its_home_is_in_the_state_folder_without_the_login(
     assert sandboxed.files == {"codex-home/config.toml": 'model_provider = "gateway"\n'}
 
 
+def test_a_command_codex_refuses_is_reported_from_its_log() -> None:
+    output = (SAMPLES / "codex-refused.log").read_text()
+    assert CODEX.denials(output) == [
+        "codex refused `/bin/bash -c 'rm -f nothing.txt'`: rm -f style commands are not "
+        "permitted. Use a safer approach"]
+    assert CODEX.denials((SAMPLES / "codex-exec.jsonl").read_text()) == []
+
+
+def test_the_real_cli_refuses_rm_f_and_the_preset_says_so(tmp_path: Path) -> None:
+    """Codex refuses ``rm -f`` whatever the approvals, and its --json output shows no trace
+    of it: the refusal is found in what it logs."""
+    turns = [{"shell": "rm -f src/none.txt"}, {"text": "Removed it."}]
+    done, server, _ = _run_codex(tmp_path, turns, None)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "not permitted" in server.sent_back()
+    assert "rm -f" not in done.stdout
+    denied = CODEX.denials(done.stdout + done.stderr)  # the command in the user's shell
+    assert len(denied) == 1 and "-c 'rm -f src/none.txt'`: rm -f style" in denied[0], denied
+
+
 def test_removed_approval_flags_are_refused_before_the_run() -> None:
     for flag in ("--full-auto", "-a", "--ask-for-approval"):
         assert flag in CODEX.refused, flag

@@ -13,6 +13,7 @@ not copied, the model provider's key comes from the environment there.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -28,6 +29,10 @@ from worktree_runner.presets.base import (
 
 SANDBOX_HOME = "codex-home"  # CODEX_HOME in the stream's state folder, under sandbox: true
 CARRIED = ("config.toml", "AGENTS.md")
+# What codex logs (stderr) when it refuses a command even with approvals bypassed (its
+# built-in rules, e.g. `rm -f`, or the user's .rules): --json shows no item for it.
+REFUSED = re.compile(r'codex_core::tools::router: error=.*?Rejected\(\\"`(?P<command>.*?)` '
+                     r'rejected: (?P<why>.*?)\\"\)')
 
 
 class _Codex(Preset):
@@ -64,6 +69,9 @@ class _Codex(Preset):
     cannot = ("use a ChatGPT login (auth.json) under sandbox: true: its home there is a "
               "copy of config.toml and AGENTS.md; give the key in the environment "
               "(OPENAI_API_KEY, CODEX_API_KEY or the provider's env_key)",
+              "run what its own rules forbid even with approvals bypassed (0.171.0: `rm -f` "
+              "style commands; the user's .rules): the refusal is read from its log and "
+              "reported, the agent is told to find another way",
               "say what it cost",)
     permissions = ("--dangerously-bypass-approvals-and-sandbox: codex asks for no approval "
                    "and runs the agent's commands without its own sandbox, with the rights of "
@@ -88,6 +96,10 @@ class _Codex(Preset):
             return None
         return usage_record(_total(used, "input_tokens"), _total(used, "output_tokens"),
                             None, len(used))
+
+    def denials(self, output: str) -> list[str]:
+        return [f"codex refused `{found['command']}`: {found['why']}"
+                for found in REFUSED.finditer(output)]
 
     def final_message(self, output: str) -> str | None:
         last = None
