@@ -87,15 +87,16 @@ class _Codex(Preset):
                       files=_carried(_user_home(), SANDBOX_HOME))
 
     def usage(self, output: str) -> dict[str, float | None] | None:
-        """Tokens summed over the attempt's ``turn.completed`` events; turns = their count
-        (codex's turn: one prompt worked to its end, however many model requests it took)."""
+        """Tokens summed over the attempt's ``turn.completed`` events. Turns stay unknown:
+        codex's turn is one prompt worked to its end, however many model round trips it
+        took, and ``turns`` counts round trips (as claude's ``num_turns`` does)."""
         used = [record["usage"] for record in json_lines(output)
                 if record.get("type") == "turn.completed" and isinstance(record.get("usage"),
                                                                          dict)]
         if not used:
             return None
         return usage_record(_total(used, "input_tokens"), _total(used, "output_tokens"),
-                            None, len(used))
+                            None, None)
 
     def denials(self, output: str) -> list[str]:
         return [f"codex refused `{found['command']}`: {found['why']}"
