@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +33,14 @@ from tests.conformance.modelserver import INPUT_TOKENS, OUTPUT_TOKENS, ModelServ
 from tests.conformance.protocols.chat import PROTOCOL
 from tests.gitrepo import isolated_git_env
 from worktree_runner.presets import PRESETS, StreamFacts
-from worktree_runner.presets.opencode import CONFIG_FILE
+from worktree_runner.presets.opencode import CONFIG_FILE, DATA_DIR, DATABASE
+from worktree_runner.sandbox import Layout, wrap
 
 OPENCODE = PRESETS["opencode"]
 SAMPLES = Path(__file__).parent / "samples"
 PROVIDER = "gateway"
 MODEL = "scripted"
+CONFIG_GITIGNORE = "node_modules\npackage.json\npackage-lock.json\nbun.lock\n.gitignore"
 OLD_ARGV = ("opencode", "run", "{prompt}")  # the preset before it was a table of facts
 
 
@@ -50,21 +54,17 @@ def gateway_config(url: str) -> dict[str, Any]:
 
 def gateway(url: str, home: Path) -> dict[str, str]:
     """opencode pointed at a gateway as a user does it: an OpenAI-compatible provider and
-    its model in the user's config. The config folder holds what opencode installs there
-    on its first start (``@opencode-ai/plugin``, from npm), as for a user who ran it once."""
+    its model in the user's config. The config folder holds what opencode writes there on
+    its first start (``.gitignore``; ``@opencode-ai/plugin`` from npm), as for a user who
+    ran it once."""
     folder = home / ".config" / "opencode"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "opencode.json").write_text(json.dumps(gateway_config(url), indent=1))
     (folder / "node_modules").mkdir(exist_ok=True)
     lock = {"packages": {"": {"dependencies": {"@opencode-ai/plugin": OPENCODE.pinned}}}}
     (folder / "package-lock.json").write_text(json.dumps(lock))
+    (folder / ".gitignore").write_text(CONFIG_GITIGNORE)
     return {}
-
-
-def gateway_by_variable(url: str, home: Path) -> dict[str, str]:
-    """The same gateway given in ``OPENCODE_CONFIG_CONTENT``: the sandbox variant's HOME
-    lies under /tmp, which the sandbox replaces with an empty one."""
-    return {"OPENCODE_CONFIG_CONTENT": json.dumps(gateway_config(url))}
 
 
 # -- through wtr run ---------------------------------------------------------------------
@@ -72,8 +72,7 @@ def gateway_by_variable(url: str, home: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_opencode_does_the_standard_work_through_wtr_run(variant: str) -> None:
-    outcome = run_conformance("opencode", variant,
-                              gateway_by_variable if variant == "sandbox" else gateway)
+    outcome = run_conformance("opencode", variant, gateway)
     outcome.assert_standard()
     replies = len(standard_turns())  # one model reply a turn: 5 tool calls, 1 final text
     for name in STREAMS:
@@ -81,6 +80,10 @@ def test_opencode_does_the_standard_work_through_wtr_run(variant: str) -> None:
         assert usage == {"input_tokens": replies * INPUT_TOKENS,
                          "output_tokens": replies * OUTPUT_TOKENS,
                          "cost_usd": None, "turns": replies}, usage
+        assert OPENCODE.denials(outcome.log(name)) == []
+    # its sessions, log and locks: in HOME, or in the streams' folders under the sandbox
+    assert (outcome.ws.home / ".local" / "share" / "opencode").exists() == (
+        variant != "sandbox")
 
 
 # -- the CLI alone, started as the preset starts it ----------------------------------------
@@ -186,4 +189,75 @@ def test_nothing_is_left_in_the_worktree_even_beside_a_dot_opencode_folder(
     assert git(worktree, "status", "--porcelain", "--ignored") == ""
     found = sorted(str(p.relative_to(worktree)) for p in (worktree / ".opencode").rglob("*"))
     assert found == [".opencode/command", ".opencode/command/hi.md"]
-    assert sorted(p.name for p in alone.facts.state_dir.iterdir()) == [CONFIG_FILE]
+    assert {p.name for p in alone.facts.state_dir.iterdir()} <= {
+        CONFIG_FILE, DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm"}
+
+
+def test_under_wtrs_sandbox_its_data_goes_to_the_streams_folder() -> None:
+    # HOME is read-only there: opencode, which writes its log, database and locks under
+    # ~/.local, stopped at once ("FileSystem.open (.../opencode/log/opencode.log)").
+    root = Path(tempfile.mkdtemp(prefix="wtr-opencode-", dir="/var/tmp"))  # /tmp is hidden
+    try:
+        facts = replace(_facts(root), sandbox=True)
+        launch = OPENCODE.launch(facts)
+        for name, text in launch.files.items():
+            (facts.state_dir / name).write_text(text)
+        layout = Layout(facts.worktree, facts.worktree / ".git", facts.worktree / ".git",
+                        "refs/heads/main", facts.state_dir, facts.locks_dir, (), ())
+        alone = _opencode(root, launch.argv, dict(launch.env), facts, COMMIT_TURNS,
+                          wrap=lambda argv: wrap(list(argv), layout))
+        assert alone.done.returncode == 0, alone.done.stderr
+        assert alone.subjects(facts.worktree)[0] == "alpha: x"
+        assert (facts.state_dir / DATA_DIR / "opencode" / "log").is_dir()
+        assert not (root / "home" / ".local").exists()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- the preset's facts and parsers ---------------------------------------------------------
+
+
+def test_the_run_config_goes_to_the_streams_folder_and_the_worktree_is_named(
+        tmp_path: Path) -> None:
+    facts = _facts(tmp_path)
+    launch = OPENCODE.launch(facts)
+    argv = launch.argv
+    assert argv[:2] == ("opencode", "run") and argv[-1] == "{prompt}"
+    assert argv[argv.index("--dir") + 1] == "{worktree}"
+    assert argv[argv.index("--format") + 1] == "json"
+    assert launch.env["OPENCODE_CONFIG"] == str(facts.state_dir / CONFIG_FILE)
+    assert launch.env["OPENCODE_DB"] == str(facts.state_dir / DATABASE)
+    assert set(launch.files) == {CONFIG_FILE}
+    config = json.loads(launch.files[CONFIG_FILE])
+    assert config["permission"] == {"edit": "allow", "bash": "allow",
+                                    "external_directory": "allow"}
+    assert config["share"] == "disabled" and config["autoupdate"] is False
+    for name in ("OPENCODE_DISABLE_AUTOUPDATE", "OPENCODE_DISABLE_MODELS_FETCH",
+                 "OPENCODE_DISABLE_PROJECT_CONFIG"):
+        assert launch.env[name] == "1"
+    assert not any(name.startswith("XDG_") for name in launch.env)  # only under sandbox
+
+
+def test_usage_final_message_and_denials_from_captured_output() -> None:
+    run = (SAMPLES / "opencode-run.jsonl").read_text()
+    # opencode's cost is 0 for a model it has no price for: unknown, not free
+    assert OPENCODE.usage(run) == {"input_tokens": 3 * INPUT_TOKENS,
+                                   "output_tokens": 3 * OUTPUT_TOKENS,
+                                   "cost_usd": None, "turns": 3}
+    assert OPENCODE.final_message(run) == "Done: committed src/alpha/x.py."
+    assert OPENCODE.denials(run) == []
+    priced = (SAMPLES / "opencode-run-priced.jsonl").read_text()  # $3 / $15 a million
+    assert (OPENCODE.usage(priced) or {})["cost_usd"] == pytest.approx(3 * 0.00411)
+    denied = (SAMPLES / "opencode-denied.jsonl").read_text()
+    assert OPENCODE.denials(denied) == [
+        "bash: git add src/alpha && git commit -q -m 'alpha: x' && echo COMMITTED"]
+    assert OPENCODE.final_message(denied) == "Done: committed src/alpha/x.py."
+
+
+def test_output_without_replies_says_nothing() -> None:
+    unreachable = (SAMPLES / "opencode-unreachable.jsonl").read_text()
+    for output in ("", "not json\n", unreachable):
+        assert OPENCODE.usage(output) is None and OPENCODE.final_message(output) is None
+    partial = json.dumps({"type": "step_finish", "part": {"tokens": {"output": 5}}})
+    assert OPENCODE.usage(partial) == {"input_tokens": None, "output_tokens": 5,
+                                       "cost_usd": None, "turns": 1}

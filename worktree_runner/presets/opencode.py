@@ -11,22 +11,28 @@ asking. The repository's own ``opencode.json`` and ``.opencode/`` are not loaded
 (``OPENCODE_DISABLE_PROJECT_CONFIG``): opencode writes ``.gitignore`` into every
 ``.opencode/`` folder it loads and installs ``@opencode-ai/plugin`` there from npm. Update
 checks, sharing, the models.dev fetch (its bundled model list is used), LSP downloads, the
-formatters and the undo snapshots are off; ``--title`` spares the title request.
+formatters and the undo snapshots are off; ``--title`` spares the title request. Each
+stream keeps its sessions in its own database (``OPENCODE_DB``): two opencode starting at
+once on a new shared database both create its tables, and one fails.
 
 ``--format json`` prints one event a line; each ``step_finish`` is one model reply with
-its tokens and cost, the last ``text`` is the final message. opencode prices a reply from
+its tokens and cost, the last ``text`` is the final message, and a ``tool_use`` whose
+state is an error "... this specific tool call" was refused by a permission rule (one the
+user's own config can still set). opencode prices a reply from
 its model list and writes cost 0 for a model it has no price for, so a total of 0 for
 tokens used is unknown, not free.
 
 Under ``sandbox: true`` HOME is read-only and opencode cannot start without writing its
-log, database and locks there: its data and state folders (``XDG_DATA_HOME``,
-``XDG_STATE_HOME``) are then the stream's state folder.
+log, database, locks and cache there: its data, state and cache folders
+(``XDG_DATA_HOME``, ``XDG_STATE_HOME``, ``XDG_CACHE_HOME``) are then in the stream's state
+folder, for the commands the agent runs too.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from types import MappingProxyType
 from typing import Any
 
 from worktree_runner.presets.base import (
@@ -40,8 +46,11 @@ from worktree_runner.presets.base import (
 )
 
 CONFIG_FILE = "opencode.json"
+DATABASE = "opencode.db"  # OPENCODE_DB: the stream's own sessions
+DENIED = "this specific tool call"  # in both of opencode's refusals: a rule, a rejection
 DATA_DIR = "opencode-data"  # XDG_DATA_HOME under sandbox: true
 STATE_DIR = "opencode-state"  # XDG_STATE_HOME under sandbox: true
+CACHE_DIR = "opencode-cache"  # XDG_CACHE_HOME under sandbox: true
 QUIET = {
     "OPENCODE_DISABLE_AUTOUPDATE": "1",
     "OPENCODE_DISABLE_MODELS_FETCH": "1",
@@ -74,24 +83,38 @@ class _Opencode(Preset):
     credentials = ()
     leftovers = ("none in the worktree: the repository's opencode.json and .opencode/ are "
                  "not loaded (opencode would write .opencode/.gitignore and install "
-                 "@opencode-ai/plugin there); its sessions, log and locks go to "
-                 "~/.local/share/opencode and ~/.local/state/opencode (to the stream's "
-                 "state folder under sandbox: true)",)
+                 "@opencode-ai/plugin there); its sessions go to the stream's state folder "
+                 "(opencode.db), its log and locks to ~/.local/share/opencode and "
+                 "~/.local/state/opencode (to the stream's state folder under sandbox: true)",)
     cannot = ("use the repository's own opencode.json or .opencode/ (commands, agents, "
               "plugins): put what the streams need in the user's config or the plan's args",
               "under sandbox: true, use a login kept by `opencode auth login` (its data "
-              "folder is then the stream's state folder): give the provider's key by variable "
-              "or in ~/.config/opencode/opencode.json")
+              "folder is then in the stream's state folder): give the provider's key by "
+              "variable or in ~/.config/opencode/opencode.json",
+              "under sandbox: true, start without a ~/.config/opencode it has started with "
+              "before: it creates the folder and writes .gitignore there first (run opencode "
+              "once, or add the folder to the plan's writable)")
+    refused = MappingProxyType({
+        "--dir": "the preset names the stream's worktree with --dir, and opencode fails at "
+                 "start when it is given twice",
+        "--attach": "the agent would run on another opencode server, not in the worktree",
+        "--format": "the preset reads usage and the final message from --format json "
+                    "(given twice, opencode fails at start)",
+        "-i": "interactive mode waits for a person",
+        "--interactive": "interactive mode waits for a person",
+    })
     permissions = ("edits, shell commands and paths outside the worktree are allowed without "
                    "asking (permission: allow in this run's config): the agent runs its tests, "
                    "git commit, wtr progress and wtr lock, and a shell command can write "
                    "anywhere the user can: pair it with sandbox: true.")
 
     def launch(self, facts: StreamFacts) -> Launch:
-        env = {**QUIET, "OPENCODE_CONFIG": str(facts.state_dir / CONFIG_FILE)}
-        if getattr(facts, "sandbox", False):
+        env = {**QUIET, "OPENCODE_CONFIG": str(facts.state_dir / CONFIG_FILE),
+               "OPENCODE_DB": str(facts.state_dir / DATABASE)}
+        if facts.sandbox:
             env["XDG_DATA_HOME"] = str(facts.state_dir / DATA_DIR)
             env["XDG_STATE_HOME"] = str(facts.state_dir / STATE_DIR)
+            env["XDG_CACHE_HOME"] = str(facts.state_dir / CACHE_DIR)
         return Launch(self.argv, env, {CONFIG_FILE: json.dumps(RUN_CONFIG, indent=1)})
 
     def usage(self, output: str) -> dict[str, float | None] | None:
@@ -110,6 +133,23 @@ class _Opencode(Preset):
     def final_message(self, output: str) -> str | None:
         texts = [_mapping(e.get("part")).get("text") for e in _events(output, "text")]
         return text_of(texts[-1]) if texts else None
+
+    def denials(self, output: str) -> list[str]:
+        found = []
+        for event in _events(output, "tool_use"):
+            part = _mapping(event.get("part"))
+            state = _mapping(part.get("state"))
+            if state.get("status") == "error" and DENIED in str(state.get("error")):
+                found.append(f"{part.get('tool')}: {_what(_mapping(state.get('input')))}")
+        return found
+
+
+def _what(tool_input: dict[str, Any]) -> str:
+    """What a tool call was about: its command or file, else its input."""
+    for key in ("command", "filePath", "path", "url"):
+        if isinstance(tool_input.get(key), str):
+            return str(tool_input[key])
+    return json.dumps(tool_input, sort_keys=True)
 
 
 def _events(output: str, kind: str) -> Iterator[dict[str, Any]]:
