@@ -83,27 +83,27 @@ def test_claude_stream_json_result_fills_the_report(repo: Repo, tmp_path: Path) 
          "total_cost_usd": 0.5},
     )) + "\n"
     plan = agent_plan({"db": {"files": ["src/db/**"]}},
-                      agent={"preset": "claude",
-                             "args": ["--output-format", "stream-json", "--verbose"],
-                             "env": {"FINAL_OUTPUT": output}})
+                      agent={"preset": "claude", "env": {"FINAL_OUTPUT": output}})
     plan["agent"].pop("command")
     db = stream_of(_run(repo, plan, _stand_in(tmp_path, "claude")), "db")
     assert db["status"] == "succeeded"
     assert db["report"]["filled"] is True
     assert db["report"]["text"] == f"{FILLED_MARK}\n\nAll done: 3 endpoints, 9 tests pass.\n"
-    assert db["usage"] == {"turns": 4.0, "cost_usd": 0.5}
+    assert db["usage"] == {"input_tokens": None, "output_tokens": None, "cost_usd": 0.5,
+                           "turns": 4}
 
 
-def test_claude_text_output_fills_the_report_but_an_own_report_wins(
+def test_an_own_report_wins_over_the_final_message_and_plain_text_is_no_report(
         repo: Repo, tmp_path: Path) -> None:
+    result = json.dumps({"type": "result", "result": "final words"}) + "\n"
     plan = agent_plan({"db": {"files": ["src/db/**"]},
                        "ui": {"files": ["src/ui/**"],
-                              "agent": {"env": {"FINAL_OUTPUT": "final words",
+                              "agent": {"env": {"FINAL_OUTPUT": result,
                                                 "OWN_REPORT": "my own words"}}}},
                       agent={"preset": "claude", "env": {"FINAL_OUTPUT": "I changed db.\n"}})
     plan["agent"].pop("command")
     doc = _run(repo, plan, _stand_in(tmp_path, "claude"))
-    assert stream_of(doc, "db")["report"]["text"] == f"{FILLED_MARK}\n\nI changed db.\n"
+    assert stream_of(doc, "db")["report"] is None  # the preset reads stream-json only
     ui = stream_of(doc, "ui")["report"]
     assert ui["text"] == "my own words" and ui["filled"] is False
 
