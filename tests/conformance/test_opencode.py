@@ -183,8 +183,10 @@ def test_nothing_is_left_in_the_worktree_even_beside_a_dot_opencode_folder(
         tmp_path: Path) -> None:
     # Loading a .opencode/ folder, opencode writes .opencode/.gitignore (which ignores
     # itself) and installs @opencode-ai/plugin there; the preset does not load it.
-    alone = _launched(tmp_path, COMMIT_TURNS, files={".opencode/command/hi.md": "hello\n"})
+    files = {".opencode/command/hi.md": "hello\n", "AGENTS.md": "Run make check first.\n"}
+    alone = _launched(tmp_path, COMMIT_TURNS, files=files)
     assert alone.done.returncode == 0, alone.done.stderr
+    assert "Run make check first." in alone.server.sent_back()  # the instructions still are
     worktree = alone.facts.worktree
     assert git(worktree, "status", "--porcelain", "--ignored") == ""
     found = sorted(str(p.relative_to(worktree)) for p in (worktree / ".opencode").rglob("*"))

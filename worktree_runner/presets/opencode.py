@@ -9,7 +9,9 @@ state folder; the user's own config is read, never written): edits, shell comman
 paths outside the worktree are allowed, since ``opencode run`` rejects what would need
 asking. The repository's own ``opencode.json`` and ``.opencode/`` are not loaded
 (``OPENCODE_DISABLE_PROJECT_CONFIG``): opencode writes ``.gitignore`` into every
-``.opencode/`` folder it loads and installs ``@opencode-ai/plugin`` there from npm. Update
+``.opencode/`` folder it loads and installs ``@opencode-ai/plugin`` there from npm. That
+switch also drops the repository's ``AGENTS.md``, so the run config names ``AGENTS.md`` and
+``CLAUDE.md`` at the worktree's root as instructions. Update
 checks, sharing, the models.dev fetch (its bundled model list is used), LSP downloads, the
 formatters and the undo snapshots are off; ``--title`` spares the title request. Each
 stream keeps its sessions in its own database (``OPENCODE_DB``): two opencode starting at
@@ -46,6 +48,7 @@ from worktree_runner.presets.base import (
 )
 
 CONFIG_FILE = "opencode.json"
+INSTRUCTIONS = ("AGENTS.md", "CLAUDE.md")  # at the worktree's root, named in the run config
 DATABASE = "opencode.db"  # OPENCODE_DB: the stream's own sessions
 DENIED = "this specific tool call"  # in both of opencode's refusals: a rule, a rejection
 DATA_DIR = "opencode-data"  # XDG_DATA_HOME under sandbox: true
@@ -87,7 +90,8 @@ class _Opencode(Preset):
                  "(opencode.db), its log and locks to ~/.local/share/opencode and "
                  "~/.local/state/opencode (to the stream's state folder under sandbox: true)",)
     cannot = ("use the repository's own opencode.json or .opencode/ (commands, agents, "
-              "plugins): put what the streams need in the user's config or the plan's args",
+              "plugins), or the AGENTS.md of its subfolders (those at the root are read): put "
+              "what the streams need in the user's config or the plan's args",
               "under sandbox: true, use a login kept by `opencode auth login` (its data "
               "folder is then in the stream's state folder): give the provider's key by "
               "variable or in ~/.config/opencode/opencode.json",
@@ -115,7 +119,8 @@ class _Opencode(Preset):
             env["XDG_DATA_HOME"] = str(facts.state_dir / DATA_DIR)
             env["XDG_STATE_HOME"] = str(facts.state_dir / STATE_DIR)
             env["XDG_CACHE_HOME"] = str(facts.state_dir / CACHE_DIR)
-        return Launch(self.argv, env, {CONFIG_FILE: json.dumps(RUN_CONFIG, indent=1)})
+        config = {**RUN_CONFIG, "instructions": [str(facts.worktree / n) for n in INSTRUCTIONS]}
+        return Launch(self.argv, env, {CONFIG_FILE: json.dumps(config, indent=1)})
 
     def usage(self, output: str) -> dict[str, float | None] | None:
         steps = [_mapping(e.get("part")) for e in _events(output, "step_finish")]
