@@ -11,21 +11,21 @@ asking. The repository's own ``opencode.json`` and ``.opencode/`` are not loaded
 (``OPENCODE_DISABLE_PROJECT_CONFIG``): opencode writes ``.gitignore`` into every
 ``.opencode/`` folder it loads and installs ``@opencode-ai/plugin`` there from npm. That
 switch also drops the repository's ``AGENTS.md``, so the run config names ``AGENTS.md`` and
-``CLAUDE.md`` at the worktree's root as instructions. Update
-checks, sharing, the models.dev fetch (its bundled model list is used), LSP downloads, the
-formatters and the undo snapshots are off; ``--title`` spares the title request. Each
+``CLAUDE.md`` at the worktree's root as instructions. Update checks, sharing, the
+models.dev fetch (its bundled model list is used), LSP downloads, the formatters and the
+undo snapshots are off; ``--title`` spares the title request. Each
 stream keeps its sessions in its own database (``OPENCODE_DB``): two opencode starting at
 once on a new shared database both create its tables, and one fails.
 
 ``--format json`` prints one event a line; each ``step_finish`` is one model reply with
 its tokens and cost, the last ``text`` is the final message, and a ``tool_use`` whose
 state is an error "... this specific tool call" was refused by a permission rule (one the
-user's own config can still set). opencode prices a reply from
-its model list and writes cost 0 for a model it has no price for, so a total of 0 for
-tokens used is unknown, not free.
+user's own config can still set). opencode prices a reply from its model list and writes
+cost 0 for a model it has no price for, so a total of 0 for tokens used is unknown, not
+free.
 
 Under ``sandbox: true`` HOME is read-only and opencode cannot start without writing its
-log, database, locks and cache there: its data, state and cache folders
+log, locks and cache there: its data, state and cache folders
 (``XDG_DATA_HOME``, ``XDG_STATE_HOME``, ``XDG_CACHE_HOME``) are then in the stream's state
 folder, for the commands the agent runs too.
 """
