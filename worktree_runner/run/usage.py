@@ -13,12 +13,15 @@ from typing import Any
 
 from worktree_runner.presets.base import json_lines, usage_record
 
-_TAIL_BYTES = 256 * 1024
+# CLIs that report usage per model reply (codex, opencode, aider) print it all along the
+# attempt, between tool outputs: the whole attempt is read, not a tail (the log itself is
+# kept under the plan's log_limit, 50 MiB by default).
+_TAIL_BYTES = 64 * 1024 * 1024
 Usage = dict[str, float | None]
 
 
 def attempt_output(log_path: Path, since: int) -> str | None:
-    """What the log holds after byte offset ``since`` (its last 256 KiB at most)."""
+    """What the log holds after byte offset ``since`` (its last 64 MiB at most)."""
     try:
         with log_path.open("rb") as handle:
             size = handle.seek(0, 2)
