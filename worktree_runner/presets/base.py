@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -81,6 +81,18 @@ def json_lines(output: str) -> Iterator[dict[str, Any]]:
             continue
         if isinstance(record, dict):
             yield record
+
+
+def carried_files(source: Path, names: Iterable[str], target: str) -> dict[str, str]:
+    """The user's own CLI files (``source``/name) that a sandboxed agent's home starts with,
+    as ``Launch.files`` under ``target``; files missing or unreadable are left out."""
+    found = {}
+    for name in names:
+        try:
+            found[f"{target}/{name}"] = (source / name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+    return found
 
 
 def text_of(value: Any) -> str | None:

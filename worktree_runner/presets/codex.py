@@ -22,6 +22,7 @@ from worktree_runner.presets.base import (
     Launch,
     Preset,
     StreamFacts,
+    carried_files,
     json_lines,
     text_of,
     usage_record,
@@ -84,7 +85,7 @@ class _Codex(Preset):
             return Launch(self.argv)
         home = facts.state_dir / SANDBOX_HOME
         return Launch(self.argv, env={"CODEX_HOME": str(home)},
-                      files=_carried(_user_home(), SANDBOX_HOME))
+                      files=carried_files(_user_home(), CARRIED, SANDBOX_HOME))
 
     def usage(self, output: str) -> dict[str, float | None] | None:
         """Tokens summed over the attempt's ``turn.completed`` events. Turns stay unknown:
@@ -115,17 +116,6 @@ class _Codex(Preset):
 def _user_home() -> Path:
     configured = os.environ.get("CODEX_HOME")
     return Path(configured) if configured else Path.home() / ".codex"
-
-
-def _carried(source: Path, target: str) -> dict[str, str]:
-    """The user's codex files that a sandboxed agent's own home starts with."""
-    found = {}
-    for name in CARRIED:
-        try:
-            found[f"{target}/{name}"] = (source / name).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-    return found
 
 
 def _total(used: list[dict[str, Any]], key: str) -> int | None:

@@ -31,6 +31,7 @@ from worktree_runner.presets.base import (
     Launch,
     Preset,
     StreamFacts,
+    carried_files,
     json_lines,
     text_of,
     usage_record,
@@ -77,7 +78,8 @@ class _Gemini(Preset):
             return Launch(self.argv)
         home = facts.state_dir / SANDBOX_HOME
         return Launch(self.argv, env={"GEMINI_CLI_HOME": str(home)},
-                      files=_carried(Path.home() / ".gemini", f"{SANDBOX_HOME}/.gemini"))
+                      files=carried_files(Path.home() / ".gemini", CARRIED,
+                                           f"{SANDBOX_HOME}/.gemini"))
 
     def usage(self, output: str) -> dict[str, float | None] | None:
         stats = None
@@ -97,17 +99,6 @@ class _Gemini(Preset):
             elif (text := _assistant_text(record)) is not None:
                 chunks.append(text)
         return text_of("".join(chunks))
-
-
-def _carried(source: Path, target: str) -> dict[str, str]:
-    """The user's gemini files that a sandboxed agent's own home starts with."""
-    found = {}
-    for name in CARRIED:
-        try:
-            found[f"{target}/{name}"] = (source / name).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-    return found
 
 
 def _assistant_text(record: dict[str, Any]) -> str | None:
