@@ -31,7 +31,7 @@ def test_an_agent_that_trusts_pwd_writes_in_its_worktree_not_the_callers(
     for cwd in (caller.path, repo.path):
         before = (caller.head(), repo.head())
         result = run_wtr("run", repo.write_plan(plan), "--repo", repo.path, cwd=cwd,
-                         env={"PWD": str(cwd)})
+                         env={"PWD": str(cwd), "OLDPWD": str(caller.path)})
         doc = run_wtr("status", "--json", cwd=repo.path).json()
         db = stream_of(doc, "db")
         assert result.returncode == 0, (result.stderr, db["failure"])

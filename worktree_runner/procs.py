@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from worktree_runner import logs
+from worktree_runner import logs, statefs
 from worktree_runner.git import clean_env
 from worktree_runner.supervise import signal_all
 
@@ -43,9 +43,9 @@ def child_env(extra: Mapping[str, str], bin_dir: Path | None = None) -> dict[str
 
 
 def with_pwd(env: Mapping[str, str], cwd: Path) -> dict[str, str]:
-    """``env`` with ``PWD`` naming ``cwd``: a child that takes its folder from ``$PWD``
-    (as some agent CLIs do) must find its own, never the caller's."""
-    return {**env, "PWD": str(Path(cwd).absolute())}
+    """``env`` with ``PWD`` naming ``cwd`` and no ``OLDPWD``: a child that takes its folder
+    from ``$PWD`` (as some agent CLIs do) must find its own, never the caller's."""
+    return {**{k: v for k, v in env.items() if k != "OLDPWD"}, "PWD": str(Path(cwd).absolute())}
 
 
 def as_argv(command: Sequence[str] | str) -> list[str]:
@@ -57,8 +57,7 @@ def start(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str],
           log_path: Path) -> subprocess.Popen[bytes]:
     """Start a child in its own process group; a string is run by ``sh -c``."""
     command = as_argv(argv)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as out:
+    with os.fdopen(statefs.open_append(log_path), "ab") as out:
         process = subprocess.Popen(
             command,
             cwd=cwd,
@@ -167,8 +166,7 @@ def _reap_each(pids: Sequence[int]) -> None:
 def run_logged(command: str, cwd: Path, env: Mapping[str, str], log_path: Path,
                timeout: float | None = None) -> int:
     """Run a shell command to completion with its output in ``log_path``; its exit code."""
-    with log_path.open("ab") as out:
-        out.write(f"$ {command}\n".encode())
+    statefs.append_text(log_path, f"$ {command}\n")
     process = start(supervised("-", command), cwd, env, log_path)
     try:
         return process.wait(timeout=timeout)
@@ -255,7 +253,7 @@ class Agent:
     def exit_code(self) -> int | None:
         """The agent's exit code, from the supervisor's record; None if it left none."""
         try:
-            return int(json.loads(self.exit_file.read_text())["exit_code"])
+            return int(json.loads(statefs.read_text(self.exit_file))["exit_code"])
         except (OSError, ValueError, KeyError, TypeError):
             return self.process.returncode if self.process is not None else None
 
