@@ -12,9 +12,10 @@ snapshot of what it must leave alone, taken beside the streams' preparation); re
 (resume); clean_rescued, clean_branches (clean); pool_claimed (a stream holds a pooled
 worktree, not yet switched to its base), pool_returning (clean has emptied a worktree,
 not yet moved it into the pool), worktree_renamed (a worktree's folder renamed into or
-out of the pool, git not yet told; ``<step>:<folder name>``) and auto_merge_checked
+out of the pool, git not yet told; ``<step>:<folder name>``), auto_merge_checked
 (``run --merge`` has checked the ready streams for conflicts, not yet started their
-landing).
+landing) and landing_checkout (a landing has moved the target, its checkout not yet
+followed).
 """
 
 from __future__ import annotations

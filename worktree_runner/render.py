@@ -23,6 +23,15 @@ if TYPE_CHECKING:
 
 _SHOWN_UNOWNED = 10
 
+# Control characters as escapes (a tab, a newline or an escape sequence may be part of a
+# file name): a printed line is never cut, moved about or recoloured by a name.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7f, 0xa0))}
+_ESCAPES.update({ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"})
+
+
+def printable(text: str) -> str:
+    return text.translate(_ESCAPES)
+
 
 def check_report(analysis: Analysis) -> str:
     plan = analysis.plan
@@ -45,7 +54,7 @@ def check_report(analysis: Analysis) -> str:
     lines += [f"error: {p.where}: {p.message}" for p in analysis.problems]
     verdict = "plan is valid" if analysis.valid else "plan is invalid"
     lines += ["", verdict]
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 def _unowned(analysis: Analysis) -> list[str]:
@@ -180,7 +189,8 @@ def isolation_lines(doc: dict[str, Any]) -> list[str]:
     for breach in doc.get("isolation") or []:
         who = (f"by {breach['stream']}" if breach.get("stream")
                else f"while {', '.join(breach.get('suspects') or []) or 'no agent'} ran")
-        lines.append(f"outside the worktrees, {who}: " + "; ".join(breach.get("changes") or []))
+        lines.append(printable(f"outside the worktrees, {who}: "
+                               + "; ".join(breach.get("changes") or [])))
     return lines
 
 
@@ -336,7 +346,7 @@ def dry_run_report(prepared: Prepared, run_id: str, planned: list[PlannedStream]
                 f"    base:     {item.base}",
                 f"    command:  {command}",
             ]
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 def landed_report(landed: Landed) -> str:

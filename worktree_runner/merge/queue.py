@@ -63,6 +63,8 @@ class MergeQueue:
     # Streams the last automatic pass held back (name -> why): shown as left out even when
     # that pass had nothing to land, so no landing recorded them.
     held: dict[str, str] = field(default_factory=dict)
+    # Every move of the target a landing or an undo made, in order (see moves.py).
+    moves: list[dict[str, str]] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None, target: str) -> MergeQueue:
@@ -70,12 +72,14 @@ class MergeQueue:
         target = data.get("target") or target
         if "landings" in data:
             landings = [Landing(**known_fields(Landing, item)) for item in data["landings"]]
-            return cls(target, landings, dict(data.get("held") or {}))
+            return cls(target, landings, dict(data.get("held") or {}),
+                       list(data.get("moves") or []))
         return cls(target, _migrated(data))
 
     def to_json(self) -> dict[str, Any]:
         return {**self.view(), "version": QUEUE_VERSION, "held": dict(self.held),
-                "landings": [asdict(landing) for landing in self.landings]}
+                "landings": [asdict(landing) for landing in self.landings],
+                "moves": list(self.moves)}
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from worktree_runner import git, procs, report
+from worktree_runner import faults, git, procs, report
 from worktree_runner.errors import BadInput, Halted, WtrError
+from worktree_runner.merge.moves import Move, landing_lock
 from worktree_runner.merge.order import merge_order
 from worktree_runner.merge.predict import cherry_pick
 from worktree_runner.merge.queue import Landing, MergeQueue
@@ -95,6 +96,18 @@ class MergeStage:
     def flush_pins(self) -> None:
         git.update_refs(self.repo, self._pins)
         self._pins.clear()
+
+    def _move_target(self, new: str, old: str, message: str) -> bool:
+        """Move the target from ``old`` to ``new`` (compare-and-swap); the move is recorded
+        first, for the guard (moves.py), and forgotten if it was refused."""
+        move = Move(f"refs/heads/{self.target}", old, new).to_json()
+        self.queue.moves.append(move)
+        self.store.update_run(merge=self.queue.to_json())
+        if git.update_ref(self.repo, move["ref"], new, old, message):
+            return True
+        self.queue.moves.pop()
+        self.store.update_run(merge=self.queue.to_json())
+        return False
 
     def target_tip(self) -> str:
         tip = git.ref_commit(self.repo, f"refs/heads/{self.target}")
@@ -431,15 +444,16 @@ class MergeStage:
         checked = git.worktree_of_branch(self.repo, self.target)
         if checked is not None:
             self._refuse_dirty_checkout(checked.path)
-        # Pinned first: a watcher of the user's refs (run/guard.py) tells a move to a merge
-        # pin from a move someone else made.
         self.pin("landed", new)
         self.flush_pins()
-        if not git.update_ref(self.repo, f"refs/heads/{self.target}", new, old,
-                              f"wtr merge {self.store.run_id}"):
+        with landing_lock(self.repo):  # the guard never looks half way (moves.py)
+            moved = self._move_target(new, old, f"wtr merge {self.store.run_id}")
+            if moved:
+                faults.point("landing_checkout", "")
+                if checked is not None:
+                    self._follow_in_checkout(checked.path, old, new)
+        if not moved:
             self._target_moved(old)
-        if checked is not None:
-            self._follow_in_checkout(checked.path, old, new)
         self.store.update_streams(landing.merged, "streams_merged", status=Status.MERGED.value)
         landing.state, landing.halt = "landed", None
         landing.landed_from, landing.landed_to = old, new
@@ -461,8 +475,7 @@ class MergeStage:
         result = git.update_checkout(checkout, old, new)
         if result.ok:
             return
-        git.update_ref(self.repo, f"refs/heads/{self.target}", old, new,
-                       f"wtr merge {self.store.run_id}: checkout refused, put back")
+        self._move_target(old, new, f"wtr merge {self.store.run_id}: checkout refused, put back")
         detail = (result.stderr.strip().splitlines() or ["?"])[0]
         self._halt_landing(f"the checkout of '{self.target}' in {checkout} could not follow "
                            f"({detail})", "move the files in the way aside")
@@ -612,14 +625,15 @@ class MergeStage:
         checked = git.worktree_of_branch(self.repo, self.target)
         if checked is not None:
             self._refuse_dirty_target()
-        if not git.update_ref(self.repo, f"refs/heads/{self.target}", before, landed,
-                              f"wtr merge --undo {self.store.run_id}"):
-            raise WtrError(f"'{self.target}' moved while undoing; nothing was changed")
-        if checked is not None:
-            result = git.update_checkout(checked.path, landed, before)
-            if not result.ok:
-                git.update_ref(self.repo, f"refs/heads/{self.target}", landed, before)
-                raise WtrError(f"could not move {self.target} back: {result.stderr.strip()}")
+        with landing_lock(self.repo):
+            if not self._move_target(before, landed, f"wtr merge --undo {self.store.run_id}"):
+                raise WtrError(f"'{self.target}' moved while undoing; nothing was changed")
+            if checked is not None:
+                result = git.update_checkout(checked.path, landed, before)
+                if not result.ok:
+                    self._move_target(landed, before, f"wtr merge --undo {self.store.run_id}: "
+                                                      "checkout refused, put back")
+                    raise WtrError(f"could not move {self.target} back: {result.stderr.strip()}")
         self.store.update_streams(landing.merged, "streams_unmerged",
                                   status=Status.SUCCEEDED.value)
         landing.state = "undone"

@@ -13,14 +13,18 @@ from __future__ import annotations
 import hashlib
 import stat
 import threading
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from worktree_runner import faults, git
+from worktree_runner.merge.moves import Move, explains, landing_lock
+from worktree_runner.merge.moves import recorded as moves_of
 from worktree_runner.run.state import RunStore, now, read_json, write_json_atomic
 
 MESSAGE_CHANGES = 8
+RULES = (".gitignore", ".gitattributes")  # files whose change changes how git sees others
 
 
 @dataclass
@@ -30,6 +34,8 @@ class Snapshot:
     checkout: dict[str, str]  # path -> "<status code> <size> <mtime_ns>"
     hooks: dict[str, str]  # file under the hooks folder -> "<mode> <sha256>"
     config: str  # sha256 of the shared config file
+    moves: int = 0  # how many moves of the run's landings (merge/moves.py) it saw made
+    taken: int = 0  # when (ns since the epoch), just before the checkout was read
 
     @classmethod
     def from_json(cls, data: Any) -> Snapshot | None:
@@ -69,13 +75,25 @@ def _hooks(folder: Path) -> dict[str, str]:
 
 
 def take(repo: git.Repository, run_id: str, hooks: Path | None = None) -> Snapshot:
+    taken = time.time_ns()
     own = f"refs/heads/wtr/{run_id}/"
     refs = {name: sha for name, sha in git.user_refs(repo).items() if not name.startswith(own)}
     checkout = {path: f"{code} {_stamp(repo.root / path)}"
                 for code, path in git.status_entries(repo.root)}
     return Snapshot(refs=refs, head=git.main_checkout_head(repo), checkout=checkout,
                     hooks=_hooks(hooks or git.hooks_dir(repo)),
-                    config=_digest(repo.common_dir / "config"))
+                    config=_digest(repo.common_dir / "config"), taken=taken)
+
+
+def _without(entries: dict[str, str], paths: set[str]) -> dict[str, str]:
+    return {path: entry for path, entry in entries.items() if path not in paths}
+
+
+def _untouched_since(path: Path, when: int) -> bool:
+    try:
+        return path.lstat().st_ctime_ns < when
+    except OSError:
+        return False
 
 
 def _short(ref: str) -> str:
@@ -111,12 +129,30 @@ def _entry_changes(before: dict[str, str], after: dict[str, str], what: str) -> 
     return changes
 
 
+def _checkout_changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return [f"main checkout: {path} {_checkout_verb(before.get(path), after.get(path))}"
+            for path in sorted(before.keys() | after.keys()) if before.get(path) != after.get(path)]
+
+
+def _checkout_verb(old: str | None, new: str | None) -> str:
+    """What happened to a file of the main checkout, told by its status code before and
+    after (a clean file has none): a tracked file edited is "modified", not "added"."""
+    if old is not None and new is not None:
+        return "changed"
+    code = (new or old or "")[:2]  # "XY <size> <mtime>", X or Y a space when unchanged
+    if new is None:
+        return "removed" if code == "??" or "A" in code else "restored"
+    if code == "??" or "A" in code:
+        return "added"
+    return "deleted" if "D" in code else "modified"
+
+
 def differences(repo: git.Repository, before: Snapshot, after: Snapshot,
                 hooks: Path | None = None) -> list[str]:
     changes = ref_changes(before.refs, after.refs)
     if before.head != after.head:
         changes.append(f"the main checkout's HEAD changed from {before.head} to {after.head}")
-    changes += _entry_changes(before.checkout, after.checkout, "main checkout: ")
+    changes += _checkout_changes(before.checkout, after.checkout)
     if before.hooks != after.hooks:
         hooks = hooks or git.hooks_dir(repo)
         shown = hooks.relative_to(repo.root) if hooks.is_relative_to(repo.root) else hooks
@@ -146,7 +182,10 @@ class Guard:
         # core.hooksPath elsewhere changes the config, which is watched too.
         if self._hooks_dir is None:
             self._hooks_dir = git.hooks_dir(self.repo)
-        return take(self.repo, self.store.run_id, self._hooks_dir)
+        with landing_lock(self.repo):  # never half way through a landing
+            snapshot = take(self.repo, self.store.run_id, self._hooks_dir)
+            snapshot.moves = len(moves_of(self.store.record.merge))
+        return snapshot
 
     @property
     def path(self) -> Path:
@@ -224,27 +263,68 @@ class Guard:
 
     def _compare(self, before: Snapshot, suspects: set[str], stream: str | None) -> list[str]:
         after = self._take()
-        ignored = {ref for ref in before.refs.keys() | after.refs.keys()
-                   if self._runner_made(ref, before.refs.get(ref), after.refs.get(ref))}
-        old = replace(before, refs={r: s for r, s in before.refs.items() if r not in ignored})
-        new = replace(after, refs={r: s for r, s in after.refs.items() if r not in ignored})
-        changes = differences(self.repo, old, new, self._hooks_dir)
+        ruled = self._ruled_by_landings(before, after)
+        expected = replace(before, refs=self._expected_refs(before, after),
+                           checkout=_without(before.checkout, ruled))
+        changes = differences(self.repo, expected,
+                              replace(after, checkout=_without(after.checkout, ruled)),
+                              self._hooks_dir)
         if changes:
-            self._record(old.refs, new.refs, changes, suspects, stream)
+            self._record(expected.refs, after.refs, changes, suspects, stream)
         write_json_atomic(self.path, asdict(after))
         return changes
 
-    def _runner_made(self, ref: str, old: str | None, new: str | None) -> bool:
-        """Moves wtr makes itself: a merge landing or undone, other runs' stream branches."""
-        if ref.startswith("refs/heads/wtr/"):
-            run = ref.removeprefix("refs/heads/wtr/").split("/", 1)[0]
-            state = read_json(self.store.dir.parent / run / "state.json")
-            return isinstance(state, dict) and state.get("state") == "running"
-        return old != new and new is not None and new in self._merge_pins()
+    def _expected_refs(self, before: Snapshot, after: Snapshot) -> dict[str, str]:
+        """The refs as wtr left them: as the last look found them, moved by exactly the
+        moves this run's landings and undo made since, in order; a change that is still
+        not explained may be another run's landing, or a running run's own branch."""
+        refs = dict(before.refs)
+        for move in moves_of(self.store.record.merge)[before.moves:after.moves]:
+            if refs.get(move.ref) == move.old:
+                refs[move.ref] = move.new
+        unexplained = sorted(ref for ref in refs.keys() | after.refs.keys()
+                             if refs.get(ref) != after.refs.get(ref))
+        others = self._other_runs_moves() if unexplained else []
+        for ref in unexplained:
+            new = after.refs.get(ref)
+            if not (self._other_runs_branch(ref) or explains(others, ref, refs.get(ref), new)):
+                continue
+            if new is None:
+                del refs[ref]
+            else:
+                refs[ref] = new
+        return refs
 
-    def _merge_pins(self) -> set[str]:
-        out = self.repo.out("for-each-ref", "--format=%(objectname)", "refs/worktree-runner/merge/")
-        return set(out.split())
+    def _ruled_by_landings(self, before: Snapshot, after: Snapshot) -> set[str]:
+        """Files of the main checkout that git sees otherwise (untracked or ignored, clean
+        or not) only because a landing of its branch changed the rules it reads them by
+        (.gitignore, .gitattributes): the files themselves were not written since the
+        last look. (A landing's own changes to files are never seen: it moves the branch
+        and the checkout while the guard cannot look.)"""
+        moves = [move for move in moves_of(self.store.record.merge)[before.moves:after.moves]
+                 if move.ref == before.head]
+        if not any(Path(path).name in RULES for move in moves
+                   for path in git.changed_paths(self.repo, move.old, move.new)):
+            return set()
+        return {path for path in before.checkout.keys() ^ after.checkout.keys()
+                if _untouched_since(self.repo.root / path, before.taken)}
+
+    def _other_runs_branch(self, ref: str) -> bool:
+        if not ref.startswith("refs/heads/wtr/"):
+            return False
+        run = ref.removeprefix("refs/heads/wtr/").split("/", 1)[0]
+        state = read_json(self.store.dir.parent / run / "state.json")
+        return isinstance(state, dict) and state.get("state") == "running"
+
+    def _other_runs_moves(self) -> list[Move]:
+        """What the landings of the repository's other runs recorded (read only when this
+        run's own moves do not explain a change)."""
+        found = []
+        for folder in sorted(self.store.dir.parent.iterdir()):
+            if folder != self.store.dir:
+                state = read_json(folder / "state.json")
+                found += moves_of(state.get("merge") if isinstance(state, dict) else None)
+        return found
 
     def _record(self, before: dict[str, str], after: dict[str, str], changes: list[str],
                 suspects: set[str], stream: str | None) -> None:
