@@ -13,6 +13,7 @@ import functools
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -99,8 +100,10 @@ def run_git(
     env: Mapping[str, str] | None = None,
     hooks_off: bool = True,
 ) -> GitResult:
-    """Run ``git args`` in ``cwd``; raise GitFailed on a non-zero exit when ``check``."""
-    command = [git_executable(), *(NO_HOOKS if hooks_off else ()), *args]
+    """Run ``git args`` in ``cwd``; raise GitFailed on a non-zero exit when ``check``.
+    In a linked worktree, git is pinned to what it registered (see ``_pinned``)."""
+    pinned, pin_env = _pinned(cwd)
+    command = [git_executable(), *(NO_HOOKS if hooks_off else ()), *pinned, *args]
     started = time.perf_counter()
     completed = subprocess.run(
         command,
@@ -108,7 +111,7 @@ def run_git(
         input=stdin,
         capture_output=True,
         text=True,
-        env=clean_env(env),
+        env=clean_env({**(env or {}), **pin_env}),
         check=False,
     )
     logs.debug(
@@ -122,6 +125,104 @@ def run_git(
     if check and not result.ok:
         raise GitFailed(args, result.returncode, result.stderr or result.stdout)
     return result
+
+
+# -- git in a worktree an agent can write ------------------------------------------------
+#
+# An agent can rewrite its worktree's ``.git`` file to name a git dir it made (whose config
+# runs any program), and writes its own git dir (``<common>/worktrees/<id>``), where git
+# reads ``config.worktree``. So every command run in a linked worktree names the git dir,
+# common dir and work tree git registered for it (found from the registrations, never from
+# ``.git``), with the settings that start a program switched off, and every filter or
+# diff/merge driver the worktree's own config defines blanked. Drivers of the user's own
+# config (git-lfs's filter, say) still run: no agent can write that.
+
+WORKTREE_SAFE = ("-c", "commit.gpgSign=false", "-c", "tag.gpgSign=false",
+                 "-c", "log.showSignature=false", "-c", "core.editor=:",
+                 "-c", "sequence.editor=:", "-c", "credential.helper=",
+                 "-c", "gc.auto=0", "-c", "maintenance.auto=false",
+                 "-c", "sparse.expectFilesOutsideOfPatterns=false")
+# what each program-naming key of a driver becomes: nothing runs (a merge driver "false"
+# answers "conflict", never a silent result)
+_BLANKED = {"clean": "", "smudge": "", "process": "", "required": "false", "textconv": "",
+            "driver": "false"}
+_DRIVER_KEY = re.compile(r"(filter|diff|merge)\.(.+)\.([a-z]+)")
+
+_KNOWN_COMMON_DIRS: dict[Path, None] = {}  # of every Repository made (an ordered set)
+_REGISTERED: dict[Path, tuple[Path, Path]] = {}  # worktree -> (git dir, common dir)
+_OWN_CONFIG: dict[tuple[Path, int, int, int], tuple[str, ...]] = {}
+
+
+def _pinned(cwd: Path) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The config arguments and environment that pin a command in ``cwd`` to its
+    registration, when ``cwd`` is a linked worktree of a repository this process knows."""
+    found = registration(cwd)
+    if found is None:
+        return (), {}
+    git_dir, common = found
+    return ((*WORKTREE_SAFE, *_own_config_blanked(git_dir)),
+            {"GIT_DIR": str(git_dir), "GIT_COMMON_DIR": str(common), "GIT_WORK_TREE": str(cwd)})
+
+
+def registration(worktree: Path) -> tuple[Path, Path] | None:
+    """(git dir, common dir) git registered for the linked worktree at ``worktree``, in a
+    repository this process opened; None for a main worktree or an unknown folder."""
+    wanted = str(worktree / ".git")
+    known = _REGISTERED.get(worktree)
+    if known is not None and _read_small(known[0] / "gitdir") == wanted:
+        return known
+    for common in list(_KNOWN_COMMON_DIRS):
+        records = common / "worktrees"
+        if worktree == common.parent or not records.is_dir():
+            continue
+        for gitdir in records.glob("*/gitdir"):
+            if _read_small(gitdir) == wanted:
+                _REGISTERED[worktree] = (gitdir.parent, common)
+                return gitdir.parent, common
+    return None
+
+
+def _read_small(path: Path) -> str | None:
+    """A registration file's text; None unless it is a regular file (never a FIFO)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, 1 << 16).decode(errors="replace").strip()
+    finally:
+        os.close(fd)
+
+
+def _own_config_blanked(git_dir: Path) -> tuple[str, ...]:
+    """``-c`` overrides blanking every program a filter or diff/merge driver defined in the
+    worktree's own config (``config.worktree`` and what it includes) would run."""
+    own = git_dir / "config.worktree"
+    try:
+        seen = os.lstat(own)
+    except FileNotFoundError:
+        return ()
+    if not stat.S_ISREG(seen.st_mode):  # a link, FIFO or folder: never git's own file
+        with contextlib.suppress(OSError):
+            own.unlink()
+        return ()
+    key = (own, seen.st_ino, seen.st_mtime_ns, seen.st_size)
+    if key in _OWN_CONFIG:
+        return _OWN_CONFIG[key]
+    listed = subprocess.run([git_executable(), "config", "--file", str(own), "--includes",
+                             "--name-only", "--list"], capture_output=True, text=True,
+                            env=clean_env(), check=False, stdin=subprocess.DEVNULL).stdout
+    names = listed.split()
+    blanked: list[str] = []
+    for name in names:
+        match = _DRIVER_KEY.fullmatch(name.lower())
+        if match and match.group(3) in _BLANKED:
+            blanked += ["-c", f"{name}={_BLANKED[match.group(3)]}"]
+    if not any(name.lower().startswith("include") for name in names):
+        _OWN_CONFIG[key] = tuple(blanked)  # (an included file may change unseen)
+    return tuple(blanked)
 
 
 @dataclass(frozen=True)
@@ -148,6 +249,9 @@ class Repository:
     toplevel: Path
     common_dir: Path
     git_dir: Path
+
+    def __post_init__(self) -> None:
+        _KNOWN_COMMON_DIRS.setdefault(self.common_dir)  # its worktrees' registrations trusted
 
     @property
     def state_dir(self) -> Path:
@@ -478,6 +582,16 @@ def linked_git_dir(worktree: Path) -> Path | None:
     return Path(found) if found != text and os.path.isabs(found) else None
 
 
+def dot_git_intact(worktree: Path) -> bool:
+    """Whether the worktree's ``.git`` is the file git wrote, naming its registration (an
+    agent may have pointed it elsewhere: such a worktree is never handed on)."""
+    found = registration(worktree)
+    if found is None or not (worktree / ".git").is_file() or (worktree / ".git").is_symlink():
+        return False
+    named = linked_git_dir(worktree)
+    return named is not None and named.resolve() == found[0].resolve()
+
+
 def detached_at(git_dir: Path) -> str | None:
     """The commit a worktree's HEAD names directly, read from its HEAD file; None when HEAD
     names a branch or cannot be read."""
@@ -601,8 +715,51 @@ def _status_paths(worktree: Path, untracked: str) -> list[str]:
 
 
 def worktree_dirty(worktree: Path) -> list[str]:
-    """Paths with uncommitted or untracked changes in ``worktree`` (ignored files aside)."""
+    """Paths with uncommitted or untracked changes in a runner's ``worktree`` (ignored files
+    aside), hidden ones included: the index flags that hide a file are cleared first."""
+    unhide(worktree)
     return _status_paths(worktree, "all")
+
+
+def unhide(worktree: Path) -> list[str]:
+    """Clear the index flags that make git look away from a file of a runner's worktree
+    (skip-worktree, assume-unchanged: ``ls-files -v`` tags ``S`` and lower case), so that
+    status, add, reset and read-tree see every file as it is; the paths cleared. A sparse
+    worktree keeps skip-worktree on the files it leaves out (those not on disk)."""
+    out = run_git(["ls-files", "-v", "-z"], worktree).stdout
+    flagged = [entry for entry in out.split("\0")
+               if len(entry) > 2 and (entry[0] == "S" or entry[0].islower())]
+    absent = [e for e in flagged if e[0] in "Ss" and not os.path.lexists(worktree / e[2:])]
+    if absent and run_git(["config", "--type=bool", "core.sparseCheckout"], worktree,
+                          check=False).stdout.strip() == "true":
+        flagged = [entry for entry in flagged if entry not in absent]
+    paths = [entry[2:] for entry in flagged]
+    for flag in ("--no-assume-unchanged", "--no-skip-worktree") if paths else ():
+        # (one flag per call: update-index applies only the first it is given)
+        run_git(["update-index", flag, "-z", "--stdin"], worktree,
+                stdin="".join(f"{path}\0" for path in paths))
+    return paths
+
+
+def strip_worktree(worktree: Path) -> list[str]:
+    """Take from a runner's worktree what it holds for itself: its own config
+    (``config.worktree``), its own refs (``refs/worktree/``, ``refs/bisect/``,
+    ``refs/rewritten/``) and the index flags that hide a file. A pooled worktree carries
+    nothing of one run into the next. The paths that were hidden."""
+    found = registration(worktree)
+    if found is None:
+        return []
+    own = found[0] / "config.worktree"
+    if own.is_dir() and not own.is_symlink():
+        shutil.rmtree(own)
+    else:
+        own.unlink(missing_ok=True)
+    refs = run_git(["for-each-ref", "--format=%(refname)", "refs/worktree/", "refs/bisect/",
+                    "refs/rewritten/"], worktree).stdout.split()
+    if refs:
+        run_git(["update-ref", "--stdin"], worktree,
+                stdin="".join(f"delete {ref}\n" for ref in refs))
+    return unhide(worktree)
 
 
 def commit_all(repo: Repository, worktree: Path, message: str, exclude: Sequence[str] = ()) -> bool:
@@ -747,9 +904,12 @@ def remove_worktree(repo: Repository, path: Path, prune: bool = True) -> bool:
         if path.exists():
             if not owns_worktree(repo, path):
                 return False
+            record = admin_dir(repo, path)
             repo.git("worktree", "remove", "--force", "--force", str(path), check=False)
-            if path.exists():  # e.g. it holds a submodule, or an earlier removal was cut short
-                shutil.rmtree(path)
+            if path.exists():  # e.g. it holds a submodule, or an earlier removal was cut short,
+                shutil.rmtree(path)  # or its .git names another git dir (git refuses then)
+            if record is not None and record.is_dir():
+                shutil.rmtree(record)  # (what 'worktree prune' does for a vanished worktree)
         if prune:
             repo.git("worktree", "prune")
     return True
@@ -769,21 +929,9 @@ def admin_dir(repo: Repository, path: Path) -> Path | None:
 
 
 def owns_worktree(repo: Repository, path: Path) -> bool:
-    """True if ``path`` is a worktree of this repository: registered here, and its ``.git``
-    (when still there) points back to that registration, not to another repository."""
-    record = admin_dir(repo, path)
-    if record is None:
-        return False
-    dot_git = path / ".git"
-    if not dot_git.exists() and not dot_git.is_symlink():
-        return True  # a removal cut short deletes .git too; the registration is ours
-    if not dot_git.is_file():
-        return False
-    text = dot_git.read_text(errors="replace").strip()
-    if not text.startswith("gitdir:"):
-        return False
-    target = Path(text.removeprefix("gitdir:").strip())
-    return (path / target).resolve() == record.resolve()
+    """True if ``path`` is registered as a worktree of this repository, whatever its
+    ``.git`` now says (an agent can rewrite that file, or remove it)."""
+    return admin_dir(repo, path) is not None
 
 
 REMOVING_MARK = "wtr-removing"
@@ -797,9 +945,10 @@ def mark_removing(repo: Repository, path: Path) -> None:
 
 
 def removal_started(repo: Repository, path: Path) -> bool:
-    """True if an earlier removal of this worktree began (and was cut short)."""
+    """True if an earlier removal of this worktree began (and was cut short). (Not a
+    missing ``.git``: an agent can remove that, and its work is still rescued.)"""
     record = admin_dir(repo, path)
-    return record is None or (record / REMOVING_MARK).exists() or not (path / ".git").exists()
+    return record is None or (record / REMOVING_MARK).exists()
 
 
 def commits_between(repo: Repository, base: str, head: str) -> list[str]:
@@ -849,6 +998,7 @@ def snapshot_worktree(repo: Repository, worktree: Path, message: str,
     ignored ones and ``exclude`` not), on top of its HEAD; made through a temporary index,
     so the worktree itself is not touched. None if that leaves nothing to save."""
     head = head_of(worktree)
+    unhide(worktree)  # (the temporary index starts as a copy of the worktree's own)
     with tempfile.TemporaryDirectory() as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         _seed_index(worktree, head, env)

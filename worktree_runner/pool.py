@@ -1,7 +1,9 @@
 """The worktree pool: ``wtr clean`` keeps clean worktrees, the next run's streams take them.
 
 A pooled worktree lives at ``<worktrees root>/.pool/<slot>``: registered with git,
-detached, with no uncommitted change and no untracked file. A stream takes one by
+detached, with no uncommitted change and no untracked file, and nothing of its own: no
+``config.worktree``, no ``refs/worktree/*``, no index flag hiding a file (stripped when it is
+given back and again when it is taken). A stream takes one by
 renaming it to its own path (``git worktree move``), removing ignored files outside the
 plan's ``keep_ignored`` (warm build caches such as ``node_modules/`` stay) and checking
 out its base commit from there, which writes only the files that differ: on a large
@@ -128,10 +130,11 @@ class Pool:
         in the pool)."""
         admin = git.linked_git_dir(path)
         head = git.detached_at(admin) if admin is not None else None
-        if admin is None or head is None:
+        if admin is None or head is None or not git.dot_git_intact(path):
             return None
         if _busy(admin):
             return None
+        git.strip_worktree(path)  # (a file it hid shows as changed now: not fit)
         entries = _status(path)
         if any(code != "!!" for code, _ in entries):
             return None
@@ -170,7 +173,8 @@ class Pool:
         head = self._poolable(path)
         if head is None:
             return False
-        if dirty and git.worktree_dirty(path):
+        hidden = git.strip_worktree(path)
+        if (dirty or hidden) and git.worktree_dirty(path):
             git.run_git(["reset", "--quiet", "--hard"], path)
             git.run_git(["clean", "-ffdq"], path)
         git.run_git(["update-ref", "--no-deref", "-m", "wtr: pooled", "HEAD", head], path)
@@ -193,7 +197,10 @@ class Pool:
         return True
 
     def _poolable(self, path: Path) -> str | None:
-        """The worktree's HEAD commit, if it is one to pool (no operation under way)."""
+        """The worktree's HEAD commit, if it is one to pool (no operation under way, its
+        ``.git`` as git wrote it)."""
+        if not git.dot_git_intact(path):
+            return None
         found = git.run_git(["rev-parse", "--absolute-git-dir", "HEAD"], path, check=False)
         lines = found.stdout.split()
         if not found.ok or len(lines) != 2:

@@ -1,11 +1,12 @@
 """``sandbox: true``: the agent runs under bubblewrap, the filesystem read-only around it.
 
 Writable inside: the stream's worktree, the repository's object store, the worktree's own
-git metadata (``.git/worktrees/<name>``: HEAD, index, its reflog), the folder holding the
-run's stream branches (git writes a branch by renaming a lock file beside it; the other
-streams' branch files are bound read-only over themselves, so they cannot be replaced),
-the reflog of its own branch, its folder in the run's state (``wtr progress``), the
-folder of ``wtr lock``, a private empty ``/tmp`` and the plan's ``writable`` paths.
+git metadata (``.git/worktrees/<name>``: HEAD, index, its reflog; not its config), the
+folder holding the run's stream branches (git writes a branch by renaming a lock file
+beside it; the other streams' branch files are bound read-only over themselves, so they
+cannot be replaced), the reflog of its own branch, its folder in the run's state
+(``wtr progress``), the folder of ``wtr lock``, a private empty ``/tmp`` and the plan's
+``writable`` paths.
 Everything else (the main checkout, other worktrees, ``.git/hooks``, ``.git/config``,
 every other ref) is read-only. Processes live in their own PID namespace and die with
 the supervisor.
@@ -13,6 +14,7 @@ the supervisor.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -77,7 +79,11 @@ def _ref_binds(layout: Layout) -> list[str]:
 
 
 def _git_dir_binds(git_dir: Path) -> list[str]:
-    # What points git at a repository stays as the runner made it.
+    # What points git at a repository stays as the runner made it; the worktree's own
+    # config too, made (empty) if it is missing so that the agent cannot make one.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(git_dir / "config.worktree",
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
     args = ["--bind", str(git_dir), str(git_dir)]
     for name in ("commondir", "gitdir", "config.worktree"):
         if (git_dir / name).is_file():

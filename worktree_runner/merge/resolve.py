@@ -3,9 +3,12 @@
 The resolver runs in the integration worktree, stopped on the conflict, with a prompt
 naming the conflicted files, both sides' commits and the streams' descriptions. Its
 result is kept only if every conflict marker is gone from those files, nothing else in
-the worktree changed (HEAD included) and the plan's verify passes there. Otherwise its
-attempt is saved under ``refs/worktree-runner/resolver/...`` and the worktree is put
-back exactly as the conflict left it (index included), for a human.
+the worktree changed (HEAD included; a file hidden from git by an index flag counts) and
+the plan's verify passes on a fresh checkout of the very commit the rebase goes on with
+(never in the resolver's own worktree, where a file it hid or an ignored file it left
+could make verify pass). Otherwise its attempt is saved under
+``refs/worktree-runner/resolver/...`` and the worktree is put back exactly as the conflict
+left it (index included), for a human. Ignored files it made are removed either way.
 """
 
 from __future__ import annotations
@@ -79,7 +82,9 @@ def prompt_text(repo: git.Repository, plan: Plan, conflict: Conflict, worktree: 
 
 
 def _state(worktree: Path) -> dict[str, str]:
-    """Every changed or untracked path of ``worktree`` with a digest of its content."""
+    """Every changed or untracked path of ``worktree`` with a digest of its content (index
+    flags that hide a file cleared first)."""
+    git.unhide(worktree)
     out = git.run_git(["status", "--porcelain", "-z", "--no-renames",
                        "--untracked-files=all"], worktree).stdout
     state = {}
@@ -88,6 +93,13 @@ def _state(worktree: Path) -> dict[str, str]:
         data = path.read_bytes() if path.is_file() else b""
         state[entry[3:]] = f"{entry[:2]} {hashlib.sha256(data).hexdigest()}"
     return state
+
+
+def _ignored(worktree: Path) -> set[str]:
+    """The ignored files and folders of ``worktree`` (a folder as one entry)."""
+    out = git.run_git(["ls-files", "-z", "--others", "--ignored", "--exclude-standard",
+                       "--directory"], worktree).stdout
+    return {name for name in out.split("\0") if name}
 
 
 def _has_markers(path: Path) -> bool:
@@ -103,22 +115,26 @@ class Attempt:
                  spec: str, ref: str) -> None:
         self.repo, self.store, self.plan = repo, store, plan
         self.worktree, self.spec, self.ref = worktree, spec, ref
+        self.index = worktree  # (its index file, found when the attempt starts)
 
     def run(self, conflict: Conflict) -> Verdict:
         head = git.head_of(self.worktree)
-        before = _state(self.worktree)
-        index = Path(git.run_git(["rev-parse", "--path-format=absolute", "--git-path",
-                                  "index"], self.worktree).stdout.strip())
+        before, ignored = _state(self.worktree), _ignored(self.worktree)
+        self.index = Path(git.run_git(["rev-parse", "--path-format=absolute", "--git-path",
+                                       "index"], self.worktree).stdout.strip())
         with tempfile.TemporaryDirectory() as tmp:
             saved_index = Path(tmp) / "index"
-            shutil.copy2(index, saved_index)
+            shutil.copy2(self.index, saved_index)
             log = self.store.dir / f"resolver-{conflict.stream}.log"
             code = self._start(conflict, log)
             verdict = self._judge(conflict, head, before, code)
             verdict.log = str(log)
             if not verdict.kept:
                 verdict.ref = self._save_attempt(conflict)
-                self._put_back(conflict, saved_index, index, before)
+                self._put_back(conflict, saved_index, self.index, before)
+        left = sorted(_ignored(self.worktree) - ignored)
+        if left:  # (the verify of the landing runs in this worktree)
+            git.run_git(["--literal-pathspecs", "clean", "-ffdqX", "--", *left], self.worktree)
         return verdict
 
     def _start(self, conflict: Conflict, log: Path) -> int:
@@ -154,23 +170,42 @@ class Attempt:
         marked = [f for f in conflict.files if _has_markers(self.worktree / f)]
         if marked:
             return Verdict(False, f"conflict markers remain in {', '.join(marked)}")
-        failed = self._verify()
+        failed = self._verify(self._proposal(conflict, head))
         if failed:
             return Verdict(False, f"verify failed on the proposal: {failed}")
-        diff = git.run_git(["diff", conflict.onto, "--", *conflict.files],
-                           self.worktree).stdout
+        diff = git.run_git(["diff", "--no-ext-diff", "--no-textconv", conflict.onto, "--",
+                            *conflict.files], self.worktree).stdout
         return Verdict(True, diff=diff, files=list(conflict.files))
 
-    def _verify(self) -> str | None:
-        log = self.store.dir / "merge.log"
-        env = procs.child_env({"WTR_RUN": self.store.run_id,
-                               "WTR_WORKTREE": str(self.worktree),
-                               "WTR_STATE_DIR": str(self.store.dir)})
-        for command in self.plan.verify:
-            code = procs.run_logged(command, self.worktree, env, log)
-            if code != 0:
-                return f"{command} (exit {code})"
-        return None
+    def _proposal(self, conflict: Conflict, head: str) -> str:
+        """The commit ``rebase --continue`` makes of the proposal: the index with the
+        conflicted files as the resolver left them, on HEAD."""
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            shutil.copy2(self.index, env["GIT_INDEX_FILE"])
+            git.run_git(["add", "--all", "--", *conflict.files], self.worktree, env=env)
+            tree = git.run_git(["write-tree"], self.worktree, env=env).stdout.strip()
+        return git.commit_tree(self.repo, tree, [head], f"wtr: resolver's proposal for "
+                               f"{conflict.stream}")
+
+    def _verify(self, commit: str) -> str | None:
+        """The plan's verify on a fresh checkout of ``commit``; the failing command."""
+        if not self.plan.verify:
+            return None
+        path = self.worktree.with_name(f"{self.worktree.name}.verify")
+        git.remove_worktree(self.repo, path)  # (one a killed run left)
+        git.add_detached_worktree(self.repo, path, commit)
+        try:
+            log = self.store.dir / "merge.log"
+            env = procs.child_env({"WTR_RUN": self.store.run_id, "WTR_WORKTREE": str(path),
+                                   "WTR_STATE_DIR": str(self.store.dir)})
+            for command in self.plan.verify:
+                code = procs.run_logged(command, path, env, log)
+                if code != 0:
+                    return f"{command} (exit {code})"
+            return None
+        finally:
+            git.remove_worktree(self.repo, path)
 
     def _save_attempt(self, conflict: Conflict) -> str:
         commit = git.snapshot_worktree(self.repo, self.worktree,
