@@ -26,6 +26,7 @@ import contextlib
 import os
 import select
 import signal
+import stat
 import sys
 import time
 
@@ -204,9 +205,10 @@ def main(argv: list[str]) -> int:
     become_subreaper()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _on_stop)
+    exit_at = Place.of(exit_file)  # (before the agent starts: see Place)
+    log_at = Place.of(log.get("--log", "-"))
     if parent and not follow_parent(parent):
-        if exit_file != "-":
-            _record(exit_file, -signal.SIGTERM)
+        _record(Place.of(exit_file), -signal.SIGTERM)
         return 128 + signal.SIGTERM
     try:
         child = Agent(command, piped="--log" in log)
@@ -216,16 +218,15 @@ def main(argv: list[str]) -> int:
     else:
         _Stop.child = child.pid
         if child.output is not None:
-            with CappedLog(log["--log"], limit) as out:
+            with CappedLog(log_at, limit) as out:
                 _pump(child, child.output, out)
             os.close(child.output)
         code = _wait(child)
         _Stop.child = None
     end_descendants(0.0 if _Stop.at is not None else min(2.0, GRACE_SECONDS))
     # On a full disk the runner, our parent, still gets the code from our exit status.
-    if exit_file != "-":
-        with contextlib.suppress(OSError):
-            _record(exit_file, code)
+    with contextlib.suppress(OSError):
+        _record(exit_at, code)
     return code if code >= 0 else 128 - code
 
 
@@ -299,11 +300,15 @@ def _pump(child: Agent, fd: int, out: CappedLog) -> None:
 class CappedLog:
     """An append-only log file kept under ``limit`` bytes (0: no limit)."""
 
-    def __init__(self, path: str, limit: int) -> None:
-        self.path = path
+    def __init__(self, place: Place | None, limit: int) -> None:
+        self.place = place
         self.limit = limit
         self.dropped = 0
-        self.handle = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in __exit__
+        try:
+            fd = place.open_log() if place is not None else os.dup(1)
+        except OSError:  # kept changing under us: the runner's own descriptor (our stdout)
+            fd = os.dup(1)
+        self.handle = open(fd, "ab", buffering=0)  # noqa: SIM115 - closed in __exit__
 
     def __enter__(self) -> CappedLog:
         return self
@@ -319,9 +324,24 @@ class CappedLog:
         except OSError:  # a full disk must not stop the agent's pipe
             pass
 
+    def _reopened(self) -> int:
+        """Our log file opened again to read and write it: through /proc the file itself,
+        whatever its name now is; else by its name, if that is still the same file."""
+        own = self.handle.fileno()
+        if os.path.isdir("/proc/self/fd"):
+            return os.open(f"/proc/self/fd/{own}", os.O_RDWR | os.O_CLOEXEC)
+        if self.place is None:
+            raise OSError("no log file to cut")
+        fd = self.place.open(os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        now, ours = os.fstat(fd), os.fstat(own)
+        if (now.st_dev, now.st_ino) != (ours.st_dev, ours.st_ino):
+            os.close(fd)
+            raise OSError("the log's name is no longer the log")
+        return fd
+
     def _trim(self) -> None:
         """Keep the first quarter of the limit and the last half, cut at line ends."""
-        with open(self.path, "r+b") as log:
+        with open(self._reopened(), "r+b") as log:
             size = log.seek(0, os.SEEK_END)
             log.seek(0)
             head = log.read(self.limit // 4)
@@ -364,12 +384,67 @@ def _kill_when_overdue() -> None:
         end_descendants(0.0)
 
 
-def _record(path: str, code: int) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:  # JSON, without importing json
-        handle.write(f'{{"exit_code": {int(code)}, "ended_at": {time.time()!r}}}')
-    os.replace(tmp, path)
+# The log and the exit file lie in a folder the agent can write: it may put a symlink (to a
+# file outside its sandbox), a FIFO or a folder in their place, or move the folder itself
+# and put a symlink there. The folder is opened before the agent starts, and a name in it
+# is never followed nor opened unless it is a regular file of its own: a new file is put in
+# the place of anything else (the runner's statefs.py does the same).
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
+
+class Place:
+    """A file's name in its folder, the folder held open."""
+
+    def __init__(self, path: str) -> None:
+        self.name = os.path.basename(path)
+        self.folder = os.open(os.path.dirname(path) or ".", _FOLDER)
+
+    @classmethod
+    def of(cls, path: str) -> Place | None:
+        """The place of ``path``; None for ``-`` (nothing to write) or a folder that is not
+        one (then the runner still has the exit code, from our own exit status)."""
+        if path == "-":
+            return None
+        try:
+            return cls(path)
+        except OSError:
+            return None
+
+    def open(self, flags: int, mode: int = 0o644) -> int:
+        return os.open(self.name, flags, mode, dir_fd=self.folder)
+
+    def open_log(self) -> int:
+        """A descriptor appending to the regular file (made if missing)."""
+        for _ in range(3):
+            with contextlib.suppress(OSError):
+                fd = self.open(_APPEND)
+                info = os.fstat(fd)
+                if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+                    os.set_blocking(fd, True)
+                    return fd
+                os.close(fd)
+            self.put_new(b"[wtr: the log was not a regular file; a new one was put in its "
+                         b"place]\n")
+        raise OSError(f"{self.name}: not a regular file")
+
+    def put_new(self, data: bytes) -> None:
+        """A new file holding ``data`` renamed over the name (whatever is there replaced)."""
+        tmp = f".{self.name}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=self.folder)
+        fd = os.open(tmp, _NEW, 0o644, dir_fd=self.folder)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.name, src_dir_fd=self.folder, dst_dir_fd=self.folder)
+
+
+def _record(place: Place | None, code: int) -> None:
+    if place is not None:  # JSON, without importing json
+        place.put_new(f'{{"exit_code": {int(code)}, "ended_at": {time.time()!r}}}'.encode())
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from worktree_runner import git
+from worktree_runner import git, statefs
 from worktree_runner.errors import WtrError
 from worktree_runner.plan.durations import format_duration
 from worktree_runner.plan.load import parse_plan
@@ -223,7 +223,7 @@ def _stats(repo: git.Repository, base: str, head: str) -> list[git.FileStat]:
 
 def _tail(path: Path, offset: int, lines: int) -> str | None:
     try:
-        with path.open("rb") as handle:
+        with statefs.open_read(path) as handle:
             size = handle.seek(0, 2)
             handle.seek(max(offset, size - _LOG_TAIL_BYTES))
             text = handle.read().decode("utf-8", errors="replace")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from worktree_runner.files import write_text_atomic
+from worktree_runner import statefs
 from worktree_runner.presets.base import Preset, json_lines
 from worktree_runner.run.state import RunStore
 
@@ -30,13 +30,15 @@ def fill_from_final_message(store: RunStore, name: str, output: str,
     message = preset.final_message(output) if preset is not None else final_message(output)
     if not message:
         return False
-    write_text_atomic(path, f"{FILLED_MARK}\n\n{message[:_KEPT_CHARS].strip()}\n")
+    replaced = statefs.write_text(path, f"{FILLED_MARK}\n\n{message[:_KEPT_CHARS].strip()}\n")
+    if replaced is not None:  # a symlink, a FIFO...: replaced, never written through
+        store.event("state_file_replaced", stream=name, file=path.name, was=replaced)
     return True
 
 
 def _written_by_agent(path: Path) -> bool:
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = statefs.read_text(path)
     except OSError:
         return False
     return bool(text.strip()) and not text.startswith(FILLED_MARK)
@@ -75,8 +77,8 @@ def report_document(store: RunStore, name: str, limit: int = SHOWN_CHARS) -> dic
     """``report`` of a stream in ``status --json``: its text (cut at ``limit``), its path."""
     path = store.report_path(name)
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        text = statefs.read_text(path)
+    except OSError:  # none, or not a regular file (never followed nor waited on)
         return None
     return {"path": str(path), "text": text[:limit], "truncated": len(text) > limit,
             "filled": text.startswith(FILLED_MARK)}

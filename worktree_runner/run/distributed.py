@@ -44,7 +44,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from worktree_runner import git, procs
+from worktree_runner import git, procs, statefs
 from worktree_runner.errors import BadInput, WtrError
 from worktree_runner.plan.executor import Executor
 from worktree_runner.plan.load import parse_plan
@@ -329,11 +329,10 @@ class RemoteStreams:
         if isinstance(fields.get("failure"), dict):
             fields["failure"] = Failure(**fields["failure"])
         if with_log and result.get("log"):  # else the relay brought it while it ran
-            with store.log_path(name).open("a", encoding="utf-8") as log:
-                log.write(f"--- as the worker {result.get('worker', '?')} logged it ---\n")
-                log.write(str(result["log"]))
+            statefs.append_text(store.log_path(name), f"--- as the worker "
+                                f"{result.get('worker', '?')} logged it ---\n{result['log']}")
         if isinstance(result.get("report"), str):
-            store.report_path(name).write_text(result["report"], encoding="utf-8")
+            statefs.write_text(store.report_path(name), result["report"])
         fields.setdefault("finished_at", now())
         store.update_stream(name, "stream_finished", **fields, remote_task=None)
         store.event("remote_finished", stream=name, worker=result.get("worker"))
@@ -371,8 +370,7 @@ class _Relay(threading.Thread):
     def _record(self, message: dict[str, Any]) -> None:
         kind, data = message.get("kind"), message.get("data")
         if kind == "log" and isinstance(data, str):
-            with self.store.log_path(self.name).open("a", encoding="utf-8") as log:
-                log.write(data)
+            statefs.append_text(self.store.log_path(self.name), data)
         elif kind == "progress" and isinstance(data, dict):
             from worktree_runner.run.state import write_json_atomic
 
@@ -584,18 +582,18 @@ def _pool_worktree(ctx: RunContext, name: str, result: dict[str, Any]) -> None:
 
 def _text(path: Path) -> str | None:
     try:
-        return path.read_text(encoding="utf-8", errors="replace")
+        return statefs.read_text(path)
     except OSError:
         return None
 
 
 def _log_tail(store: RunStore, name: str) -> str:
-    path = store.log_path(name)
-    if not path.exists():
+    try:
+        with statefs.open_read(store.log_path(name)) as log:
+            log.seek(max(0, log.seek(0, 2) - LOG_TAIL_BYTES))
+            return log.read().decode("utf-8", "replace")
+    except OSError:
         return ""
-    with path.open("rb") as log:
-        log.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
-        return log.read().decode("utf-8", "replace")
 
 
 class _Sender(threading.Thread):
@@ -657,7 +655,7 @@ class _Sender(threading.Thread):
 
     def _new_text(self, path: Path, key: str) -> str:
         try:
-            with path.open("rb") as source:
+            with statefs.open_read(path) as source:
                 source.seek(self.offsets[key])
                 data = source.read()
         except OSError:

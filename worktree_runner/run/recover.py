@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 
-from worktree_runner import faults, git, procs
+from worktree_runner import faults, git, procs, statefs
 from worktree_runner.errors import BadInput
 from worktree_runner.plan.model import Plan
 from worktree_runner.run import registry
@@ -48,7 +48,7 @@ def _surviving_agent(store: RunStore, stream: StreamRecord) -> procs.Agent | Non
     agent = procs.Agent(stream.pid or 0, stream.pid_start, exit_file)
     if stream.pid and agent.running():
         return agent
-    if exit_file.exists():
+    if statefs.is_file(exit_file):
         return agent
     return None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import re
 import sys
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from worktree_runner import git
+from worktree_runner import git, statefs
 from worktree_runner.errors import BadInput, UnknownRun, WtrError
 from worktree_runner.locks import HeldLock
 from worktree_runner.run.state import RunState, RunStore
@@ -126,17 +127,16 @@ def read_log(store: RunStore, name: str, follow: bool, poll: float = 0.5) -> Ite
     position = 0
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while True:
-        if path.exists():
-            with path.open("rb") as handle:
-                if handle.seek(0, os.SEEK_END) < position:
-                    # Cut down to its log_limit meanwhile: go on from what is now its end.
-                    yield "\n[wtr: the log was cut to its log_limit here; reading on]\n"
-                    position = handle.tell()
-                handle.seek(position)
-                while chunk := handle.read(LOG_CHUNK):
-                    position += len(chunk)
-                    if text := decoder.decode(chunk):
-                        yield text
+        with contextlib.suppress(OSError), statefs.open_read(path) as handle:
+            if handle.seek(0, os.SEEK_END) < position:
+                # Cut down to its log_limit meanwhile: go on from what is now its end.
+                yield "\n[wtr: the log was cut to its log_limit here; reading on]\n"
+                position = handle.tell()
+            handle.seek(position)
+            while chunk := handle.read(LOG_CHUNK):
+                position += len(chunk)
+                if text := decoder.decode(chunk):
+                    yield text
         if not follow or store.load().streams[name].status not in ("pending", "running"):
             if rest := decoder.decode(b"", final=True):
                 yield rest

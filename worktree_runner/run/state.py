@@ -26,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from worktree_runner import statefs
 from worktree_runner.errors import BadInput
 from worktree_runner.files import write_text_atomic
 
@@ -61,10 +62,10 @@ def write_json_atomic(path: Path, document: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    """The document at ``path``; None when it is missing, damaged, or not a regular file
+    (a symlink or a FIFO an agent put in its folder is never followed nor waited on)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
+        return json.loads(statefs.read_text(path))
     except (OSError, ValueError):
         return None
 

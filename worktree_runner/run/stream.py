@@ -14,9 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worktree_runner import faults, git, procs, rescue, sandbox, sparse
+from worktree_runner import faults, git, procs, rescue, sandbox, sparse, statefs
 from worktree_runner.errors import WtrError
-from worktree_runner.files import write_text_atomic
 from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.pool import Pool
@@ -337,10 +336,7 @@ def compose_project_name(run_id: str, name: str) -> str:
 
 
 def _append_log(ctx: RunContext, name: str, text: str) -> None:
-    path = ctx.store.log_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as out:
-        out.write(text if text.endswith("\n") else text + "\n")
+    statefs.append_text(ctx.store.log_path(name), text if text.endswith("\n") else text + "\n")
 
 
 # -- the agent's attempts -------------------------------------------------------------------
@@ -396,7 +392,7 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
                            _dependency_work(ctx, stream), previous,
                            str(ctx.store.report_path(name)))
     prompt_file = ctx.store.prompt_path(name)
-    prompt_file.write_text(prompt, encoding="utf-8")
+    _note_replaced(ctx, name, prompt_file, statefs.write_text(prompt_file, prompt))
     values = {"prompt_file": str(prompt_file), "prompt": prompt, "stream": name,
               "worktree": str(worktree), "branch": branch}
     launch = _launch(ctx, stream)
@@ -406,7 +402,7 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
     if stream.sandbox:
         argv = sandbox.wrap(procs.as_argv(argv), _sandbox_layout(ctx, stream))
     _append_log(ctx, name, f"--- attempt {record.attempts} at {now()} ---")
-    log_start = ctx.store.log_path(name).stat().st_size
+    log_start = statefs.size(ctx.store.log_path(name))
     env = _env(ctx, stream, launch.env if launch is not None else None)
     agent = procs.start_agent(argv, worktree, env, ctx.store.log_path(name),
                               ctx.store.exit_path(name, record.attempts), ctx.plan.log_limit,
@@ -437,8 +433,18 @@ def _launch(ctx: RunContext, stream: Stream) -> Launch | None:
         locks_dir=ctx.repo.state_dir / "locks", as_root=os.geteuid() == 0,
         sandbox=stream.sandbox, verify=stream.verify))
     for file_name, text in launch.files.items():
-        write_text_atomic(state / file_name, text, 0o600)
+        path = state / file_name
+        _note_replaced(ctx, stream.name, path, statefs.write_text(path, text, 0o600, below=state))
     return launch
+
+
+def _note_replaced(ctx: RunContext, name: str, path: Path, was: str | None) -> None:
+    """Say so when a file of the stream's folder was not a regular file (an agent put a
+    symlink or a FIFO in its place) and was replaced."""
+    if was is not None:
+        ctx.store.event("state_file_replaced", stream=name, file=path.name, was=was)
+        _append_log(ctx, name, f"wtr: {path.name} was {was}, not a file; replaced, not "
+                               "followed")
 
 
 def _earlier_agent(ctx: RunContext, name: str) -> procs.Agent | None:
@@ -451,7 +457,7 @@ def _earlier_agent(ctx: RunContext, name: str) -> procs.Agent | None:
     if not alive:
         # A resume found it (alive or ended) and was killed before it could watch it.
         ended = ctx.store.exit_path(name, record.attempts)
-        if record.adopted and record.attempts and ended.exists():
+        if record.adopted and record.attempts and statefs.is_file(ended):
             return procs.Agent(record.pid or 0, record.pid_start, ended)
         return None
     newest = max(alive, key=lambda agent: _attempt_of(agent.exit_file))
@@ -560,7 +566,7 @@ def _watch(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | Non
 def _end_strays(ctx: RunContext, name: str, agent: procs.Agent) -> None:
     """A supervisor that left no exit file did not end (it was killed): what the agent
     started may have left its tree. Found by the run and stream in their environment."""
-    if agent.exit_file.exists():
+    if statefs.is_file(agent.exit_file):
         return
     ended = procs.end_tagged(ctx.store.dir, name)
     if ended:
@@ -654,7 +660,7 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
     if stream.verify:
         log = ctx.store.log_path(name)
         ctx.store.event("verify_started", stream=name,
-                        log_offset=log.stat().st_size if log.exists() else 0)
+                        log_offset=statefs.size(log))
     for command in stream.verify:
         code = procs.run_logged(command, worktree, _env(ctx, stream), ctx.store.log_path(name),
                                 timeout=stream.agent.timeout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from worktree_runner import statefs
 from worktree_runner.presets.base import json_lines, usage_record
 
 # CLIs that report usage per model reply (codex, opencode, aider) print it all along the
@@ -23,7 +24,7 @@ Usage = dict[str, float | None]
 def attempt_output(log_path: Path, since: int) -> str | None:
     """What the log holds after byte offset ``since`` (its last 64 MiB at most)."""
     try:
-        with log_path.open("rb") as handle:
+        with statefs.open_read(log_path) as handle:
             size = handle.seek(0, 2)
             since = since if since <= size else 0  # the log was cut (log_limit) meanwhile
             handle.seek(max(since, size - _TAIL_BYTES))
