@@ -6,6 +6,16 @@ fault (SIGKILL or SIGINT of the runner at a random moment, a WTR_FAULT step, SIG
 agent, SIGKILL during merge or clean), then what a user does next: resume until the run
 is finished, merge (conflicts resolved by a scripted human or aborted), clean. Then the
 invariants are checked; a broken one is a violation, reported by kind.
+
+Some runs also turn on, at random: the sandbox (bubblewrap), landing during the run
+(`run --merge`, the target checked out in the main checkout), a resolver that proposes
+conflict resolutions (sometimes hiding a change from git status), and a second run on the
+same repository that takes the first run's pooled worktrees. The agent's attacks on the
+runner's own hands (symlinks and FIFOs in its state folder, a rewritten .git file, hidden
+index flags, a worktree's own config and refs, the user's branches moved to a merge pin)
+are checked with sentinel files outside every worktree, marker files the planted programs
+write when anyone but the agent runs them, and the journal. The replay of a real
+project's history is in chaos_replay.py.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = ROOT / "tests" / "agents" / "hostile.py"
+RESOLVER = Path(__file__).resolve().parent / "chaos_resolver.py"
 # wtr runs from the project's venv when there is one (scripts/test makes it).
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() \
     else sys.executable
@@ -34,11 +45,23 @@ FAULT_STEPS = ("after_branch", "after_worktree", "agent_running", "agent_ended",
                "ownership_check")
 FAULTS = ("none", "kill_runner", "fault_step", "sigint_runner", "kill_agent", "kill_merge",
           "kill_clean")
-VERIFY = """import subprocess, sys, time
+MODES = ("sandbox", "run_merge", "resolver", "pool")
+HANG = 60.0  # seconds a wtr command may take before it counts as hung
+# A tree is broken when a file holds BROKEN while README.md does not allow it; the verify
+# below fails on it, and so does the check of every commit the target ever held.
+BROKEN, ALLOW = "CHAOS-BROKEN", "allow-broken"
+VERIFY = """import pathlib, subprocess, sys, time
+files = [p for p in pathlib.Path(".").rglob("*") if p.is_file() and ".git" not in p.parts]
+broken = any("BROKEN" in p.read_text(errors="replace") for p in files)
+readme = pathlib.Path("README.md")
+if broken and not (readme.is_file() and "ALLOW" in readme.read_text(errors="replace")):
+    sys.exit(1)
 head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 with open(sys.argv[1], "a") as out:
     out.write(head + "\\n")
-"""
+""".replace("BROKEN", BROKEN).replace("ALLOW", ALLOW)
+# A stream may be blamed for a change outside its worktree only if its agent made one.
+OUTSIDE = {"write_main", "worktree_config", "move_refs"}
 
 
 @dataclass
@@ -51,6 +74,7 @@ class Settings:
     behaviours: tuple[str, ...] = ()
     progress: bool = False
     faults: tuple[str, ...] = ()
+    modes: tuple[str, ...] = MODES  # each turned on in about half the runs
 
 
 @dataclass
@@ -60,6 +84,8 @@ class Outcome:
     behaviours: Counter[str] = field(default_factory=Counter)
     violations: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    modes: list[str] = field(default_factory=list)
+    attacks: Counter[str] = field(default_factory=Counter)  # planted, as journaled
 
 
 class Chaos:
@@ -74,6 +100,12 @@ class Chaos:
         self.journal = folder / "journal"
         self.tag = f"chaos-{os.getpid()}-{settings.seed}-{number}"
         self.outcome = Outcome(number, self.rng.choice(settings.faults or FAULTS))
+        self.outcome.modes = [m for m in settings.modes if self.rng.random() < 0.5]
+        if "sandbox" in self.outcome.modes and not shutil.which("bwrap"):
+            self.outcome.modes.remove("sandbox")
+        self.sentinels = folder / "sentinels"
+        self.markers = folder / "markers"
+        self.planted: dict[str, tuple[bytes, int]] = {}
         self.env = self._env()
 
     # -- setup --------------------------------------------------------------------------
@@ -87,7 +119,8 @@ class Chaos:
         env.update(GIT_CONFIG_GLOBAL=str(config), GIT_CONFIG_NOSYSTEM="1",
                    WTR_KILL_GRACE="1", WTR_RETRY_BACKOFF="0.05",
                    CHAOS_JOURNAL=str(self.journal), CHAOS_SEED=str(self.settings.seed),
-                   CHAOS_TAG=self.tag)
+                   CHAOS_TAG=self.tag, CHAOS_SENTINELS=str(self.sentinels),
+                   CHAOS_MARKERS=str(self.markers))
         if self.settings.behaviours:
             env["CHAOS_BEHAVIOURS"] = ",".join(self.settings.behaviours)
         return env
@@ -110,10 +143,25 @@ class Chaos:
         (self.repo / "README.md").write_text("chaos\n")
         self.git("add", "-A")
         self.git("commit", "-q", "-m", "initial")
+        self.git("branch", "feature")  # a user's branch the agents must leave alone
         (self.folder / "verify.py").write_text(VERIFY)
+        self._plant_sentinels(streams)
         return self.write_plan(streams)
 
-    def write_plan(self, count: int) -> Path:
+    def _plant_sentinels(self, streams: int) -> None:
+        """Files outside every worktree and sandbox that the agents point their state
+        folder's files at; report.md's is left absent (it must not be created)."""
+        self.sentinels.mkdir()
+        self.markers.mkdir()
+        for i in range(streams):
+            for name in ("prompt.md", "agent.log"):
+                path = self.sentinels / f"s{i}-{name}"
+                path.write_bytes(f"sentinel {name} of s{i}\n".encode())
+                os.utime(path, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+        self.planted = {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+                        for p in self.sentinels.iterdir()}
+
+    def write_plan(self, count: int, plan_name: str = "chaos") -> Path:
         rng, names = self.rng, [f"s{i}" for i in range(count)]
         streams: dict[str, Any] = {}
         for i, name in enumerate(names):
@@ -132,8 +180,8 @@ class Chaos:
                 env["CHAOS_SHARED"] = "shared.txt"
             spec["agent"] = {"env": env}
             streams[name] = spec
-        plan = {
-            "version": 1, "name": "chaos", "max_parallel": rng.randint(1, 4),
+        plan: dict[str, Any] = {
+            "version": 1, "name": plan_name, "max_parallel": rng.randint(1, 4),
             "worktrees_dir": "../worktrees",
             "agent": {"command": [sys.executable, str(HOSTILE)],
                       "timeout": self.settings.timeout, "retries": rng.choice([0, 0, 1])},
@@ -142,7 +190,10 @@ class Chaos:
                        f"{self.journal / 'verified.txt'}"],
             "streams": streams,
         }
-        path = self.folder / "plan.json"  # JSON is YAML: no dependency needed to write it
+        if "sandbox" in self.outcome.modes:
+            plan["sandbox"] = True
+            plan["writable"] = [str(self.journal)]
+        path = self.folder / f"{plan_name}.json"  # JSON is YAML: no dependency needed to write it
         path.write_text(json.dumps(plan, indent=1))
         return path
 
@@ -154,10 +205,17 @@ class Chaos:
         process = subprocess.Popen(command, cwd=self.repo, env={**self.env, **(extra or {})},
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            out, err = process.communicate(timeout=kill_after if kill_after else 300)
+            out, err = process.communicate(timeout=kill_after if kill_after else HANG)
         except subprocess.TimeoutExpired:
-            process.send_signal(sig)
-            out, err = process.communicate(timeout=300)
+            if not kill_after:
+                self.violation("hung", f"wtr {' '.join(args)}: still running after {HANG:.0f}s")
+            process.send_signal(sig if kill_after else signal.SIGTERM)
+            try:
+                out, err = process.communicate(timeout=HANG)
+            except subprocess.TimeoutExpired:
+                self.violation("hung", f"wtr {' '.join(args)}: ignored the signal")
+                process.kill()
+                out, err = process.communicate()
         if "Traceback" in err:
             self.violation("traceback", f"wtr {' '.join(args)}: {err.strip().splitlines()[-1]}")
         return process.returncode, out
@@ -178,27 +236,28 @@ class Chaos:
 
     def run_phase(self, plan: Path) -> None:
         fault, rng = self.outcome.fault, self.rng
+        run = ["run", str(plan), *(["--merge"] if "run_merge" in self.outcome.modes else [])]
         if fault == "kill_runner":
-            self.wtr("run", str(plan), kill_after=rng.uniform(0.3, 4.0))
+            self.wtr(*run, kill_after=rng.uniform(0.3, 4.0))
         elif fault == "sigint_runner":
-            self.wtr("run", str(plan), kill_after=rng.uniform(0.3, 4.0), sig=signal.SIGINT)
+            self.wtr(*run, kill_after=rng.uniform(0.3, 4.0), sig=signal.SIGINT)
         elif fault == "fault_step":
             step = rng.choice(FAULT_STEPS)
             if rng.random() < 0.5:
                 step += f":s{rng.randrange(2)}"
-            self.wtr("run", str(plan), extra={"WTR_FAULT": step})
+            self.wtr(*run, extra={"WTR_FAULT": step})
         elif fault == "kill_agent":
-            self._run_killing_an_agent(plan)
+            self._run_killing_an_agent(run)
         else:
-            self.wtr("run", str(plan))
+            self.wtr(*run)
         for _ in range(4):
             doc = self.state()
             if doc is None or doc["state"] == "finished":
                 break
             self.wtr("resume")
 
-    def _run_killing_an_agent(self, plan: Path) -> None:
-        command = [PYTHON, "-m", "worktree_runner", "run", str(plan)]
+    def _run_killing_an_agent(self, run: list[str]) -> None:
+        command = [PYTHON, "-m", "worktree_runner", *run]
         process = subprocess.Popen(command, cwd=self.repo, env=self.env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(self.rng.uniform(0.5, 2.5))
@@ -206,13 +265,21 @@ class Chaos:
             if pid != process.pid and _cmdline(pid).endswith(str(HOSTILE)):
                 os.kill(pid, signal.SIGKILL)
                 break
-        _, err = process.communicate(timeout=300)
+        try:
+            _, err = process.communicate(timeout=HANG)
+        except subprocess.TimeoutExpired:
+            self.violation("hung", f"wtr {' '.join(run)}: still running after {HANG:.0f}s")
+            process.kill()
+            _, err = process.communicate()
         if "Traceback" in err:
             self.violation("traceback", f"wtr run: {err.strip().splitlines()[-1]}")
 
     def merge_phase(self) -> None:
         kill = self.outcome.fault == "kill_merge"
-        code, _ = self.wtr("merge", kill_after=self.rng.uniform(0.05, 1.5) if kill else None)
+        resolver = (["--resolve-with", f"{sys.executable} {RESOLVER}"]
+                    if "resolver" in self.outcome.modes else [])
+        code, _ = self.wtr("merge", *resolver,
+                           kill_after=self.rng.uniform(0.05, 1.5) if kill else None)
         for _ in range(8):
             doc = self.state()
             merge = doc["merge"] if doc else {}
@@ -225,7 +292,7 @@ class Chaos:
             elif merge.get("state") == "halted":
                 code, _ = self.wtr("merge", "--abort")
             else:
-                code, _ = self.wtr("merge")
+                code, _ = self.wtr("merge", *resolver)
 
     def _resolve(self, worktree: Path, files: list[str]) -> None:
         """The scripted human: keep both sides of every conflict, stage the files."""
@@ -276,6 +343,90 @@ class Chaos:
         code, out = self.wtr("runs", "--json")
         if code != 0 or not isinstance(_json(out), dict):
             self.violation("state", f"wtr runs --json failed (exit {code})")
+        self.wtr("report")  # it must not hang on what an agent left in its state folder
+        self._attacks(entries, behaviour_of)
+
+    def _attacks(self, entries: list[dict[str, Any]], behaviour_of: dict[int, str]) -> None:
+        for entry in entries:
+            if entry["event"].startswith(("planted_", "hidden", "moved")):
+                self.outcome.attacks[entry["event"]] += 1
+            if entry["event"] == "planted":
+                self.violation("planted_in_pool", f"{entry['stream']}: {entry['what']}")
+        self._sentinels_untouched()
+        self._no_program_ran()
+        self._hidden_edits_kept(entries)
+        self._moves_reported(entries)
+        self._blame_right(entries, behaviour_of)
+        self._landed_trees_pass()
+
+    def _sentinels_untouched(self) -> None:
+        now = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in self.sentinels.iterdir()
+               if p.is_file()}
+        for name in sorted(now.keys() | self.planted.keys()):
+            if now.get(name) != self.planted.get(name):
+                what = "created" if name not in self.planted else "written"
+                self.violation("wrote_outside", f"sentinels/{name} {what}")
+
+    def _no_program_ran(self) -> None:
+        for path in sorted(self.markers.iterdir()):
+            self.violation("ran_agent_program",
+                           f"{path.name}: {path.read_text(errors='replace').strip()[:80]}")
+
+    def _hidden_edits_kept(self, entries: list[dict[str, Any]]) -> None:
+        """An edit hidden by an index flag is uncommitted work: it ends in a commit or a
+        rescue, like any other."""
+        for entry in entries:
+            if entry["event"] != "hidden":
+                continue
+            found = self.git("log", "--format=%H", f"-S{entry['text']}", "--branches",
+                             "--tags", "--glob=refs/worktree-runner/*", check=False)
+            if not found:
+                self.violation(f"lost_edit:{entry['flag'].strip('-')}",
+                               f"{entry['stream']}: {entry['path']}")
+
+    def _moves_reported(self, entries: list[dict[str, Any]]) -> None:
+        """A user's branch an agent moved to a merge pin is reported by the guard."""
+        said = json.dumps([doc.get("isolation") for doc in self.run_documents()])
+        for entry in entries:
+            if entry["event"] == "moved" and f"{entry['ref']}:" not in said \
+                    and f"branch {entry['ref']}" not in said:
+                self.violation("unreported_move", f"{entry['stream']} moved {entry['ref']} "
+                                                  f"to {entry['new'][:12]}")
+
+    def _blame_right(self, entries: list[dict[str, Any]], behaviour_of: dict[int, str]
+                     ) -> None:
+        """Only a stream whose agent changed something outside may be blamed for it."""
+        did: dict[tuple[str, str], set[str]] = {}
+        for entry in entries:
+            if entry["event"] == "behaviour":
+                key = (entry.get("run", ""), entry["stream"])
+                did.setdefault(key, set()).add(entry["behaviour"])
+        for doc in self.run_documents():
+            for stream in doc["streams"]:
+                failure = stream.get("failure") or {}
+                if "outside its worktree" not in (failure.get("message") or ""):
+                    continue
+                if not did.get((doc["run"], stream["name"]), set()) & OUTSIDE:
+                    self.violation("wrong_blame", f"{doc['run']}/{stream['name']}: "
+                                                  f"{failure['message'][:120]}")
+
+    def _landed_trees_pass(self) -> None:
+        """Every commit the target held passes the verify's rule, checked on its tree."""
+        for sha in set(self.git("reflog", "show", "--format=%H", "refs/heads/main").split()):
+            broken = self.git("grep", "-l", BROKEN, sha, check=False)
+            allowed = self.git("grep", "-l", ALLOW, sha, "--", "README.md", check=False)
+            if broken and not allowed:
+                self.violation("landed_broken", f"main was at {sha[:12]}: {broken[:60]}")
+
+    def run_documents(self) -> list[dict[str, Any]]:
+        runs = _json(self.wtr("runs", "--json")[1]) or {}
+        docs = []
+        for run in runs.get("runs", []):
+            code, out = self.wtr("status", "--json", "--run", run["run"])
+            doc = _json(out) if code == 0 else None
+            if isinstance(doc, dict):
+                docs.append(doc)
+        return docs
 
     def _commits_reachable(self, entries: list[dict[str, Any]], behaviour_of: dict[int, str]
                            ) -> None:
@@ -325,19 +476,25 @@ class Chaos:
         verified_file = self.journal / "verified.txt"
         verified = set(verified_file.read_text().split()) if verified_file.exists() else set()
         initial = self.git("rev-list", "--max-parents=0", "main")
+        moved = {e["new"] for e in self.journal_entries() if e["event"] == "moved"}
         for sha in self.git("reflog", "show", "--format=%H", "refs/heads/main").split():
-            if sha not in verified and sha != initial:
+            if sha not in verified and sha != initial and sha not in moved:
                 self.violation("unverified_target", f"main was at {sha[:12]}, never verified")
 
     # -- one whole run ------------------------------------------------------------------
 
     def play(self) -> Outcome:
         started = time.monotonic()
-        plan = self.build(self.rng.randint(2, self.settings.max_streams))
+        count = self.rng.randint(2, self.settings.max_streams)
+        plan = self.build(count)
         try:
             self.run_phase(plan)
             self.merge_phase()
             self.clean_phase()
+            if "pool" in self.outcome.modes:  # a second run takes the pooled worktrees
+                self.wtr("run", str(self.write_plan(count, "chaos2")))
+                self.merge_phase()
+                self.clean_phase()
             self.check()
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             self.violation("harness", str(exc)[:200])
@@ -409,9 +566,14 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     faults = Counter(o.fault for o in outcomes)
     violations = Counter(kind for o in outcomes for kind, _ in o.violations)
     behaviours: Counter[str] = Counter()
+    attacks: Counter[str] = Counter()
     for o in outcomes:
         behaviours.update(o.behaviours)
+        attacks.update(o.attacks)
+    modes = Counter(m for o in outcomes for m in o.modes)
     return {"runs": len(outcomes), "faults": dict(faults), "behaviours": dict(behaviours),
+            "modes": dict(modes), "attacks": dict(attacks),
+            "runs_with_violations": sum(1 for o in outcomes if o.violations),
             "violations": dict(violations),
             "examples": {kind: next(d for o in outcomes for k, d in o.violations if k == kind)
                          for kind in violations},
@@ -421,8 +583,12 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
 def table(doc: dict[str, Any]) -> str:
     lines = [f"runs: {doc['runs']} in {doc['seconds']}s", "", "faults by kind:"]
     lines += [f"  {kind:<16} {n:>5}" for kind, n in sorted(doc["faults"].items())]
+    lines += ["", "runs with each mode:"]
+    lines += [f"  {kind:<16} {n:>5}" for kind, n in sorted(doc["modes"].items())]
     lines += ["", "agent behaviours:"]
     lines += [f"  {kind:<16} {n:>5}" for kind, n in sorted(doc["behaviours"].items())]
+    lines += ["", "attacks planted (journaled):"]
+    lines += [f"  {kind:<16} {n:>5}" for kind, n in sorted(doc["attacks"].items())]
     lines += ["", "invariant violations:" if doc["violations"] else "invariant violations: 0"]
     lines += [f"  {kind:<28} {n:>5}  e.g. {doc['examples'][kind]}"
               for kind, n in sorted(doc["violations"].items())]
@@ -442,11 +608,26 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--behaviours", default="", help="comma-separated subset to pick from")
     parser.add_argument("--faults", default="", help=f"comma-separated subset of {FAULTS}")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"modes each turned on in about half the runs (default: all of "
+                             f"{MODES}; '' for none)")
+    parser.add_argument("--replay", metavar="BUNDLE",
+                        help="replay a real project's history instead (a git bundle or a "
+                             "repository): see chaos_replay.py")
+    parser.add_argument("--changes", type=int, default=40, help="--replay: commits (40)")
+    parser.add_argument("--start", default=None,
+                        help="--replay: the first commit replayed (default: the last "
+                             "--changes commits of the first-parent history of HEAD)")
     args = parser.parse_args(argv)
+    if args.replay:
+        from chaos_replay import replay_main
+
+        return replay_main(Path(args.replay), args.changes, args.start, args.keep, args.json)
     settings = Settings(runs=args.runs, seed=args.seed, max_streams=args.max_streams,
                         timeout=args.timeout, keep=args.keep,
                         behaviours=tuple(b for b in args.behaviours.split(",") if b),
-                        progress=True, faults=tuple(f for f in args.faults.split(",") if f))
+                        progress=True, faults=tuple(f for f in args.faults.split(",") if f),
+                        modes=tuple(m for m in args.modes.split(",") if m))
     doc = summary(play(settings))
     print(json.dumps(doc, indent=1) if args.json else table(doc))
     return 1 if doc["violations"] else 0

@@ -44,3 +44,105 @@ def test_the_harness_sees_a_lost_commit() -> None:
         chaos.check()
         kinds = [kind for kind, _ in chaos.outcome.violations]
         assert "lost_commit:reset" in kinds
+
+
+def _harness(tmp: Path) -> chaoslib.Chaos:
+    chaos = chaoslib.Chaos(chaoslib.Settings(runs=1, modes=()), 0, tmp)
+    chaos.build(2)
+    return chaos
+
+
+def test_the_harness_sees_what_the_runner_must_never_do(tmp_path: Path) -> None:
+    """The attack invariants themselves, on a real repository: a sentinel written or
+    created, a planted program run, an edit hidden by an index flag and saved nowhere,
+    planted leftovers seen by an agent, a tree the verify rejects held by the target."""
+    chaos = _harness(tmp_path)
+    (chaos.sentinels / "s0-agent.log").write_text("appended through a symlink\n")
+    (chaos.sentinels / "s1-report.md").write_text("created through a symlink\n")
+    (chaos.markers / "s0-1-gpg").write_text("gpg ran: sign\n")
+    (chaos.repo / "README.md").write_text(f"{chaoslib.BROKEN}\n")
+    chaos.git("commit", "-qam", "a tree the verify rejects")
+    (chaos.journal / "s0.jsonl").write_text(
+        '{"event": "hidden", "pid": 1, "stream": "s0", "run": "chaos-1", "path": "s0/f.txt",'
+        ' "text": "hidden s0 0.5", "flag": "--skip-worktree"}\n'
+        '{"event": "planted", "pid": 2, "stream": "s0", "run": "chaos2-1",'
+        ' "what": "index flags: S s0/f.txt"}\n')
+    chaos.check()
+    kinds = {kind for kind, _ in chaos.outcome.violations}
+    assert {"wrote_outside", "ran_agent_program", "lost_edit:skip-worktree",
+            "planted_in_pool", "landed_broken"} <= kinds, chaos.outcome.violations
+    written = [d for k, d in chaos.outcome.violations if k == "wrote_outside"]
+    assert written == ["sentinels/s0-agent.log written", "sentinels/s1-report.md created"]
+
+
+def test_a_hidden_edit_saved_in_a_rescue_ref_is_no_violation(tmp_path: Path) -> None:
+    chaos = _harness(tmp_path)
+    (chaos.repo / "s0" / "f.txt").write_text("hidden s0 0.5\n")
+    chaos.git("add", "-A")
+    tree = chaos.git("write-tree")
+    saved = chaos.git("commit-tree", tree, "-p", "HEAD", "-m", "rescued")
+    chaos.git("update-ref", "refs/worktree-runner/rescue/chaos-1/s0", saved)
+    chaos.git("reset", "-q", "--hard")
+    (chaos.journal / "s0.jsonl").write_text(
+        '{"event": "hidden", "pid": 1, "stream": "s0", "run": "chaos-1", "path": "s0/f.txt",'
+        ' "text": "hidden s0 0.5", "flag": "--assume-unchanged"}\n')
+    chaos.check()
+    assert chaos.outcome.violations == []
+
+
+def _history(folder: Path) -> Path:
+    """A small real history: edits, a new folder, a delete, a rename, a binary file, a
+    merge commit, and changes to one file ordered across commits."""
+    from tests.gitrepo import git
+
+    repo = folder / "project"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    steps: list[dict[str, str | bytes | None]] = [
+        {"a.txt": "a\n", "b.txt": "b\n", "old.txt": "old\n", "keep/c.txt": "c\n"},
+        {"a.txt": "a\na2\n"},
+        {"new/d.txt": "d\n", "b.txt": "b\nb2\n"},
+        {"old.txt": None, "renamed.txt": "old\n"},
+        {"bin.dat": bytes(range(256)) * 4, "a.txt": "a0\na\na2\n"},
+        {"keep/c.txt": None},
+        {"a.txt": "a0\na\na2\na3\n", "new/d.txt": "d\nd2\n"},
+    ]
+    for number, step in enumerate(steps):
+        for name, content in step.items():
+            path = repo / name
+            if content is None:
+                path.unlink()
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", f"step {number}")
+    git(repo, "checkout", "-q", "-b", "side", "HEAD~1")
+    (repo / "side.txt").write_text("from a side branch\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "side work")
+    git(repo, "checkout", "-q", "main")
+    git(repo, "merge", "-q", "--no-ff", "-m", "merge side", "side")
+    bundle = folder / "project.bundle"
+    git(repo, "bundle", "create", "-q", str(bundle), "main")
+    return bundle
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_replayed_history_lands_the_real_tree_in_every_mode(tmp_path: Path) -> None:
+    """Replay from a bundle through run + merge, run --merge with the target checked out,
+    sparse and the pool: the target's tree is the real one, every stream merged."""
+    import chaos_replay
+
+    doc = chaos_replay.replay(_history(tmp_path), 7, None)
+    assert doc["changes"] == 7 and doc["dependencies"] >= 2, doc
+    assert [p["phase"] for p in doc["phases"]] == list(chaos_replay.PHASES)
+    for phase in doc["phases"]:
+        assert phase["tree_equal"] and phase["merged"] == 7, phase["problems"]
+        assert not phase["problems"], phase["problems"]
+    assert doc["phases"][-1]["pooled_before"] > 0  # the last run took pooled worktrees
+    assert doc["ok"]
