@@ -187,3 +187,27 @@ def test_a_stream_folder_swapped_for_a_symlink_is_not_followed(repo: Repo,
     assert folder.is_dir() and not folder.is_symlink()
     assert (folder / "prompt.md").is_file()
     assert _status(repo)["attempts"] == 2
+
+
+def test_the_reader_and_writer_on_each_kind_of_plant(tmp_path: Path) -> None:
+    """statefs itself: a folder below the agent's one swapped for a symlink (a preset's
+    files), a hard link to a file outside, a FIFO, a folder in the place of a file."""
+    from worktree_runner import statefs
+
+    outside = _outside_file(tmp_path)
+    folder = tmp_path / "stream"
+    folder.mkdir()
+    (folder / "home").symlink_to(outside.parent, target_is_directory=True)
+    assert statefs.write_text(folder / "home" / "config.toml", "x", below=folder) is None
+    assert (folder / "home").is_dir() and not (folder / "home").is_symlink()
+    os.link(outside, folder / "agent.log")
+    statefs.append_text(folder / "agent.log", "more\n")
+    assert "a hard link to another file" in (folder / "agent.log").read_text()
+    os.mkfifo(folder / "report.md")
+    with pytest.raises(statefs.NotAFile):
+        statefs.read_text(folder / "report.md")  # at once: never waits for a writer
+    assert statefs.write_text(folder / "report.md", "ok\n") == "a FIFO"
+    (folder / "prompt.md").mkdir()
+    assert statefs.write_text(folder / "prompt.md", "task\n") == "a folder"
+    assert (folder / "prompt.md").read_text() == "task\n"
+    _untouched(outside)
