@@ -79,6 +79,18 @@ def test_clean_rescues_through_the_registered_git_dir_then_removes_the_worktree(
     assert db["worktree"] not in registered(repo) and not Path(db["worktree"]).exists()
 
 
+def test_a_filter_the_worktree_config_defines_never_runs_as_the_runner(
+        repo: Repo, tmp_path: Path) -> None:
+    repo.git("config", "extensions.worktreeConfig", "true")
+    plant = (f'git config --worktree filter.evil.clean "touch {tmp_path}/ran-filter; cat" && '
+             f'git config --worktree filter.evil.required true && '
+             'echo "*.py filter=evil" > src/db/.gitattributes && echo "LEFT = 1" > src/db/left.py')
+    db = run(repo, db_plan(plant, tmp_path, pool=0))
+    assert not (tmp_path / "ran-filter").exists()
+    assert db["status"] == "succeeded", db
+    assert file_at(repo, db["branch"], "src/db/left.py") == "LEFT = 1"
+
+
 @pytest.mark.parametrize("flag", ["--skip-worktree", "--assume-unchanged"])
 @pytest.mark.parametrize("exit_code", [0, 1])
 def test_work_hidden_by_an_index_flag_is_committed_or_rescued(

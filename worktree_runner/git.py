@@ -160,8 +160,8 @@ def _pinned(cwd: Path) -> tuple[tuple[str, ...], dict[str, str]]:
     if found is None:
         return (), {}
     git_dir, common = found
-    return ((*WORKTREE_SAFE, *_own_config_blanked(git_dir)),
-            {"GIT_DIR": str(git_dir), "GIT_COMMON_DIR": str(common), "GIT_WORK_TREE": str(cwd)})
+    env = {"GIT_DIR": str(git_dir), "GIT_COMMON_DIR": str(common), "GIT_WORK_TREE": str(cwd)}
+    return (*WORKTREE_SAFE, *_own_config_blanked(git_dir, env)), env
 
 
 def registration(worktree: Path) -> tuple[Path, Path] | None:
@@ -196,7 +196,7 @@ def _read_small(path: Path) -> str | None:
         os.close(fd)
 
 
-def _own_config_blanked(git_dir: Path) -> tuple[str, ...]:
+def _own_config_blanked(git_dir: Path, pinned: Mapping[str, str]) -> tuple[str, ...]:
     """``-c`` overrides blanking every program a filter or diff/merge driver defined in the
     worktree's own config (``config.worktree`` and what it includes) would run."""
     own = git_dir / "config.worktree"
@@ -211,9 +211,11 @@ def _own_config_blanked(git_dir: Path) -> tuple[str, ...]:
     key = (own, seen.st_ino, seen.st_mtime_ns, seen.st_size)
     if key in _OWN_CONFIG:
         return _OWN_CONFIG[key]
+    # (read as the worktree: a conditional include is decided as git decides it there)
     listed = subprocess.run([git_executable(), "config", "--file", str(own), "--includes",
                              "--name-only", "--list"], capture_output=True, text=True,
-                            env=clean_env(), check=False, stdin=subprocess.DEVNULL).stdout
+                            cwd=pinned["GIT_WORK_TREE"], env=clean_env(pinned), check=False,
+                            stdin=subprocess.DEVNULL).stdout
     names = listed.split()
     blanked: list[str] = []
     for name in names:
