@@ -65,11 +65,12 @@ def test_a_redirected_git_dir_runs_nothing_and_the_work_is_committed_where_git_h
     assert not (evil / "ran-filter").exists() and not (evil / "ran-gpg").exists()
 
 
+@pytest.mark.parametrize("tamper", [REDIRECT, "rm .git; echo 'LEFT = 1' > src/db/left.py"])
 def test_clean_rescues_through_the_registered_git_dir_then_removes_the_worktree(
-        repo: Repo, tmp_path: Path) -> None:
+        repo: Repo, tmp_path: Path, tamper: str) -> None:
     evil = tmp_path / "evil"
     evil.mkdir()
-    db = run(repo, db_plan(REDIRECT, evil, exit_code=1, pool=0))
+    db = run(repo, db_plan(tamper, evil, exit_code=1, pool=0))
     assert db["status"] == "failed"
     cleaned = run_wtr("clean", cwd=repo.path)
     assert cleaned.returncode == 0, cleaned.stderr
@@ -91,20 +92,23 @@ def test_a_filter_the_worktree_config_defines_never_runs_as_the_runner(
     assert file_at(repo, db["branch"], "src/db/left.py") == "LEFT = 1"
 
 
-@pytest.mark.parametrize("flag", ["--skip-worktree", "--assume-unchanged"])
+@pytest.mark.parametrize("flag", ["--skip-worktree", "--assume-unchanged", "--intent-to-add"])
 @pytest.mark.parametrize("exit_code", [0, 1])
 def test_work_hidden_by_an_index_flag_is_committed_or_rescued(
         repo: Repo, tmp_path: Path, flag: str, exit_code: int) -> None:
     hide = f"echo 'HIDDEN = 1' > src/db/models.py && git update-index {flag} src/db/models.py"
+    if flag == "--intent-to-add":  # (git status shows these: covered before, kept covered)
+        hide = "echo 'HIDDEN = 1' > src/db/new.py && git add --intent-to-add src/db/new.py"
+    hidden = "src/db/new.py" if flag == "--intent-to-add" else "src/db/models.py"
     db = run(repo, db_plan(hide, tmp_path, exit_code, pool=0))
     if exit_code == 0:
         assert db["status"] == "succeeded", db
-        assert file_at(repo, db["branch"], "src/db/models.py") == "HIDDEN = 1"
+        assert file_at(repo, db["branch"], hidden) == "HIDDEN = 1"
         return
     cleaned = run_wtr("clean", cwd=repo.path)
     assert cleaned.returncode == 0, cleaned.stderr
     [ref] = [line.split()[1] for line in repo.refs().splitlines() if "/rescue/" in line]
-    assert file_at(repo, ref, "src/db/models.py") == "HIDDEN = 1"
+    assert file_at(repo, ref, hidden) == "HIDDEN = 1"
 
 
 def test_a_file_hidden_by_skip_worktree_never_reaches_the_next_run_through_the_pool(
