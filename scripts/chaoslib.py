@@ -75,6 +75,7 @@ class Settings:
     progress: bool = False
     faults: tuple[str, ...] = ()
     modes: tuple[str, ...] = MODES  # each turned on in about half the runs
+    record: Path | None = None  # one JSON line per finished run, for a campaign cut short
 
 
 @dataclass
@@ -374,9 +375,11 @@ class Chaos:
 
     def _hidden_edits_kept(self, entries: list[dict[str, Any]]) -> None:
         """An edit hidden by an index flag is uncommitted work: it ends in a commit or a
-        rescue, like any other."""
-        for entry in entries:
-            if entry["event"] != "hidden":
+        rescue, like any other (unless a later attempt of the stream reworked it)."""
+        for index, entry in enumerate(entries):
+            if entry["event"] != "hidden" or any(  # a later attempt may rework its file
+                    later["event"] == "start" and later.get("run") == entry.get("run")
+                    and later["stream"] == entry["stream"] for later in entries[index:]):
                 continue
             found = self.git("log", "--format=%H", f"-S{entry['text']}", "--branches",
                              "--tags", "--glob=refs/worktree-runner/*", check=False)
@@ -543,13 +546,19 @@ def _kill(pid: int) -> None:
 
 def play(settings: Settings) -> list[Outcome]:
     outcomes = []
-    parent = Path(tempfile.mkdtemp(prefix="wtr-chaos-"))
+    # Not under /tmp: a sandboxed agent gets a private /tmp, and would not see the git
+    # identity in the run's gitconfig.
+    parent = Path(tempfile.mkdtemp(prefix="wtr-chaos-", dir="/var/tmp" if Path("/var/tmp").is_dir()
+                                   else None))
     try:
         for number in range(settings.runs):
             folder = parent / f"run{number}"
             folder.mkdir()
             outcome = Chaos(settings, number, folder).play()
             outcomes.append(outcome)
+            if settings.record:
+                with settings.record.open("a") as out:
+                    out.write(json.dumps({"seed": settings.seed, **vars(outcome)}) + "\n")
             if settings.progress:
                 kinds = ", ".join(kind for kind, _ in outcome.violations) or "ok"
                 print(f"run {number}: {outcome.fault}, {outcome.seconds:.1f}s: {kinds}",
@@ -578,6 +587,18 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
             "examples": {kind: next(d for o in outcomes for k, d in o.violations if k == kind)
                          for kind in violations},
             "seconds": round(sum(o.seconds for o in outcomes), 1)}
+
+
+def recorded(paths: list[Path]) -> list[Outcome]:
+    """The outcomes --record wrote (several campaigns' files may be read together)."""
+    outcomes = []
+    for path in paths:
+        for line in path.read_text().splitlines():
+            data = json.loads(line)
+            outcomes.append(Outcome(data["run"], data["fault"], Counter(data["behaviours"]),
+                                    [(k, d) for k, d in data["violations"]], data["seconds"],
+                                    data["modes"], Counter(data["attacks"])))
+    return outcomes
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -611,6 +632,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--modes", default=",".join(MODES),
                         help=f"modes each turned on in about half the runs (default: all of "
                              f"{MODES}; '' for none)")
+    parser.add_argument("--record", metavar="FILE", type=Path,
+                        help="append one JSON line per finished run to FILE")
+    parser.add_argument("--summarize", metavar="FILE", type=Path, nargs="+",
+                        help="print the summary of runs recorded with --record; run nothing")
     parser.add_argument("--replay", metavar="BUNDLE",
                         help="replay a real project's history instead (a git bundle or a "
                              "repository): see chaos_replay.py")
@@ -619,6 +644,10 @@ def main(argv: list[str]) -> int:
                         help="--replay: the first commit replayed (default: the last "
                              "--changes commits of the first-parent history of HEAD)")
     args = parser.parse_args(argv)
+    if args.summarize:
+        doc = summary(recorded(args.summarize))
+        print(json.dumps(doc, indent=1) if args.json else table(doc))
+        return 1 if doc["violations"] else 0
     if args.replay:
         from chaos_replay import replay_main
 
@@ -627,7 +656,8 @@ def main(argv: list[str]) -> int:
                         timeout=args.timeout, keep=args.keep,
                         behaviours=tuple(b for b in args.behaviours.split(",") if b),
                         progress=True, faults=tuple(f for f in args.faults.split(",") if f),
-                        modes=tuple(m for m in args.modes.split(",") if m))
+                        modes=tuple(m for m in args.modes.split(",") if m),
+                        record=args.record)
     doc = summary(play(settings))
     print(json.dumps(doc, indent=1) if args.json else table(doc))
     return 1 if doc["violations"] else 0

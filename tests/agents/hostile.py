@@ -245,9 +245,13 @@ def worktree_config() -> None:
         (hooks / hook).unlink(missing_ok=True)
         os.symlink(marker_program("worktree-hook"), hooks / hook)
     git("update-ref", "refs/worktree/chaos", "HEAD", check=False)
-    with (git_dir / "config.worktree").open("a") as out:
-        out.write(f"[core]\n\thooksPath = {hooks}\n"
-                  f"\tfsmonitor = {marker_program('worktree-fsmonitor')}\n")
+    try:
+        with (git_dir / "config.worktree").open("a") as out:
+            out.write(f"[core]\n\thooksPath = {hooks}\n"
+                      f"\tfsmonitor = {marker_program('worktree-fsmonitor')}\n")
+    except OSError as exc:  # the sandbox keeps it read-only
+        journal("refused", what=f"config.worktree: {exc.strerror}")
+        return
     journal("planted_config", path=str(git_dir / "config.worktree"))
 
 
