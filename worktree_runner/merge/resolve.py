@@ -14,15 +14,16 @@ left it (index included), for a human. Ignored files it made are removed either 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worktree_runner import git, procs
+from worktree_runner import git, procs, statefs
 from worktree_runner.plan.model import Plan
-from worktree_runner.presets import PRESETS
+from worktree_runner.presets import PRESETS, Launch, StreamFacts
 from worktree_runner.run.prompt import render_command
 from worktree_runner.run.state import RunStore
 
@@ -49,9 +50,12 @@ class Conflict:
     base: str        # the stream's base commit
 
 
-def resolver_argv(spec: str, values: dict[str, str]) -> list[str] | str:
-    """A preset's command line, or the user's command (shell text), placeholders filled."""
-    template: tuple[str, ...] | str = PRESETS[spec].argv if spec in PRESETS else spec
+def resolver_argv(spec: str, values: dict[str, str],
+                  launch: Launch | None = None) -> list[str] | str:
+    """A preset's command line (as its launch gives it), or the user's command (shell
+    text), placeholders filled."""
+    template: tuple[str, ...] | str = (launch.argv if launch is not None
+                                       else PRESETS[spec].argv if spec in PRESETS else spec)
     return render_command(template, values)
 
 
@@ -143,11 +147,13 @@ class Attempt:
         prompt.write_text(text, encoding="utf-8")
         values = {"prompt_file": str(prompt), "prompt": text, "stream": conflict.stream,
                   "worktree": str(self.worktree), "branch": ""}
-        env = procs.child_env({"WTR_RUN": self.store.run_id, "WTR_STREAM": conflict.stream,
+        launch = self._launch(conflict)
+        env = procs.child_env({**(launch.env if launch else {}),
+                               "WTR_RUN": self.store.run_id, "WTR_STREAM": conflict.stream,
                                "WTR_WORKTREE": str(self.worktree),
                                "WTR_PROMPT_FILE": str(prompt),
                                "WTR_CONFLICTED_FILES": "\n".join(conflict.files)})
-        process = procs.start(resolver_argv(self.spec, values), self.worktree, env, log)
+        process = procs.start(resolver_argv(self.spec, values, launch), self.worktree, env, log)
         try:
             return process.wait(timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -155,6 +161,24 @@ class Attempt:
             return -9
         finally:
             procs.reap_group(process.pid, process)
+
+    def _launch(self, conflict: Conflict) -> Launch | None:
+        """A preset resolver starts as the preset starts a stream's agent (its unattended
+        flags, variables and files; for claude, edits refused outside the conflicted
+        files), with a folder of its own in the run's state folder."""
+        preset = PRESETS.get(self.spec)
+        if preset is None:
+            return None
+        folder = self.store.dir / "resolver" / conflict.stream
+        launch = preset.launch(StreamFacts(
+            stream=conflict.stream, worktree=self.worktree, state_dir=folder,
+            git_dir=git.git_dir_of(self.worktree), git_common_dir=self.repo.common_dir,
+            scope=tuple(git.literal_pattern(f) for f in conflict.files),
+            wtr_bin=procs.write_wtr_shim(self.store.dir / "bin"), run_state_dir=self.store.dir,
+            locks_dir=self.repo.state_dir / "locks", as_root=os.geteuid() == 0))
+        for name, text in launch.files.items():
+            statefs.write_text(folder / name, text, 0o600, below=folder)
+        return launch
 
     def _judge(self, conflict: Conflict, head: str, before: dict[str, str],
                code: int) -> Verdict:
