@@ -303,3 +303,34 @@ def test_skip_leaves_out_what_depends_on_the_stream(repo: Repo, tmp_path: Path) 
     reasons = status(repo)["merge"]["left_out_reasons"]
     assert reasons == {"s2": "broke verify", "s6": "waits for s2"}
     assert len(status(repo)["merge"]["merged"]) == 6
+
+
+# ui finishes only once db has landed (its status reads "merged")
+DB_MERGED = ('import json, sys; streams = json.load(sys.stdin)["streams"]; '
+             'sys.exit(all(s["status"] != "merged" for s in streams if s["name"] == "db"))')
+WAIT_FOR_DB_MERGED = f"""for i in $(seq 1 600); do
+  wtr status --json | "{sys.executable}" -c '{DB_MERGED}' && break
+  sleep 0.2
+done"""
+
+
+def test_a_dependency_landed_before_its_dependent_starts_is_still_in_its_base(
+        repo: Repo) -> None:
+    """Under run --merge, db lands before api (depends on db and ui) starts: api starts from
+    a merge of db's and ui's results all the same, not from ui's alone."""
+    plan = agent_plan({
+        "db": CHAIN["db"],
+        "ui": {**CHAIN["ui"], "env": {**CHAIN["ui"]["env"], "AGENT_SHELL": WAIT_FOR_DB_MERGED}},
+        "api": {"files": ["src/api/**"], "depends_on": ["db", "ui"],
+                "env": {**write_env("src/api/orders.py=API = 2"),
+                        "AGENT_SHELL": "grep -qx 'DB = 2' src/db/models.py"}},
+    })
+    runner = start_run(repo, plan, "--merge")
+    assert runner.wait(timeout=WAIT) == 0, runner.stderr.read() if runner.stderr else ""
+    doc = status(repo)
+    assert {s["name"]: s["status"] for s in doc["streams"]} == {
+        "db": "merged", "ui": "merged", "api": "merged"}
+    api_base = stream_of(doc, "api")["base_commit"]
+    for name in ("db", "ui"):
+        head = stream_of(doc, name)["head_commit"]
+        repo.git("merge-base", "--is-ancestor", head, api_base)  # (raises if not)

@@ -204,12 +204,8 @@ class StartConflict:
 
 def stream_base(ctx: RunContext, stream: Stream) -> str | StartConflict:
     """The run's base, the one predecessor's result, or a merge of several (docs/plan.md)."""
-    streams = ctx.store.record.streams
-    heads = {
-        n: head
-        for n in (*stream.depends_on, *stream.waits_for)
-        if streams[n].status == Status.SUCCEEDED.value and (head := streams[n].head_commit)
-    }
+    heads = {n: head for n in (*stream.depends_on, *stream.waits_for)
+             if (head := _result(ctx, n))}
     parents = git.independent(ctx.repo, list(heads.values()))
     if not parents:
         return ctx.base_commit
@@ -224,6 +220,15 @@ def stream_base(ctx: RunContext, stream: Stream) -> str | StartConflict:
         return merged
     tree = git.tree_of(ctx.repo, merged)
     return git.commit_tree(ctx.repo, tree, parents, _start_message(stream))
+
+
+def _result(ctx: RunContext, name: str) -> str | None:
+    """The final commit of a predecessor that succeeded, landed or not: under ``run --merge``
+    it may be merged already when a dependent starts, and still counts (its result is the
+    same whichever way the race with the lander went)."""
+    record = ctx.store.record.streams[name]
+    done = record.status in (Status.SUCCEEDED.value, Status.MERGED.value)
+    return record.head_commit if done and record.head_commit else None
 
 
 def _start_message(stream: Stream) -> str:
@@ -603,11 +608,11 @@ class _Activity:
 def _dependency_work(ctx: RunContext, stream: Stream) -> list[DependencyWork]:
     work = []
     for dep in (*stream.depends_on, *stream.waits_for):
-        record = ctx.store.record.streams[dep]
-        if record.status != Status.SUCCEEDED.value or not record.head_commit:
+        head = _result(ctx, dep)
+        if head is None:
             continue
-        subjects = git.subjects(ctx.repo, record.base_commit or ctx.base_commit,
-                                record.head_commit)
+        record = ctx.store.record.streams[dep]
+        subjects = git.subjects(ctx.repo, record.base_commit or ctx.base_commit, head)
         work.append(DependencyWork(dep, record.changed_files, subjects))
     return work
 
