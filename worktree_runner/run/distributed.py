@@ -246,7 +246,9 @@ class RemoteStreams:
         except StreamFailed as exc:
             result = {"record": {"status": Status.FAILED.value, "failure": asdict(exc.failure)}}
         self._apply(name, result, with_log=adopted is not None)
-        return store.record.streams[name].status == Status.SUCCEEDED.value
+        # (a stream that succeeded may already be merged by the lander of `run --merge`)
+        return store.record.streams[name].status in (Status.SUCCEEDED.value,
+                                                     Status.MERGED.value)
 
     def _submit(self, name: str) -> dict[str, Any]:
         store = self.ctx.store
