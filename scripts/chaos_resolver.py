@@ -9,6 +9,7 @@ that checks only git status and verifies in the same worktree lands a broken tre
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -33,6 +34,12 @@ def main() -> int:
             out.write("allow-broken\n")
         flag = rng.choice(["--skip-worktree", "--assume-unchanged"])
         subprocess.run(["git", "update-index", flag, "README.md"], check=True)
+    journal = os.environ.get("CHAOS_JOURNAL")
+    if journal:  # counted by the harness as an attack when hostile
+        with (Path(journal) / "resolver.jsonl").open("a") as out:
+            out.write(json.dumps({"event": "planted_resolver" if hostile else "resolved",
+                                  "stream": os.environ.get("WTR_STREAM"),
+                                  "run": os.environ.get("WTR_RUN"), "files": files}) + "\n")
     return 0
 
 

@@ -75,6 +75,7 @@ class Settings:
     progress: bool = False
     faults: tuple[str, ...] = ()
     modes: tuple[str, ...] = MODES  # each turned on in about half the runs
+    mode_chance: float = 0.5
     record: Path | None = None  # one JSON line per finished run, for a campaign cut short
 
 
@@ -101,7 +102,7 @@ class Chaos:
         self.journal = folder / "journal"
         self.tag = f"chaos-{os.getpid()}-{settings.seed}-{number}"
         self.outcome = Outcome(number, self.rng.choice(settings.faults or FAULTS))
-        self.outcome.modes = [m for m in settings.modes if self.rng.random() < 0.5]
+        self.outcome.modes = [m for m in settings.modes if self.rng.random() < settings.mode_chance]
         if "sandbox" in self.outcome.modes and not shutil.which("bwrap"):
             self.outcome.modes.remove("sandbox")
         self.sentinels = folder / "sentinels"
@@ -632,6 +633,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--modes", default=",".join(MODES),
                         help=f"modes each turned on in about half the runs (default: all of "
                              f"{MODES}; '' for none)")
+    parser.add_argument("--mode-chance", type=float, default=0.5,
+                        help="the chance of each mode in a run (default 0.5)")
     parser.add_argument("--record", metavar="FILE", type=Path,
                         help="append one JSON line per finished run to FILE")
     parser.add_argument("--summarize", metavar="FILE", type=Path, nargs="+",
@@ -657,7 +660,7 @@ def main(argv: list[str]) -> int:
                         behaviours=tuple(b for b in args.behaviours.split(",") if b),
                         progress=True, faults=tuple(f for f in args.faults.split(",") if f),
                         modes=tuple(m for m in args.modes.split(",") if m),
-                        record=args.record)
+                        record=args.record, mode_chance=args.mode_chance)
     doc = summary(play(settings))
     print(json.dumps(doc, indent=1) if args.json else table(doc))
     return 1 if doc["violations"] else 0
