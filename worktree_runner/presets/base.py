@@ -123,6 +123,17 @@ class Preset:
     def launch(self, facts: StreamFacts) -> Launch:
         return Launch(self.argv)
 
+    def home_of_its_own(self, facts: StreamFacts, variable: str, folder: str, source: Path,
+                        carried: Iterable[str], inside: str = "") -> Launch:
+        """``argv`` as it is; under ``sandbox: true`` (a read-only HOME) the CLI's home is
+        ``folder`` in the stream's state folder, named by ``variable``, and starts with
+        copies of the user's ``carried`` files from ``source`` (under ``inside`` there)."""
+        if not facts.sandbox:
+            return Launch(self.argv)
+        target = f"{folder}/{inside}" if inside else folder
+        return Launch(self.argv, env={variable: str(facts.state_dir / folder)},
+                      files=carried_files(source, carried, target))
+
     def usage(self, output: str) -> dict[str, float | None] | None:
         """What the attempt's output says it used; None when it says nothing."""
         return None

@@ -22,7 +22,6 @@ from worktree_runner.presets.base import (
     Launch,
     Preset,
     StreamFacts,
-    carried_files,
     json_lines,
     text_of,
     usage_record,
@@ -81,11 +80,7 @@ class _Codex(Preset):
                    "and it does not nest inside bubblewrap.)")
 
     def launch(self, facts: StreamFacts) -> Launch:
-        if not facts.sandbox:
-            return Launch(self.argv)
-        home = facts.state_dir / SANDBOX_HOME
-        return Launch(self.argv, env={"CODEX_HOME": str(home)},
-                      files=carried_files(_user_home(), CARRIED, SANDBOX_HOME))
+        return self.home_of_its_own(facts, "CODEX_HOME", SANDBOX_HOME, _user_home(), CARRIED)
 
     def usage(self, output: str) -> dict[str, float | None] | None:
         """Tokens summed over the attempt's ``turn.completed`` events. Turns stay unknown:

@@ -31,7 +31,6 @@ from worktree_runner.presets.base import (
     Launch,
     Preset,
     StreamFacts,
-    carried_files,
     json_lines,
     text_of,
     usage_record,
@@ -74,12 +73,8 @@ class _Gemini(Preset):
                    "sandbox: true")
 
     def launch(self, facts: StreamFacts) -> Launch:
-        if not facts.sandbox:
-            return Launch(self.argv)
-        home = facts.state_dir / SANDBOX_HOME
-        return Launch(self.argv, env={"GEMINI_CLI_HOME": str(home)},
-                      files=carried_files(Path.home() / ".gemini", CARRIED,
-                                           f"{SANDBOX_HOME}/.gemini"))
+        return self.home_of_its_own(facts, "GEMINI_CLI_HOME", SANDBOX_HOME,
+                                    Path.home() / ".gemini", CARRIED, inside=".gemini")
 
     def usage(self, output: str) -> dict[str, float | None] | None:
         stats = None
