@@ -147,6 +147,24 @@ class Preset:
         agent may say it did and did not."""
         return []
 
+    # Continuing a conversation: what the runner's feedback rounds, ``wtr retry --message``,
+    # ``wtr plan`` and ``wtr attach`` are built on. A preset whose CLI cannot continue a
+    # session leaves these as they are: a fresh start is then told what went before.
+
+    def session(self, output: str) -> str | None:
+        """The id of the CLI session an attempt's output belongs to, or None."""
+        return None
+
+    def resume(self, facts: StreamFacts, session: str) -> Launch | None:
+        """How to continue ``session`` unattended with a new message (the ``{prompt}`` and
+        ``{prompt_file}`` placeholders are then that message); None when the CLI cannot."""
+        return None
+
+    def interactive(self, facts: StreamFacts, session: str | None) -> Launch | None:
+        """How a person opens ``session`` (or, with None, a new session) in a terminal, in
+        the stream's worktree; None when the CLI has no interactive mode to offer."""
+        return None
+
     def version_of(self, text: str) -> str | None:
         """The version in what ``version_argv`` printed."""
         match = re.search(r"\d+\.\d+\.\d+", text)

@@ -88,6 +88,20 @@ class _Claude(Preset):
             return text_of(result.get("result"))
         return None
 
+    def session(self, output: str) -> str | None:
+        """The ``session_id`` its stream-json output carries (first the init record, last
+        the result)."""
+        found = None
+        for record in json_lines(output):
+            found = text_of(record.get("session_id")) or found
+        return found
+
+    def resume(self, facts: StreamFacts, session: str) -> Launch:
+        """``--resume`` continues the session kept under its config folder, with the same
+        settings (the hook) as the attempt that started it."""
+        first = self.launch(facts)
+        return Launch((*first.argv, "--resume", session), first.env, first.files)
+
     def denials(self, output: str) -> list[str]:
         """The tool calls Claude Code denied in the attempt, one line each ("Bash: git
         commit -m x"): work the agent may claim it did."""
