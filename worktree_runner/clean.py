@@ -104,6 +104,8 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
         for own in pool.map(branch, list(record.streams)):
             report.done += own.done
             report.kept += own.kept
+    for stream in record.streams.values():
+        _clean_candidate_branches(repo, store, stream, dry_run, force, report)
     if remote:
         _clean_remote_branches(repo, store, dry_run, report)
     if not dry_run:
@@ -135,7 +137,10 @@ def _refuse_active(store: RunStore, record: RunRecord, force: bool) -> None:
 def _worktrees(record: RunRecord) -> list[tuple[str, Path]]:
     root = Path(record.worktrees_root) / record.run
     found = [(s.name, Path(s.worktree or root / s.name)) for s in record.streams.values()]
-    return [*found, (INTEGRATION_DIR, root / INTEGRATION_DIR)]
+    # best-of-N candidates not kept (the kept one's worktree is its stream's)
+    others = [(s.name, Path(c["worktree"])) for s in record.streams.values()
+              for c in s.candidates if c.get("worktree") and c["worktree"] != s.worktree]
+    return [*found, *others, (INTEGRATION_DIR, root / INTEGRATION_DIR)]
 
 
 def _our_worktrees(repo: git.Repository, worktrees: list[tuple[str, Path]],
@@ -250,6 +255,34 @@ def _clean_branch(repo: git.Repository, store: RunStore, record: RunRecord, name
     else:
         report.kept.append(f"kept branch {stream.branch} ({stream.status}; its work is not in "
                            f"{record.target}; --force deletes it after pinning its tip)")
+
+
+def _clean_candidate_branches(repo: git.Repository, store: RunStore, stream: StreamRecord,
+                              dry_run: bool, force: bool, report: CleanReport) -> None:
+    """A best-of-N stream's candidates not kept: pinned under the archive refs (when the
+    run chose, or now), then their branches go. When none was kept (the stream failed),
+    they are kept like a failed stream's branch, unless ``force``."""
+    kept = any(c.get("chosen") for c in stream.candidates)
+    verb = "would delete" if dry_run else "deleted"
+    for entry in stream.candidates:
+        branch = entry["branch"]
+        head = git.ref_commit(repo, f"refs/heads/{branch}")
+        if head is None or entry.get("chosen"):
+            continue
+        which = f"candidate {entry['attempt']} of {stream.name}"
+        if not (kept or force):
+            report.kept.append(f"kept branch {branch} ({which}; no candidate was kept; "
+                               "--force deletes it after pinning its tip)")
+            continue
+        archived = entry.get("archive")
+        if archived and git.ref_commit(repo, archived) == head:
+            if not dry_run:
+                _delete_branch(repo, branch, head)
+        else:
+            archived = _archive(repo, store.run_id, branch.rsplit("/", 1)[-1], branch, head,
+                                dry_run)
+        report.done.append(f"{verb} branch {branch} ({which}, not kept; its tip pinned at "
+                           f"{archived})")
 
 
 def _archive(repo: git.Repository, run: str, name: str, branch: str, head: str,

@@ -192,6 +192,30 @@ def capture(argv: Sequence[str], cwd: Path, timeout: float = 120) -> tuple[int, 
     return done.returncode, done.stdout, done.stderr
 
 
+def ask(command: Sequence[str] | str, cwd: Path, env: Mapping[str, str], given: str,
+        log_path: Path, timeout: float) -> tuple[int, str]:
+    """Run a judge: ``given`` on its stdin, its stderr appended to ``log_path``; its exit
+    code and stdout. A program that is missing or hangs answers like one that failed."""
+    shown = command if isinstance(command, str) else " ".join(command)
+    statefs.append_text(log_path, f"$ {shown}\n")
+    try:
+        with os.fdopen(statefs.open_append(log_path), "ab") as errors:
+            process = subprocess.Popen(as_argv(command), cwd=cwd, env=with_pwd(env, cwd),
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=errors, start_new_session=True)
+    except OSError as exc:
+        statefs.append_text(log_path, f"cannot start it: {exc.strerror}\n")
+        return 127, ""
+    try:
+        out, _ = process.communicate(given.encode(), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_group(process.pid, process)
+        return -int(signal.SIGKILL), ""
+    finally:
+        reap_group(process.pid, process)
+    return process.returncode, out.decode(errors="replace")
+
+
 def run_forwarding_signals(command: Sequence[str]) -> int:
     """Run ``command`` to its end (for ``wtr lock``), passing SIGTERM and SIGHUP on to it
     instead of dying first: whoever holds something while it runs holds it until it has

@@ -48,6 +48,7 @@ def check_report(analysis: Analysis) -> str:
     for stream in plan.streams:
         owned = analysis.owned[stream.name]
         lines.append(f"  {stream.name:<{width}}  {len(owned):>5} files  {', '.join(stream.files)}")
+    lines += _best_of(analysis)
     lines += _unowned(analysis)
     lines += _coupling(analysis)
     lines += [f"warning: {w}" for w in analysis.warnings]
@@ -55,6 +56,18 @@ def check_report(analysis: Analysis) -> str:
     verdict = "plan is valid" if analysis.valid else "plan is invalid"
     lines += ["", verdict]
     return "\n".join(map(printable, lines))
+
+
+def _best_of(analysis: Analysis) -> list[str]:
+    streams = [s for s in analysis.plan.streams if s.attempts > 1]
+    if not streams:
+        return []
+    lines = ["", "best of N (candidates side by side, one kept):"]
+    for stream in streams:
+        how = stream.choose.kind if stream.choose.kind != "command" else "by a judge command"
+        lines.append(f"  {stream.name}: {stream.attempts} candidates, kept: {how}; agents: "
+                     f"{', '.join(stream.candidate_names())}")
+    return lines
 
 
 def _unowned(analysis: Analysis) -> list[str]:

@@ -11,6 +11,7 @@ from worktree_runner import git
 from worktree_runner.cli.base import cli, complete_streams, open_store, repo_option, run_option
 from worktree_runner.errors import BadInput
 from worktree_runner.run import registry
+from worktree_runner.run.candidates import candidate_diff
 from worktree_runner.run.state import RunStore, StreamRecord
 
 
@@ -26,16 +27,23 @@ def _stream(store: RunStore, name: str) -> StreamRecord:
 @repo_option
 @run_option
 @click.option("--stat", is_flag=True, help="Only the files changed and how much (git's --stat).")
-def diff(stream: str, repo_dir: Path | None, run_id: str | None, stat: bool) -> None:
+@click.option("--attempt", type=click.IntRange(min=1), metavar="K",
+              help="Candidate K of a best-of-N stream (attempts: N), kept or not.")
+def diff(stream: str, repo_dir: Path | None, run_id: str | None, stat: bool,
+         attempt: int | None) -> None:
     """Show STREAM's own changes: its base commit to its branch tip.
 
     \b
     Printed by git itself, so its pager and colours apply as they would to 'git diff'.
     Example:  wtr diff api --stat
               wtr diff api --run checkout-2 > api.patch
+              wtr diff api --attempt 2      candidate 2 of a best-of-N stream
     """
     repo, store = open_store(repo_dir, run_id)
     record = _stream(store, stream)
+    if attempt is not None:
+        base, tip = candidate_diff(repo, record, attempt)
+        sys.exit(git.show_diff(repo, base, tip, stat))
     head = git.ref_commit(repo, f"refs/heads/{record.branch}") or record.head_commit
     if not record.base_commit or not head:
         raise BadInput(f"stream '{stream}' has no changes to show: it never started "

@@ -19,8 +19,10 @@ from worktree_runner.plan.model import (
     DEFAULT_MAX_PARALLEL,
     DEFAULT_PORT_RANGE,
     DEFAULT_TIMEOUT,
+    MAX_ATTEMPTS,
     MIN_LOG_LIMIT,
     Agent,
+    Choose,
     Coupling,
     Plan,
     Stream,
@@ -48,7 +50,8 @@ AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout",
 COUPLING_KEYS = frozenset({"min_support", "min_confidence", "hot_share", "commits", "since"})
 STREAM_KEYS = frozenset(
     {"description", "files", "prompt", "depends_on", "conflicts_with", "shared", "verify",
-     "on_failure", "agent", "sparse", "context", "allow_empty", "sandbox", "writable"}
+     "on_failure", "agent", "sparse", "context", "allow_empty", "sandbox", "writable",
+     "attempts", "choose", "agents"}
 )
 ON_FAILURE = ("continue", "stop")
 
@@ -288,14 +291,9 @@ class _Reader:
         prompt = self.get(fields, path, "prompt", _text, "")
         if not prompt.strip():
             self.warnings.append(f"stream '{name}' has no prompt")
-        agent_fields = {**default_agent}
         own_agent = self._agent_fields(fields.get("agent", {}), (*path, "agent"))
-        if "command" in own_agent or "preset" in own_agent:
-            agent_fields.pop("command", None)
-            agent_fields.pop("preset", None)
-        merged_env = {**_env_or_empty(agent_fields), **_env_or_empty(own_agent)}
-        agent_fields.update(own_agent)
-        agent_fields["env"] = merged_env
+        agent_fields = _over(default_agent, own_agent)
+        attempts = self.get(fields, path, "attempts", _attempts, 1)
         return Stream(
             name=name,
             files=files,
@@ -312,7 +310,42 @@ class _Reader:
             allow_empty=self.get(fields, path, "allow_empty", _bool, self.allow_empty),
             sandbox=self.get(fields, path, "sandbox", _bool, box[0]),
             writable=(*box[1], *self.get(fields, path, "writable", _writable, NO_TEXTS)),
+            attempts=attempts,
+            choose=self._choose(fields, path, attempts),
+            agents=self._candidate_agents(fields, path, agent_fields, attempts),
         )
+
+    # -- best-of-N ---------------------------------------------------------------------
+
+    def _choose(self, fields: dict[str, Any], path: KeyPath, attempts: int) -> Choose:
+        if "choose" not in fields:
+            return Choose()
+        if attempts < 2:
+            self.fail((*path, "choose"), "picks among candidates: set 'attempts' to 2 or more")
+        return self.get(fields, path, "choose", _choose, Choose())
+
+    def _candidate_agents(self, fields: dict[str, Any], path: KeyPath,
+                          stream_agent: dict[str, Any], attempts: int) -> tuple[Agent, ...]:
+        """``agents:``: a preset name or an agent mapping per candidate, each over the
+        stream's own agent (cycled when there are fewer than ``attempts``)."""
+        raw = fields.get("agents")
+        if raw is None:
+            return ()
+        where = (*path, "agents")
+        if not isinstance(raw, list) or not raw:
+            self.fail(where, "must be a list of presets or agent mappings "
+                             "(e.g. [claude, codex])")
+            return ()
+        if attempts < 2:
+            self.fail(where, "gives the candidates' agents: set 'attempts' to 2 or more")
+        elif len(raw) > attempts:
+            self.fail(where, f"lists {len(raw)} agents for {attempts} attempts")
+        agents = []
+        for index, item in enumerate(raw):
+            own = self._agent_fields({"preset": item} if isinstance(item, str) else item,
+                                     (*where, str(index)))
+            agents.append(self._agent(_over(stream_agent, own), (*where, str(index))))
+        return tuple(agents)
 
     # -- agents ------------------------------------------------------------------------
 
@@ -387,6 +420,39 @@ class _Reader:
             self.fail(("streams", cycle[0], "conflicts_with"),
                       f"conflicts_with and depends_on cannot both be honoured: "
                       f"{' -> '.join(cycle)} (each waits for the next); drop a conflict")
+
+
+def _over(base: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """Agent fields ``own`` over ``base``: a command or preset replaces both; env merges."""
+    merged = {**base}
+    if "command" in own or "preset" in own:
+        merged.pop("command", None)
+        merged.pop("preset", None)
+    env = {**_env_or_empty(base), **_env_or_empty(own)}
+    merged.update(own)
+    merged["env"] = env
+    return merged
+
+
+def _attempts(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTEMPTS:
+        raise ValueError(f"must be a whole number from 1 to {MAX_ATTEMPTS}")
+    return value
+
+
+def _choose(value: Any) -> Choose:
+    if value in ("first", "smallest"):
+        return Choose(str(value))
+    if isinstance(value, dict) and set(value) == {"command"}:
+        command = value["command"]
+        if isinstance(command, str) and command.strip():
+            return Choose("command", command)
+        if isinstance(command, list) and command and all(
+                isinstance(part, str) for part in command) and command[0].strip():
+            return Choose("command", tuple(command))
+        raise ValueError("'command' must be a command: text for sh -c, or a list of words")
+    raise ValueError("must be first, smallest, or {command: ...} (a judge that prints the "
+                     "number of the candidate to keep)")
 
 
 def _env_or_empty(agent_fields: dict[str, Any]) -> dict[str, str]:

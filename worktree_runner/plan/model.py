@@ -40,6 +40,12 @@ class Agent:
         return (*PRESETS[self.preset].argv, *self.args)
 
 
+def agent_name(agent: Agent) -> str:
+    if agent.command is None:
+        return agent.preset or "?"
+    return agent.command if isinstance(agent.command, str) else " ".join(agent.command)
+
+
 @dataclass(frozen=True)
 class Coupling:
     """When ``wtr check`` warns about files that history says change together.
@@ -54,6 +60,19 @@ class Coupling:
     hot_share: float = 0.1
     commits: int = 1000
     since: str | None = None
+
+
+CHOOSE_KINDS = ("first", "smallest", "command")
+MAX_ATTEMPTS = 16
+
+
+@dataclass(frozen=True)
+class Choose:
+    """How the kept candidate of a best-of-N stream is picked (docs/best-of-n.md):
+    ``first`` to pass its gates, the ``smallest`` passing diff, or a judge ``command``."""
+
+    kind: str = "first"
+    command: tuple[str, ...] | str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,17 @@ class Stream:
     # Streams declared earlier that this one may not run beside (conflicts_with or a
     # shared path in common) and that no dependency already orders: it waits for them.
     waits_for: tuple[str, ...] = ()
+    attempts: int = 1  # candidates run side by side; the one kept is chosen by ``choose``
+    choose: Choose = field(default_factory=Choose)
+    agents: tuple[Agent, ...] = ()  # the candidates' agents, cycled; empty: ``agent``
+
+    def candidate_names(self) -> list[str]:
+        """Each candidate's agent in a word: its preset, else its command."""
+        return [agent_name(self.candidate_agent(k)) for k in range(1, self.attempts + 1)]
+
+    def candidate_agent(self, attempt: int) -> Agent:
+        """The agent of candidate ``attempt`` (1-based)."""
+        return self.agents[(attempt - 1) % len(self.agents)] if self.agents else self.agent
 
     @property
     def scope(self) -> tuple[str, ...]:

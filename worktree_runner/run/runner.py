@@ -52,10 +52,15 @@ def prepare(repo: git.Repository, plan_file: Path, max_parallel: int | None = No
     analysis.raise_if_invalid()
     worktree_include(repo.root)  # a bad .worktreeinclude stops the run before it starts
     sandbox.require(plan.sandboxed)
+    executor = executor or plan.executor
+    best_of = [s.name for s in plan.streams if s.attempts > 1]
+    if best_of and executor.kind != "local":
+        raise BadInput(f"stream '{best_of[0]}' has 'attempts' above 1, which runs only on "
+                       "this machine, not on Dask workers",
+                       hint="remove 'attempts' or run without --executor dask")
     if max_parallel is not None and max_parallel < 1:
         raise BadInput("--max-parallel must be at least 1")
-    return Prepared(repo, plan, analysis, max_parallel or plan.max_parallel,
-                    executor or plan.executor)
+    return Prepared(repo, plan, analysis, max_parallel or plan.max_parallel, executor)
 
 
 @dataclass(frozen=True)
@@ -201,7 +206,10 @@ def _stopped_by_system(store: RunStore, exc: OSError) -> WtrError:
 def _stream_work(ctx: RunContext, record: RunRecord) -> Iterator[Callable[[str], bool]]:
     """What runs one stream: its life here, or the same life on a Dask worker."""
     if not record.executor or record.executor.get("kind") == "local":
-        yield lambda name: run_stream(ctx, name)
+        from worktree_runner.run.candidates import run_best_of
+
+        yield lambda name: (run_best_of(ctx, name) if ctx.plan.stream(name).attempts > 1
+                            else run_stream(ctx, name))
         return
     from worktree_runner.run import distributed
 

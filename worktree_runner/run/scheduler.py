@@ -98,9 +98,13 @@ class Scheduler:
                 wait(running)
             raise
 
+    def slots(self, name: str) -> int:
+        """Agents the stream runs at once: one, or its best-of-N candidates (up to all)."""
+        return min(self.plan.stream(name).attempts, self.limit)
+
     def _launch(self, executor: Executor, running: dict[Future[bool], str]) -> None:
         for name in self.ready():
-            if len(running) >= self.limit:
+            if sum(map(self.slots, running.values())) + self.slots(name) > self.limit:
                 return
             self.statuses[name] = Status.RUNNING
             running[executor.submit(self.work, name)] = name

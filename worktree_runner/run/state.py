@@ -153,6 +153,9 @@ class StreamRecord:
     start_conflict: dict[str, Any] | None = None
     pushed: dict[str, str] | None = None
     pr: dict[str, Any] | None = None
+    # Best-of-N (run/candidates.py): one entry per candidate, {"attempt", "branch",
+    # "status", "failure", "diff_stat", "chosen", ...}; empty for a stream of one attempt.
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         document = dict(vars(self))

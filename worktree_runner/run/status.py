@@ -57,6 +57,9 @@ def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
         "pushed": stream.pushed,
         "pr": stream.pr,
         "report": report_document(store, stream.name),
+        # best-of-N: [{attempt, agent, branch, worktree, status, failure, head_commit,
+        # diff_stat, chosen, archive, ...}]; empty for a stream of one attempt
+        "candidates": [dict(c) for c in stream.candidates],
     }
 
 

@@ -1,0 +1,164 @@
+"""Best-of-N streams (``attempts: N``, ``choose:``, ``agents:``) on real repositories with
+real agent processes (tests/agents/agent.py): the candidates, the choice, the archive."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.gitrepo import Repo, run_wtr
+from tests.runhelp import agent_plan, stream_of
+
+ARCHIVE = "refs/worktree-runner/archive"
+
+
+def candidate(**env: str) -> dict[str, Any]:
+    """An entry of ``agents:``: the test agent with these AGENT_* variables."""
+    return {"env": env}
+
+
+def best_of(agents: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    """A plan of one best-of-N stream ``api`` (owning src/api/**), checked by a verify that
+    passes only when src/api/ok holds 'yes'."""
+    return agent_plan({"api": {
+        "files": ["src/api/**"], "attempts": len(agents), "agents": agents,
+        "verify": ["grep -qx yes src/api/ok"], **spec}})
+
+
+def run(repo: Repo, plan: dict[str, Any], *args: str) -> tuple[Any, dict[str, Any]]:
+    result = run_wtr("run", repo.write_plan(plan), *args, cwd=repo.path)
+    return result, run_wtr("status", "--json", cwd=repo.path).json()
+
+
+def candidates(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = stream_of(doc, "api")["candidates"]
+    return found
+
+
+def test_only_the_candidate_that_passes_its_gates_lands(repo: Repo) -> None:
+    plan = best_of([
+        candidate(AGENT_WRITE="src/api/ok=no"),                      # verify fails
+        candidate(AGENT_WRITE="src/api/ok=yes;README.md=mine"),      # out of its files
+        candidate(AGENT_WRITE="src/api/ok=yes;src/api/orders.py=ORDERS = [1]"),  # passes
+    ])
+    result, doc = run(repo, plan)
+    assert result.returncode == 0, result.stderr
+    run_id, api = doc["run"], stream_of(doc, "api")
+    assert api["status"] == "succeeded"
+    assert [(c["attempt"], c["status"], (c["failure"] or {}).get("kind"), c["chosen"])
+            for c in candidates(doc)] == [(1, "failed", "verify", False),
+                                          (2, "failed", "ownership", False),
+                                          (3, "succeeded", None, True)]
+    assert candidates(doc)[2]["diff_stat"] == {"files": 2, "insertions": 2, "deletions": 1}
+    # the winner's branch and worktree are the stream's
+    assert api["branch"] == f"wtr/{run_id}/api"
+    assert Path(api["worktree"]) == repo.path.parent / "repo.worktrees" / run_id / "api"
+    assert repo.git("show", f"wtr/{run_id}/api:src/api/ok") == "yes"
+    assert api["head_commit"] == repo.head(f"wtr/{run_id}/api")
+    assert sorted(api["changed_files"]) == ["src/api/ok", "src/api/orders.py"]
+    # the others are pinned under the archive refs, their branches still there
+    losers = {c["attempt"]: c for c in candidates(doc)[:2]}
+    for attempt, entry in losers.items():
+        assert entry["archive"] == f"{ARCHIVE}/{run_id}/api+attempt-{attempt}"
+        assert repo.head(entry["archive"]) == repo.head(entry["branch"])
+    assert repo.git("show", f"{ARCHIVE}/{run_id}/api+attempt-2:README.md") == "mine"
+
+    merged = run_wtr("merge", cwd=repo.path)
+    assert merged.returncode == 0, merged.stderr
+    assert repo.git("show", "main:src/api/ok") == "yes"
+    assert repo.git("show", "main:README.md") == "# sample"
+
+    cleaned = run_wtr("clean", cwd=repo.path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert repo.git("branch", "--list", f"wtr/{run_id}/*") == ""
+    for attempt in (1, 2):
+        ref = f"{ARCHIVE}/{run_id}/api+attempt-{attempt}"
+        assert repo.git("show", f"{ref}:src/api/ok") == ("no" if attempt == 1 else "yes")
+    assert not (repo.path.parent / "repo.worktrees" / run_id).exists()
+
+
+def test_smallest_keeps_the_smallest_passing_diff(repo: Repo) -> None:
+    plan = best_of([
+        candidate(AGENT_WRITE="src/api/ok=yes;src/api/a.py=1\n2\n3"),
+        candidate(AGENT_WRITE="src/api/ok=yes"),
+        candidate(AGENT_WRITE="src/api/ok=no"),  # the smallest, but it fails its verify
+    ], choose="smallest")
+    result, doc = run(repo, plan)
+    assert result.returncode == 0, result.stderr
+    assert [c["chosen"] for c in candidates(doc)] == [False, True, False]
+    assert stream_of(doc, "api")["changed_files"] == ["src/api/ok"]
+
+
+def test_first_keeps_the_first_to_pass(repo: Repo) -> None:
+    plan = best_of([
+        candidate(AGENT_WRITE="src/api/ok=yes", AGENT_SLEEP="3"),
+        candidate(AGENT_WRITE="src/api/ok=yes;src/api/b.py=B"),
+    ], choose="first")
+    result, doc = run(repo, plan)
+    assert result.returncode == 0, result.stderr
+    assert [c["chosen"] for c in candidates(doc)] == [False, True]
+
+
+def judge_script(tmp_path: Path, body: str) -> list[str]:
+    script = tmp_path / "judge.py"
+    script.write_text("import json, pathlib, sys\n" + body)
+    return [sys.executable, str(script)]
+
+
+def test_a_judge_command_sees_every_candidate_and_names_the_winner(
+        repo: Repo, tmp_path: Path) -> None:
+    seen = tmp_path / "seen.json"
+    judge = judge_script(tmp_path, f"""
+given = json.load(sys.stdin)
+pathlib.Path({str(seen)!r}).write_text(json.dumps(given))
+diffs = {{c["attempt"]: pathlib.Path(c["diff_file"]).read_text()
+         for c in given["candidates"] if c["diff_file"]}}
+print("thinking...")
+print(next(k for k, d in diffs.items() if "pick me" in d))
+""")
+    plan = best_of([
+        candidate(AGENT_WRITE="src/api/ok=yes"),
+        candidate(AGENT_WRITE="src/api/ok=yes;src/api/note=pick me"),
+        candidate(AGENT_WRITE="src/api/ok=maybe"),
+    ], choose={"command": judge})
+    result, doc = run(repo, plan)
+    assert result.returncode == 0, result.stderr
+    assert [c["chosen"] for c in candidates(doc)] == [False, True, False]
+    given = json.loads(seen.read_text())
+    assert given["stream"] == "api" and given["run"] == doc["run"]
+    assert [(c["attempt"], c["passed"]) for c in given["candidates"]] == [
+        (1, True), (2, True), (3, False)]
+    assert given["candidates"][2]["failure"]["kind"] == "verify"
+    assert repo.git("show", f"wtr/{doc['run']}/api:src/api/note") == "pick me"
+
+
+def test_a_judge_that_crashes_or_talks_nonsense_fails_the_stream_and_keeps_everything(
+        repo: Repo, tmp_path: Path) -> None:
+    agents = [candidate(AGENT_WRITE="src/api/ok=yes"),
+              candidate(AGENT_WRITE="src/api/ok=yes;src/api/x=2")]
+    for body, said in (("sys.exit(4)", "exited with code 4"),
+                       ("print('candidate two')", "printed 'candidate two'"),
+                       ("print(3)", "printed '3'")):
+        judge = judge_script(tmp_path, body)
+        result, doc = run(repo, best_of(agents, choose={"command": judge}))
+        assert result.returncode == 1
+        api = stream_of(doc, "api")
+        assert api["status"] == "failed" and said in api["failure"]["message"], api["failure"]
+        assert "every candidate is kept on its branch" in api["failure"]["message"]
+        assert [c["status"] for c in api["candidates"]] == ["succeeded", "succeeded"]
+        for entry in api["candidates"]:
+            assert repo.head(entry["branch"]) == entry["head_commit"]
+        assert run_wtr("diff", "api", "--attempt", "2", "--stat", cwd=repo.path).returncode == 0
+
+    # the judge fixed (the run's plan names the same file), a retry chooses again
+    # without running the candidates again
+    heads = [c["head_commit"] for c in candidates(doc)]
+    judge_script(tmp_path, "print(2)")
+    retried = run_wtr("retry", "api", cwd=repo.path)
+    assert retried.returncode == 0, retried.stderr
+    doc = run_wtr("status", "--json", cwd=repo.path).json()
+    assert [c["chosen"] for c in candidates(doc)] == [False, True]
+    assert [c["head_commit"] for c in candidates(doc)] == heads
+    assert stream_of(doc, "api")["head_commit"] == heads[1]

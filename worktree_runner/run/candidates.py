@@ -1,0 +1,437 @@
+"""Best-of-N (``attempts: N``): a stream's candidates run side by side, each in its own
+worktree and branch and through every gate of a stream; one is kept (docs/best-of-n.md).
+
+Each candidate lives the whole life of a stream (run/stream.py) with a state of its own
+under ``streams/<stream>/candidates/<K>/``. When all have ended, the one kept is chosen;
+its branch becomes the stream's branch ``wtr/<run>/<stream>`` and its worktree the
+stream's worktree. The others are pinned under ``refs/worktree-runner/archive/<run>/
+<stream>+attempt-<K>`` and keep their branch and worktree until ``wtr clean``.
+
+Every step is recorded before the next one acts, so a runner killed anywhere resumes:
+candidates that ended keep their outcome, living ones are adopted, a recorded choice is
+carried out, never made again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from worktree_runner import git, procs, rescue, statefs
+from worktree_runner.errors import BadInput, WtrError
+from worktree_runner.plan.model import Plan, Stream
+from worktree_runner.run import recover
+from worktree_runner.run.guard import Guard
+from worktree_runner.run.state import (
+    Failure,
+    RunRecord,
+    RunStore,
+    Status,
+    StreamRecord,
+    now,
+)
+from worktree_runner.run.stream import RunContext, StartConflict, run_stream, stream_base
+
+SEPARATOR = "+attempt-"  # '+' is never in a stream name: no candidate is mistaken for one
+JUDGE_TIMEOUT = 600.0
+ENDED = (Status.SUCCEEDED.value, Status.FAILED.value)
+
+
+def label(name: str, attempt: int) -> str:
+    """A candidate's name in its branch, worktree folder and archive ref."""
+    return f"{name}{SEPARATOR}{attempt}"
+
+
+def candidate_branch(run: str, name: str, attempt: int) -> str:
+    return f"wtr/{run}/{label(name, attempt)}"
+
+
+class CandidateStore(RunStore):
+    """The state of one candidate: a run folder of its own, ``candidates/<K>`` in the
+    stream's folder, whose record holds the stream (and copies of what it starts from);
+    the runner's events about it go to the run's log as ``candidate_*`` events."""
+
+    def __init__(self, parent: RunStore, name: str, attempt: int) -> None:
+        super().__init__(parent.stream_dir(name) / "candidates" / str(attempt))
+        self.parent = parent
+        self.attempt = attempt
+
+    @property
+    def run_id(self) -> str:
+        return self.parent.run_id
+
+    def event(self, name: str, **data: Any) -> None:
+        self.parent.event(f"candidate_{name}", candidate=self.attempt, **data)
+
+
+@dataclass
+class CandidateContext(RunContext):
+    """A run context in which the stream's branch and worktree are the candidate's."""
+
+    attempt: int = 1
+
+    def branch(self, name: str) -> str:
+        return candidate_branch(self.run_id, name, self.attempt)
+
+    def worktree(self, name: str) -> Path:
+        return self.worktrees_root / self.run_id / label(name, self.attempt)
+
+
+class _WithinStream(Guard):
+    """The run's guard as a candidate sees it: the stream as a whole enters and leaves
+    it (run_best_of); the candidates only wait for its snapshot."""
+
+    def __init__(self, outer: Guard) -> None:  # (no super().__init__: nothing of its own)
+        self.outer = outer
+
+    def started(self) -> None:
+        self.outer.started()
+
+    def enter(self, name: str) -> None:
+        return None
+
+    def leave(self, name: str, look: bool = True) -> str | None:
+        return None
+
+
+# -- the stream --------------------------------------------------------------------------
+
+
+def run_best_of(ctx: RunContext, name: str) -> bool:
+    """Run the stream's candidates, choose one and make it the stream's; True if one was
+    kept. The stream's record says running, then succeeded or failed, as any stream's."""
+    started = time.monotonic()
+    record = ctx.store.record.streams[name]
+    again = record.failure is not None and record.failure.kind != "interrupted"
+    ctx.store.update_stream(name, "stream_started", status=Status.RUNNING.value,
+                            started_at=now(), finished_at=None, failure=None, exit_code=None,
+                            warnings=[])
+    ctx.guard.enter(name)
+    failure: Failure | None
+    try:
+        failure = _best_of(ctx, ctx.plan.stream(name), again)
+    except WtrError as exc:
+        failure = Failure("error", exc.message)
+    except Exception as exc:  # one stream's crash must not take the others down
+        _log(ctx, name, traceback.format_exc())
+        failure = Failure("error", f"internal error: {exc!r} (traceback in the stream's log)")
+    try:
+        breach = ctx.guard.leave(name, look=not ctx.stop.is_set())
+    except Exception as exc:  # the look must never take the stream's outcome down
+        breach = None
+        _log(ctx, name, f"wtr: could not look for changes outside the worktree: {exc}")
+    if breach is not None and failure is None:
+        failure = Failure("error", breach)
+    status = Status.FAILED if failure else Status.SUCCEEDED
+    ctx.store.update_stream(name, "stream_finished", status=status.value, failure=failure,
+                            finished_at=now(), pid=None,
+                            seconds=round(time.monotonic() - started, 3))
+    return failure is None
+
+
+def _best_of(ctx: RunContext, stream: Stream, again: bool) -> Failure | None:
+    base = _base(ctx, stream)
+    if isinstance(base, Failure):
+        return base
+    _plan_candidates(ctx, stream)
+    if _chosen(ctx, stream.name) is None:
+        _run_candidates(ctx, stream, base, again)
+        if ctx.stop.is_set():
+            return Failure("interrupted", "the run was stopped before its candidates finished")
+        entries = _entries(ctx, stream.name)
+        passing = [c for c in entries if c["status"] == Status.SUCCEEDED.value]
+        if not passing:
+            return _none_passed(entries)
+        winner = choose(ctx, stream, entries, passing)
+        _update(ctx, stream.name, winner, chosen=True)
+        ctx.store.event("candidate_chosen", stream=stream.name, attempt=winner,
+                        by=stream.choose.kind)
+    _keep(ctx, stream, base)
+    return None
+
+
+def _base(ctx: RunContext, stream: Stream) -> str | Failure:
+    """The commit every candidate starts from (one for all: their diffs compare)."""
+    record = ctx.store.record.streams[stream.name]
+    if record.base_commit:
+        return record.base_commit
+    base = stream_base(ctx, stream)
+    if isinstance(base, StartConflict):
+        return Failure("error", f"the results of {', '.join(base.streams)}, which it starts "
+                                f"from, conflict in {', '.join(base.files)}; a best-of-N "
+                                "stream starts only from results that merge cleanly",
+                       base.files)
+    ctx.store.update_stream(stream.name, "base_resolved", base_commit=base)
+    return base
+
+
+def _plan_candidates(ctx: RunContext, stream: Stream) -> None:
+    """Record every candidate before any is started."""
+    if len(_entries(ctx, stream.name)) == stream.attempts:
+        return
+    entries = [
+        {"attempt": k, "branch": candidate_branch(ctx.run_id, stream.name, k),
+         "worktree": str(ctx.worktrees_root / ctx.run_id / label(stream.name, k)),
+         "agent": stream.candidate_names()[k - 1], "status": Status.PENDING.value, "failure": None,
+         "head_commit": None, "diff_stat": None, "chosen": False, "archive": None,
+         "ended_at": None}
+        for k in range(1, stream.attempts + 1)
+    ]
+    ctx.store.update_stream(stream.name, "candidates_planned", candidates=entries)
+
+
+def _entries(ctx: RunContext, name: str) -> list[dict[str, Any]]:
+    return [dict(entry) for entry in ctx.store.record.streams[name].candidates]
+
+
+_updating = threading.Lock()
+
+
+def _update(ctx: RunContext, name: str, attempt: int, **changes: Any) -> None:
+    with _updating:
+        entries = _entries(ctx, name)
+        entries[attempt - 1].update(changes)
+        ctx.store.update_stream(name, None, candidates=entries)
+
+
+def _chosen(ctx: RunContext, name: str) -> int | None:
+    return next((c["attempt"] for c in _entries(ctx, name) if c.get("chosen")), None)
+
+
+# -- the candidates --------------------------------------------------------------------
+
+
+def _run_candidates(ctx: RunContext, stream: Stream, base: str, again: bool) -> None:
+    """Each candidate not yet ended (with ``again``: not yet passed) runs to its end."""
+    attempts = list(range(1, stream.attempts + 1))
+    with ThreadPoolExecutor(max_workers=len(attempts),
+                            thread_name_prefix=f"{stream.name}+") as pool:
+        for attempt, outcome in zip(attempts, pool.map(
+                lambda k: _run_candidate(ctx, stream, k, base, again), attempts), strict=True):
+            log = CandidateStore(ctx.store, stream.name, attempt).log_path(stream.name)
+            _log(ctx, stream.name, f"--- candidate {attempt} ended: {outcome} "
+                                   f"(its log: {log}) ---")
+
+
+def _run_candidate(ctx: RunContext, stream: Stream, attempt: int, base: str,
+                   again: bool) -> str:
+    store = CandidateStore(ctx.store, stream.name, attempt)
+    cplan = candidate_plan(ctx.plan, stream, attempt)
+    if not statefs.is_file(store.state_path):
+        store.dir.mkdir(parents=True, exist_ok=True)
+        store.save(_first_record(ctx, stream, attempt, base))
+    own = store.record.streams[stream.name]
+    ran = own.status not in ENDED or _redo(own, again)
+    if ran:
+        recovered = recover.reconcile(store, cplan, retry_failed=again)
+        _update(ctx, stream.name, attempt, status=Status.RUNNING.value, failure=None)
+        cctx = CandidateContext(
+            repo=ctx.repo, plan=cplan, store=store, base_commit=base,
+            worktrees_root=ctx.worktrees_root, bin_dir=ctx.bin_dir,
+            guard=_WithinStream(ctx.guard), stop=ctx.stop, recovered=recovered,
+            copy_patterns=ctx.copy_patterns, bound_agents=ctx.bound_agents,
+            attempt=attempt)
+        run_stream(cctx, stream.name)
+    return _record_outcome(ctx, stream.name, attempt, store.record.streams[stream.name], ran)
+
+
+def _redo(own: StreamRecord, again: bool) -> bool:
+    """A candidate that ended failed runs again on a retry, or when it was interrupted."""
+    if own.status != Status.FAILED.value:
+        return False
+    return again or (own.failure is not None and own.failure.kind == "interrupted")
+
+
+def candidate_plan(plan: Plan, stream: Stream, attempt: int) -> Plan:
+    """The plan as one candidate runs it: the stream with the candidate's agent, alone."""
+    mine = replace(stream, agent=stream.candidate_agent(attempt), attempts=1, agents=())
+    return replace(plan, streams=tuple(mine if s.name == stream.name else s
+                                       for s in plan.streams))
+
+
+def _first_record(ctx: RunContext, stream: Stream, attempt: int, base: str) -> RunRecord:
+    """The candidate's record: the stream, from ``base``, and copies of the streams it
+    starts from (for its prompt)."""
+    run = ctx.store.record
+    own = StreamRecord(name=stream.name, branch=candidate_branch(run.run, stream.name, attempt),
+                       worktree=None, depends_on=list(stream.depends_on), base_commit=base)
+    others = {n: StreamRecord.from_json(run.streams[n].to_json())
+              for n in (*stream.depends_on, *stream.waits_for)}
+    return replace(run, streams={**others, stream.name: own}, merge={}, isolation=[],
+                   runner_pid=None)
+
+
+def _record_outcome(ctx: RunContext, name: str, attempt: int, own: StreamRecord,
+                    ran: bool) -> str:
+    """Copy how the candidate ended into the stream's record (``ended_at`` only when it
+    ran now: ``first`` goes by it, and a resume must not reorder what ended before)."""
+    ended_at = _entries(ctx, name)[attempt - 1].get("ended_at")
+    base = own.base_commit or ctx.base_commit
+    stat = _diff_stat(ctx.repo, base, own.head_commit) if own.head_commit else None
+    failure = None if own.failure is None else vars(own.failure).copy()
+    status = own.status if own.status in ENDED else Status.FAILED.value
+    _update(ctx, name, attempt, status=status, failure=failure, head_commit=own.head_commit,
+            diff_stat=stat, ended_at=time.time() if ran or not ended_at else ended_at,
+            exit_code=own.exit_code, usage=own.usage)
+    return "passed its gates" if status == Status.SUCCEEDED.value else (
+        f"{failure['kind']}: {failure['message']}" if failure else status)
+
+
+def _diff_stat(repo: git.Repository, base: str, head: str) -> dict[str, int]:
+    stats = git.diffstat(repo, base, head)
+    return {"files": len(stats),
+            "insertions": sum(s.added or 0 for s in stats),
+            "deletions": sum(s.deleted or 0 for s in stats)}
+
+
+def diff_size(entry: dict[str, Any]) -> int:
+    stat = entry.get("diff_stat") or {}
+    return int(stat.get("insertions", 0)) + int(stat.get("deletions", 0))
+
+
+def _none_passed(entries: list[dict[str, Any]]) -> Failure:
+    kinds = {(c["failure"] or {}).get("kind", "error") for c in entries}
+    said = "; ".join(f"candidate {c['attempt']}: " + (
+        f"{c['failure']['kind']}: {c['failure']['message']}" if c["failure"] else c["status"])
+        for c in entries)
+    kind = kinds.pop() if len(kinds) == 1 else "error"
+    return Failure(kind, f"none of its {len(entries)} candidates passed its gates ({said})")
+
+
+# -- choosing ------------------------------------------------------------------------------
+
+
+class ChoiceFailed(WtrError):
+    """The judge could not name a candidate; every candidate is kept as it is."""
+
+
+def choose(ctx: RunContext, stream: Stream, entries: list[dict[str, Any]],
+           passing: list[dict[str, Any]]) -> int:
+    """The attempt number of the candidate to keep, among those that passed."""
+    if stream.choose.kind == "first":
+        return int(min(passing, key=lambda c: (c.get("ended_at") or 0, c["attempt"]))["attempt"])
+    if stream.choose.kind == "smallest":
+        return int(min(passing, key=lambda c: (diff_size(c), c["attempt"]))["attempt"])
+    return _judge(ctx, stream, entries, {c["attempt"] for c in passing})
+
+
+def _judge(ctx: RunContext, stream: Stream, entries: list[dict[str, Any]],
+           passing: set[int]) -> int:
+    """Run the judge with every candidate on its stdin (JSON, diffs in files); the number
+    it prints last must be one of the candidates that passed."""
+    command = stream.choose.command
+    assert command is not None
+    folder = ctx.store.stream_dir(stream.name) / "judge"
+    given = judge_input(ctx, stream, entries, folder)
+    statefs.write_text(folder / "input.json", given)
+    env = procs.child_env({"WTR_RUN": ctx.run_id, "WTR_STREAM": stream.name,
+                           "WTR_JUDGE_INPUT": str(folder / "input.json")}, ctx.bin_dir)
+    log = ctx.store.log_path(stream.name)
+    _log(ctx, stream.name, f"--- the judge chooses among candidates {sorted(passing)} ---")
+    code, out = procs.ask(command, ctx.repo.root, env, given, log, JUDGE_TIMEOUT)
+    keep = "every candidate is kept on its branch; fix the judge and 'wtr retry " \
+           f"{stream.name}' chooses again"
+    if code != 0:
+        raise ChoiceFailed(f"the judge exited with code {code} (its errors are in "
+                           f"'wtr logs {stream.name}'); {keep}")
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    answer = lines[-1] if lines else ""
+    if not answer.isdigit() or int(answer) not in passing:
+        said = f"printed {answer[:60]!r}" if answer else "printed nothing"
+        raise ChoiceFailed(f"the judge {said}, not the number of a candidate that passed "
+                           f"its gates ({', '.join(map(str, sorted(passing)))}); {keep}")
+    return int(answer)
+
+
+def judge_input(ctx: RunContext, stream: Stream, entries: list[dict[str, Any]],
+                folder: Path) -> str:
+    """What the judge reads on stdin: the stream and every candidate, with its diff in a
+    file of ``folder``."""
+    base = ctx.store.record.streams[stream.name].base_commit or ctx.base_commit
+    candidates = []
+    for entry in entries:
+        diff_file = None
+        if entry["head_commit"]:
+            diff_file = folder / f"attempt-{entry['attempt']}.diff"
+            text = ctx.repo.git("diff", base, entry["head_commit"], "--", check=False).stdout
+            statefs.write_text(diff_file, text)
+        candidates.append({
+            "attempt": entry["attempt"], "agent": entry["agent"], "branch": entry["branch"],
+            "worktree": entry["worktree"], "passed": entry["status"] == Status.SUCCEEDED.value,
+            "failure": entry["failure"], "head_commit": entry["head_commit"],
+            "diff_stat": entry["diff_stat"], "diff_file": str(diff_file) if diff_file else None,
+            "verify": list(stream.verify)})
+    return json.dumps({"run": ctx.run_id, "stream": stream.name, "prompt": stream.prompt,
+                       "base_commit": base, "candidates": candidates}, indent=2) + "\n"
+
+
+def candidate_diff(repo: git.Repository, stream: StreamRecord, attempt: int) -> tuple[str, str]:
+    """The commits ``wtr diff STREAM --attempt K`` compares: the candidates' base and the
+    candidate's tip (its branch, else its archive ref, else the commit recorded)."""
+    if not stream.candidates:
+        raise BadInput(f"stream '{stream.name}' has no candidates (it runs one attempt)",
+                       hint=f"'wtr diff {stream.name}' shows its changes")
+    if not 1 <= attempt <= len(stream.candidates):
+        raise BadInput(f"stream '{stream.name}' has candidates 1 to {len(stream.candidates)}, "
+                       f"not {attempt}")
+    entry = stream.candidates[attempt - 1]
+    tip = next((found for ref in (f"refs/heads/{entry['branch']}", entry.get("archive"))
+                if ref and (found := git.ref_commit(repo, ref))), None) or entry["head_commit"]
+    if entry.get("chosen") and stream.head_commit:
+        tip = stream.head_commit
+    if not stream.base_commit or not tip:
+        raise BadInput(f"candidate {attempt} of stream '{stream.name}' has no changes to show: "
+                       f"it never started ({entry['status']})",
+                       hint=f"see 'wtr logs {stream.name}'")
+    return stream.base_commit, tip
+
+
+# -- keeping the winner ------------------------------------------------------------------
+
+
+def _keep(ctx: RunContext, stream: Stream, base: str) -> None:
+    """Archive the others, then make the winner's branch and worktree the stream's. Each
+    step is skipped when a runner killed after it had done it."""
+    name = stream.name
+    winner = _chosen(ctx, name)
+    assert winner is not None
+    entries = _entries(ctx, name)
+    for entry in entries:
+        if entry["attempt"] != winner and not entry.get("archive"):
+            _archive(ctx, name, entry)
+    chosen = entries[winner - 1]
+    branch, path = ctx.branch(name), ctx.worktree(name)
+    tip = git.ref_commit(ctx.repo, f"refs/heads/{branch}") or chosen["head_commit"]
+    own_path = Path(chosen["worktree"])
+    if git.ref_commit(ctx.repo, f"refs/heads/{branch}") is None:
+        git.switch_worktree(own_path, branch, tip, tip)
+    if own_path.exists() and not path.exists():
+        git.move_worktree(ctx.repo, own_path, path)
+    if git.ref_commit(ctx.repo, f"refs/heads/{chosen['branch']}") == tip:
+        git.delete_branch(ctx.repo, chosen["branch"], tip)  # (the stream's branch holds it)
+    _update(ctx, name, winner, worktree=str(path))
+    own = CandidateStore(ctx.store, name, winner).record.streams[name]
+    ctx.store.update_stream(name, "candidate_kept", worktree=str(path), head_commit=tip,
+                            changed_files=git.changed_paths(ctx.repo, base, tip),
+                            exit_code=own.exit_code, warnings=own.warnings, usage=own.usage,
+                            attempts=stream.attempts, prepared=True)
+
+
+def _archive(ctx: RunContext, name: str, entry: dict[str, Any]) -> None:
+    """Pin a candidate not kept under the archive refs (its branch and worktree stay
+    until ``wtr clean``)."""
+    tip = git.ref_commit(ctx.repo, f"refs/heads/{entry['branch']}")
+    if tip is None:
+        return
+    ref = rescue.pin_archive(ctx.repo, ctx.run_id, label(name, entry["attempt"]), tip)
+    _update(ctx, name, entry["attempt"], archive=ref)
+
+
+def _log(ctx: RunContext, name: str, text: str) -> None:
+    statefs.append_text(ctx.store.log_path(name), text if text.endswith("\n") else text + "\n")
