@@ -4,12 +4,15 @@ real agent processes (tests/agents/agent.py): the candidates, the choice, the ar
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from tests.gitrepo import Repo, run_wtr
-from tests.runhelp import agent_plan, stream_of
+from tests.runhelp import agent_plan, alive, records, stream_of, wait_for
 
 ARCHIVE = "refs/worktree-runner/archive"
 
@@ -37,7 +40,7 @@ def candidates(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def test_only_the_candidate_that_passes_its_gates_lands(repo: Repo) -> None:
+def test_only_the_candidate_that_passes_its_gates_lands(repo: Repo, tmp_path: Path) -> None:
     plan = best_of([
         candidate(AGENT_WRITE="src/api/ok=no"),                      # verify fails
         candidate(AGENT_WRITE="src/api/ok=yes;README.md=mine"),      # out of its files
@@ -64,6 +67,21 @@ def test_only_the_candidate_that_passes_its_gates_lands(repo: Repo) -> None:
         assert entry["archive"] == f"{ARCHIVE}/{run_id}/api+attempt-{attempt}"
         assert repo.head(entry["archive"]) == repo.head(entry["branch"])
     assert repo.git("show", f"{ARCHIVE}/{run_id}/api+attempt-2:README.md") == "mine"
+    # each candidate's diff, the kept one's too; status and the report list them all
+    shown = run_wtr("diff", "api", "--attempt", "2", "--stat", cwd=repo.path)
+    assert shown.returncode == 0 and "README.md" in shown.stdout, shown.stderr
+    shown = run_wtr("diff", "api", "--attempt", "3", cwd=repo.path)
+    assert "+ORDERS = [1]" in shown.stdout and "README" not in shown.stdout
+    assert run_wtr("diff", "api", "--attempt", "4", cwd=repo.path).one_line_error() == (
+        "wtr: stream 'api' has candidates 1 to 3, not 4")
+    text = run_wtr("status", cwd=repo.path, env={"COLUMNS": "300"}).stdout
+    assert "api 1 (" in text and "verify: verify command failed" in text
+    assert "api 2 (" in text and f"{ARCHIVE}/{run_id}/api+attempt-2" in text
+    assert "api 3 (" in text and "+2 -1; kept" in text
+    report = run_wtr("report", "-o", str(tmp_path / "r.html"), cwd=repo.path)
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert "Candidates (best of 3)" in page and 'data-candidate="3" class="chosen"' in page
 
     merged = run_wtr("merge", cwd=repo.path)
     assert merged.returncode == 0, merged.stderr
@@ -162,3 +180,93 @@ def test_a_judge_that_crashes_or_talks_nonsense_fails_the_stream_and_keeps_every
     assert [c["chosen"] for c in candidates(doc)] == [False, True]
     assert [c["head_commit"] for c in candidates(doc)] == heads
     assert stream_of(doc, "api")["head_commit"] == heads[1]
+
+
+def test_resume_after_the_runner_is_killed_adopts_the_living_candidates(
+        repo: Repo, tmp_path: Path) -> None:
+    folders = [tmp_path / f"rec{k}" for k in (1, 2, 3)]
+    for folder in folders:
+        folder.mkdir()
+    plan = best_of([
+        candidate(AGENT_RECORD=str(folders[0]), AGENT_WRITE="src/api/ok=no"),
+        candidate(AGENT_RECORD=str(folders[1]), AGENT_SLEEP="4",
+                  AGENT_WRITE="src/api/ok=yes;src/api/big=1\n2\n3"),
+        candidate(AGENT_RECORD=str(folders[2]), AGENT_SLEEP="4", AGENT_WRITE="src/api/ok=yes"),
+    ], choose="smallest")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "worktree_runner", "run", str(repo.write_plan(plan))],
+        cwd=repo.path, env=os.environ.copy(), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: all(records(f, "api") for f in folders), timeout=60)
+        wait_for(lambda: bool(records(folders[0], "api", "end")), timeout=60)
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.communicate(timeout=30)
+    sleepers = [records(f, "api")[0]["pid"] for f in folders[1:]]
+    assert any(alive(pid) for pid in sleepers)  # (killed mid-way: they still work)
+    doc = run_wtr("status", "--json", cwd=repo.path).json()
+    assert doc["state"] == "interrupted"
+    assert stream_of(doc, "api")["status"] == "running"
+
+    resumed = run_wtr("resume", cwd=repo.path)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    doc = run_wtr("status", "--json", cwd=repo.path).json()
+    assert stream_of(doc, "api")["status"] == "succeeded"
+    # every agent ran once: the living ones adopted, the ended one kept as it ended
+    assert [len(records(f, "api")) for f in folders] == [1, 1, 1]
+    assert [(c["status"], c["chosen"]) for c in candidates(doc)] == [
+        ("failed", False), ("succeeded", False), ("succeeded", True)]
+    assert repo.git("show", f"wtr/{doc['run']}/api:src/api/ok") == "yes"
+
+
+def test_streams_of_one_attempt_have_no_candidates(repo: Repo) -> None:
+    result, doc = run(repo, agent_plan({"api": {
+        "files": ["src/api/**"], "env": {"AGENT_WRITE": "src/api/ok=yes"}}}))
+    assert result.returncode == 0, result.stderr
+    assert stream_of(doc, "api")["candidates"] == []
+    assert run_wtr("diff", "api", "--attempt", "1", cwd=repo.path).one_line_error() == (
+        "wtr: stream 'api' has no candidates (it runs one attempt); 'wtr diff api' shows "
+        "its changes")
+
+
+def test_wtr_check_reports_the_candidates_and_rejects_bad_values(repo: Repo) -> None:
+    good = agent_plan({"api": {"files": ["src/api/**"], "attempts": 3,
+                               "agents": ["claude", {"preset": "codex"}],
+                               "choose": "smallest"}})
+    checked = run_wtr("check", repo.write_plan(good), cwd=repo.path)
+    assert checked.returncode == 0, checked.stderr
+    assert ("api: 3 candidates, kept: smallest; agents: claude, codex, claude"
+            in checked.stdout)
+    as_json = run_wtr("check", repo.write_plan(good), "--json", cwd=repo.path).json()
+    assert as_json["streams"]["api"]["attempts"] == 3
+    assert as_json["streams"]["api"]["agents"] == ["claude", "codex", "claude"]
+
+    bad = agent_plan({
+        "a": {"files": ["src/a/**"], "attempts": 0},
+        "b": {"files": ["src/b/**"], "attempts": "3"},
+        "c": {"files": ["src/c/**"], "attempts": 2, "choose": "best"},
+        "d": {"files": ["src/d/**"], "choose": "first"},
+        "e": {"files": ["src/e/**"], "attempts": 2, "agents": ["claude", "codex", "gemini"]},
+        "f": {"files": ["src/f/**"], "attempts": 2, "agents": ["nope"]},
+        "g": {"files": ["src/g/**"], "attempts": 2, "choose": {"command": []}},
+        "h": {"files": ["src/h/**"], "attempts": 2, "agents": "claude"},
+        "i": {"files": ["src/i/**"], "attempts": 17},
+        "j": {"files": ["src/j/**"], "attempts": 2, "agents": [{"tiemout": 3}]},
+    })
+    result = run_wtr("check", repo.write_plan(bad), cwd=repo.path)
+    assert result.returncode == 2
+    errors = "\n".join(result.error_lines())
+    for expected in (
+        "streams.a.attempts: must be a whole number from 1 to 16",
+        "streams.b.attempts: must be a whole number from 1 to 16",
+        "streams.c.choose: must be first, smallest, or {command: ...}",
+        "streams.d.choose: picks among candidates: set 'attempts' to 2 or more",
+        "streams.e.agents: lists 3 agents for 2 attempts",
+        "streams.f.agents.0.preset: unknown preset 'nope'",
+        "streams.g.choose: 'command' must be a command",
+        "streams.h.agents: must be a list of presets or agent mappings",
+        "streams.i.attempts: must be a whole number from 1 to 16",
+        "streams.j.agents.0.tiemout: unknown key (did you mean 'timeout'?)",
+    ):
+        assert expected in errors, errors

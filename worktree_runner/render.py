@@ -152,9 +152,27 @@ def status_text(doc: dict[str, Any]) -> str:
               .rstrip() for row in rows]
     attention = _attention(doc, markdown=False)
     lines += ["", "Needs attention:", *(attention or ["  nothing: every stream is fine so far"])]
-    lines += [line.rstrip() for line in [*eta_lines(doc), *merge_lines(doc), *disk_lines(doc),
+    lines += [line.rstrip() for line in [*candidate_lines(doc), *eta_lines(doc),
+                                         *merge_lines(doc), *disk_lines(doc),
                                          *isolation_lines(doc)]]
     return "\n".join(lines)
+
+
+def candidate_lines(doc: dict[str, Any]) -> list[str]:
+    """Every candidate of the best-of-N streams: how it ended, and which one was kept."""
+    lines: list[str] = []
+    for stream in doc["streams"]:
+        for c in stream.get("candidates") or []:
+            if not lines:
+                lines.append("candidates (best of N; 'wtr diff STREAM --attempt K'):")
+            stat = c.get("diff_stat")
+            size = f"+{stat['insertions']} -{stat['deletions']}" if stat else "no diff"
+            failure = c.get("failure")
+            said = f"{failure['kind']}: {failure['message']}" if failure else c["status"]
+            where = "kept" if c.get("chosen") else (c.get("archive") or c["branch"])
+            lines.append(printable(f"  {stream['name']} {c['attempt']} ({c['agent']}): {said}; "
+                                   f"{size}; {where}"))
+    return lines
 
 
 def disk_lines(doc: dict[str, Any]) -> list[str]:
@@ -224,6 +242,8 @@ def status_markdown(doc: dict[str, Any]) -> str:
     attention = _attention(doc, markdown=True)
     lines += ["", "## Needs attention", ""]
     lines += attention or ["Nothing: every stream is fine so far."]
+    if candidates := candidate_lines(doc):
+        lines += ["", "## Candidates", "", *(f"- {line.strip()}" for line in candidates[1:])]
     if merge := merge_lines(doc):
         lines += ["", "## Merge", "", *(f"- {line.strip()}" for line in merge)]
     if breaches := isolation_lines(doc):
@@ -314,7 +334,7 @@ def print_status(doc: dict[str, Any]) -> None:
     if doc["state"] == "interrupted":
         console.print(_attention(doc, markdown=False)[0].strip(), markup=False,
                       highlight=False, style="yellow")
-    for line in [*eta_lines(doc), *merge_lines(doc), *disk_lines(doc)]:
+    for line in [*candidate_lines(doc), *eta_lines(doc), *merge_lines(doc), *disk_lines(doc)]:
         console.print(line, markup=False, highlight=False)
     for line in isolation_lines(doc):
         console.print(line, markup=False, highlight=False, style="yellow")
