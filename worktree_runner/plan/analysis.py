@@ -107,9 +107,8 @@ class Analysis:
                     "waits_for": list(s.waits_for),
                     "files": list(s.files),
                     "owned_files": self.owned[s.name],
-                    "attempts": s.attempts,
-                    "choose": s.choose.kind,
-                    "agents": s.candidate_names() if s.attempts > 1 else [],
+                    **({"attempts": s.attempts, "choose": s.choose.kind,
+                        "agents": s.candidate_names()} if s.attempts > 1 else {}),
                 }
                 for s in self.plan.streams
             },
