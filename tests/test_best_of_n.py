@@ -270,3 +270,73 @@ def test_wtr_check_reports_the_candidates_and_rejects_bad_values(repo: Repo) -> 
         "streams.j.agents.0.tiemout: unknown key (did you mean 'timeout'?)",
     ):
         assert expected in errors, errors
+
+
+def test_none_passing_fails_the_stream_with_each_failure_and_a_retry_runs_them_again(
+        repo: Repo, tmp_path: Path) -> None:
+    flag = tmp_path / "fixed"
+    fixable = f"test -e {flag} && echo yes > src/api/ok || echo no > src/api/ok"
+    plan = best_of([candidate(AGENT_SHELL=fixable), candidate(AGENT_WRITE="src/api/ok=no")],
+                   choose="smallest")
+    result, doc = run(repo, plan)
+    assert result.returncode == 1
+    api = stream_of(doc, "api")
+    assert api["status"] == "failed" and api["failure"]["kind"] == "verify"
+    message = api["failure"]["message"]
+    assert message.startswith("none of its 2 candidates passed its gates (candidate 1: verify")
+    assert "; candidate 2: verify: verify command failed" in message
+    assert "none of its 2 candidates passed" in run_wtr("status", cwd=repo.path).stdout
+    first = [c["head_commit"] for c in api["candidates"]]
+
+    flag.write_text("")
+    retried = run_wtr("retry", "api", cwd=repo.path)
+    assert retried.returncode == 0, retried.stderr
+    api = stream_of(run_wtr("status", "--json", cwd=repo.path).json(), "api")
+    assert [(c["status"], c["chosen"]) for c in api["candidates"]] == [
+        ("succeeded", True), ("failed", False)]
+    # a new attempt in the same worktree: the first attempt's commit is kept below
+    assert repo.git("merge-base", "--is-ancestor", first[0], api["head_commit"]) == ""
+
+
+def test_candidates_take_their_places_in_max_parallel(repo: Repo, tmp_path: Path) -> None:
+    folders = {name: tmp_path / name for name in ("c1", "c2", "ui")}
+    for folder in folders.values():
+        folder.mkdir()
+    plan = best_of([candidate(AGENT_RECORD=str(folders["c1"]), AGENT_SLEEP="1",
+                              AGENT_WRITE="src/api/ok=yes"),
+                    candidate(AGENT_RECORD=str(folders["c2"]), AGENT_SLEEP="1",
+                              AGENT_WRITE="src/api/ok=yes")])
+    plan["max_parallel"] = 2
+    plan["streams"]["ui"] = {"files": ["src/ui/**"], "prompt": "ui", "agent": {"env": {
+        "AGENT_RECORD": str(folders["ui"]), "AGENT_WRITE": "src/ui/view.py=UI = 2"}}}
+    result, doc = run(repo, plan)
+    assert result.returncode == 0, result.stderr
+    ui_started = records(folders["ui"], "ui")[0]["time"]
+    ended = [records(folders[c], "api", "end")[0]["time"] for c in ("c1", "c2")]
+    assert ui_started > max(ended)  # the two candidates held both places
+
+
+def test_ctrl_c_stops_every_candidate_and_resume_finishes(repo: Repo, tmp_path: Path) -> None:
+    folders = [tmp_path / f"rec{k}" for k in (1, 2)]
+    for folder in folders:
+        folder.mkdir()
+    plan = best_of([candidate(AGENT_RECORD=str(f), AGENT_HANG="1", AGENT_HANG_ATTEMPTS="1",
+                              AGENT_WRITE="src/api/ok=yes") for f in folders])
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "worktree_runner", "run", str(repo.write_plan(plan))],
+        cwd=repo.path, env={**os.environ, "WTR_KILL_GRACE": "1"}, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(lambda: all(records(f, "api", "child") for f in folders), timeout=60)
+    children = [records(f, "api", "child")[0] for f in folders]
+    runner.send_signal(signal.SIGINT)
+    _, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 130, stderr
+    for child in children:
+        assert not alive(child["pid"]) and not alive(child["child_pid"])
+    doc = run_wtr("status", "--json", cwd=repo.path).json()
+    assert stream_of(doc, "api")["failure"]["kind"] == "interrupted"
+    resumed = run_wtr("resume", cwd=repo.path)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    doc = run_wtr("status", "--json", cwd=repo.path).json()
+    assert stream_of(doc, "api")["status"] == "succeeded"
+    assert [len(records(f, "api")) for f in folders] == [2, 2]

@@ -37,6 +37,7 @@ from worktree_runner.run.state import (
     now,
 )
 from worktree_runner.run.stream import RunContext, StartConflict, run_stream, stream_base
+from worktree_runner.run.usage import add_usage
 
 SEPARATOR = "+attempt-"  # '+' is never in a stream name: no candidate is mistaken for one
 JUDGE_TIMEOUT = 600.0
@@ -81,6 +82,21 @@ class CandidateContext(RunContext):
 
     def worktree(self, name: str) -> Path:
         return self.worktrees_root / self.run_id / label(name, self.attempt)
+
+
+class _Labelled(dict[str, procs.Agent]):
+    """A candidate's running agent, kept in the run's table under the candidate's label:
+    a second Ctrl-C stops it with every other agent of the run."""
+
+    def __init__(self, outer: dict[str, procs.Agent], attempt: int) -> None:
+        super().__init__()
+        self.outer, self.attempt = outer, attempt
+
+    def __setitem__(self, name: str, agent: procs.Agent) -> None:
+        self.outer[label(name, self.attempt)] = agent
+
+    def pop(self, name: str, default: Any = None) -> Any:
+        return self.outer.pop(label(name, self.attempt), default)
 
 
 class _WithinStream(Guard):
@@ -146,6 +162,7 @@ def _best_of(ctx: RunContext, stream: Stream, again: bool) -> Failure | None:
             return Failure("interrupted", "the run was stopped before its candidates finished")
         entries = _entries(ctx, stream.name)
         passing = [c for c in entries if c["status"] == Status.SUCCEEDED.value]
+        ctx.store.update_stream(stream.name, None, usage=spent(entries))
         if not passing:
             return _none_passed(entries)
         winner = choose(ctx, stream, entries, passing)
@@ -236,7 +253,7 @@ def _run_candidate(ctx: RunContext, stream: Stream, attempt: int, base: str,
             worktrees_root=ctx.worktrees_root, bin_dir=ctx.bin_dir,
             guard=_WithinStream(ctx.guard), stop=ctx.stop, recovered=recovered,
             copy_patterns=ctx.copy_patterns, bound_agents=ctx.bound_agents,
-            attempt=attempt)
+            agents=_Labelled(ctx.agents, attempt), attempt=attempt)
         run_stream(cctx, stream.name)
     return _record_outcome(ctx, stream.name, attempt, store.record.streams[stream.name], ran)
 
@@ -419,8 +436,16 @@ def _keep(ctx: RunContext, stream: Stream, base: str) -> None:
     own = CandidateStore(ctx.store, name, winner).record.streams[name]
     ctx.store.update_stream(name, "candidate_kept", worktree=str(path), head_commit=tip,
                             changed_files=git.changed_paths(ctx.repo, base, tip),
-                            exit_code=own.exit_code, warnings=own.warnings, usage=own.usage,
-                            attempts=stream.attempts, prepared=True)
+                            exit_code=own.exit_code, warnings=own.warnings,
+                            usage=spent(entries), attempts=stream.attempts, prepared=True)
+
+
+def spent(entries: list[dict[str, Any]]) -> dict[str, float | None] | None:
+    """What every candidate's agent said it used: the stream's cost is all of theirs."""
+    total: dict[str, float | None] | None = None
+    for entry in entries:
+        total = add_usage(total, entry.get("usage"))
+    return total
 
 
 def _archive(ctx: RunContext, name: str, entry: dict[str, Any]) -> None:
