@@ -311,6 +311,7 @@ def test_candidates_take_their_places_in_max_parallel(repo: Repo, tmp_path: Path
         "AGENT_RECORD": str(folders["ui"]), "AGENT_WRITE": "src/ui/view.py=UI = 2"}}}
     result, doc = run(repo, plan)
     assert result.returncode == 0, result.stderr
+    assert doc["counts"]["succeeded"] == 2
     ui_started = records(folders["ui"], "ui")[0]["time"]
     ended = [records(folders[c], "api", "end")[0]["time"] for c in ("c1", "c2")]
     assert ui_started > max(ended)  # the two candidates held both places
