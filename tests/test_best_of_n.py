@@ -74,6 +74,12 @@ def test_only_the_candidate_that_passes_its_gates_lands(repo: Repo, tmp_path: Pa
     assert "+ORDERS = [1]" in shown.stdout and "README" not in shown.stdout
     assert run_wtr("diff", "api", "--attempt", "4", cwd=repo.path).one_line_error() == (
         "wtr: stream 'api' has candidates 1 to 3, not 4")
+    # the stream's log says how each ended; --attempt K shows that candidate's agent
+    log = run_wtr("logs", "api", cwd=repo.path).stdout
+    assert "--- candidate 1 ended: verify: verify command failed" in log
+    assert "--- candidate 3 ended: passed its gates" in log
+    own = run_wtr("logs", "api", "--attempt", "2", cwd=repo.path).stdout
+    assert "--- attempt 1 ended: exit code 0; ownership: changed 1 file outside" in own
     text = run_wtr("status", cwd=repo.path, env={"COLUMNS": "300"}).stdout
     assert "api 1 (" in text and "verify: verify command failed" in text
     assert "api 2 (" in text and f"{ARCHIVE}/{run_id}/api+attempt-2" in text
@@ -226,8 +232,9 @@ def test_streams_of_one_attempt_have_no_candidates(repo: Repo) -> None:
     assert result.returncode == 0, result.stderr
     assert stream_of(doc, "api")["candidates"] == []
     assert run_wtr("diff", "api", "--attempt", "1", cwd=repo.path).one_line_error() == (
-        "wtr: stream 'api' has no candidates (it runs one attempt); 'wtr diff api' shows "
-        "its changes")
+        "wtr: stream 'api' has no candidates (it runs one attempt); leave out --attempt")
+    assert run_wtr("logs", "api", "--attempt", "1", cwd=repo.path).one_line_error() == (
+        "wtr: stream 'api' has no candidates (it runs one attempt); leave out --attempt")
 
 
 def test_wtr_check_reports_the_candidates_and_rejects_bad_values(repo: Repo) -> None:

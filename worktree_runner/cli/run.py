@@ -201,16 +201,24 @@ def status(repo_dir: Path | None, run_id: str | None, as_json: bool, markdown: b
 @repo_option
 @run_option
 @click.option("-f", "--follow", is_flag=True, help="Keep printing as the agent writes.")
-def logs(stream: str, repo_dir: Path | None, run_id: str | None, follow: bool) -> None:
+@click.option("--attempt", type=click.IntRange(min=1), metavar="K",
+              help="The log of candidate K of a best-of-N stream (attempts: N).")
+def logs(stream: str, repo_dir: Path | None, run_id: str | None, follow: bool,
+         attempt: int | None) -> None:
     """Print the output of STREAM's agent (and its setup and verify commands).
 
     The log is read in pieces, however long it is. An agent's output is kept under the
     plan's log_limit (default 50MB): past it, the middle is dropped and a marker line says
-    how much; the start and the end are always kept.
+    how much; the start and the end are always kept. A best-of-N stream's own log says
+    how each candidate ended; --attempt K shows candidate K's agent.
     """
     _, store = open_store(repo_dir, run_id)
     if stream not in store.record.streams:
         raise registry.unknown_stream(store, stream)
+    if attempt is not None:
+        from worktree_runner.run.candidates import candidate_store
+
+        store = candidate_store(store, stream, attempt)
     printed = False
     for chunk in registry.read_log(store, stream, follow):
         click.echo(chunk, nl=False)

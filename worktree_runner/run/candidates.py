@@ -388,16 +388,31 @@ def judge_input(ctx: RunContext, stream: Stream, entries: list[dict[str, Any]],
                        "base_commit": base, "candidates": candidates}, indent=2) + "\n"
 
 
-def candidate_diff(repo: git.Repository, stream: StreamRecord, attempt: int) -> tuple[str, str]:
-    """The commits ``wtr diff STREAM --attempt K`` compares: the candidates' base and the
-    candidate's tip (its branch, else its archive ref, else the commit recorded)."""
+def _entry(stream: StreamRecord, attempt: int) -> dict[str, Any]:
+    """Candidate ``attempt`` of the stream, or a one-line error."""
     if not stream.candidates:
         raise BadInput(f"stream '{stream.name}' has no candidates (it runs one attempt)",
-                       hint=f"'wtr diff {stream.name}' shows its changes")
+                       hint="leave out --attempt")
     if not 1 <= attempt <= len(stream.candidates):
         raise BadInput(f"stream '{stream.name}' has candidates 1 to {len(stream.candidates)}, "
                        f"not {attempt}")
-    entry = stream.candidates[attempt - 1]
+    return dict(stream.candidates[attempt - 1])
+
+
+def candidate_store(store: RunStore, name: str, attempt: int) -> CandidateStore:
+    """The state folder of candidate ``attempt`` of stream ``name`` (``wtr logs --attempt``)."""
+    entry = _entry(store.record.streams[name], attempt)
+    found = CandidateStore(store, name, attempt)
+    if not statefs.is_file(found.state_path):
+        raise BadInput(f"candidate {attempt} of stream '{name}' has not started yet "
+                       f"({entry['status']})")
+    return found
+
+
+def candidate_diff(repo: git.Repository, stream: StreamRecord, attempt: int) -> tuple[str, str]:
+    """The commits ``wtr diff STREAM --attempt K`` compares: the candidates' base and the
+    candidate's tip (its branch, else its archive ref, else the commit recorded)."""
+    entry = _entry(stream, attempt)
     tip = next((found for ref in (f"refs/heads/{entry['branch']}", entry.get("archive"))
                 if ref and (found := git.ref_commit(repo, ref))), None) or entry["head_commit"]
     if entry.get("chosen") and stream.head_commit:
