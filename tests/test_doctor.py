@@ -89,3 +89,20 @@ def test_check_refuses_arguments_the_tested_cli_refuses(repo: Repo, tmp_path: Pa
     checked = run_wtr("check", repo.write_plan(plan), cwd=repo.path, env=env)
     assert checked.returncode == 2
     assert f"refuses {flag}" in checked.stderr + checked.stdout
+
+
+def test_doctor_and_check_look_at_every_candidate_agent_of_a_best_of_n_stream(
+        repo: Repo, tmp_path: Path) -> None:
+    path = _stand_ins(tmp_path / "bin", {"claude": f"{PRESETS['claude'].pinned} (Claude Code)"})
+    plan = agent_plan({"db": {"files": ["src/db/**"], "attempts": 3,
+                              "agents": ["claude", "gemini"]}})
+    plan_file = repo.write_plan(plan)
+    env = {"PATH": path}
+    doc = run_wtr("doctor", plan_file, "--json", cwd=repo.path, env=env).json()
+    # the stream's own agent (the test agent) runs in none of its candidates
+    assert [(a["name"], a["streams"]) for a in doc["agents"]] == [
+        ("claude", ["db"]), ("gemini", ["db"])]
+    checked = run_wtr("check", plan_file, cwd=repo.path, env=env)
+    assert checked.returncode == 2
+    assert "the gemini preset runs 'gemini', which is not on PATH" in checked.stdout + \
+        checked.stderr

@@ -80,15 +80,15 @@ def _agents_of(plan: Plan | None) -> dict[str, tuple[str, list[Stream]]]:
         return {name: (preset.program, []) for name, preset in PRESETS.items()}
     found: dict[str, tuple[str, list[Stream]]] = {}
     for stream in plan.streams:
-        agent = stream.agent
-        if agent.command is None and agent.preset:
-            key, program = agent.preset, PRESETS[agent.preset].program
-        else:
-            template = agent.argv_template()
-            if isinstance(template, str):
-                continue  # shell text: what it runs is the shell's business
-            key = program = template[0]
-        found.setdefault(key, (program, []))[1].append(stream)
+        for agent in stream.agents_used():  # (a best-of-N stream's candidates may differ)
+            if agent.command is None and agent.preset:
+                key, program = agent.preset, PRESETS[agent.preset].program
+            else:
+                template = agent.argv_template()
+                if isinstance(template, str):
+                    continue  # shell text: what it runs is the shell's business
+                key = program = template[0]
+            found.setdefault(key, (program, []))[1].append(stream)
     return found
 
 
@@ -99,8 +99,7 @@ def startable(plan: Plan, path: str | None = None) -> list[PlanProblem]:
         return []  # the agents start on the workers, whose PATH this machine cannot see
     search = path if path is not None else os.environ.get("PATH", "")
     problems = []
-    for stream in plan.streams:
-        agent = stream.agent
+    for stream, agent in ((s, a) for s in plan.streams for a in s.agents_used()):
         if agent.command is not None or not agent.preset:
             continue
         preset = PRESETS[agent.preset]
@@ -132,7 +131,8 @@ def examine(plan: Plan | None, env: Mapping[str, str] | None = None,
             extra.update(stream.agent.env)
         check = AgentCheck(name, program, [s.name for s in streams])
         check.path = shutil.which(program, path=env.get("PATH", ""))
-        preset = PRESETS.get(name) if (not streams or streams[0].agent.command is None) else None
+        preset = PRESETS.get(name) if (not streams or any(
+            a.command is None and a.preset == name for a in streams[0].agents_used())) else None
         if check.path is None:
             hint = install_hint(preset) if preset else "install it or change the agent"
             check.problems.append(f"'{program}' is not on PATH ({hint})")

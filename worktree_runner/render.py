@@ -379,6 +379,11 @@ def dry_run_report(prepared: Prepared, run_id: str, planned: list[PlannedStream]
                 f"    base:     {item.base}",
                 f"    command:  {command}",
             ]
+            stream = prepared.plan.stream(item.name)
+            if stream.attempts > 1:
+                lines.append(f"    best of {stream.attempts}: candidates on {item.branch}"
+                             f"+attempt-1.. ({', '.join(stream.candidate_names())}), kept: "
+                             f"{stream.choose.kind}")
     return "\n".join(map(printable, lines))
 
 

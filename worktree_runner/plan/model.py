@@ -100,6 +100,16 @@ class Stream:
     choose: Choose = field(default_factory=Choose)
     agents: tuple[Agent, ...] = ()  # the candidates' agents, cycled; empty: ``agent``
 
+    def agents_used(self) -> tuple[Agent, ...]:
+        """Every agent the stream starts: its own, or its candidates' (each once)."""
+        if self.attempts < 2:
+            return (self.agent,)
+        used: list[Agent] = []  # (not a set: an Agent's env makes it unhashable)
+        for agent in map(self.candidate_agent, range(1, self.attempts + 1)):
+            if agent not in used:
+                used.append(agent)
+        return tuple(used)
+
     def candidate_names(self) -> list[str]:
         """Each candidate's agent in a word: its preset, else its command."""
         return [agent_name(self.candidate_agent(k)) for k in range(1, self.attempts + 1)]
