@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.gitrepo import Repo, run_wtr
 from tests.runhelp import agent_plan, alive, records, stream_of, wait_for
 
@@ -348,3 +350,31 @@ def test_ctrl_c_stops_every_candidate_and_resume_finishes(repo: Repo, tmp_path: 
     doc = run_wtr("status", "--json", cwd=repo.path).json()
     assert stream_of(doc, "api")["status"] == "succeeded"
     assert [len(records(f, "api")) for f in folders] == [2, 2]
+
+
+@pytest.mark.parametrize("point", ["candidates_planned", "agent_started", "ownership_check",
+                                   "candidate_chosen", "candidate_branch"])
+def test_a_runner_killed_at_any_step_is_resumed_without_losing_or_redoing_anything(
+        repo: Repo, tmp_path: Path, point: str) -> None:
+    folders = [tmp_path / f"rec{k}" for k in (1, 2)]
+    for folder in folders:
+        folder.mkdir()
+    plan = best_of([candidate(AGENT_RECORD=str(folders[0]), AGENT_WRITE="src/api/ok=no"),
+                    candidate(AGENT_RECORD=str(folders[1]), AGENT_WRITE="src/api/ok=yes")])
+    killed = run_wtr("run", repo.write_plan(plan), cwd=repo.path,
+                     env={"WTR_FAULT": f"{point}:api"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = run_wtr("resume", cwd=repo.path)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    doc = run_wtr("status", "--json", cwd=repo.path).json()
+    run_id, api = doc["run"], stream_of(doc, "api")
+    assert api["status"] == "succeeded"
+    assert [(c["status"], c["chosen"]) for c in api["candidates"]] == [
+        ("failed", False), ("succeeded", True)]
+    assert [len(records(f, "api")) for f in folders] == [1, 1]  # no agent started twice
+    assert repo.git("show", f"wtr/{run_id}/api:src/api/ok") == "yes"
+    assert Path(api["worktree"]) == repo.path.parent / "repo.worktrees" / run_id / "api"
+    assert repo.git("show", f"{ARCHIVE}/{run_id}/api+attempt-1:src/api/ok") == "no"
+    assert repo.git("for-each-ref", "--format=%(refname:short)",
+                    f"refs/heads/wtr/{run_id}/").split() == [
+        f"wtr/{run_id}/api", f"wtr/{run_id}/api+attempt-1"]

@@ -14,8 +14,10 @@ worktree, not yet switched to its base), pool_returning (clean has emptied a wor
 not yet moved it into the pool), worktree_renamed (a worktree's folder renamed into or
 out of the pool, git not yet told; ``<step>:<folder name>``), auto_merge_checked
 (``run --merge`` has checked the ready streams for conflicts, not yet started their
-landing) and landing_checkout (a landing has moved the target, its checkout not yet
-followed).
+landing), landing_checkout (a landing has moved the target, its checkout not yet
+followed); candidates_planned (a best-of-N stream's candidates recorded, none started),
+candidate_chosen (the choice recorded, nothing archived yet) and candidate_branch (the
+kept candidate's worktree is on the stream's branch, not yet moved to the stream's path).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from worktree_runner import git, procs, rescue, statefs
+from worktree_runner import faults, git, procs, rescue, statefs
 from worktree_runner.errors import BadInput, WtrError
 from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.run import recover
@@ -169,6 +169,7 @@ def _best_of(ctx: RunContext, stream: Stream, again: bool) -> Failure | None:
         _update(ctx, stream.name, winner, chosen=True)
         ctx.store.event("candidate_chosen", stream=stream.name, attempt=winner,
                         by=stream.choose.kind)
+        faults.point("candidate_chosen", stream.name)
     _keep(ctx, stream, base)
     return None
 
@@ -201,6 +202,7 @@ def _plan_candidates(ctx: RunContext, stream: Stream) -> None:
         for k in range(1, stream.attempts + 1)
     ]
     ctx.store.update_stream(stream.name, "candidates_planned", candidates=entries)
+    faults.point("candidates_planned", stream.name)
 
 
 def _entries(ctx: RunContext, name: str) -> list[dict[str, Any]]:
@@ -443,6 +445,7 @@ def _keep(ctx: RunContext, stream: Stream, base: str) -> None:
     own_path = Path(chosen["worktree"])
     if git.ref_commit(ctx.repo, f"refs/heads/{branch}") is None:
         git.switch_worktree(own_path, branch, tip, tip)
+        faults.point("candidate_branch", name)
     if own_path.exists() and not path.exists():
         git.move_worktree(ctx.repo, own_path, path)
     if git.ref_commit(ctx.repo, f"refs/heads/{chosen['branch']}") == tip:
