@@ -378,3 +378,21 @@ def test_a_runner_killed_at_any_step_is_resumed_without_losing_or_redoing_anythi
     assert repo.git("for-each-ref", "--format=%(refname:short)",
                     f"refs/heads/wtr/{run_id}/").split() == [
         f"wtr/{run_id}/api", f"wtr/{run_id}/api+attempt-1"]
+
+
+def test_a_dependent_starts_from_the_kept_candidate(repo: Repo) -> None:
+    plan = best_of([candidate(AGENT_WRITE="src/api/ok=yes;src/api/v=1"),
+                    candidate(AGENT_WRITE="src/api/ok=yes;src/api/v=2")], choose="first")
+    plan["streams"]["api"]["agents"][0]["env"]["AGENT_SLEEP"] = "2"
+    plan["streams"]["ui"] = {"files": ["src/ui/**"], "prompt": "ui", "depends_on": ["api"],
+                             "verify": ["test -e src/api/v"],
+                             "agent": {"env": {"AGENT_WRITE": "src/ui/view.py=UI = 2"}}}
+    result, doc = run(repo, plan)
+    assert result.returncode == 0, result.stderr
+    api, ui = stream_of(doc, "api"), stream_of(doc, "ui")
+    assert ui["base_commit"] == api["head_commit"]
+    assert repo.git("show", f"wtr/{doc['run']}/ui:src/api/v") == "2"
+    merged = run_wtr("merge", cwd=repo.path)
+    assert merged.returncode == 0, merged.stderr
+    assert repo.git("show", "main:src/api/v") == "2"
+    assert repo.git("show", "main:src/ui/view.py") == "UI = 2"
