@@ -396,3 +396,27 @@ def test_a_dependent_starts_from_the_kept_candidate(repo: Repo) -> None:
     assert merged.returncode == 0, merged.stderr
     assert repo.git("show", "main:src/api/v") == "2"
     assert repo.git("show", "main:src/ui/view.py") == "UI = 2"
+
+
+def test_clean_keeps_the_candidates_of_a_stream_that_kept_none_unless_forced(
+        repo: Repo) -> None:
+    plan = best_of([candidate(AGENT_WRITE="src/api/ok=no"),
+                    candidate(AGENT_WRITE="src/api/ok=nope", AGENT_COMMIT="0")])
+    result, doc = run(repo, plan)
+    assert result.returncode == 1
+    run_id = doc["run"]
+    # an uncommitted change left in a candidate's worktree is saved before it goes
+    worktree = Path(candidates(doc)[0]["worktree"])
+    (worktree / "src" / "api" / "draft.py").write_text("draft\n")
+    cleaned = run_wtr("clean", cwd=repo.path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not worktree.exists()
+    assert "uncommitted changes of api" in cleaned.stdout
+    for attempt in (1, 2):
+        assert f"kept branch wtr/{run_id}/api+attempt-{attempt} (candidate {attempt} of api; " \
+               "no candidate was kept" in cleaned.stdout
+    forced = run_wtr("clean", "--force", cwd=repo.path)
+    assert forced.returncode == 0, forced.stderr
+    assert repo.git("for-each-ref", f"refs/heads/wtr/{run_id}/") == ""
+    assert repo.git("show", f"{ARCHIVE}/{run_id}/api+attempt-1:src/api/ok") == "no"
+    assert repo.git("show", f"{ARCHIVE}/{run_id}/api+attempt-2:src/api/ok") == "nope"
