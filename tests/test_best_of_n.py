@@ -420,3 +420,19 @@ def test_clean_keeps_the_candidates_of_a_stream_that_kept_none_unless_forced(
     assert repo.git("for-each-ref", f"refs/heads/wtr/{run_id}/") == ""
     assert repo.git("show", f"{ARCHIVE}/{run_id}/api+attempt-1:src/api/ok") == "no"
     assert repo.git("show", f"{ARCHIVE}/{run_id}/api+attempt-2:src/api/ok") == "nope"
+
+
+def test_more_candidates_than_max_parallel_run_that_many_at_a_time(
+        repo: Repo, tmp_path: Path) -> None:
+    folders = [tmp_path / f"rec{k}" for k in (1, 2, 3)]
+    for folder in folders:
+        folder.mkdir()
+    plan = best_of([candidate(AGENT_RECORD=str(f), AGENT_SLEEP="1",
+                              AGENT_WRITE=f"src/api/ok=yes;src/api/n={k}")
+                    for k, f in enumerate(folders, 1)])
+    result, doc = run(repo, plan, "--max-parallel", "2")
+    assert result.returncode == 0, result.stderr
+    spans = sorted((records(f, "api")[0]["time"], records(f, "api", "end")[0]["time"])
+                   for f in folders)
+    assert spans[2][0] > min(spans[0][1], spans[1][1])  # the third waited for a place
+    assert [c["status"] for c in candidates(doc)] == ["succeeded"] * 3

@@ -227,9 +227,12 @@ def _chosen(ctx: RunContext, name: str) -> int | None:
 
 
 def _run_candidates(ctx: RunContext, stream: Stream, base: str, again: bool) -> None:
-    """Each candidate not yet ended (with ``again``: not yet passed) runs to its end."""
+    """Each candidate not yet ended (with ``again``: not yet passed) runs to its end,
+    as many at once as ``max_parallel`` allows."""
     attempts = list(range(1, stream.attempts + 1))
-    with ThreadPoolExecutor(max_workers=len(attempts),
+    # (the scheduler gave the stream at most max_parallel places: more candidates queue)
+    places = min(len(attempts), ctx.store.record.max_parallel)
+    with ThreadPoolExecutor(max_workers=places,
                             thread_name_prefix=f"{stream.name}+") as pool:
         for attempt, outcome in zip(attempts, pool.map(
                 lambda k: _run_candidate(ctx, stream, k, base, again), attempts), strict=True):
