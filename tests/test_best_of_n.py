@@ -62,6 +62,7 @@ def test_only_the_candidate_that_passes_its_gates_lands(repo: Repo, tmp_path: Pa
     assert Path(api["worktree"]) == repo.path.parent / "repo.worktrees" / run_id / "api"
     assert repo.git("show", f"wtr/{run_id}/api:src/api/ok") == "yes"
     assert api["head_commit"] == repo.head(f"wtr/{run_id}/api")
+    assert api["attempts"] == 3 and [c["attempts"] for c in candidates(doc)] == [1, 1, 1]
     assert sorted(api["changed_files"]) == ["src/api/ok", "src/api/orders.py"]
     # the others are pinned under the archive refs, their branches still there
     losers = {c["attempt"]: c for c in candidates(doc)[:2]}

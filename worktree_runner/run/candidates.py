@@ -162,7 +162,8 @@ def _best_of(ctx: RunContext, stream: Stream, again: bool) -> Failure | None:
             return Failure("interrupted", "the run was stopped before its candidates finished")
         entries = _entries(ctx, stream.name)
         passing = [c for c in entries if c["status"] == Status.SUCCEEDED.value]
-        ctx.store.update_stream(stream.name, None, usage=spent(entries))
+        ctx.store.update_stream(stream.name, None, usage=spent(entries),
+                                attempts=started(entries))
         if not passing:
             return _none_passed(entries)
         winner = choose(ctx, stream, entries, passing)
@@ -300,7 +301,7 @@ def _record_outcome(ctx: RunContext, name: str, attempt: int, own: StreamRecord,
     status = own.status if own.status in ENDED else Status.FAILED.value
     _update(ctx, name, attempt, status=status, failure=failure, head_commit=own.head_commit,
             diff_stat=stat, ended_at=time.time() if ran or not ended_at else ended_at,
-            exit_code=own.exit_code, usage=own.usage)
+            attempts=own.attempts, exit_code=own.exit_code, usage=own.usage)
     return "passed its gates" if status == Status.SUCCEEDED.value else (
         f"{failure['kind']}: {failure['message']}" if failure else status)
 
@@ -458,7 +459,12 @@ def _keep(ctx: RunContext, stream: Stream, base: str) -> None:
     ctx.store.update_stream(name, "candidate_kept", worktree=str(path), head_commit=tip,
                             changed_files=git.changed_paths(ctx.repo, base, tip),
                             exit_code=own.exit_code, warnings=own.warnings,
-                            usage=spent(entries), attempts=stream.attempts, prepared=True)
+                            usage=spent(entries), attempts=started(entries), prepared=True)
+
+
+def started(entries: list[dict[str, Any]]) -> int:
+    """How many agents the stream started: every attempt of every candidate."""
+    return sum(int(entry.get("attempts") or 0) for entry in entries)
 
 
 def spent(entries: list[dict[str, Any]]) -> dict[str, float | None] | None:
