@@ -437,3 +437,12 @@ def test_more_candidates_than_max_parallel_run_that_many_at_a_time(
                    for f in folders)
     assert spans[2][0] > min(spans[0][1], spans[1][1])  # the third waited for a place
     assert [c["status"] for c in candidates(doc)] == ["succeeded"] * 3
+
+
+def test_run_merge_lands_the_kept_candidate_as_the_run_goes(repo: Repo) -> None:
+    plan = best_of([candidate(AGENT_WRITE="src/api/ok=no"),
+                    candidate(AGENT_WRITE="src/api/ok=yes")])
+    result, doc = run(repo, plan, "--merge")
+    assert result.returncode == 0, result.stderr
+    assert stream_of(doc, "api")["status"] == "merged"
+    assert repo.git("show", "main:src/api/ok") == "yes"
