@@ -2,12 +2,16 @@
 
 ``scripts/test`` installs it when it is missing; ``find_chromium`` says why when it is not
 there. ``dump_dom`` returns the DOM the browser built (after parsing, styles and any
-script), ``screenshot`` writes a PNG; ``Dom`` reads the dumped HTML back into elements.
+script), ``screenshot`` writes a PNG; ``Cdp`` keeps a page open and runs script in it
+(for pages that change after they load); ``Dom`` reads the dumped HTML back into elements.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import select
 import shutil
 import struct
 import subprocess
@@ -16,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 NAMES = ("chromium", "chromium-browser", "google-chrome")
 
@@ -60,6 +65,89 @@ def screenshot(binary: str, page: Path, png: Path, size: tuple[int, int] = (1280
     if result.returncode != 0 or not png.exists():
         raise RuntimeError(f"chromium failed ({result.returncode}): {result.stderr[-2000:]}")
     return took
+
+
+class Cdp:
+    """A live headless chromium driven over the DevTools protocol on a pipe
+    (``--remote-debugging-pipe``: JSON messages ended by NUL, read on fd 3, written on fd 4),
+    for pages that change after they load. One tab; ``evaluate`` runs script in it."""
+
+    def __init__(self, binary: str, url: str, timeout: float = 60) -> None:
+        self._profile = tempfile.TemporaryDirectory(prefix="wtr-chromium-")
+        to_browser, self._to = os.pipe()
+        self._from, from_browser = os.pipe()
+
+        def pipes() -> None:  # in the child, before exec: the fds chromium expects
+            os.dup2(to_browser, 3)
+            os.dup2(from_browser, 4)
+
+        self.process = subprocess.Popen(
+            [*_argv(binary, self._profile.name), "--remote-debugging-pipe", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            pass_fds=(3, 4), preexec_fn=pipes)
+        os.close(to_browser)
+        os.close(from_browser)
+        self._timeout, self._next, self._buffer = timeout, 0, b""
+        self._session: str | None = None
+        target = self.call("Target.createTarget", {"url": url})["targetId"]
+        self._session = self.call("Target.attachToTarget",
+                                  {"targetId": target, "flatten": True})["sessionId"]
+
+    def call(self, method: str, params: dict[str, object] | None = None) -> dict[str, Any]:
+        self._next += 1
+        message: dict[str, object] = {"id": self._next, "method": method,
+                                      "params": params or {}}
+        if self._session:
+            message["sessionId"] = self._session
+        os.write(self._to, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + self._timeout
+        while True:
+            reply = self._read(deadline)
+            if reply.get("id") == self._next:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                result: dict[str, Any] = reply["result"]
+                return result
+
+    def evaluate(self, expression: str) -> Any:
+        """The value of a script expression in the page (JSON-able values)."""
+        result = self.call("Runtime.evaluate", {"expression": expression,
+                                                "returnByValue": True, "awaitPromise": True})
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"script failed: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def _read(self, deadline: float) -> dict[str, Any]:
+        while b"\0" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._from], [], [], left)[0]:
+                raise TimeoutError("chromium did not answer")
+            chunk = os.read(self._from, 1 << 16)
+            if not chunk:
+                raise RuntimeError("chromium exited")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        parsed: dict[str, Any] = json.loads(message)
+        return parsed
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+            self._session = None
+            self.call("Browser.close")
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._to)
+        os.close(self._from)
+        self._profile.cleanup()
+
+    def __enter__(self) -> Cdp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def png_size(png: Path) -> tuple[int, int]:

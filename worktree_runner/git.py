@@ -844,6 +844,17 @@ def show_diff(repo: Repository, base: str, head: str, stat: bool) -> int:
     return subprocess.run(args, cwd=repo.root, env=clean_env(), check=False).returncode
 
 
+def diff_text(repo: Repository, base: str, head: str, limit: int) -> tuple[str, bool]:
+    """``git diff base head`` as text for a page: no colour, no external diff or textconv
+    (the repository's config must not run programs), undecodable bytes replaced, at most
+    ``limit`` characters; and whether it was cut."""
+    args = [git_executable(), *NO_HOOKS, "diff", "--no-color", "--no-ext-diff", "--no-textconv",
+            base, head, "--"]
+    out = subprocess.run(args, cwd=repo.root, env=clean_env(), capture_output=True,
+                         check=False).stdout.decode("utf-8", errors="replace")
+    return out[:limit], len(out) > limit
+
+
 def merge_in_worktree(repo: Repository, worktree: Path, commit: str, message: str) -> GitResult:
     """Merge ``commit`` into the branch checked out in ``worktree``; on a conflict the merge
     is left in progress there for a human (a non-zero exit is an answer)."""

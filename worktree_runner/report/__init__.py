@@ -32,12 +32,12 @@ def render_run_report(store: RunStore) -> str:
     runner's, whose record in memory must not be swapped for one read back from disk."""
     from worktree_runner.report.content import gather
 
-    html: str = _template().render(r=gather(RunStore(store.dir)))
+    html: str = template().render(r=gather(RunStore(store.dir)))
     return html
 
 
 @functools.cache
-def _template() -> Any:
+def template() -> Any:
     """Compiled once per process: the runner rewrites the page while the run goes."""
     import jinja2  # here, not at the top: commands that never report do not pay for it
 

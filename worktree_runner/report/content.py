@@ -28,6 +28,7 @@ REFRESH_SECONDS = 5
 _LOG_TAIL_BYTES = 64 * 1024
 _SHOWN_FILES = 40
 _PROMPT_CHARS = 4000
+_DIFF_CHARS = 100_000
 
 
 @dataclass
@@ -46,6 +47,8 @@ class StreamDetail:
     attempts: list[dict[str, str]] = field(default_factory=list)
     description: str = ""
     prompt: str = ""
+    diff: list[tuple[str, str]] = field(default_factory=list)  # (class, line); the live page
+    diff_cut: bool = False
 
 
 @dataclass
@@ -84,7 +87,8 @@ class Report:
     eta: list[str]
 
 
-def gather(store: RunStore) -> Report:
+def gather(store: RunStore, diffs: bool = False) -> Report:
+    """``diffs``: each stream's whole diff too (the live page; the file stays small)."""
     doc = status_document(store)
     plan = _plan(store)
     names = [s["name"] for s in doc["streams"]]
@@ -104,7 +108,7 @@ def gather(store: RunStore) -> Report:
     with ThreadPoolExecutor(max_workers=4) as pool:  # git diffs: mostly waiting on git
         details = list(pool.map(
             lambda n: _detail(store, repo, plan, streams[n], timeline.rows[n],
-                              n in timeline.critical, short_tails), names))
+                              n in timeline.critical, short_tails, diffs), names))
     return Report(
         doc=doc,
         generated=datetime.now(UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -175,7 +179,8 @@ def _usage(streams: Iterable[dict[str, Any]]) -> str | None:
 # -- one stream -----------------------------------------------------------------------------
 
 def _detail(store: RunStore, repo: git.Repository | None, plan: Plan | None,
-            doc: dict[str, Any], row: Row, critical: bool, short_tails: bool) -> StreamDetail:
+            doc: dict[str, Any], row: Row, critical: bool, short_tails: bool,
+            diffs: bool = False) -> StreamDetail:
     name = doc["name"]
     started, finished = doc.get("started_at"), doc.get("finished_at")
     detail = StreamDetail(doc, critical, _duration(started, finished, doc["status"] == "running"))
@@ -191,6 +196,8 @@ def _detail(store: RunStore, repo: git.Repository | None, plan: Plan | None,
     if row.verify_offset is not None:
         detail.verify_tail = _tail(log, row.verify_offset, lines)
     detail.log_tail = _tail(log, 0, lines) or ""
+    if diffs and repo is not None:
+        _diff(detail, repo, doc)
     detail.attempts = [
         {"number": str(a.number), "outcome": "succeeded" if a.outcome == "ok" else a.outcome,
          "started": _clock(a.start),
@@ -213,6 +220,26 @@ def _diffstat(detail: StreamDetail, repo: git.Repository | None, base: str | Non
     detail.more_files = max(0, len(stats) - _SHOWN_FILES)
     detail.added = sum(s.added or 0 for s in stats)
     detail.deleted = sum(s.deleted or 0 for s in stats)
+
+
+def _diff(detail: StreamDetail, repo: git.Repository, doc: dict[str, Any]) -> None:
+    """What ``wtr diff`` shows: the stream's base commit to its branch's tip."""
+    base = doc.get("base_commit")
+    head = git.ref_commit(repo, f"refs/heads/{doc['branch']}") or doc.get("head_commit")
+    if base and head and base != head:
+        text, detail.diff_cut = _diff_text(repo, base, head)
+        detail.diff = [(_diff_class(line), line) for line in text.splitlines()]
+
+
+@functools.lru_cache(maxsize=256)
+def _diff_text(repo: git.Repository, base: str, head: str) -> tuple[str, bool]:
+    return git.diff_text(repo, base, head, _DIFF_CHARS)
+
+
+def _diff_class(line: str) -> str:
+    if line.startswith(("+++", "---", "diff ", "index ")):
+        return "file"
+    return {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "")
 
 
 @functools.lru_cache(maxsize=4096)
