@@ -348,3 +348,36 @@ def test_a_wrong_token_gets_an_empty_page_in_chromium(repo: Repo, chromium: str)
             assert page.evaluate("document.getElementById('run-state').textContent") == "finished"
             # Its script cannot be made to fetch the page without the token.
             assert page.evaluate("fetch('/body').then(r => r.status)") == 403
+
+
+def test_the_live_page_shows_a_killed_runner_and_follows_its_resume(repo: Repo, tmp_path: Path,
+                                                                     chromium: str) -> None:
+    gate = tmp_path / "go"
+    plan = agent_plan({"db": {"files": ["src/db/**"], "env": {
+        "AGENT_WAIT_FOR": str(gate), "AGENT_WRITE": "src/db/models.py=MODELS = [3]"}}})
+    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
+                               str(repo.write_plan(plan))], cwd=repo.path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (run_wtr("status", "--json", cwd=repo.path).returncode == 0
+                          and status(repo)["streams"][0]["status"] == "running"))
+        with served(repo) as (_, url), Cdp(chromium, url) as page:
+            wait_for(lambda: page.evaluate("document.getElementById('in-progress') !== null"))
+            page.evaluate("window.wtrTestMark = 'same page'")
+            runner.kill()  # kill -9: the runner writes no event about it
+            runner.wait(timeout=30)
+            state = "document.getElementById('run-state').textContent"
+            wait_for(lambda: page.evaluate(state) == "interrupted", timeout=40, poll=0.2)
+            assert page.evaluate("document.getElementById('interrupted') !== null")
+            gate.touch()
+            resumed = run_wtr("resume", cwd=repo.path)
+            assert resumed.returncode == 0, resumed.stderr
+            wait_for(lambda: page.evaluate(state) == "finished", timeout=40, poll=0.2)
+            assert page.evaluate("window.wtrTestMark") == "same page"
+            diff = page.evaluate("document.querySelector('#diff-db pre').textContent")
+            assert "+MODELS = [3]" in diff
+    finally:
+        gate.touch()
+        if runner.poll() is None:
+            runner.kill()
+        runner.wait(timeout=60)
