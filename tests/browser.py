@@ -110,9 +110,19 @@ class Cdp:
                 return result
 
     def evaluate(self, expression: str) -> Any:
-        """The value of a script expression in the page (JSON-able values)."""
-        result = self.call("Runtime.evaluate", {"expression": expression,
-                                                "returnByValue": True, "awaitPromise": True})
+        """The value of a script expression in the page (JSON-able values); while the page
+        is between two documents (navigating), it waits for the next one."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                result = self.call("Runtime.evaluate", {"expression": expression,
+                                                        "returnByValue": True,
+                                                        "awaitPromise": True})
+                break
+            except RuntimeError as exc:
+                if "context" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         if "exceptionDetails" in result:
             raise RuntimeError(f"script failed: {result['exceptionDetails']}")
         return result["result"].get("value")

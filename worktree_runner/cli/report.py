@@ -72,5 +72,4 @@ def _serve(store: RunStore, port: int, open_it: bool) -> None:
         click.echo(f"wtr: stopped serving the report of run {store.run_id}", err=True)
         click.get_current_context().exit(EXIT_INTERRUPTED)
     finally:
-        server.stopping.set()
-        server.server_close()
+        server.stop()

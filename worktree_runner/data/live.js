@@ -1,7 +1,8 @@
 // The live page (wtr report --serve): each new line of the run's event log arrives as a
 // server-sent event; the page then fetches the re-rendered report and swaps it in, keeping
 // the sections a reader opened or closed as they were. One fetch at a time: a burst of
-// events costs one more fetch, not one per event.
+// events costs one more fetch, not one per event; and a page slow to render (a run of
+// hundreds of streams) is fetched at most a fifth of the time.
 (() => {
   const token = new URLSearchParams(location.search).get("token") || "";
   const since = document.currentScript.dataset.since || "0";
@@ -21,6 +22,7 @@
     try {
       do {
         again = false;
+        const started = performance.now();
         const response = await fetch("body?token=" + encodeURIComponent(token), {cache: "no-store"});
         if (!response.ok) break;
         const html = await response.text();
@@ -32,6 +34,8 @@
         const title = main.querySelector("#run-state");
         if (title) document.title = document.title.replace(/— \S+$/, "— " + title.textContent);
         main.dataset.updates = String(Number(main.dataset.updates || "0") + 1);
+        const took = performance.now() - started;
+        if (again) await new Promise((done) => setTimeout(done, Math.max(250, 4 * took)));
       } while (again);
     } catch (err) {
       again = false;  // the server is gone; EventSource retries and brings us back

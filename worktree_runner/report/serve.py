@@ -103,6 +103,8 @@ class LiveServer(ThreadingHTTPServer):
         self.store = store
         self.token = secrets.token_urlsafe(24)
         self.stopping = threading.Event()
+        self._rendering = threading.Lock()
+        self._last_body: tuple[float, str] = (-1.0, "")
         try:
             super().__init__((HOST, port), _Handler)
         except OSError as exc:
@@ -114,8 +116,8 @@ class LiveServer(ThreadingHTTPServer):
         return f"http://{HOST}:{self.server_address[1]}/?token={self.token}"
 
     def stop(self) -> None:
+        """After ``serve_forever`` returned: the event streams end, the socket closes."""
         self.stopping.set()
-        self.shutdown()
         self.server_close()
 
     def page(self) -> tuple[str, str]:
@@ -125,8 +127,16 @@ class LiveServer(ThreadingHTTPServer):
         return _render(self.store, Live(nonce, since), block=False), nonce
 
     def body(self) -> str:
-        """What the page swaps in: its block ``main``, rendered anew."""
-        return _render(self.store, Live("", 0), block=True)
+        """What the page swaps in: its block ``main``. One render at a time: pages open in
+        several tabs that ask together share a render begun after they asked."""
+        asked = time.monotonic()
+        with self._rendering:
+            started, html = self._last_body
+            if started < asked:
+                started = time.monotonic()
+                html = _render(self.store, Live("", 0), block=True)
+                self._last_body = (started, html)
+            return html
 
 
 def _render(store: RunStore, live: Live, block: bool) -> str:
@@ -143,7 +153,7 @@ def _render(store: RunStore, live: Live, block: bool) -> str:
 
 def serve(store: RunStore, port: int = 0) -> LiveServer:
     """A server bound to 127.0.0.1 (``port`` 0: a free one), not yet serving: the caller
-    prints its URL, then runs ``serve_forever`` and ``stop``."""
+    prints its URL, then runs ``serve_forever``, then ``stop``."""
     return LiveServer(store, port)
 
 
