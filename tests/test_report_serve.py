@@ -267,7 +267,7 @@ def test_the_live_page_follows_a_run_in_chromium(repo: Repo, tmp_path: Path,
         "db": {"files": ["src/db/**"], "env": {"AGENT_WAIT_FOR": str(gate), "AGENT_CHATTY": "1",
                                                "AGENT_WRITE": "src/db/models.py=MODELS = [2]"}},
         "api": {"files": ["src/api/**"], "depends_on": ["db"],
-                "env": {"AGENT_SLEEP": "2", "AGENT_WRITE": "src/api/orders.py=ORDERS = [1]"}},
+                "env": {"AGENT_SLEEP": "4", "AGENT_WRITE": "src/api/orders.py=ORDERS = [1]"}},
         "ui": {"files": ["src/ui/**"], "agent": {"command": [sys.executable, str(HOSTILE_AGENT)]},
                "depends_on": ["db"]},
     })
