@@ -156,7 +156,10 @@ def test_without_the_token_nothing_is_served(repo: Repo) -> None:
         code, _, body = get(_with_token(url, token, "/body"))
         assert code == 200 and b'id="stream-db"' in body and b"<script" not in body
         assert proc.poll() is None
-    assert proc.returncode == 130
+        watching = Sse(url.replace("/?", "/events?"))  # a browser still listening at Ctrl-C
+        stopped = time.monotonic()
+    assert proc.returncode == 130 and time.monotonic() - stopped < 10
+    watching.close()
     assert proc.stderr is not None
     err = proc.stderr.read()
     assert err.strip() == f"wtr: stopped serving the report of run {doc['run']}"
