@@ -2,7 +2,7 @@
 
 ``write_run_report`` is what the runner and the merge stage call when a run ends and when
 a merge lands, halts or is undone: a report that cannot be written is logged and never
-breaks the run or the merge. ``serve`` serves the same page live (``wtr report --serve``).
+breaks the run or the merge.
 """
 
 from __future__ import annotations
