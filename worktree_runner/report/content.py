@@ -105,10 +105,11 @@ def gather(store: RunStore, diffs: bool = False) -> Report:
                                  timeline.critical)
     repo = _repo(doc["repo"])
     short_tails = len(names) > 50
+    tips = git.refs_under(repo, "refs/heads/") if diffs and repo is not None else None
     with ThreadPoolExecutor(max_workers=4) as pool:  # git diffs: mostly waiting on git
         details = list(pool.map(
             lambda n: _detail(store, repo, plan, streams[n], timeline.rows[n],
-                              n in timeline.critical, short_tails, diffs), names))
+                              n in timeline.critical, short_tails, tips), names))
     return Report(
         doc=doc,
         generated=datetime.now(UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -180,7 +181,7 @@ def _usage(streams: Iterable[dict[str, Any]]) -> str | None:
 
 def _detail(store: RunStore, repo: git.Repository | None, plan: Plan | None,
             doc: dict[str, Any], row: Row, critical: bool, short_tails: bool,
-            diffs: bool = False) -> StreamDetail:
+            tips: dict[str, str] | None = None) -> StreamDetail:
     name = doc["name"]
     started, finished = doc.get("started_at"), doc.get("finished_at")
     detail = StreamDetail(doc, critical, _duration(started, finished, doc["status"] == "running"))
@@ -196,8 +197,8 @@ def _detail(store: RunStore, repo: git.Repository | None, plan: Plan | None,
     if row.verify_offset is not None:
         detail.verify_tail = _tail(log, row.verify_offset, lines)
     detail.log_tail = _tail(log, 0, lines) or ""
-    if diffs and repo is not None:
-        _diff(detail, repo, doc)
+    if tips is not None and repo is not None:
+        _diff(detail, repo, doc, tips)
     detail.attempts = [
         {"number": str(a.number), "outcome": "succeeded" if a.outcome == "ok" else a.outcome,
          "started": _clock(a.start),
@@ -222,10 +223,12 @@ def _diffstat(detail: StreamDetail, repo: git.Repository | None, base: str | Non
     detail.deleted = sum(s.deleted or 0 for s in stats)
 
 
-def _diff(detail: StreamDetail, repo: git.Repository, doc: dict[str, Any]) -> None:
-    """What ``wtr diff`` shows: the stream's base commit to its branch's tip."""
+def _diff(detail: StreamDetail, repo: git.Repository, doc: dict[str, Any],
+          tips: dict[str, str]) -> None:
+    """What ``wtr diff`` shows: the stream's base commit to its branch's tip (``tips``:
+    every branch's, read at once)."""
     base = doc.get("base_commit")
-    head = git.ref_commit(repo, f"refs/heads/{doc['branch']}") or doc.get("head_commit")
+    head = tips.get(f"refs/heads/{doc['branch']}") or doc.get("head_commit")
     if base and head and base != head:
         text, detail.diff_cut = _diff_text(repo, base, head)
         detail.diff = [(_diff_class(line), line) for line in text.splitlines()]
