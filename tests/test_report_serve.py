@@ -200,10 +200,11 @@ def test_the_event_stream_sends_each_line_as_it_is_appended(repo: Repo) -> None:
         live = Sse(f"{events}&since={written}")
         assert live.message(timeout=1.0) is None  # nothing new yet
         with log.open("a") as out:
-            out.write(json.dumps({"seq": 99, "kind": "stream.started", "stream": "db",
+            out.write(json.dumps({"seq": written + 1, "kind": "stream.started", "stream": "db",
                                   "time": "2026-01-01T00:00:00Z"}) + "\n")
         assert live.message() == (written + 1, {"kind": "stream.started", "stream": "db",
-                                                "time": "2026-01-01T00:00:00Z", "seq": 99})
+                                                "time": "2026-01-01T00:00:00Z",
+                                                "seq": written + 1})
         with log.open("a") as out:  # a line half written is not an event yet
             out.write('{"event": "progress", "stream": "api"')
         assert live.message(timeout=1.0) is None
@@ -246,6 +247,10 @@ def test_event_log_reader_tolerates_both_formats_and_never_follows_a_link(tmp_pa
     assert tail.skip_to_end() == 2
     log.write_text('{"event": "c"}\n')  # replaced by a shorter file: read from its start
     assert [(n, e["kind"]) for n, e in tail.poll()] == [(1, "c")]
+    # Numbered lines are known by their number (as ``wtr events --since`` knows them).
+    log.write_text('{"event": "a"}\n{"seq": 7, "kind": "x.y"}\n{"event": "b"}\n')
+    assert [n for n, _ in EventTail(log).poll()] == [1, 7, 8]
+    assert [n for n, _ in EventTail(log, after=7).poll()] == [8]
 
 
 # -- in a real browser ------------------------------------------------------------------------

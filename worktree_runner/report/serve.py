@@ -54,7 +54,8 @@ def event_of(line: bytes) -> dict[str, Any] | None:
 
 class EventTail:
     """The complete lines appended to the event log since the last look, each with its
-    number (from 1): the id a browser sends back to pick up where it left off."""
+    number: its ``seq`` when it has one, else one more than the line before (from 1). The
+    number is the id a browser sends back to pick up where it left off."""
 
     def __init__(self, path: Path, after: int = 0) -> None:
         self.path, self.after = path, after
@@ -75,8 +76,10 @@ class EventTail:
         for line in complete.splitlines():
             self.count += 1
             event = event_of(line)
-            if event is not None and self.count > self.after:
-                found.append((self.count, event))
+            if event is not None:
+                self.count = max(self.count, event["seq"] or 0)
+                if self.count > self.after:
+                    found.append((self.count, event))
         return found
 
     def skip_to_end(self) -> int:
