@@ -231,7 +231,7 @@ def test_event_log_reader_tolerates_both_formats_and_never_follows_a_link(tmp_pa
         "kind": "run_created", "time": "T", "stream": None, "seq": None}
     assert event_of(b'{"seq": 3, "kind": "landing.landed", "time": "T", "stream": 5}') == {
         "kind": "landing.landed", "time": "T", "stream": None, "seq": 3}
-    for junk in (b"", b"{", b"[]", b'"x"', b'{"kind": 1}', b"\xff\xfe"):
+    for junk in (b"", b"{", b"[]", b'"x"', b'{"kind": 1}', b"\xff\xfe", b"[" * 100_000):
         assert event_of(junk) is None
     outside = tmp_path / "elsewhere.jsonl"
     outside.write_text('{"event": "secret"}\n')

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ def event_of(line: bytes) -> dict[str, Any] | None:
     ``event``), its time in ``time`` (or ``at``), and may carry ``seq`` and ``stream``."""
     try:
         doc = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # an agent can write to the log: anything goes
         return None
     if not isinstance(doc, dict):
         return None
@@ -117,6 +118,10 @@ class LiveServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.server_address[1]}/?token={self.token}"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request that broke is logged, not printed: the terminal shows the URL alone."""
+        logs.debug("report request failed", error=repr(sys.exc_info()[1]))
 
     def stop(self) -> None:
         """After ``serve_forever`` returned: the event streams end, the socket closes."""
