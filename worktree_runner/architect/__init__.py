@@ -27,7 +27,7 @@ from worktree_runner import git
 from worktree_runner.architect import prompt
 from worktree_runner.architect.evidence import gather
 from worktree_runner.architect.review import Problem, Review, review
-from worktree_runner.architect.session import Place, Session, Watch, Watching
+from worktree_runner.architect.session import TIMED_OUT, Place, Session, Watch, Watching
 from worktree_runner.errors import BadInput
 from worktree_runner.plan.analysis import Analysis
 from worktree_runner.plan.starter import checked_out
@@ -173,8 +173,10 @@ def _rounds(repo: git.Repository, request: Request, place: Place, branch: str, c
         if found.clean:
             return found
         if turn.exit_code != 0 and not place.draft.is_file():
-            outcome.stopped = (f"the agent exited with code {turn.exit_code} without writing "
-                               f"a draft; its output: {place.log(number)}")
+            how = (f"ran past the timeout ({request.timeout:g}s)" if turn.exit_code == TIMED_OUT
+                   else f"exited with code {turn.exit_code}")
+            outcome.stopped = (f"the agent {how} without writing a draft; its output: "
+                               f"{place.log(number)}")
             return None
         feedback = prompt.feedback(found.problems, place.draft, number, request.rounds)
         history.append(feedback)

@@ -24,6 +24,7 @@ from worktree_runner.run.prompt import render_command
 
 STREAM = "architect"  # the name the agent is started under ({stream}, WTR_STREAM)
 POLL_SECONDS = 0.5
+TIMED_OUT = -9  # the exit code of a round stopped at the timeout
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ Watch = Callable[[Watching], None]
 
 @dataclass(frozen=True)
 class Turn:
-    exit_code: int  # -9 when it ran past the timeout
+    exit_code: int  # TIMED_OUT when it ran past the timeout
     resumed: bool  # continued the previous round's session
     final_message: str | None
 
@@ -142,7 +143,7 @@ class Session:
                     seconds = time.monotonic() - started
                     if seconds > self.timeout:
                         procs.stop_group(process.pid, process)
-                        return -9
+                        return TIMED_OUT
                     self.watch(Watching(round_number, seconds, log))
         finally:
             if process.poll() is None:  # (interrupted)

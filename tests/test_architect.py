@@ -1,0 +1,234 @@
+"""``wtr plan GOAL``: a command agent (tests/agents/architect.py) drafts, ``wtr check``'s
+problems go back to it, a clean draft is written; nothing else in the repository moves."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.gitrepo import Repo, Result, make_repo, run_wtr
+from worktree_runner import git as wgit
+from worktree_runner.architect.evidence import gather, is_test
+
+AGENT = Path(__file__).parent / "agents" / "architect.py"
+
+# Round 1: README.md owned by two streams that may run together (an error), and api/cli,
+# whose modules the history always changes together, left unordered (a missing dependency).
+BAD = {"version": 1, "name": "orders", "agent": {"preset": "claude"}, "streams": {
+    "api": {"description": "the API module and its tests",
+            "files": ["src/api.py", "tests/test_api.py", "README.md"],
+            "prompt": "Add the orders endpoint.", "verify": ["pytest tests/test_api.py -q"]},
+    "cli": {"description": "the command line and its tests",
+            "files": ["src/cli.py", "tests/test_cli.py", "README.md"],
+            "prompt": "Add the orders command.", "verify": ["pytest tests/test_cli.py -q"]},
+}}
+GOOD = {"version": 1, "name": "orders", "agent": {"preset": "claude"}, "streams": {
+    "api": {"description": "the API module and its tests; first: the command line calls it",
+            "files": ["src/api.py", "tests/test_api.py"],
+            "prompt": "Add the orders endpoint.", "verify": ["pytest tests/test_api.py -q"]},
+    "cli": {"description": "the command line; after api, whose module changes with it",
+            "files": ["src/cli.py", "tests/test_cli.py"], "depends_on": ["api"],
+            "prompt": "Add the orders command.", "verify": ["pytest tests/test_cli.py -q"]},
+    "docs": {"description": "the README and changelog, apart from the code",
+             "files": ["README.md", "CHANGES.md", "pyproject.toml"],
+             "prompt": "Document orders.", "verify": ["true"]},
+}}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Repo:
+    """api.py and cli.py change together in every commit that touches either."""
+    repo = make_repo(tmp_path / "repo", {
+        "pyproject.toml": "[tool.pytest.ini_options]\n", "README.md": "r\n",
+        "CHANGES.md": "c\n", "src/api.py": "A = 0\n", "src/cli.py": "C = 0\n",
+        "tests/test_api.py": "", "tests/test_cli.py": ""})
+    for i in range(1, 7):
+        repo.commit({"src/api.py": f"A = {i}\n", "src/cli.py": f"C = {i}\n"}, f"both {i}")
+    for i in range(1, 9):
+        repo.commit({"README.md": f"r{i}\n"}, f"readme {i}")
+    return repo
+
+
+def drafts(tmp_path: Path, *rounds: dict[str, Any]) -> Path:
+    folder = tmp_path / "drafts"
+    folder.mkdir()
+    for number, plan in enumerate(rounds, 1):
+        (folder / f"round-{number}.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
+    return folder
+
+
+def seen(folder: Path, number: int) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((folder / f"seen-{number}.json").read_text())
+    return loaded
+
+
+def plan(repo: Repo, folder: Path, *args: str, env: dict[str, str] | None = None) -> Result:
+    command = f"{sys.executable} {AGENT} {folder} {{prompt_file}}"
+    return run_wtr("plan", "Add orders to the API and the command line", "--command",
+                   command, *args, cwd=repo.path, env=env)
+
+
+def untouched(repo: Repo, refs: str, allowed: set[str]) -> None:
+    assert repo.refs() == refs
+    assert set(repo.git("status", "--porcelain").splitlines()) == {f"?? {p}" for p in allowed}
+    assert len(repo.git("worktree", "list").splitlines()) == 1  # the scratch one is gone
+
+
+def test_a_draft_with_an_overlap_and_a_missing_order_is_fixed_from_the_feedback(
+        project: Repo, tmp_path: Path) -> None:
+    folder = drafts(tmp_path, BAD, GOOD)
+    refs = project.refs()
+    result = plan(project, folder)
+    assert result.returncode == 0, result.stderr
+    written = project.path / "worktree-plan.yaml"
+    assert yaml.safe_load(written.read_text()) == GOOD
+    assert written.read_text().startswith("# Drafted by 'wtr plan'")
+    assert run_wtr("check", written, cwd=project.path).returncode == 0
+    assert seen(folder, 1)["feedback"] == ""
+    feedback = seen(folder, 2)["feedback"]
+    assert "'README.md' is owned by both 'api' and 'cli'" in feedback
+    assert "src/api.py" in feedback and "changed in the same commits as files of cli" in feedback
+    assert "round 1 of 3" in feedback
+    # A command agent starts afresh: its prompt holds the first one and the feedback.
+    again = seen(folder, 2)["prompt"]
+    assert "Add orders to the API" in again and feedback in again
+    assert "1. api, docs\n  2. cli" in result.stdout
+    assert "critical path: api -> cli" in result.stdout
+    assert "after api, whose module changes with it" in result.stdout
+    assert "round 1: checked: 4 problems, fed back" in result.stderr
+    untouched(project, refs, {"worktree-plan.yaml"})
+    scratch = Path(seen(folder, 1)["cwd"])
+    assert not scratch.exists() and not scratch.parent.exists()  # nothing left in /tmp
+
+
+def test_the_first_prompt_carries_the_goal_the_rules_and_the_evidence(
+        project: Repo, tmp_path: Path) -> None:
+    folder = drafts(tmp_path, GOOD)
+    assert plan(project, folder).returncode == 0
+    first = seen(folder, 1)
+    prompt = first["prompt"]
+    for text in ("Add orders to the API and the command line", "must own disjoint files",
+                 "- src/api.py: tests/test_api.py (by name)", "`pytest` (from pyproject.toml)",
+                 "- CHANGES.md: a changelog or lockfile", "- src/cli.py 6 Python",
+                 "README.md: changed by 9 of 15 commits"):
+        assert text in prompt, text
+    env = first["env"]
+    assert Path(env["WTR_PLAN_DRAFT"]).name == "worktree-plan.yaml"
+    assert not Path(env["WTR_PLAN_DRAFT"]).is_relative_to(project.path)
+    assert Path(first["cwd"]) == Path(env["WTR_WORKTREE"])
+    assert not any(k in env for k in ("GIT_DIR", "GIT_INDEX_FILE", "GIT_WORK_TREE"))
+
+
+def test_json_has_the_plan_every_round_and_its_problems(project: Repo, tmp_path: Path) -> None:
+    result = plan(project, drafts(tmp_path, BAD, GOOD), "--json", "-o", "orders.yaml")
+    assert result.returncode == 0, result.stderr
+    doc = result.json()
+    assert doc["written"] is True and doc["plan"] == str(project.path / "orders.yaml")
+    assert [len(r["problems"]) for r in doc["rounds"]] == [4, 0]
+    assert doc["rounds"][0]["problems"][0]["kind"] == "error"
+    assert doc["analysis"]["waves"] == [["api", "docs"], ["cli"]]
+    assert doc["analysis"]["valid"] is True
+    assert doc["reasons"]["docs"] == "the README and changelog, apart from the code"
+    assert doc["repository_changed"] == [] and doc["drafts_kept_in"] is None
+
+
+def test_a_draft_that_never_validates_stops_after_the_rounds_with_its_problems(
+        project: Repo, tmp_path: Path) -> None:
+    refs = project.refs()
+    result = plan(project, drafts(tmp_path, BAD), "--rounds", "2")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "the draft still has 4 problems after 2 rounds; nothing written" in result.stderr
+    assert "'README.md' is owned by both 'api' and 'cli'" in result.stderr
+    assert not (project.path / "worktree-plan.yaml").exists()
+    untouched(project, refs, set())
+    kept = Path(result.stderr.split("are kept in ")[1].split(";")[0])
+    assert sorted(p.name for p in kept.glob("round-*.log")) == ["round-1.log", "round-2.log"]
+    assert yaml.safe_load((kept / "agent" / "worktree-plan.yaml").read_text()) == BAD
+    doc = plan(project, tmp_path / "drafts", "--rounds", "1", "--json")
+    assert doc.returncode == 1 and doc.json()["written"] is False
+    assert len(doc.json()["problems"]) == 4
+
+
+def test_an_agent_that_writes_into_the_users_checkout_is_reported(
+        project: Repo, tmp_path: Path) -> None:
+    folder = drafts(tmp_path, GOOD)
+    meddle = f"echo scratch > notes.txt && echo x >> {project.path}/README.md"
+    result = plan(project, folder, env={"ARCHITECT_SHELL": meddle})
+    assert result.returncode == 0, result.stderr
+    assert "warning: the agent changed your repository: path README.md" in result.stderr
+    assert not (project.path / "notes.txt").exists()  # (written in the scratch checkout)
+
+
+def test_an_agent_that_fails_without_a_draft_stops_at_once(
+        project: Repo, tmp_path: Path) -> None:
+    folder = drafts(tmp_path, GOOD)
+    result = plan(project, folder, env={"ARCHITECT_NO_DRAFT": "1", "ARCHITECT_EXIT": "3"})
+    assert result.returncode == 1
+    assert "the agent exited with code 3 without writing a draft" in result.stderr
+    assert not (folder / "seen-2.json").exists()
+    slow = plan(project, folder, "--timeout", "1",
+                env={"ARCHITECT_SHELL": "sleep 30", "ARCHITECT_NO_DRAFT": "1"})
+    assert slow.returncode == 1
+    assert "the agent ran past the timeout (1s) without writing a draft" in slow.stderr
+
+
+def test_an_existing_output_is_kept_unless_forced(project: Repo, tmp_path: Path) -> None:
+    folder = drafts(tmp_path, GOOD)
+    target = project.path / "worktree-plan.yaml"
+    target.write_text("mine\n")
+    refused = plan(project, folder)
+    assert f"{target} already exists; pass another -o FILE, or --force" in \
+        refused.one_line_error()
+    assert target.read_text() == "mine\n" and not (folder / "seen-1.json").exists()
+    assert plan(project, folder, "--force").returncode == 0
+    assert yaml.safe_load(target.read_text()) == GOOD
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["plan", "  "], "the goal is empty"),
+    (["plan", "x", "--agent", "robot"], "unknown preset 'robot'; use one of claude"),
+    (["plan", "x", "--agent", "claude", "--command", "true"],
+     "--agent and --command cannot go together"),
+    (["plan", "x", "--timeout", "soon"], "--timeout soon"),
+])
+def test_bad_input_is_one_line_and_exit_2(project: Repo, args: list[str],
+                                          expected: str) -> None:
+    assert expected in run_wtr(*args, cwd=project.path).one_line_error()
+    assert project.git("status", "--porcelain") == ""
+
+
+def test_outside_a_repository_it_says_so(tmp_path: Path) -> None:
+    line = run_wtr("plan", "x", cwd=tmp_path).one_line_error()
+    assert "is not inside a git repository" in line
+
+
+def test_evidence_pairs_modules_with_tests_and_reads_the_repos_commands(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {
+        "pkg/parse.py": "", "tests/test_parse.py": "", "cmd/run.go": "",
+        "cmd/run_test.go": "", "web/app.ts": "", "web/app.test.ts": "",
+        "src/main/Foo.java": "", "src/test/FooTest.java": "", "yarn.lock": "",
+        "package.json": json.dumps({"scripts": {"test": "jest", "lint": "eslint .",
+                                                "build": "tsc"}}),
+        "Makefile": "test:\n\tpytest\nlint:\n\truff check .\ninstall:\n\tpip install .\n",
+        ".github/workflows/ci.yml": yaml.safe_dump({"jobs": {"t": {"steps": [
+            {"uses": "actions/checkout@v4"}, {"run": "pip install -e .\npytest -q"}]}}}),
+        "pyproject.toml": "[tool.ruff]\nline-length = 99\n[tool.mypy]\nstrict = true\n"})
+    opened = wgit.open_repository(repo.path)
+    evidence = gather(opened, "main", repo.head())
+    assert evidence.tests["pkg/parse.py"] == [("tests/test_parse.py", "by name")]
+    assert evidence.tests["cmd/run.go"] == [("cmd/run_test.go", "by name")]
+    assert evidence.tests["web/app.ts"] == [("web/app.test.ts", "by name")]
+    assert evidence.tests["src/main/Foo.java"] == [("src/test/FooTest.java", "by name")]
+    commands = {c.command: c.source for c in evidence.commands}
+    assert commands == {"pytest -q": ".github/workflows/ci.yml", "make test": "Makefile",
+                        "make lint": "Makefile", "npm test": "package.json",
+                        "npm run lint": "package.json", "ruff check .": "pyproject.toml",
+                        "mypy": "pyproject.toml"}
+    assert ("yarn.lock", "a changelog or lockfile: every change may touch it") in evidence.hot
+    assert is_test("tests/conftest.py") and not is_test("pkg/parse.py")
