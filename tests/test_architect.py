@@ -83,8 +83,12 @@ def test_a_draft_with_an_overlap_and_a_missing_order_is_fixed_from_the_feedback(
         project: Repo, tmp_path: Path) -> None:
     folder = drafts(tmp_path, BAD, GOOD)
     refs = project.refs()
-    result = plan(project, folder)
+    check = f'wtr check "$WTR_PLAN_DRAFT" --repo {project.path} > {folder}/check-$WTR_ROUND 2>&1'
+    result = plan(project, folder, env={"ARCHITECT_AFTER": check})
     assert result.returncode == 0, result.stderr
+    # The agent may run the check itself (the wtr running it is on its PATH).
+    assert "'README.md' is owned by both 'api' and 'cli'" in (folder / "check-1").read_text()
+    assert "plan is valid" in (folder / "check-2").read_text()
     written = project.path / "worktree-plan.yaml"
     assert yaml.safe_load(written.read_text()) == GOOD
     assert written.read_text().startswith("# Drafted by 'wtr plan'")
@@ -115,7 +119,8 @@ def test_the_first_prompt_carries_the_goal_the_rules_and_the_evidence(
     for text in ("Add orders to the API and the command line", "must own disjoint files",
                  "- src/api.py: tests/test_api.py (by name)", "`pytest` (from pyproject.toml)",
                  "- CHANGES.md: a changelog or lockfile", "- src/cli.py 6 Python",
-                 "README.md: changed by 9 of 15 commits"):
+                 "README.md: changed by 9 of 15 commits", "What `wtr init --suggest` proposes",
+                 "wtr check "):
         assert text in prompt, text
     env = first["env"]
     assert Path(env["WTR_PLAN_DRAFT"]).name == "worktree-plan.yaml"
@@ -232,3 +237,23 @@ def test_evidence_pairs_modules_with_tests_and_reads_the_repos_commands(tmp_path
                         "mypy": "pyproject.toml"}
     assert ("yarn.lock", "a changelog or lockfile: every change may touch it") in evidence.hot
     assert is_test("tests/conftest.py") and not is_test("pkg/parse.py")
+
+
+def test_on_a_detached_head_it_asks_for_a_branch(project: Repo) -> None:
+    project.git("checkout", "-q", "--detach")
+    assert "HEAD is detached" in run_wtr("plan", "x", cwd=project.path).one_line_error()
+
+
+def test_the_progress_line_shows_what_the_agent_does(tmp_path: Path) -> None:
+    from worktree_runner.cli.plan import _last_line
+
+    log = tmp_path / "round-1.log"
+    call = {"type": "tool_use", "name": "Bash", "input": {"command": "cat > d <<'EOF'\nx"}}
+    log.write_text("start\n" + json.dumps({"type": "assistant",
+                                           "message": {"content": [call]}}) + "\n\n")
+    assert _last_line(log) == "Bash: cat > d <<'EOF'"
+    log.write_text('{"type": "result"}\n')
+    assert _last_line(log) == "result"
+    log.write_text("drafting the streams\n")
+    assert _last_line(log) == "drafting the streams"
+    assert _last_line(tmp_path / "none.log") == ""

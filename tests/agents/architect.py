@@ -7,7 +7,8 @@ Round N (``WTR_ROUND``) copies DRAFTS/round-N.yaml (or the highest round below N
 exists) to ``WTR_PLAN_DRAFT``, and records what it was given in DRAFTS/seen-N.json: the
 feedback (``WTR_FEEDBACK``), the prompt file's text, its cwd and its WTR_* variables.
 ARCHITECT_SHELL=SCRIPT runs SCRIPT with sh -c first (an agent that writes where it must
-not); ARCHITECT_EXIT=N exits with N after drafting; ARCHITECT_NO_DRAFT=1 writes nothing.
+not), ARCHITECT_AFTER=SCRIPT after drafting; ARCHITECT_EXIT=N exits with N after
+drafting; ARCHITECT_NO_DRAFT=1 writes nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def main() -> int:
         source = next(drafts / f"round-{n}.yaml" for n in range(number, 0, -1)
                       if (drafts / f"round-{n}.yaml").exists())
         Path(os.environ["WTR_PLAN_DRAFT"]).write_text(source.read_text())
+    if os.environ.get("ARCHITECT_AFTER"):
+        subprocess.run(["sh", "-c", os.environ["ARCHITECT_AFTER"]], check=False)
     print(f"drafted round {number}")
     return int(os.environ.get("ARCHITECT_EXIT", "0"))
 

@@ -158,7 +158,7 @@ def _rounds(repo: git.Repository, request: Request, place: Place, branch: str, c
     place.evidence.write_text(evidence_text, encoding="utf-8")
     place.agent_dir.mkdir(mode=0o700)
     first = prompt.first_prompt(request.goal, evidence_text, place.evidence, place.draft,
-                                place.worktree, request.preset or DEFAULT_PRESET)
+                                place.worktree, repo.toplevel, request.preset or DEFAULT_PRESET)
     session = Session(repo, place, None if request.command else request.agent,
                       request.command, request.timeout, watch)
     history: list[str] = []

@@ -20,6 +20,7 @@ from itertools import combinations
 
 from worktree_runner import git
 from worktree_runner.architect.commands import RepoCommand, repo_commands
+from worktree_runner.errors import WtrError
 from worktree_runner.plan.cochange import hot_paths
 from worktree_runner.plan.history import History, read_history
 from worktree_runner.plan.model import Coupling
@@ -74,6 +75,7 @@ class Evidence:
     hot: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     pairs: list[Pair] = field(default_factory=list)
     commands: list[RepoCommand] = field(default_factory=list)
+    suggestion: str | None = None  # what 'wtr init --suggest' proposes: a starting point
 
     def languages(self) -> Counter[str]:
         return Counter(f.language for f in self.files)
@@ -93,7 +95,20 @@ def gather(repo: git.Repository, branch: str, commit: str,
         hot=hot_files(history, tracked, settings),
         pairs=pairs[:SHOWN_PAIRS],
         commands=repo_commands(repo, commit, tracked),
+        suggestion=suggested(repo),
     )
+
+
+def suggested(repo: git.Repository) -> str | None:
+    """The plan ``wtr init --suggest`` would write from the same history (the checked-out
+    branch's); None when it has nothing to say."""
+    from worktree_runner.plan.suggest import suggest_plan
+
+    try:
+        suggestion = suggest_plan(repo, repo.toplevel / "suggested.yaml")
+    except WtrError:
+        return None
+    return None if suggestion.note else suggestion.text
 
 
 def tracked_with_sizes(repo: git.Repository, commit: str) -> list[TrackedFile]:

@@ -67,6 +67,11 @@ def evidence_text(evidence: Evidence) -> str:
     lines += ["", "## Strongest coupled pairs (changed together / changed either)", ""]
     lines += [f"- {a} + {b}: {p.together}/{p.either}" for p in evidence.pairs
               for a, b in [p.paths]] or ["(none)"]
+    if evidence.suggestion:
+        lines += ["", "## What `wtr init --suggest` proposes from the history alone", "",
+                  "A starting point, not an answer: its prompts are placeholders, and it "
+                  "knows nothing of the goal.", "", "```yaml", evidence.suggestion.rstrip(),
+                  "```"]
     lines += ["", "## Tracked files (path, bytes, language)", ""]
     lines += [f"- {f.path} {f.size} {f.language}" for f in files[:SHOWN_FILES]]
     if len(files) > SHOWN_FILES:
@@ -75,7 +80,7 @@ def evidence_text(evidence: Evidence) -> str:
 
 
 def first_prompt(goal: str, evidence: str, evidence_file: Path, draft: Path, worktree: Path,
-                 preset: str) -> str:
+                 repo: Path, preset: str) -> str:
     inline = evidence if len(evidence) <= INLINE_EVIDENCE else (
         evidence[:INLINE_EVIDENCE] + f"\n... (cut here: read the rest in {evidence_file})\n")
     return "\n".join([
@@ -94,6 +99,7 @@ def first_prompt(goal: str, evidence: str, evidence_file: Path, draft: Path, wor
         f"- {worktree} is a scratch checkout of the repository: read anything there, "
         "change nothing.",
         f"- Write the whole plan, as YAML, to this file and nowhere else: {draft}",
+        f"- You may check it yourself as you go: wtr check {draft} --repo {repo}",
         "- When it is written, stop. wtr then checks it and tells you what to fix.",
         "",
         "## The plan format",

@@ -85,6 +85,7 @@ class Session:
         self.preset = PRESETS[preset] if preset else None
         self.command = command
         self.session_id: str | None = None
+        self.bin_dir = procs.write_wtr_shim(place.root / "bin")  # (wtr check, on its PATH)
 
     def turn(self, round_number: int, fresh: str, feedback: str) -> Turn:
         """One round: ``feedback`` (the last round's problems) continues the session when
@@ -101,7 +102,7 @@ class Session:
             **(launch.env if launch else {}), "WTR_STREAM": STREAM,
             "WTR_WORKTREE": str(self.place.worktree), "WTR_PROMPT_FILE": str(prompt_file),
             "WTR_PLAN_DRAFT": str(self.place.draft), "WTR_EVIDENCE": str(self.place.evidence),
-            "WTR_FEEDBACK": feedback, "WTR_ROUND": str(round_number)})
+            "WTR_FEEDBACK": feedback, "WTR_ROUND": str(round_number)}, self.bin_dir)
         log = self.place.log(round_number)
         code = self._run(render_command(template, values), env, log, round_number)
         output = log.read_text(encoding="utf-8", errors="replace")
@@ -127,7 +128,7 @@ class Session:
         return StreamFacts(
             stream=STREAM, worktree=self.place.worktree, state_dir=self.place.agent_dir,
             git_dir=git.git_dir_of(self.place.worktree), git_common_dir=self.repo.common_dir,
-            scope=(), wtr_bin=procs.write_wtr_shim(root / "bin"), run_state_dir=root,
+            scope=(), wtr_bin=self.bin_dir, run_state_dir=root,
             locks_dir=root / "locks", as_root=os.geteuid() == 0)
 
     def _run(self, argv: list[str] | str, env: dict[str, str], log: Path,

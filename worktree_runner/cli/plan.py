@@ -264,4 +264,29 @@ def _last_line(log: Path) -> str:
             lines = handle.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return ""
-    return next((line.strip() for line in reversed(lines) if line.strip()), "")
+    last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+    return _described(last) if last.startswith("{") else last
+
+
+def _described(line: str) -> str:
+    """A JSON event line (claude's stream-json, codex's --json) as a few words: the tool
+    it calls or the text it says."""
+    import json
+
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return ""
+    message = record.get("message") if isinstance(record, dict) else None
+    blocks = message.get("content") if isinstance(message, dict) else None
+    for block in reversed(blocks if isinstance(blocks, list) else []):
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "tool_use":
+            given = block.get("input")
+            detail = (given.get("command") or given.get("file_path") or ""
+                      if isinstance(given, dict) else "")
+            return f"{block.get('name')}: {str(detail).splitlines()[0] if detail else ''}"
+        if block.get("type") == "text":
+            return str(block.get("text") or "")
+    return str(record.get("type") or "") if isinstance(record, dict) else ""
