@@ -140,6 +140,19 @@ def test_json_has_the_plan_every_round_and_its_problems(project: Repo, tmp_path:
     assert doc["analysis"]["valid"] is True
     assert doc["reasons"]["docs"] == "the README and changelog, apart from the code"
     assert doc["repository_changed"] == [] and doc["drafts_kept_in"] is None
+    assert yaml.safe_load(doc["draft"]) == GOOD
+
+
+def test_a_stream_without_a_reason_a_prompt_or_a_verify_is_sent_back(
+        project: Repo, tmp_path: Path) -> None:
+    bare = {"version": 1, "agent": {"preset": "claude"}, "streams": {
+        "all": {"files": ["**"], "prompt": "Describe what the agent should do."}}}
+    result = plan(project, drafts(tmp_path, bare, GOOD), "--json")
+    assert result.returncode == 0, result.stderr
+    first = result.json()["rounds"][0]["problems"]
+    assert [(p["kind"], p["where"]) for p in first] == [
+        ("rule", "streams.all.description"), ("rule", "streams.all.prompt"),
+        ("rule", "streams.all.verify")]
 
 
 def test_a_draft_that_never_validates_stops_after_the_rounds_with_its_problems(
@@ -218,6 +231,7 @@ def test_evidence_pairs_modules_with_tests_and_reads_the_repos_commands(tmp_path
         "pkg/parse.py": "", "tests/test_parse.py": "", "cmd/run.go": "",
         "cmd/run_test.go": "", "web/app.ts": "", "web/app.test.ts": "",
         "src/main/Foo.java": "", "src/test/FooTest.java": "", "yarn.lock": "",
+        "CHANGES.rst": "", "pkg/history.py": "",
         "package.json": json.dumps({"scripts": {"test": "jest", "lint": "eslint .",
                                                 "build": "tsc"}}),
         "Makefile": "test:\n\tpytest\nlint:\n\truff check .\ninstall:\n\tpip install .\n",
@@ -235,7 +249,7 @@ def test_evidence_pairs_modules_with_tests_and_reads_the_repos_commands(tmp_path
                         "make lint": "Makefile", "npm test": "package.json",
                         "npm run lint": "package.json", "ruff check .": "pyproject.toml",
                         "mypy": "pyproject.toml"}
-    assert ("yarn.lock", "a changelog or lockfile: every change may touch it") in evidence.hot
+    assert [path for path, _ in evidence.hot] == ["CHANGES.rst", "yarn.lock"]
     assert is_test("tests/conftest.py") and not is_test("pkg/parse.py")
 
 

@@ -79,6 +79,7 @@ class Outcome:
     kept: Path | None = None  # the temporary folder, kept when no draft came clean
     changed: list[str] = field(default_factory=list)  # what the agent changed of the user's
     stopped: str | None = None  # why the rounds stopped early
+    draft: str | None = None  # the last draft, as the agent wrote it
 
     @property
     def ok(self) -> bool:
@@ -97,7 +98,7 @@ class Outcome:
                 self.request.rounds, "rounds": [r.to_json() for r in self.rounds],
                 "problems": [p.to_json() for p in self.problems], "stopped": self.stopped,
                 "analysis": analysis, "reasons": reasons(self.analysis),
-                "drafts_kept_in": str(self.kept) if self.kept else None,
+                "draft": self.draft, "drafts_kept_in": str(self.kept) if self.kept else None,
                 "repository_changed": self.changed}
 
 
@@ -140,9 +141,11 @@ def draft_plan(repo: git.Repository, request: Request, watch: Watch) -> Outcome:
         finally:
             git.remove_worktree(repo, place.worktree)
         outcome.changed = changes(before, snapshot(repo))
-        if clean is not None and clean.analysis is not None:
+        if place.draft.is_file():
+            outcome.draft = place.draft.read_text(encoding="utf-8", errors="replace")
+        if clean is not None and clean.analysis is not None and outcome.draft is not None:
             outcome.analysis = clean.analysis
-            outcome.written = write_plan(request, place.draft.read_text(encoding="utf-8"))
+            outcome.written = write_plan(request, outcome.draft)
     finally:
         if outcome.ok:
             shutil.rmtree(place.root, ignore_errors=True)

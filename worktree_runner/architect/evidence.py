@@ -37,7 +37,8 @@ LANGUAGES = {
 }
 # Files every change tends to touch, whatever the history says: candidates for `shared`.
 HOT_NAMES = re.compile(
-    r"(?i)^(changelog|changes|history|news|releases?)(\.[a-z]+)?$|\.lock$|^(package-lock\.json"
+    r"(?i)^(changelog|changes|history|news|releases?)(\.(md|rst|txt|adoc|markdown))?$|\.lock$"
+    r"|^(package-lock\.json"
     r"|pnpm-lock\.yaml|go\.sum|poetry\.lock|uv\.lock|yarn\.lock|cargo\.lock)$")
 _TEST_FILE = re.compile(
     r"^(?:test_(?P<a>.+)|(?P<b>.+?)(?:_test|_spec|Test|Tests|\.test|\.spec))"

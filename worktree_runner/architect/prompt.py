@@ -11,6 +11,7 @@ from worktree_runner.architect.review import Problem
 
 SHOWN_FILES = 2000  # in the evidence file; beyond that, one line per folder
 INLINE_EVIDENCE = 48_000  # characters of evidence put in the prompt itself
+SHOWN_PROBLEMS = 60  # per round's feedback
 
 FORMAT = """\
 version: 1
@@ -119,10 +120,13 @@ def first_prompt(goal: str, evidence: str, evidence_file: Path, draft: Path, wor
 
 
 def feedback(problems: Sequence[Problem], draft: Path, round_number: int, rounds: int) -> str:
+    more = len(problems) - SHOWN_PROBLEMS
     return "\n".join([
         f"wtr check found {len(problems)} problem{'s' if len(problems) != 1 else ''} in "
         f"your draft (round {round_number} of {rounds}):",
-        *(f"- {p.line()}" for p in problems),
+        *(f"- {p.line()}" for p in problems[:SHOWN_PROBLEMS]),
+        *([f"- ... and {more} more of the same kinds: run wtr check to see them"]
+          if more > 0 else []),
         "",
         f"Fix every one of them: rewrite the whole plan in {draft}, then stop. "
         "When in doubt, merge streams or order them with depends_on.",

@@ -25,7 +25,9 @@ from worktree_runner.plan.starter import PLACEHOLDER_PROMPT
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # "error" (the check refuses the plan) or "warning" (a run would collide)
+    # "error": the check refuses the plan; "warning": the check warns that a run would
+    # collide; "rule": a rule of wtr plan's own (a reason, a prompt, a verify per stream)
+    kind: str
     where: str
     message: str
 
@@ -81,14 +83,14 @@ def _problems(analysis: Analysis, needs_verify: bool) -> list[Problem]:
     for stream in plan.streams:
         where = f"streams.{stream.name}"
         if not stream.description.strip():
-            found.append(Problem("error", f"{where}.description",
+            found.append(Problem("rule", f"{where}.description",
                                  "say in one line why these files and why these "
                                  "dependencies"))
         if not stream.prompt.strip() or stream.prompt.strip().startswith(PLACEHOLDER_PROMPT):
-            found.append(Problem("error", f"{where}.prompt",
+            found.append(Problem("rule", f"{where}.prompt",
                                  "write what this stream's agent must do"))
         if needs_verify and not stream.verify:
-            found.append(Problem("error", f"{where}.verify",
+            found.append(Problem("rule", f"{where}.verify",
                                  "give the commands that prove this stream's work (the "
                                  "repository's own test or lint commands, narrowed to its "
                                  "files where they can be)"))
