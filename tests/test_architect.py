@@ -4,7 +4,11 @@ problems go back to it, a clean draft is written; nothing else in the repository
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +275,37 @@ def test_the_progress_line_shows_what_the_agent_does(tmp_path: Path) -> None:
     log.write_text("drafting the streams\n")
     assert _last_line(log) == "drafting the streams"
     assert _last_line(tmp_path / "none.log") == ""
+
+
+def test_a_symlink_for_a_draft_is_not_followed(project: Repo, tmp_path: Path) -> None:
+    secret = tmp_path / "elsewhere.yaml"
+    secret.write_text(yaml.safe_dump(GOOD, sort_keys=False))
+    folder = drafts(tmp_path, GOOD)
+    link = f'rm -f "$WTR_PLAN_DRAFT" && ln -s {secret} "$WTR_PLAN_DRAFT"'
+    result = plan(project, folder, "--rounds", "1", env={"ARCHITECT_AFTER": link})
+    assert result.returncode == 1
+    assert "no draft was written to" in result.stderr and "as a regular file" in result.stderr
+    assert not (project.path / "worktree-plan.yaml").exists()
+
+
+def test_ctrl_c_stops_the_agent_and_removes_the_scratch_checkout(
+        project: Repo, tmp_path: Path) -> None:
+    folder = drafts(tmp_path, GOOD)
+    pid_file = folder / "agent.pid"
+    command = f"{sys.executable} {AGENT} {folder} {{prompt_file}}"
+    env = {**os.environ, "ARCHITECT_SHELL": f"echo $$ > {pid_file}; sleep 60"}
+    process = subprocess.Popen([sys.executable, "-m", "worktree_runner", "plan", "x",
+                                "--command", command], cwd=project.path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "wtr: interrupted" in stderr and "Traceback" not in stderr
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+    assert len(project.git("worktree", "list").splitlines()) == 1
+    assert project.git("status", "--porcelain") == ""

@@ -26,7 +26,7 @@ from typing import Any
 from worktree_runner import git
 from worktree_runner.architect import prompt
 from worktree_runner.architect.evidence import gather
-from worktree_runner.architect.review import Problem, Review, review
+from worktree_runner.architect.review import Problem, Review, read_draft, review
 from worktree_runner.architect.session import TIMED_OUT, Place, Session, Watch, Watching
 from worktree_runner.errors import BadInput
 from worktree_runner.plan.analysis import Analysis
@@ -141,8 +141,7 @@ def draft_plan(repo: git.Repository, request: Request, watch: Watch) -> Outcome:
         finally:
             git.remove_worktree(repo, place.worktree)
         outcome.changed = changes(before, snapshot(repo))
-        if place.draft.is_file():
-            outcome.draft = place.draft.read_text(encoding="utf-8", errors="replace")
+        outcome.draft = read_draft(place.draft)
         if clean is not None and clean.analysis is not None and outcome.draft is not None:
             outcome.analysis = clean.analysis
             outcome.written = write_plan(request, outcome.draft)
@@ -175,7 +174,7 @@ def _rounds(repo: git.Repository, request: Request, place: Place, branch: str, c
         watch(Watching(number, 0.0, place.log(number), len(found.problems)))
         if found.clean:
             return found
-        if turn.exit_code != 0 and not place.draft.is_file():
+        if turn.exit_code != 0 and read_draft(place.draft) is None:
             how = (f"ran past the timeout ({request.timeout:g}s)" if turn.exit_code == TIMED_OUT
                    else f"exited with code {turn.exit_code}")
             outcome.stopped = (f"the agent {how} without writing a draft; its output: "

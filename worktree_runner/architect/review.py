@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worktree_runner import git
+from worktree_runner import git, statefs
 from worktree_runner.errors import BadInput, PlanInvalid
 from worktree_runner.plan.analysis import Analysis, analyze
-from worktree_runner.plan.load import load_plan
+from worktree_runner.plan.load import parse_plan
 from worktree_runner.plan.starter import PLACEHOLDER_PROMPT
+from worktree_runner.plan.yamlsource import MAX_PLAN_BYTES, too_big
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,14 @@ class Review:
 
 
 def review(draft: Path, repo: git.Repository, needs_verify: bool) -> Review:
-    if not draft.is_file() or not draft.read_bytes().strip():
+    text = read_draft(draft)
+    if not text or not text.strip():
         return Review([Problem("error", "", f"no draft was written to {draft}; write the "
-                                            "whole plan there as YAML")])
+                                            "whole plan there as YAML, as a regular file")])
     try:
-        analysis = analyze(load_plan(draft), repo, history=True)
+        if statefs.size(draft) > MAX_PLAN_BYTES:
+            raise PlanInvalid(str(draft), [too_big()])
+        analysis = analyze(parse_plan(text, draft), repo, history=True)
     except PlanInvalid as exc:
         return Review([Problem("error", p.where, _with_line(p.message, p.line))
                        for p in exc.problems])
@@ -63,6 +67,15 @@ def review(draft: Path, repo: git.Repository, needs_verify: bool) -> Review:
         return Review([Problem("error", "", exc.message)])
     notes = [p.message for p in analysis.agents]
     return Review(_problems(analysis, needs_verify), notes, analysis)
+
+
+def read_draft(draft: Path) -> str | None:
+    """The draft's text, if the agent left a regular file there (never a symlink's
+    target: the agent chose what lies there)."""
+    try:
+        return statefs.read_text(draft)
+    except OSError:
+        return None
 
 
 def _with_line(message: str, line: int | None) -> str:
