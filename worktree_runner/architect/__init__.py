@@ -126,7 +126,8 @@ def check_request(request: Request, repo: git.Repository) -> tuple[str, str]:
                        hint="pass another -o FILE, or --force to replace it")
     if request.output.is_dir():
         raise BadInput(f"{request.output} is a folder", hint="give -o a file name")
-    return checked_out(repo)
+    branch, _ = checked_out(repo)
+    return branch, git.resolve_commit(repo, branch)  # (the user's worktree may be a linked one)
 
 
 def draft_plan(repo: git.Repository, request: Request, watch: Watch) -> Outcome:
@@ -168,10 +169,11 @@ def _rounds(repo: git.Repository, request: Request, place: Place, branch: str, c
     for number in range(1, request.rounds + 1):
         fresh = prompt.fresh_start(first, history) if history else first
         turn = session.turn(number, fresh, feedback)
+        watch(Watching(number, 0.0, place.log(number), "checking"))
         found = review(place.draft, repo, needs_verify=bool(evidence.commands))
         outcome.rounds.append(Round(number, turn.exit_code, turn.resumed, found.problems,
                                     found.notes, turn.final_message))
-        watch(Watching(number, 0.0, place.log(number), len(found.problems)))
+        watch(Watching(number, 0.0, place.log(number), "checked", len(found.problems)))
         if found.clean:
             return found
         if turn.exit_code != 0 and read_draft(place.draft) is None:

@@ -65,7 +65,8 @@ class Watching:
     round_number: int
     seconds: float
     log: Path
-    problems: int | None = None  # once the round's draft is checked
+    phase: str = "drafting"  # then "checking", then "checked"
+    problems: int = 0  # once checked
 
 
 Watch = Callable[[Watching], None]

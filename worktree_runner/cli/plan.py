@@ -242,12 +242,13 @@ class _Progress:
     def show(self, seen: Watching) -> None:
         from worktree_runner import render
 
-        if seen.problems is not None:
+        if seen.phase == "checked":
             verdict = (f"{seen.problems} problems, fed back" if seen.problems else "clean")
             self.console.print(f"round {seen.round_number}: checked: {verdict}",
                                highlight=False)
-            return
-        if self.status is not None:
+        elif seen.phase == "checking" and self.status is not None:
+            self.status.update(f"round {seen.round_number}: checking the draft")
+        elif self.status is not None:
             tail = render.printable(_last_line(seen.log))[:70]
             self.status.update(f"round {seen.round_number}: {self.agent} is drafting "
                                f"({seen.seconds:.0f}s) {tail}")
