@@ -26,7 +26,7 @@ from typing import Any
 from worktree_runner import git
 from worktree_runner.architect import prompt
 from worktree_runner.architect.evidence import gather
-from worktree_runner.architect.review import Problem, Review, read_draft, review
+from worktree_runner.architect.review import Problem, Review, review
 from worktree_runner.architect.session import TIMED_OUT, Place, Session, Watch, Watching
 from worktree_runner.errors import BadInput
 from worktree_runner.plan.analysis import Analysis
@@ -138,14 +138,14 @@ def draft_plan(repo: git.Repository, request: Request, watch: Watch) -> Outcome:
     try:
         git.add_detached_worktree(repo, place.worktree, commit)
         try:
-            clean = _rounds(repo, request, place, branch, commit, watch, outcome)
+            last = _rounds(repo, request, place, branch, commit, watch, outcome)
         finally:
             git.remove_worktree(repo, place.worktree)
         outcome.changed = changes(before, snapshot(repo))
-        outcome.draft = read_draft(place.draft)
-        if clean is not None and clean.analysis is not None and outcome.draft is not None:
-            outcome.analysis = clean.analysis
-            outcome.written = write_plan(request, outcome.draft)
+        outcome.draft = last.text if last else None
+        if last is not None and last.clean and last.text is not None:
+            outcome.analysis = last.analysis
+            outcome.written = write_plan(request, last.text)  # (as reviewed, not re-read)
     finally:
         if outcome.ok:
             shutil.rmtree(place.root, ignore_errors=True)
@@ -166,6 +166,7 @@ def _rounds(repo: git.Repository, request: Request, place: Place, branch: str, c
                       request.command, request.timeout, watch)
     history: list[str] = []
     feedback = ""
+    found: Review | None = None
     for number in range(1, request.rounds + 1):
         fresh = prompt.fresh_start(first, history) if history else first
         turn = session.turn(number, fresh, feedback)
@@ -176,15 +177,15 @@ def _rounds(repo: git.Repository, request: Request, place: Place, branch: str, c
         watch(Watching(number, 0.0, place.log(number), "checked", len(found.problems)))
         if found.clean:
             return found
-        if turn.exit_code != 0 and read_draft(place.draft) is None:
+        if turn.exit_code != 0 and found.text is None:
             how = (f"ran past the timeout ({request.timeout:g}s)" if turn.exit_code == TIMED_OUT
                    else f"exited with code {turn.exit_code}")
             outcome.stopped = (f"the agent {how} without writing a draft; its output: "
                                f"{place.log(number)}")
-            return None
+            return found
         feedback = prompt.feedback(found.problems, place.draft, number, request.rounds)
         history.append(feedback)
-    return None
+    return found
 
 
 def write_plan(request: Request, draft: str) -> Path:

@@ -45,6 +45,7 @@ class Review:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     analysis: Analysis | None = None
+    text: str | None = None  # the draft as reviewed: what is written when it is clean
 
     @property
     def clean(self) -> bool:
@@ -55,18 +56,19 @@ def review(draft: Path, repo: git.Repository, needs_verify: bool) -> Review:
     text = read_draft(draft)
     if not text or not text.strip():
         return Review([Problem("error", "", f"no draft was written to {draft}; write the "
-                                            "whole plan there as YAML, as a regular file")])
+                                            "whole plan there as YAML, as a regular file")],
+                      text=text)
     try:
-        if statefs.size(draft) > MAX_PLAN_BYTES:
+        if len(text.encode()) > MAX_PLAN_BYTES:
             raise PlanInvalid(str(draft), [too_big()])
         analysis = analyze(parse_plan(text, draft), repo, history=True)
     except PlanInvalid as exc:
         return Review([Problem("error", p.where, _with_line(p.message, p.line))
-                       for p in exc.problems])
+                       for p in exc.problems], text=text)
     except BadInput as exc:
-        return Review([Problem("error", "", exc.message)])
+        return Review([Problem("error", "", exc.message)], text=text)
     notes = [p.message for p in analysis.agents]
-    return Review(_problems(analysis, needs_verify), notes, analysis)
+    return Review(_problems(analysis, needs_verify), notes, analysis, text)
 
 
 def read_draft(draft: Path) -> str | None:

@@ -160,7 +160,7 @@ def check(plan_file: Path | None, repo_dir: Path | None, as_json: bool) -> None:
 @click.option("--command", "command", metavar="CMD", default=None,
               help="Draft with this shell command instead ({prompt_file}, {prompt} are filled; "
                    "it writes $WTR_PLAN_DRAFT and reads the problems in $WTR_FEEDBACK).")
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
               help="Drafts the agent may write before wtr gives up.")
 @click.option("--timeout", metavar="DURATION", default="30m", show_default=True,
               help="How long one round of the agent may take (90s, 30m, 1h).")
@@ -180,8 +180,9 @@ def plan_command(goal: str, output: Path | None, preset: str | None, command: st
     history changes together, hot files, and the repository's own test and lint
     commands. The agent works in a scratch checkout (removed after) and writes
     its draft outside the repository; wtr checks the draft as 'wtr check' does
-    (errors and coupling warnings) and hands every problem back in the same
-    session, until the draft is clean or --rounds run out. Then it prints the
+    (errors and coupling warnings) and hands every problem back, in the same
+    session when the agent's CLI can continue one, until the draft is clean or
+    --rounds run out. Then it prints the
     waves, the critical path and each stream's reason, writes the plan, and
     runs nothing else.
       wtr plan "Add an /orders API with its tests and docs"
