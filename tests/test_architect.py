@@ -242,8 +242,15 @@ def test_evidence_pairs_modules_with_tests_and_reads_the_repos_commands(tmp_path
         ".github/workflows/ci.yml": yaml.safe_dump({"jobs": {"t": {"steps": [
             {"uses": "actions/checkout@v4"}, {"run": "pip install -e .\npytest -q"}]}}}),
         "pyproject.toml": "[tool.ruff]\nline-length = 99\n[tool.mypy]\nstrict = true\n"})
+    for i in range(3):  # a test named after nothing, that always changes with its module
+        repo.commit({"pkg/orders.py": f"O = {i}\n", "tests/check_orders.py": f"# {i}\n"})
+    for i in range(8):
+        repo.commit({"web/app.ts": f"// {i}\n"})
     opened = wgit.open_repository(repo.path)
     evidence = gather(opened, "main", repo.head())
+    assert evidence.tests["pkg/orders.py"] == [
+        ("tests/check_orders.py", "changed together in 3 of 3 commits")]
+    assert ["pkg/orders.py", "tests/check_orders.py"] in evidence.clusters
     assert evidence.tests["pkg/parse.py"] == [("tests/test_parse.py", "by name")]
     assert evidence.tests["cmd/run.go"] == [("cmd/run_test.go", "by name")]
     assert evidence.tests["web/app.ts"] == [("web/app.test.ts", "by name")]
@@ -253,7 +260,10 @@ def test_evidence_pairs_modules_with_tests_and_reads_the_repos_commands(tmp_path
                         "make lint": "Makefile", "npm test": "package.json",
                         "npm run lint": "package.json", "ruff check .": "pyproject.toml",
                         "mypy": "pyproject.toml"}
-    assert [path for path, _ in evidence.hot] == ["CHANGES.rst", "yarn.lock"]
+    assert evidence.hot == [
+        ("CHANGES.rst", "a changelog or lockfile: every change may touch it"),
+        ("web/app.ts", "changed by 9 of 12 commits"),
+        ("yarn.lock", "a changelog or lockfile: every change may touch it")]
     assert is_test("tests/conftest.py") and not is_test("pkg/parse.py")
 
 

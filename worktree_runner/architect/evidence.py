@@ -15,7 +15,7 @@ import posixpath
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 
 from worktree_runner import git
@@ -44,6 +44,7 @@ _TEST_FILE = re.compile(
     r"^(?:test_(?P<a>.+)|(?P<b>.+?)(?:_test|_spec|Test|Tests|\.test|\.spec))"
     r"(?P<ext>\.[A-Za-z0-9]+)$")
 SHOWN_PAIRS = 40
+LOOSER = 0.6  # the share of the check's min_confidence that still groups files
 SHOWN_CLUSTERS = 30
 
 
@@ -72,7 +73,7 @@ class Evidence:
     files: list[TrackedFile]
     commits_read: int
     tests: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # module -> (test, why)
-    clusters: list[list[str]] = field(default_factory=list)
+    clusters: list[list[str]] = field(default_factory=list)  # by the loosened thresholds
     hot: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     pairs: list[Pair] = field(default_factory=list)
     commands: list[RepoCommand] = field(default_factory=list)
@@ -88,11 +89,13 @@ def gather(repo: git.Repository, branch: str, commit: str,
     files = tracked_with_sizes(repo, commit)
     tracked = {f.path for f in files}
     history = read_history(repo, commit, settings.commits, settings.since)
-    pairs = coupled_pairs(history, tracked, settings)
+    hot = set(hot_paths(history, settings))
+    pairs = coupled_pairs(history, tracked - hot, settings)
+    loose = coupled_pairs(history, tracked - hot, loosened(settings))
     return Evidence(
         branch=branch, commit=commit, files=files, commits_read=len(history.commits),
-        tests=tests_of_modules(sorted(tracked), pairs),
-        clusters=clusters(pairs),
+        tests=tests_of_modules(sorted(tracked), loose),
+        clusters=clusters(loose),
         hot=hot_files(history, tracked, settings),
         pairs=pairs[:SHOWN_PAIRS],
         commands=repo_commands(repo, commit, tracked),
@@ -110,6 +113,13 @@ def suggested(repo: git.Repository) -> str | None:
     except WtrError:
         return None
     return None if suggestion.note else suggestion.text
+
+
+def loosened(settings: Coupling) -> Coupling:
+    """Weaker links than the check warns about, for grouping: files that change together
+    now and then still belong together when nothing says otherwise."""
+    return replace(settings, min_support=max(2, settings.min_support - 2),
+                   min_confidence=settings.min_confidence * LOOSER)
 
 
 def tracked_with_sizes(repo: git.Repository, commit: str) -> list[TrackedFile]:
@@ -132,13 +142,12 @@ def language_of(path: str) -> str:
     return LANGUAGES.get(suffix, suffix.lstrip(".") or "other")
 
 
-def coupled_pairs(history: History, tracked: set[str], settings: Coupling) -> list[Pair]:
-    """Pairs of tracked files changed together at least ``min_support`` times, with a
-    confidence of at least ``min_confidence``; hot files aside. Strongest first."""
-    hot = set(hot_paths(history, settings))
+def coupled_pairs(history: History, paths: set[str], settings: Coupling) -> list[Pair]:
+    """Pairs of ``paths`` changed together at least ``min_support`` times, with a
+    confidence of at least ``min_confidence``. Strongest first."""
     counts: Counter[int] = Counter()
     together: Counter[tuple[int, int]] = Counter()
-    keep = {i for i, p in enumerate(history.paths) if p in tracked and p not in hot}
+    keep = {i for i, p in enumerate(history.paths) if p in paths}
     for commit in history.commits:
         ids = sorted(i for i in commit if i in keep)
         counts.update(ids)

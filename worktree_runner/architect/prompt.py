@@ -63,9 +63,11 @@ def evidence_text(evidence: Evidence) -> str:
     lines += ["", "## Modules and their tests", ""]
     lines += [f"- {module}: " + ", ".join(f"{test} ({why})" for test, why in tests)
               for module, tests in evidence.tests.items()] or ["(none found)"]
-    lines += ["", "## Groups of files the history changes together", ""]
+    lines += ["", "## Groups of files the history changes together (keep each in one "
+                  "stream when you can)", ""]
     lines += [f"- {', '.join(group)}" for group in evidence.clusters] or ["(none)"]
-    lines += ["", "## Strongest coupled pairs (changed together / changed either)", ""]
+    lines += ["", "## Coupled pairs wtr check warns about when their streams may run "
+                  "together (changed together / changed either)", ""]
     lines += [f"- {a} + {b}: {p.together}/{p.either}" for p in evidence.pairs
               for a, b in [p.paths]] or ["(none)"]
     if evidence.suggestion:
