@@ -319,3 +319,19 @@ def test_ctrl_c_stops_the_agent_and_removes_the_scratch_checkout(
         os.kill(int(pid_file.read_text()), 0)
     assert len(project.git("worktree", "list").splitlines()) == 1
     assert project.git("status", "--porcelain") == ""
+
+
+def test_a_big_repository_is_cut_to_fit_one_argument(tmp_path: Path) -> None:
+    files = {f"módulos/ñ{i:04d}/un_nombre_largo_de_archivo_código_{i}.py": ""
+             for i in range(1200)}
+    repo = make_repo(tmp_path / "big", files)
+    folder = drafts(tmp_path, {"version": 1, "agent": {"preset": "claude"}, "streams": {
+        "all": {"description": "everything: one stream is the safe plan", "files": ["**"],
+                "prompt": "Do it."}}})
+    result = plan(repo, folder)
+    assert result.returncode == 0, result.stderr
+    prompt = seen(folder, 1)["prompt"]
+    assert len(prompt.encode()) < 64 * 1024
+    assert "(cut here: read the rest in " in prompt
+    evidence = Path(seen(folder, 1)["env"]["WTR_EVIDENCE"])
+    assert not evidence.exists()  # (the temporary folder is gone after a clean draft)

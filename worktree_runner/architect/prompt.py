@@ -10,8 +10,11 @@ from worktree_runner.architect.evidence import Evidence
 from worktree_runner.architect.review import Problem
 
 SHOWN_FILES = 2000  # in the evidence file; beyond that, one line per folder
-INLINE_EVIDENCE = 48_000  # characters of evidence put in the prompt itself
+# Bytes of evidence put in the prompt itself: a preset passes the prompt as one argument,
+# and Linux takes at most 128 KiB in one.
+INLINE_EVIDENCE = 48_000
 SHOWN_PROBLEMS = 60  # per round's feedback
+REMEMBERED = 2  # rounds of feedback a fresh start is told about
 
 FORMAT = """\
 version: 1
@@ -84,8 +87,10 @@ def evidence_text(evidence: Evidence) -> str:
 
 def first_prompt(goal: str, evidence: str, evidence_file: Path, draft: Path, worktree: Path,
                  repo: Path, preset: str) -> str:
-    inline = evidence if len(evidence) <= INLINE_EVIDENCE else (
-        evidence[:INLINE_EVIDENCE] + f"\n... (cut here: read the rest in {evidence_file})\n")
+    data = evidence.encode()
+    inline = evidence if len(data) <= INLINE_EVIDENCE else (
+        data[:INLINE_EVIDENCE].decode(errors="ignore")
+        + f"\n... (cut here: read the rest in {evidence_file})\n")
     return "\n".join([
         "# Draft a worktree_runner plan (wtr)",
         "",
@@ -137,6 +142,6 @@ def feedback(problems: Sequence[Problem], draft: Path, round_number: int, rounds
 
 def fresh_start(first: str, history: Sequence[str]) -> str:
     """The prompt of a new session that cannot continue the old one: the first prompt and
-    every earlier round's feedback."""
+    the last rounds' feedback (the draft itself is still in its file)."""
     return "\n".join([first, "", "## Your earlier drafts and what wtr check found", "",
-                      *history, ""])
+                      *history[-REMEMBERED:], ""])

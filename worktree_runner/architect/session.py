@@ -106,7 +106,7 @@ class Session:
             "WTR_FEEDBACK": feedback, "WTR_ROUND": str(round_number)}, self.bin_dir)
         log = self.place.log(round_number)
         code = self._run(render_command(template, values), env, log, round_number)
-        output = log.read_text(encoding="utf-8", errors="replace")
+        output = _read(log)
         final = None
         if self.preset is not None:
             self.session_id = self.preset.session(output) or self.session_id
@@ -151,3 +151,10 @@ class Session:
             if process.poll() is None:  # (interrupted)
                 procs.stop_group(process.pid, process)
             procs.reap_group(process.pid, process)
+
+
+def _read(log: Path) -> str:
+    try:
+        return statefs.read_text(log)  # (in a folder the agent can write)
+    except OSError:
+        return ""
