@@ -323,7 +323,7 @@ def test_ctrl_c_stops_the_agent_and_removes_the_scratch_checkout(
 
 def test_a_big_repository_is_cut_to_fit_one_argument(tmp_path: Path) -> None:
     files = {f"módulos/ñ{i:04d}/un_nombre_largo_de_archivo_código_{i}.py": ""
-             for i in range(1200)}
+             for i in range(800)}
     repo = make_repo(tmp_path / "big", files)
     folder = drafts(tmp_path, {"version": 1, "agent": {"preset": "claude"}, "streams": {
         "all": {"description": "everything: one stream is the safe plan", "files": ["**"],
