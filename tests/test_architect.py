@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -223,6 +224,21 @@ def test_bad_input_is_one_line_and_exit_2(project: Repo, args: list[str],
                                           expected: str) -> None:
     assert expected in run_wtr(*args, cwd=project.path).one_line_error()
     assert project.git("status", "--porcelain") == ""
+
+
+def test_a_preset_whose_cli_is_missing_or_fails_is_said_so(project: Repo,
+                                                           tmp_path: Path) -> None:
+    only_git = tmp_path / "only-git"
+    only_git.mkdir()
+    (only_git / "git").symlink_to(shutil.which("git") or "/usr/bin/git")
+    missing = run_wtr("plan", "x", cwd=project.path, env={"PATH": str(only_git)})
+    assert "the claude preset runs 'claude', which is not on PATH; install it (npm install" \
+        in missing.one_line_error()
+    # The stand-in claude of the test suite fails as a CLI without a key would.
+    failing = run_wtr("plan", "x", "--agent", "claude", cwd=project.path)
+    assert failing.returncode == 1
+    assert "the agent exited with code 97 without writing a draft" in failing.stderr
+    assert len(project.git("worktree", "list").splitlines()) == 1
 
 
 def test_outside_a_repository_it_says_so(tmp_path: Path) -> None:

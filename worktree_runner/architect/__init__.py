@@ -28,6 +28,7 @@ from worktree_runner.architect import prompt
 from worktree_runner.architect.evidence import gather
 from worktree_runner.architect.review import Problem, Review, review
 from worktree_runner.architect.session import TIMED_OUT, Place, Session, Watch, Watching
+from worktree_runner.doctor import install_hint
 from worktree_runner.errors import BadInput
 from worktree_runner.plan.analysis import Analysis
 from worktree_runner.plan.starter import checked_out
@@ -117,6 +118,11 @@ def check_request(request: Request, repo: git.Repository) -> tuple[str, str]:
     if request.preset is not None and request.preset not in PRESETS:
         raise BadInput(f"unknown preset '{request.preset}'",
                        hint=f"use one of {', '.join(PRESETS)}, or --command")
+    preset = PRESETS.get(request.agent) if request.command is None else None
+    if preset is not None and shutil.which(preset.program) is None:
+        raise BadInput(f"the {preset.name} preset runs '{preset.program}', which is not on "
+                       f"PATH", hint=f"install it ({install_hint(preset)}), or pick another "
+                                     "with --agent or --command")
     if request.command is not None and not request.command.strip():
         raise BadInput("--command is empty", hint="give the command that runs your agent")
     if request.rounds < 1:
