@@ -45,6 +45,13 @@ GOOD = {"version": 1, "name": "orders", "agent": {"preset": "claude"}, "streams"
 }}
 
 
+@pytest.fixture(autouse=True)
+def own_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """wtr plan's temporary folder (kept when no draft comes clean) inside the test's."""
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Repo:
     """api.py and cli.py change together in every commit that touches either."""

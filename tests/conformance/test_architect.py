@@ -15,6 +15,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.conformance.harness import cli_bin_dir
@@ -29,6 +30,13 @@ DRAFT_FILE = re.compile(r"Write the whole plan, as YAML, to this file and nowher
 FEEDBACK = re.compile(r"in your draft \(round (\d+) of \d+\)")
 GATEWAYS = {"claude": gateway, "codex": codex_gateway}
 WRITES = "<<'DRAFT'"  # in the scripted model's shell command, and nowhere else
+
+
+@pytest.fixture(autouse=True)
+def own_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """wtr plan's temporary folder (kept when no draft comes clean) inside the test's."""
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
 
 
 class DraftingScript(Script):
