@@ -16,6 +16,7 @@ from worktree_runner.plan.durations import format_duration
 from worktree_runner.words import plural
 
 if TYPE_CHECKING:
+    from worktree_runner.architect import Outcome
     from worktree_runner.doctor import AgentCheck
     from worktree_runner.merge.predict import StreamPrediction
     from worktree_runner.merge.stage import Landed
@@ -452,3 +453,46 @@ def doctor_report(checks: list[AgentCheck]) -> str:
     lines.append(f"{plural(len(failing), 'agent')} cannot run: {', '.join(failing)}" if failing
                  else "every agent can start")
     return "\n".join(lines)
+
+
+# -- wtr plan ----------------------------------------------------------------------------------
+
+def architect_report(outcome: Outcome) -> str:
+    """The drafted plan: where it went, its waves, critical path and each stream's reason."""
+    rounds = len(outcome.rounds)
+    analysis = outcome.analysis
+    if analysis is None or outcome.written is None:
+        return f"no plan written: no clean draft after {plural(rounds, 'round')}"
+    plan = analysis.plan
+    lines = [f"wrote {outcome.written}: clean after {plural(rounds, 'round')}; "
+             f"{plural(len(plan.streams), 'stream')}, base {analysis.refs.base} "
+             f"({analysis.refs.base_commit[:12]})", "", "waves (streams that run together):"]
+    lines += [f"  {i}. {', '.join(wave)}" for i, wave in enumerate(analysis.waves, 1)]
+    lines += ["", f"critical path: {' -> '.join(analysis.critical_path)}", "", "streams:"]
+    width = max(len(name) for name in plan.names)
+    for stream in plan.streams:
+        owned = len(analysis.owned[stream.name])
+        lines.append(f"  {stream.name:<{width}}  {owned:>4} files  {stream.description}")
+        order = [f"after {', '.join(stream.depends_on)}"] if stream.depends_on else []
+        order += [f"never beside {', '.join(stream.conflicts_with)}"] \
+            if stream.conflicts_with else []
+        if order:
+            lines.append(f"  {'':<{width}}              {'; '.join(order)}")
+    notes = [n for r in outcome.rounds[-1:] for n in r.notes]
+    lines += [f"note: {n}" for n in notes]
+    lines += ["", f"next: wtr check {outcome.written}, then wtr run {outcome.written}"]
+    return "\n".join(map(printable, lines))
+
+
+def architect_failure(outcome: Outcome) -> str:
+    """Why no plan was written: the last problems, and where the drafts are."""
+    if outcome.stopped:
+        lines = [f"wtr: {outcome.stopped}"]
+    else:
+        lines = [f"wtr: the draft still has {plural(len(outcome.problems), 'problem')} after "
+                 f"{plural(len(outcome.rounds), 'round')}; nothing written. The last ones:"]
+        lines += [f"  {p.line()}" for p in outcome.problems]
+    if outcome.kept:
+        lines.append(f"drafts, prompts and the agent's output are kept in {outcome.kept}; "
+                     "try again with more --rounds or a narrower goal")
+    return "\n".join(map(printable, lines))

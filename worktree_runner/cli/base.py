@@ -97,6 +97,7 @@ def cli(ctx: click.Context, verbose: bool, repo_dir: Path | None) -> None:
     A plan (YAML) names work streams: the files each owns, its agent, its prompt,
     what it depends on. Typical session:
       wtr init                 write a starter plan for this repository
+      wtr plan "GOAL"          or let an agent draft it, checked clean
       wtr check [PLAN]         validate it: waves, critical path, file ownership
       wtr run [PLAN]           each stream: own branch + worktree + agent, checked
       wtr status               what every stream is doing (--json, --markdown)

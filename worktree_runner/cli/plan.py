@@ -1,9 +1,10 @@
-"""Commands about a plan: init, check."""
+"""Commands about a plan: init, check, plan."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,6 +24,9 @@ from worktree_runner.errors import (
     PlanProblem,
     WtrError,
 )
+
+if TYPE_CHECKING:
+    from worktree_runner.architect.session import Watching
 
 
 @cli.command()
@@ -144,3 +148,147 @@ def check(plan_file: Path | None, repo_dir: Path | None, as_json: bool) -> None:
         return
     click.echo(render.check_report(analysis))
     analysis.raise_if_invalid()
+
+
+@cli.command("plan")
+@click.argument("goal")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the plan (default: worktree-plan.yaml at the repository "
+                   "root). Never replaced without --force.")
+@click.option("--agent", "preset", metavar="PRESET", default=None,
+              help="The preset that drafts: claude (default), codex, gemini, aider, opencode.")
+@click.option("--command", "command", metavar="CMD", default=None,
+              help="Draft with this shell command instead ({prompt_file}, {prompt} are filled; "
+                   "it writes $WTR_PLAN_DRAFT and reads the problems in $WTR_FEEDBACK).")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
+              help="Drafts the agent may write before wtr gives up.")
+@click.option("--timeout", metavar="DURATION", default="30m", show_default=True,
+              help="How long one round of the agent may take (90s, 30m, 1h).")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@repo_option
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the outcome as one JSON document: the plan's analysis, every "
+                   "round and its problems.")
+def plan_command(goal: str, output: Path | None, preset: str | None, command: str | None,
+                 rounds: int, timeout: str, force: bool, repo_dir: Path | None,
+                 as_json: bool) -> None:
+    """Draft a plan for GOAL with an agent, checked clean by 'wtr check'.
+
+    \b
+    wtr gathers what the agent needs from the checked-out branch: the tracked
+    files with sizes and languages, each module with its tests, files the
+    history changes together, hot files, and the repository's own test and lint
+    commands. The agent works in a scratch checkout (removed after) and writes
+    its draft outside the repository; wtr checks the draft as 'wtr check' does
+    (errors and coupling warnings) and hands every problem back, in the same
+    session when the agent's CLI can continue one, until the draft is clean or
+    --rounds run out. Then it prints the
+    waves, the critical path and each stream's reason, writes the plan, and
+    runs nothing else.
+      wtr plan "Add an /orders API with its tests and docs"
+      wtr plan "Split the parser" --agent codex --rounds 5 -o parser-plan.yaml
+    Exit 0 written; 1 the drafts never came clean (the last problems are listed
+    and the drafts kept); 2 bad input.
+    """
+    from worktree_runner import render
+    from worktree_runner.architect import Request, draft_plan
+    from worktree_runner.cli.base import exclusive
+    from worktree_runner.plan.durations import parse_duration
+    from worktree_runner.plan.starter import DEFAULT_PLAN_FILE
+
+    exclusive(agent=preset, command=command)
+    try:
+        seconds = parse_duration(timeout)
+    except ValueError as exc:
+        raise BadInput(f"--timeout {timeout}: {exc}", hint="write 90s, 30m or 1h") from None
+    repo = open_repo(repo_dir)
+    target = output if output is not None else repo.toplevel / DEFAULT_PLAN_FILE
+    request = Request(goal, target.absolute(), preset, command, rounds, force, seconds)
+    with _Progress(request.agent if command is None else "the command") as progress:
+        outcome = draft_plan(repo, request, progress.show)
+    if as_json:
+        emit_json(outcome.to_json())
+    else:
+        click.echo(render.architect_report(outcome))
+    for change in outcome.changed:
+        click.echo(f"warning: the agent changed your repository: {change}", err=True)
+    if not outcome.ok:
+        if not as_json:
+            click.echo(render.architect_failure(outcome), err=True)
+        sys.exit(1)
+
+
+class _Progress:
+    """Which round, and the agent's last line of output: a spinner on a terminal, a line
+    per round otherwise (on stderr, so that --json stays one document)."""
+
+    def __init__(self, agent: str) -> None:
+        from rich.console import Console
+
+        self.agent = agent
+        self.console = Console(stderr=True)
+        self.status: Any = None
+        self.announced = 0
+
+    def __enter__(self) -> _Progress:
+        if self.console.is_terminal:
+            self.status = self.console.status(f"{self.agent} is drafting the plan")
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def show(self, seen: Watching) -> None:
+        from worktree_runner import render
+
+        if seen.phase == "checked":
+            verdict = (f"{seen.problems} problems, fed back" if seen.problems else "clean")
+            self.console.print(f"round {seen.round_number}: checked: {verdict}",
+                               highlight=False)
+        elif seen.phase == "checking" and self.status is not None:
+            self.status.update(f"round {seen.round_number}: checking the draft")
+        elif self.status is not None:
+            tail = render.printable(_last_line(seen.log))[:70]
+            self.status.update(f"round {seen.round_number}: {self.agent} is drafting "
+                               f"({seen.seconds:.0f}s) {tail}")
+        elif self.announced < seen.round_number:
+            self.announced = seen.round_number
+            click.echo(f"round {seen.round_number}: {self.agent} is drafting (output: "
+                       f"{seen.log})", err=True)
+
+
+def _last_line(log: Path) -> str:
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - 2048))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+    return _described(last) if last.startswith("{") else last
+
+
+def _described(line: str) -> str:
+    """A JSON event line (claude's stream-json, codex's --json) as a few words: the tool
+    it calls or the text it says."""
+    import json
+
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return ""
+    message = record.get("message") if isinstance(record, dict) else None
+    blocks = message.get("content") if isinstance(message, dict) else None
+    for block in reversed(blocks if isinstance(blocks, list) else []):
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "tool_use":
+            given = block.get("input")
+            detail = (given.get("command") or given.get("file_path") or ""
+                      if isinstance(given, dict) else "")
+            return f"{block.get('name')}: {str(detail).splitlines()[0] if detail else ''}"
+        if block.get("type") == "text":
+            return str(block.get("text") or "")
+    return str(record.get("type") or "") if isinstance(record, dict) else ""
