@@ -1,27 +1,42 @@
-"""``wtr init --suggest``: streams proposed from the co-change graph of the base's history.
+"""``wtr init --suggest``: streams proposed, file by file, from the base's co-change history.
 
-1. Areas are folders kept whole: the top-level folders and files, except that a folder
-   touched by more than half the commits (or any folder, while fewer areas than the
-   streams asked for have changed) is split into its subfolders and its own files.
-2. Hot files (changed by at least ``hot_share`` of the commits read, each time with
-   other areas, at least two of them ``min_support`` times) are set aside: they become
-   ``shared``, or they would tie every area to every other.
-3. The areas changed in at least ``min_support`` commits are the nodes of a graph whose
-   edges weigh the commits that changed both ends. Greedy modularity (networkx) groups
-   them into communities: areas that change together end up together. With ``--streams
-   N`` at most N (the most coupled communities, else the nearest by path, else the
-   smallest are merged). Quieter areas join the community they changed with, or stay
-   unowned (listed in a comment).
-4. Each community is a stream. The draft is then checked as ``wtr check`` would: streams
-   still coupled get ``conflicts_with``, flagged hot files become ``shared``, until the
-   check has nothing left to say.
+1. Units. Every file tracked at the base is a unit, except that a test file and the
+   module it is named after (``tests/test_core.py`` and ``src/pkg/core.py``,
+   ``core_test.go``, ``core.test.ts``) form one unit: a module moves with its tests.
+   Paths the history names but the base no longer holds are left out.
+2. Hot files. Changelogs, lockfiles, news-fragment folders, ``__init__``-style registries
+   and any file changed by at least ``hot_share`` of the commits are candidates. One that
+   history shows changing with the files of two streams or more (each at least
+   ``min_support`` times) becomes ``shared``, with the reason in a comment; any other is
+   owned like a unit.
+3. Groups. The units changed in the commits read are the nodes of a graph whose edges
+   weigh the commits that changed both ends (a commit of n units adds 1/(n-1) to each
+   pair, so a sweep does not weigh more than a focused change). Louvain community
+   detection (networkx, fixed seed; each unit also tied to its folder, so files history
+   says little about lean to their neighbours) groups them. Groups most commits change
+   together are merged until ``CONFINED`` of the commits read (recent ones weighing more)
+   stay inside one group; a group then becomes a stream when at least ``min_support``
+   commits changed it alone: as many streams as the history supports (with ``--streams
+   N``, at most N). Every other group joins the stream it changed with most. Files no
+   commit changed join the stream owning most of their folder, else the root's stream
+   (the one owning most top-level files), which also owns new top-level folders.
+4. Patterns. A folder whose files all belong to one stream is one ``folder/**`` pattern;
+   otherwise the stream holding most of it takes the folder (so files created there later
+   are owned too) and the others list their files, excluded from it with ``!path``.
+5. Names come from what a stream holds: the folder most of its files are in, else its
+   most changed module. The draft is then checked as ``wtr check`` would: streams still
+   coupled get ``conflicts_with``, flagged hot files become ``shared``, until the check
+   has nothing left to say.
+
+``gather_evidence`` returns steps 1-3 (units, hot files, groups) for other planners.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
-from collections import Counter
+import re
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -45,39 +60,77 @@ from worktree_runner.plan.starter import (
 if TYPE_CHECKING:
     import networkx as nx
 
-MAX_STREAMS = 8  # without --streams
-SPLIT_SHARE = 0.5
-_MAX_SPLITS = 64
+MAX_STREAMS = 16  # without --streams: more would be hard to review
+# Share of the commits read (recent ones weigh more) that must change one stream alone.
+# These three were chosen on real histories, on a window before the one docs/plan.md reports.
+CONFINED = 0.875
+HALF_LIFE = 250  # commits: a commit this much older weighs half as much
+# A unit's link to its folder, as a share of a unit's mean co-change weight.
+FOLDER_WEIGHT = 0.5
+_FOLDER = "\0"  # folder nodes in the co-change graph
+SEED = 7  # Louvain is randomised; a fixed seed makes the suggestion repeatable
+_RESOLUTIONS = (1.0, 1.5, 2.0, 3.0, 5.0, 8.0)  # tried in turn when more streams are asked
+
+_CHANGELOG = re.compile(r"(changes|changelog|history|news|release[-_]?notes|whatsnew)"
+                        r"(\.[a-z]+)?$", re.IGNORECASE)
+_LOCKFILES = frozenset({
+    "poetry.lock", "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml",
+    "Cargo.lock", "uv.lock", "Pipfile.lock", "go.sum", "composer.lock", "Gemfile.lock",
+    "bun.lockb", "pdm.lock", "flake.lock",
+})
+_FRAGMENT_FOLDERS = frozenset({"news", "newsfragments", "changelog.d", "changes", ".changeset",
+                               "changelog", "unreleased"})
+_REGISTRIES = frozenset({"__init__.py", "index.ts", "index.js", "mod.rs"})
+Weights = dict[tuple[str, str], float]
+_TEST_NAME = re.compile(r"^(?:test_(?P<a>.+)|(?P<b>.+?)_test|(?P<c>.+?)\.(?:test|spec))"
+                        r"\.[A-Za-z0-9]+$")
 
 
-@dataclass(frozen=True, order=True)
-class Area:
-    """A folder with everything under it (``tree``), a folder's own files (``files``), or
-    a top-level file (``file``)."""
+@dataclass(frozen=True)
+class HotPath:
+    """A path (a file, or a news-fragment folder as ``folder/**``) many changes touch."""
 
-    name: str
-    kind: str
+    pattern: str
+    kind: str  # changelog | lockfile | news fragments | registry | hot
+    changes: int
 
-    @property
-    def label(self) -> str:
-        return {"file": self.name, "files": f"{self.name}/*"}.get(self.kind, f"{self.name}/")
+    def reason(self, total: int, streams: int) -> str:
+        return (f"{self.kind}: changed by {self.changes} of {total} commits, with the files "
+                f"of {streams} streams")
 
-    def patterns(self, tracked: Sequence[str]) -> list[str]:
-        literal = literal_pattern(self.name)
-        if self.kind == "tree":
-            return [f"{literal}/**"]
-        if self.kind == "files":
-            return [f"{literal}/*", f"!{literal}/*/"]
-        # No leading '/' in a plan: exclude files of the same name below the root instead.
-        deeper = any(path.endswith(f"/{self.name}") for path in tracked)
-        return [literal, f"!*/**/{literal}"] if deeper else [literal]
+
+@dataclass
+class Group:
+    """Units that change together; a stream once named."""
+
+    units: list[str]  # unit keys (a module's path)
+    alone: int = 0  # commits that changed this group and nothing else (hot files aside)
+    touched: int = 0  # commits that changed it
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the history of the base says about how to split it."""
+
+    tracked: tuple[str, ...]
+    history: History
+    units: dict[str, tuple[str, ...]]  # unit key -> its files (a module with its tests)
+    hot: dict[str, HotPath]  # candidate hot paths by pattern
+    groups: list[Group]  # groups of unit keys, the most changed first
+    coupling: Coupling
+
+    def unit_of(self) -> dict[str, str]:
+        return {path: key for key, paths in self.units.items() for path in paths}
 
 
 @dataclass
 class StreamDraft:
     name: str
-    areas: list[Area]
+    files: list[str]  # the tracked files it owns
     commits: int
+    alone: int
+    modules: list[str]  # its most changed units, for the description
+    patterns: list[str] = field(default_factory=list)
     conflicts_with: dict[str, str] = field(default_factory=dict)  # other -> why
     shared: list[str] = field(default_factory=list)
 
@@ -102,159 +155,518 @@ def suggest_plan(repo: git.Repository, plan_path: Path, streams: int | None = No
                 f"(fewer than {settings.min_support}): nothing to learn from, so one stream "
                 "per top-level folder")
         return Suggestion(starter_plan(repo, plan_path), [], len(history.commits), note)
-    tracked = git.tracked_files(repo, head)
-    return _Suggester(history, tracked, settings, streams).plan(repo, plan_path, branch)
+    evidence = evidence_from(history, git.tracked_files(repo, head), settings, streams)
+    return _Drafter(evidence).plan(repo, plan_path, branch)
 
 
-class _Suggester:
-    def __init__(self, history: History, tracked: list[str], settings: Coupling,
-                 wanted: int | None) -> None:
-        self.history = history
-        self.tracked = tracked
-        self.tracked_set = set(tracked)
-        self.settings = settings
-        self.wanted = wanted
-        self.areas = _Areas(tracked)
-        self.hot: dict[str, int] = {}
-        self._split_areas()
+def gather_evidence(repo: git.Repository, commit: str, commits: int = 1000,
+                    since: str | None = None, streams: int | None = None) -> Evidence:
+    """Units, hot paths and co-change groups of ``commit``'s history (see the module doc)."""
+    settings = Coupling(commits=commits, since=since)
+    history = read_history(repo, commit, commits, since)
+    return evidence_from(history, git.tracked_files(repo, commit), settings, streams)
 
-    # -- what history says --------------------------------------------------------------
 
-    def _hot_files(self) -> dict[str, int]:
-        """Hot paths changed, each in at least min_support commits, with two other areas."""
-        candidates = {p: n for p, n in hot_paths(self.history, self.settings).items()
-                      if p in self.tracked_set}
-        found: dict[str, int] = {}
-        for path, n in candidates.items():
-            own = self.areas.of(path)
-            alongside: Counter[Area] = Counter()
-            for commit in self.history.commits:
-                paths = [self.history.paths[i] for i in commit]
-                if path in paths:
-                    alongside.update({a for p in paths if (a := self.areas.of(p))} - {own})
-            if sum(k >= self.settings.min_support for k in alongside.values()) >= 2:
-                found[path] = n
+def evidence_from(history: History, tracked: Sequence[str], settings: Coupling,
+                  wanted: int | None = None) -> Evidence:
+    units = modules_with_tests(tracked)
+    hot = hot_candidates(history, tracked, settings)
+    evidence = Evidence(tuple(tracked), history, units, hot, [], settings)
+    evidence.groups.extend(_group(evidence, wanted))
+    return evidence
+
+
+# -- units ---------------------------------------------------------------------------------
+
+
+def modules_with_tests(tracked: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Each tracked file as a unit, a test file joined to the module it is named after
+    (when exactly one module has that name; else the nearest by path)."""
+    by_stem: dict[str, list[str]] = defaultdict(list)
+    tests: dict[str, str] = {}
+    for path in tracked:
+        name = posixpath.basename(path)
+        found = _TEST_NAME.match(name)
+        if found:
+            tests[path] = next(g for g in found.groups() if g) + posixpath.splitext(name)[1]
+        else:
+            by_stem[name].append(path)
+    units: dict[str, list[str]] = {path: [path] for paths in by_stem.values() for path in paths}
+    for test, module_name in sorted(tests.items()):
+        modules = by_stem.get(module_name, [])
+        if modules:
+            units[_nearest(test, modules)].append(test)
+        else:
+            units[test] = [test]
+    return {key: tuple(paths) for key, paths in units.items()}
+
+
+def _nearest(path: str, candidates: list[str]) -> str:
+    def shared_depth(other: str) -> int:
+        common = posixpath.commonpath([path, other])
+        return len(common.split("/")) if common else 0
+    return max(sorted(candidates), key=lambda c: (shared_depth(c), -len(c)))
+
+
+# -- hot paths -----------------------------------------------------------------------------
+
+
+def hot_candidates(history: History, tracked: Sequence[str],
+                   settings: Coupling) -> dict[str, HotPath]:
+    """Changelogs, lockfiles, news-fragment folders, registries and history's hot files,
+    among the paths of the base, each with the commits that changed it."""
+    tracked_set = set(tracked)
+    changes = Counter(history.paths[pid] for commit in history.commits for pid in commit)
+    found: dict[str, HotPath] = {}
+    for path in tracked:
+        kind = _hot_kind(path)
+        if kind == "news fragments":
+            folder = posixpath.dirname(path)
+            pattern = f"{literal_pattern(folder)}/**"
+            n = sum(any(history.paths[p].startswith(folder + "/") for p in commit)
+                    for commit in history.commits)
+            found.setdefault(pattern, HotPath(pattern, kind, n))
+        elif kind and changes[path]:
+            found[path] = HotPath(path, kind, changes[path])
+    for path, n in hot_paths(history, settings).items():
+        if path in tracked_set and path not in found and not _in_folder_pattern(path, found):
+            found[path] = HotPath(path, "hot", n)
+    return found
+
+
+def _hot_kind(path: str) -> str | None:
+    name = posixpath.basename(path)
+    folder = posixpath.basename(posixpath.dirname(path))
+    if folder.lower() in _FRAGMENT_FOLDERS and "/" in path:
+        return "news fragments"
+    if name in _LOCKFILES:
+        return "lockfile"
+    if name in _REGISTRIES:
+        return "registry"
+    if _CHANGELOG.fullmatch(name):
+        return "changelog"
+    return None
+
+
+def _in_folder_pattern(path: str, found: dict[str, HotPath]) -> bool:
+    return any(p.endswith("/**") and path.startswith(p[:-2]) for p in found)
+
+
+def hot_match(pattern: str, path: str) -> bool:
+    return path.startswith(pattern[:-2]) if pattern.endswith("/**") else path == pattern
+
+
+# -- groups --------------------------------------------------------------------------------
+
+
+def _group(evidence: Evidence, wanted: int | None) -> list[Group]:
+    """Co-change groups of the units (hot candidates aside), the most changed first."""
+    unit_of = evidence.unit_of()
+    # A file that is hot only by its count stays in the graph: it may well be one
+    # stream's busiest file. Changelogs, lockfiles and the like would tie everything.
+    hot = [pattern for pattern, h in evidence.hot.items() if h.kind != "hot"]
+    touched: list[set[str]] = []
+    recency: list[float] = []
+    for age, commit in enumerate(evidence.history.commits):
+        paths = (evidence.history.paths[i] for i in commit)
+        units = {unit_of[p] for p in paths if p in unit_of
+                 and not any(hot_match(h, p) for h in hot)}
+        if units:
+            touched.append(units)
+            recency.append(0.5 ** (age / HALF_LIFE))
+    weights: Weights = defaultdict(float)
+    for units, weight in zip(touched, recency, strict=True):
+        for a, b in combinations(sorted(units), 2):
+            weights[a, b] += weight / (len(units) - 1)
+    nodes = sorted({u for units in touched for u in units})
+    limit = min(wanted or MAX_STREAMS, max(1, len(nodes)))
+    graph = _graph(nodes, weights)
+    _add_folders(graph, nodes, FOLDER_WEIGHT * sum(recency) / max(1, len(nodes)))
+    communities = [{u for u in c if not u.startswith(_FOLDER)}
+                   for c in _communities(graph, wanted)]
+    communities = [c for c in communities if c]
+    if not wanted:
+        communities = _merge_until_confined(communities, touched, recency, weights)
+    groups = _supported(communities, touched, evidence.coupling.min_support, weights)
+    groups = _merge_down(groups, limit, weights)
+    for group in groups:
+        members = set(group.units)
+        group.touched = sum(not members.isdisjoint(t) for t in touched)
+        group.alone = sum(t <= members for t in touched)
+    return sorted(groups, key=lambda g: (-g.touched, min(g.units)))
+
+
+def _graph(nodes: Iterable[str], weights: Weights) -> nx.Graph[str]:
+    import networkx as nx  # only here: it takes half a second to import
+
+    graph: nx.Graph[str] = nx.Graph()
+    graph.add_nodes_from(nodes)
+    graph.add_weighted_edges_from((a, b, w) for (a, b), w in sorted(weights.items()))
+    return graph
+
+
+def _add_folders(graph: nx.Graph[str], units: Iterable[str], weight: float) -> None:
+    """Tie each unit to a node standing for its folder, and each folder to its parent:
+    files of one folder lean to one group where the history says little."""
+    for unit in units:
+        child, folder = unit, posixpath.dirname(unit)
+        while True:
+            node = _FOLDER + folder
+            known = graph.has_node(node)
+            graph.add_edge(child, node, weight=weight)
+            if known or not folder:
+                break
+            child, folder = node, posixpath.dirname(folder)
+
+
+def _communities(graph: nx.Graph[str], wanted: int | None) -> list[set[str]]:
+    from networkx.algorithms.community import louvain_communities
+
+    found: list[set[str]] = []
+    for resolution in _RESOLUTIONS:
+        found = [set(c) for c in louvain_communities(graph, weight="weight",
+                                                     resolution=resolution, seed=SEED)]
+        if not wanted or len(found) >= wanted:
+            break
+    return sorted(found, key=min)
+
+
+def _merge_until_confined(groups: list[set[str]], touched: list[set[str]],
+                          recency: list[float], weights: Weights) -> list[set[str]]:
+    """Merge the two groups most commits changed together and nothing else (else the
+    most coupled two) until ``CONFINED`` of the commits read (recent ones weighing more)
+    changed one group alone."""
+    groups = [set(g) for g in groups]
+    while len(groups) > 1:
+        index = {unit: i for i, group in enumerate(groups) for unit in group}
+        spans: dict[frozenset[int], float] = defaultdict(float)
+        for units, weight in zip(touched, recency, strict=True):
+            spans[frozenset(index[u] for u in units)] += weight
+        inside = sum(w for span, w in spans.items() if len(span) == 1)
+        if inside >= CONFINED * sum(recency):
+            break
+        pairs = {tuple(sorted(span)): w for span, w in spans.items() if len(span) == 2}
+        i, j = max(combinations(range(len(groups)), 2), key=lambda ij: (
+            pairs.get(ij, 0.0), _weight(groups[ij[0]], groups[ij[1]], weights),
+            -len(groups[ij[0]]) - len(groups[ij[1]])))
+        groups[i] |= groups.pop(j)
+    return groups
+
+
+def _supported(communities: list[set[str]], touched: list[set[str]], min_support: int,
+               weights: Weights) -> list[Group]:
+    """Communities that at least ``min_support`` commits changed alone; each other one
+    joins the kept community it changed with most (or the most changed one)."""
+    alone = [sum(t <= c for t in touched) for c in communities]
+    kept = [Group(sorted(c)) for c, n in zip(communities, alone, strict=True) if n >= min_support]
+    weak = [c for c, n in zip(communities, alone, strict=True) if n < min_support]
+    if not kept:
+        return [Group(sorted(set().union(*communities)))] if communities else []
+    for community in sorted(weak, key=lambda c: -len(c)):
+        best = max(kept, key=lambda g: (_weight(community, set(g.units), weights),
+                                        _common_depth([*community, *g.units]),
+                                        -kept.index(g)))
+        best.units = sorted({*best.units, *community})
+    return kept
+
+
+def _weight(a: set[str], b: set[str], weights: Weights) -> float:
+    return sum(weights.get((min(x, y), max(x, y)), 0.0) for x in a for y in b)
+
+
+def _merge_down(groups: list[Group], limit: int,
+                weights: Weights) -> list[Group]:
+    """Merge groups until at most ``limit`` remain: the most coupled first, then those
+    nearest by path, then the smallest."""
+    while len(groups) > limit:
+        i, j = max(combinations(range(len(groups)), 2), key=lambda ij: (
+            _weight(set(groups[ij[0]].units), set(groups[ij[1]].units), weights),
+            _common_depth(groups[ij[0]].units + groups[ij[1]].units),
+            -len(groups[ij[0]].units) - len(groups[ij[1]].units),
+        ))
+        groups[i].units = sorted({*groups[i].units, *groups.pop(j).units})
+    return groups
+
+
+def _common_depth(paths: list[str]) -> int:
+    prefix = posixpath.commonpath(paths)
+    return len(prefix.split("/")) if prefix else 0
+
+
+# -- from groups to streams ----------------------------------------------------------------
+
+
+class _Drafter:
+    def __init__(self, evidence: Evidence) -> None:
+        self.ev = evidence
+        self.history = evidence.history
+        self.total = len(self.history.commits)
+        self.owner: dict[str, int] = {}  # tracked file -> group index
+        for index, group in enumerate(evidence.groups):
+            for key in group.units:
+                self.owner.update(dict.fromkeys(evidence.units[key], index))
+        self.shared: dict[str, str] = {}  # hot pattern -> reason
+        self.root: int | None = None
+        self._settle_hot()
+        self._place_quiet()
+
+    def _settle_hot(self) -> None:
+        """A hot candidate changed with two other groups or more is shared; one no group
+        owns is owned by the group it changed with most."""
+        for pattern, hot in self.ev.hot.items():
+            mine = [p for p in self.ev.tracked if hot_match(pattern, p)]
+            own = {self.owner[p] for p in mine if p in self.owner}
+            alongside = self._alongside(pattern)
+            supported = [g for g, n in alongside.items()
+                         if n >= self.ev.coupling.min_support and g not in own]
+            if len(supported) >= 2 or pattern.endswith("/**"):
+                self.shared[pattern] = hot.reason(self.total, len(supported))
+                for path in mine:
+                    self.owner.pop(path, None)
+            elif not own and alongside:
+                best = max(sorted(alongside), key=lambda g: alongside[g])
+                self.owner.update(dict.fromkeys(mine, best))
+
+    def _alongside(self, pattern: str) -> Counter[int]:
+        """Commits changing ``pattern`` with the files of each group."""
+        found: Counter[int] = Counter()
+        for commit in self.history.commits:
+            paths = [self.history.paths[i] for i in commit]
+            if any(hot_match(pattern, p) for p in paths):
+                found.update({self.owner[p] for p in paths
+                              if p in self.owner and not hot_match(pattern, p)})
         return found
 
-    def touched(self) -> list[set[Area]]:
-        """The areas each commit touched, hot files aside."""
-        result = []
-        for commit in self.history.commits:
-            paths = (self.history.paths[i] for i in commit)
-            result.append({a for p in paths if p not in self.hot
-                           if (a := self.areas.of(p)) is not None})
-        return result
+    def _place_quiet(self) -> None:
+        """Files no commit changed join the group owning most of their nearest folder,
+        else the root's group (see ``root``)."""
+        hot = list(self.shared)
+        quiet = [p for p in self.ev.tracked if p not in self.owner
+                 and not any(hot_match(h, p) for h in hot)]
+        counts: dict[str, Counter[int]] = defaultdict(Counter)
+        for path, index in self.owner.items():
+            folder = posixpath.dirname(path)
+            while folder:
+                counts[folder][index] += 1
+                folder = posixpath.dirname(folder)
+        self.root = self._root()
+        for path in quiet:
+            folder = posixpath.dirname(path)
+            while folder and not counts[folder]:
+                folder = posixpath.dirname(folder)
+            if folder:
+                self.owner[path] = _most(counts[folder])
+            elif self.root is not None:
+                self.owner[path] = self.root
 
-    def _split_areas(self) -> list[set[Area]]:
-        """Split big folders (see the module's doc) and return what each commit touched."""
-        for _ in range(_MAX_SPLITS):
-            self.hot = self._hot_files()
-            touched = self.touched()
-            counts = Counter(a for areas in touched for a in areas)
-            splittable = [a for a in counts if self.areas.splittable(a)]
-            big = [a for a in splittable if counts[a] > SPLIT_SHARE * len(touched)]
-            active = sum(n >= self.settings.min_support for n in counts.values())
-            if not big and self.wanted and active < self.wanted:
-                big = splittable
-            if not big:
-                return touched
-            self.areas.split(max(big, key=lambda a: (counts[a], a)))
-        self.hot = self._hot_files()
-        return self.touched()
+    def _root(self) -> int | None:
+        """The group owning most top-level files (else most files): it also owns the
+        top-level folders nobody else does, those created later included."""
+        top = Counter(g for path, g in self.owner.items() if "/" not in path)
+        return _most(top or Counter(self.owner.values())) if self.owner else None
 
-    # -- grouping ------------------------------------------------------------------------
+    # -- patterns ---------------------------------------------------------------------
 
-    def groups(self) -> tuple[list[set[Area]], list[Area], list[set[Area]]]:
-        touched = self.touched()
-        counts = Counter(a for areas in touched for a in areas)
-        weights = Counter(pair for areas in touched for pair in combinations(sorted(areas), 2))
-        active = {a for a, n in counts.items() if n >= self.settings.min_support}
-        graph = _graph(active, {p: w for p, w in weights.items() if set(p) <= active})
-        limit = self.wanted or MAX_STREAMS
-        found = _merge_down(_communities(graph, self.wanted), limit, weights)
-        quiet = self._attach_quiet(found, set(counts) - active, weights)
-        return found, quiet, touched
+    def patterns(self) -> dict[int, list[str]]:
+        """Each group's patterns, shallow to deep (gitignore: the last match wins)."""
+        entries: dict[int, list[tuple[int, str]]] = defaultdict(list)
+        tree = _Tree(self.ev.tracked)
+        if self.root is not None:
+            # '*/**' is anchored (a '/' inside) and reaches every folder, not root files.
+            entries[self.root].append((-2, "*/**"))
+        for top in tree.children(""):
+            # Root files first: their '!*/**/name' must not undo a folder's pattern.
+            parent = self.root if tree.is_folder(top) else None
+            self._walk(tree, top, parent, entries)
+        return {g: [p for _, p in sorted(found, key=lambda e: e[0])]
+                for g, found in entries.items()}
 
-    def _attach_quiet(self, groups: list[set[Area]], quiet: set[Area],
-                      weights: Counter[tuple[Area, Area]]) -> list[Area]:
-        """Put each quiet area in the group it changed with most; return the rest."""
-        left = []
-        for area in sorted(quiet):
-            best = max(groups, key=lambda g: _weight({area}, g, weights), default=None)
-            if best is not None and _weight({area}, best, weights) > 0:
-                best.add(area)
-            else:
-                left.append(area)
-        unchanged = {self.areas.of(p) for p in self.tracked if p not in self.hot}
-        unchanged -= set().union(*groups, quiet)
-        return sorted([*left, *(a for a in unchanged if a is not None)])
+    def _walk(self, tree: _Tree, path: str, parent: int | None,
+              entries: dict[int, list[tuple[int, str]]]) -> None:
+        depth = path.count("/") if "/" in path or tree.is_folder(path) else -1
+        literal = literal_pattern(path)
+        if not tree.is_folder(path):
+            mine = self.owner.get(path)
+            if mine != parent:
+                if mine is not None:
+                    entries[mine].append((depth, self._file_pattern(path)))
+                if parent is not None:
+                    entries[parent].append((depth, f"!{literal}"))
+            return
+        owners = Counter(self.owner[p] for p in tree.files_under(path) if p in self.owner)
+        mine = _most(owners) if owners else parent
+        if mine != parent:
+            if mine is not None:
+                entries[mine].append((depth, f"{literal}/**"))
+            if parent is not None:
+                entries[parent].append((depth, f"!{literal}/**"))
+        for child in tree.children(path):
+            self._walk(tree, child, mine, entries)
 
-    # -- the plan ------------------------------------------------------------------------
+    def _file_pattern(self, path: str) -> str:
+        literal = literal_pattern(path)
+        if "/" in path:
+            return literal
+        # No leading '/' in a plan: exclude files of the same name below the root instead.
+        deeper = any(p.endswith(f"/{path}") for p in self.ev.tracked)
+        return f"{literal}\n!*/**/{literal}" if deeper else literal
+
+    # -- the plan ---------------------------------------------------------------------
+
+    def drafts(self) -> list[StreamDraft]:
+        patterns = self.patterns()
+        files: dict[int, list[str]] = defaultdict(list)
+        for path in self.ev.tracked:
+            if path in self.owner:
+                files[self.owner[path]].append(path)
+        drafts = []
+        taken: set[str] = set()
+        for index, group in enumerate(self.ev.groups):
+            if not files[index]:
+                continue
+            modules = self._modules(group)
+            name = _name(files[index], modules, taken)
+            taken.add(name)
+            drafts.append(StreamDraft(name, files[index], group.touched, group.alone, modules,
+                                      [q for p in patterns[index] for q in p.split("\n")]))
+        return drafts
+
+    def _modules(self, group: Group) -> list[str]:
+        activity = Counter(self.history.paths[i] for c in self.history.commits for i in c)
+        score = {key: sum(activity[p] for p in self.ev.units[key]) for key in group.units}
+        return sorted(group.units, key=lambda k: (-score[k], k))
 
     def plan(self, repo: git.Repository, plan_path: Path, branch: str) -> Suggestion:
-        groups, unowned, touched = self.groups()
-        drafts = _name_streams(groups, Counter(a for areas in touched for a in areas), touched)
-        shared = sorted(self.hot)
-        for _ in range(len(drafts) ** 2 + len(self.tracked_set) + 1):
-            text = self.render(repo, plan_path, branch, drafts, shared, unowned)
-            report = couple(parse_plan(text, plan_path), self.history, branch, self.tracked_set)
-            if not _settle(report, drafts, shared):
+        drafts = self.drafts()
+        shared = dict(self.shared)
+        unowned = [p for p in self.ev.tracked if p not in self.owner
+                   and not any(hot_match(h, p) for h in shared)]
+        tracked = set(self.ev.tracked)
+        text = ""
+        for _ in range(len(drafts) ** 2 + len(tracked) + 1):
+            text = _Render(self, branch, drafts, shared, unowned).text(repo, plan_path)
+            report = couple(parse_plan(text, plan_path), self.history, branch, tracked)
+            if not _settle(report, drafts, shared, self.total):
                 break
-        return Suggestion(text, drafts, len(self.history.commits))
+        return Suggestion(text, drafts, self.total)
 
-    def render(self, repo: git.Repository, plan_path: Path, branch: str,
-               drafts: list[StreamDraft], shared: list[str], unowned: list[Area]) -> str:
-        header = plan_header(repo, plan_path, branch)
+
+def _most(counts: Counter[int]) -> int:
+    """The most counted, the lowest on a tie."""
+    return min(counts.most_common(), key=lambda item: (-item[1], item[0]))[0]
+
+
+class _Tree:
+    """Folders and files of the tracked paths."""
+
+    def __init__(self, tracked: Iterable[str]) -> None:
+        self.kids: dict[str, set[str]] = defaultdict(set)
+        self.under: dict[str, list[str]] = defaultdict(list)
+        for path in tracked:
+            child = path
+            while child:
+                parent = posixpath.dirname(child)
+                self.kids[parent].add(child)
+                if parent:
+                    self.under[parent].append(path)
+                child = parent
+
+    def children(self, folder: str) -> list[str]:
+        return sorted(self.kids.get(folder, ()))
+
+    def is_folder(self, path: str) -> bool:
+        return path in self.kids
+
+    def files_under(self, folder: str) -> list[str]:
+        return self.under[folder]
+
+
+def _name(files: list[str], modules: list[str], taken: set[str]) -> str:
+    """The folder holding most of the stream's files when that is over half of them
+    (and not the repository's one source folder), else its most changed module."""
+    folders = Counter(posixpath.dirname(p) for p in files if "/" in p)
+    candidates = []
+    if folders:
+        folder, n = min(folders.most_common(), key=lambda i: (-i[1], i[0]))
+        if n * 2 > len(files) and len(files) > 2:
+            candidates.append(posixpath.basename(folder))
+    candidates += [_stem(m) for m in modules[:3]]
+    for candidate in candidates:
+        name = stream_name(candidate)
+        if name not in taken:
+            return name
+    base, n = stream_name(candidates[0] if candidates else "part"), 2
+    while f"{base[:60]}-{n}" in taken:
+        n += 1
+    return f"{base[:60]}-{n}"
+
+
+def _stem(path: str) -> str:
+    name = posixpath.basename(path)
+    tested = _TEST_NAME.match(name)
+    if tested:
+        name = next(g for g in tested.groups() if g)
+    stem = name.split(".")[0] if not name.startswith(".") else name.lstrip(".").split(".")[0]
+    if stem in {"__init__", "index", "mod", ""}:
+        return posixpath.basename(posixpath.dirname(path)) or stem or "part"
+    return stem
+
+
+class _Render:
+    def __init__(self, drafter: _Drafter, branch: str, drafts: list[StreamDraft],
+                 shared: dict[str, str], unowned: list[str]) -> None:
+        self.d = drafter
+        self.branch = branch
+        self.drafts = drafts
+        self.shared = shared
+        self.unowned = unowned
+
+    def text(self, repo: git.Repository, plan_path: Path) -> str:
+        header = plan_header(repo, plan_path, self.branch)
         head, streams_line = header.rstrip("\n").rsplit("\n", 1)
-        parts = [self._intro(branch, len(drafts)), head, "\n"]
-        if shared:
-            parts.append(self._shared_text(shared))
+        parts = [self._intro(), head, "\n"]
+        if self.shared:
+            parts.append(self._shared_text())
         parts.append(streams_line + "\n")
-        parts += [self._stream_text(d, shared) for d in drafts]
-        if unowned:
-            parts.append(_unowned_text(unowned, self.settings.min_support))
+        parts += [self._stream_text(d) for d in self.drafts]
+        if self.unowned:
+            parts.append(_unowned_text(self.unowned))
         return "".join(parts)
 
-    def _intro(self, branch: str, streams: int) -> str:
-        h = self.history
-        since = f" since {self.settings.since}" if self.settings.since else ""
+    def _intro(self) -> str:
+        h = self.d.history
+        since = f" since {self.d.ev.coupling.since}" if self.d.ev.coupling.since else ""
         skipped = (f" ({h.skipped} more left out: each changed over {h.max_files} files)"
                    if h.skipped else "")
         return (
             f"# Suggested by 'wtr init --suggest' from the last {len(h.commits)} commits of "
-            f"{branch}{since}{skipped}:\n"
-            f"# {streams} streams, each a group of folders that changed together "
-            "(community detection on\n# the co-change graph). Check the grouping, write the "
-            "prompts, then run 'wtr check'.\n"
+            f"{self.branch}{since}{skipped}:\n"
+            f"# {len(self.drafts)} streams, each a group of files that changed together "
+            "(a module with its\n# tests; community detection on the co-change graph). Check "
+            "the grouping, write the\n# prompts, then run 'wtr check'.\n"
         )
 
-    def _shared_text(self, shared: list[str]) -> str:
-        total = len(self.history.commits)
+    def _shared_text(self) -> str:
         lines = ["# Hot files: changed by many commits, together with the files of several "
                  "streams. A stream\n# may change a shared file only if it lists it, and "
                  "streams listing the same one never\n# run at the same time.\n",
                  "shared:\n"]
-        for path in shared:
-            n = self._changes(path)
-            lines.append(f"  - {_quoted(path)}    # changed by {n} of {total} commits\n")
+        for pattern, why in self.shared.items():
+            lines.append(f"  - {_quoted(pattern)}    # {why}\n")
         return "".join(lines)
 
-    def _changes(self, path: str) -> int:
-        ids = {p: i for i, p in enumerate(self.history.paths)}
-        pid = ids.get(path)
-        return sum(pid in c for c in self.history.commits) if pid is not None else 0
-
-    def _stream_text(self, draft: StreamDraft, shared: list[str]) -> str:
-        patterns = [p for a in draft.areas for p in a.patterns(self.tracked)]
-        inside = [f"!{literal_pattern(path)}" for path in shared
-                  if any(self.areas.of(path) == a for a in draft.areas)]
-        listing = ", ".join(a.label for a in draft.areas)
+    def _stream_text(self, draft: StreamDraft) -> str:
+        shown = ", ".join(posixpath.basename(m) for m in draft.modules[:4])
+        more = len(draft.modules) - 4
+        listing = shown + (f" and {more} more" if more > 0 else "")
         lines = [
             f"  {yaml_scalar(draft.name)}:\n",
-            f"    description: {yaml_scalar(listing)}   # {draft.commits} commits changed these\n",
-            f"    files: [{', '.join(_quoted(p) for p in [*patterns, *inside])}]\n",
+            f"    description: {yaml_scalar(listing)}\n",
+            f"    # {draft.commits} of {self.d.total} commits changed these {len(draft.files)} "
+            f"files, {draft.alone} of them nothing else\n",
+            *_files_text(draft.patterns),
             "    prompt: |\n",
-            f"      Describe what the agent should do in {listing}.\n",
+            f"      Describe what the agent should do with {listing}.\n",
         ]
         if draft.conflicts_with:
             lines += [f"    # {why}\n" for why in draft.conflicts_with.values()]
@@ -263,132 +675,36 @@ class _Suggester:
                          "this stream builds on their work\n")
         if draft.shared:
             lines.append(f"    shared: [{', '.join(_quoted(p) for p in draft.shared)}]\n")
-        touched = self._shared_touched(draft, shared)
+        touched = self._shared_touched(draft)
         if touched:
             lines.append(f"    # shared: [{', '.join(_quoted(p) for p in touched)}]   # changed "
                          "with these files: list what this stream will change\n")
         return "".join(lines)
 
-    def _shared_touched(self, draft: StreamDraft, shared: list[str]) -> list[str]:
-        mine = set(draft.areas)
+    def _shared_touched(self, draft: StreamDraft) -> list[str]:
+        mine = set(draft.files)
         found = []
-        for path in shared:
-            if path in draft.shared:
+        history = self.d.history
+        commits = [[history.paths[i] for i in commit] for commit in history.commits]
+        for pattern in self.shared:
+            if pattern in draft.shared:
                 continue
-            with_mine = sum(
-                1 for commit in self.history.commits
-                if path in (paths := {self.history.paths[i] for i in commit})
-                and any(self.areas.of(p) in mine for p in paths if p != path)
-            )
-            if with_mine >= self.settings.min_support:
-                found.append(path)
+            with_mine = sum(1 for paths in commits
+                            if any(hot_match(pattern, p) for p in paths)
+                            and any(p in mine for p in paths))
+            if with_mine >= self.d.ev.coupling.min_support:
+                found.append(pattern)
         return found
 
 
-class _Areas:
-    """Which area a path belongs to, as folders get split."""
-
-    def __init__(self, tracked: Iterable[str]) -> None:
-        self.folders: set[str] = set()
-        self.with_files = {posixpath.dirname(path) for path in tracked}
-        for path in tracked:
-            folder = posixpath.dirname(path)
-            while folder and folder not in self.folders:
-                self.folders.add(folder)
-                folder = posixpath.dirname(folder)
-        self.subfolders = Counter(posixpath.dirname(f) for f in self.folders)
-        self.trees = {f for f in self.folders if "/" not in f}
-        self.own_files: set[str] = set()  # folders split, whose own files form an area
-
-    def of(self, path: str) -> Area | None:
-        folder = posixpath.dirname(path)
-        if not folder:
-            return Area(path, "file")
-        if folder in self.own_files:
-            return Area(folder, "files")
-        while folder:
-            if folder in self.trees:
-                return Area(folder, "tree")
-            folder = posixpath.dirname(folder)
-        return None
-
-    def splittable(self, area: Area) -> bool:
-        """A folder with at least two parts: subfolders, or a subfolder and its own files."""
-        if area.kind != "tree":
-            return False
-        return self.subfolders[area.name] + (area.name in self.with_files) >= 2
-
-    def split(self, area: Area) -> None:
-        self.trees.discard(area.name)
-        self.trees.update(f for f in self.folders if posixpath.dirname(f) == area.name)
-        self.own_files.add(area.name)
+def _files_text(patterns: list[str]) -> list[str]:
+    if len(patterns) <= 3:
+        return [f"    files: [{', '.join(_quoted(p) for p in patterns)}]\n"]
+    return ["    files:\n", *(f"      - {_quoted(p)}\n" for p in patterns)]
 
 
-def _graph(nodes: Iterable[Area], weights: dict[tuple[Area, Area], int]) -> nx.Graph[Area]:
-    import networkx as nx  # only here: it takes half a second to import
-
-    graph: nx.Graph[Area] = nx.Graph()
-    graph.add_nodes_from(sorted(nodes))
-    graph.add_weighted_edges_from((a, b, w) for (a, b), w in sorted(weights.items()))
-    return graph
-
-
-def _communities(graph: nx.Graph[Area], wanted: int | None) -> list[set[Area]]:
-    from networkx.algorithms.community import greedy_modularity_communities
-
-    nodes = sorted(graph.nodes)
-    if not nodes:
-        return []
-    if graph.number_of_edges() == 0 or (wanted and wanted >= len(nodes)):
-        return [{a} for a in nodes]
-    # cutoff: stop merging at the number wanted; _merge_down goes below it by our rules.
-    found = greedy_modularity_communities(graph, weight="weight", cutoff=wanted or 1)
-    return sorted((set(c) for c in found), key=min)
-
-
-def _weight(a: set[Area], b: set[Area], weights: Counter[tuple[Area, Area]]) -> int:
-    return sum(weights[min(x, y), max(x, y)] for x in a for y in b)
-
-
-def _merge_down(groups: list[set[Area]], limit: int,
-                weights: Counter[tuple[Area, Area]]) -> list[set[Area]]:
-    """Merge groups until at most ``limit`` remain: the most coupled first, then those
-    nearest by path, then the smallest."""
-    groups = [set(g) for g in groups]
-    while len(groups) > limit:
-        i, j = max(combinations(range(len(groups)), 2), key=lambda ij: (
-            _weight(groups[ij[0]], groups[ij[1]], weights),
-            _common_depth(groups[ij[0]], groups[ij[1]]),
-            -len(groups[ij[0]]) - len(groups[ij[1]]),
-        ))
-        groups[i] |= groups.pop(j)
-    return groups
-
-
-def _common_depth(a: set[Area], b: set[Area]) -> int:
-    prefix = posixpath.commonpath([x.name for x in (*a, *b)])
-    return len(prefix.split("/")) if prefix else 0
-
-
-def _name_streams(groups: list[set[Area]], counts: Counter[Area],
-                  touched: list[set[Area]]) -> list[StreamDraft]:
-    drafts = []
-    taken: set[str] = set()
-    for group in sorted(groups, key=min):
-        areas = sorted(group)
-        main = max(areas, key=lambda a: (counts[a], [-ord(c) for c in a.name]))
-        name = stream_name(posixpath.basename(main.name))
-        if name in taken:
-            name = stream_name(main.name.replace("/", "-"))
-        base, n = name, 2
-        while name in taken:
-            name, n = f"{base[:60]}-{n}", n + 1
-        taken.add(name)
-        drafts.append(StreamDraft(name, areas, sum(not group.isdisjoint(t) for t in touched)))
-    return drafts
-
-
-def _settle(report: CouplingReport, drafts: list[StreamDraft], shared: list[str]) -> bool:
+def _settle(report: CouplingReport, drafts: list[StreamDraft], shared: dict[str, str],
+            total: int) -> bool:
     """Order the streams the check still finds coupled, share the hot files it flags;
     False when there was nothing left to do."""
     order = {d.name: i for i, d in enumerate(drafts)}
@@ -401,18 +717,20 @@ def _settle(report: CouplingReport, drafts: list[StreamDraft], shared: list[str]
             changed = True
     for hot in report.hot_files:
         if hot.path not in shared:
-            shared.append(hot.path)
+            streams = len(set(hot.owners) | {name for name, _ in hot.alongside})
+            shared[hot.path] = HotPath(hot.path, "hot", hot.changes).reason(total, streams)
+            for draft in drafts:
+                if hot.path in draft.files:
+                    draft.patterns.append(f"!{literal_pattern(hot.path)}")
             changed = True
     return changed
 
 
-def _unowned_text(areas: list[Area], min_support: int) -> str:
-    listing = ", ".join(a.label for a in areas)
-    return (f"# Changed in fewer than {min_support} of the commits read (or with nothing "
-            f"else), so owned by no stream:\n#   {listing}\n# Add them to a stream's files "
-            "if work there is planned.\n")
+def _unowned_text(paths: list[str]) -> str:
+    listing = ", ".join(paths[:20]) + (f" and {len(paths) - 20} more" if len(paths) > 20 else "")
+    return ("# Owned by no stream (nothing in the history read places them):\n"
+            f"#   {listing}\n# Add them to a stream's files if work there is planned.\n")
 
 
 def _quoted(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
-
