@@ -1,4 +1,4 @@
-"""``wtr init --suggest``: streams proposed from which folders the history changes together."""
+"""``wtr init --suggest``: streams proposed file by file from what the history changes together."""
 
 from __future__ import annotations
 
@@ -10,41 +10,72 @@ import yaml
 
 from tests.gitrepo import Repo, make_repo, run_wtr
 from tests.history import add_history
+from worktree_runner.plan.patterns import compile_patterns
+from worktree_runner.plan.suggest import modules_with_tests
+
+BASE_FILES = {
+    "README.md": "hello\n",
+    "src/pkg/__init__.py": "\n",
+    "src/pkg/core.py": "\n",
+    "src/pkg/cli.py": "\n",
+    "src/pkg/net.py": "\n",
+    "src/pkg/util.py": "\n",
+    "tests/test_core.py": "\n",
+    "tests/test_cli.py": "\n",
+    "tests/test_net.py": "\n",
+    "tests/test_util.py": "\n",
+    "docs/index.rst": "\n",
+    "docs/cli.rst": "\n",
+    "CHANGES.rst": "\n",
+    "poetry.lock": "\n",
+    "news/.gitignore": "!.gitignore\n",
+    "setup.py": "\n",
+    ".DS_Store": "\n",
+}
 
 
-def areas_history(top: str = "") -> list[list[str]]:
-    """Three independent areas (alpha, beta, and the pair gamma + delta, which always change
-    together), each a quarter of 80 commits; CHANGELOG.md changes with every fourth commit of
-    every area (hot). ``top`` puts the areas in a folder."""
+def project_history() -> list[list[str]]:
+    """96 commits in four kinds of work: the core with its test; the command line with its
+    test and its page of docs; the network code with its test and the lockfile; the docs'
+    index. The changelog, the package's ``__init__`` and a news fragment come with many of
+    the first three. ``util.py`` and its test change only apart (tied by name alone);
+    ``setup.py`` and ``.DS_Store`` change early, then are deleted."""
     commits: list[list[str]] = []
-    for i in range(80):
+    for i in range(96):
         kind = i % 4
-        if kind == 0:
-            paths = [f"{top}alpha/a{i % 3}.py"]
-        elif kind == 1:
-            paths = [f"{top}beta/sub{(i // 4) % 2}/b{i % 3}.py"]
-        elif kind == 2:
-            paths = [f"{top}gamma/g{i % 3}.py", f"{top}delta/d{i % 5}.py"]
-        else:
-            paths = [f"{top}omega/o{i % 3}.py"] if top else [f"alpha/a{i % 3}.py"]
-        if (i // 4) % 2 == 0:
-            paths.append("CHANGELOG.md")
+        paths = [["src/pkg/core.py", "tests/test_core.py"],
+                 ["src/pkg/cli.py", "tests/test_cli.py", "docs/cli.rst"],
+                 ["src/pkg/net.py", "tests/test_net.py", "poetry.lock"],
+                 ["docs/index.rst"]][kind]
+        if kind < 3 and (i // 4) % 2 == 0:
+            paths = [*paths, "CHANGES.rst"]
+        if kind < 3 and (i // 4) % 3 == 0:
+            paths = [*paths, "src/pkg/__init__.py"]
+        if kind < 2 and (i // 4) % 2 == 1:
+            paths = [*paths, f"news/{i}.bugfix.rst"]
+        if i < 12 and kind == 0:
+            paths = [*paths, "setup.py", ".DS_Store"]
+        if i % 16 == 3:
+            paths = ["src/pkg/util.py"] if i % 32 == 3 else ["tests/test_util.py"]
         commits.append(paths)
     return commits
 
 
 @pytest.fixture
-def areas(tmp_path: Path) -> Repo:
-    repo = make_repo(tmp_path / "repo", {"README.md": "hello\n"})
-    add_history(repo, areas_history())
+def project(tmp_path: Path) -> Repo:
+    repo = make_repo(tmp_path / "repo", BASE_FILES)
+    history = project_history()
+    add_history(repo, history[:48])
+    repo.git("rm", "-q", "setup.py", ".DS_Store")
+    repo.git("commit", "-q", "-m", "drop setup.py")
+    add_history(repo, history[48:])
     return repo
 
 
 def suggest(repo: Repo, *args: str) -> tuple[dict[str, Any], str, str]:
     result = run_wtr("init", "--suggest", *args, cwd=repo.path)
     assert result.returncode == 0, result.stdout + result.stderr
-    target = repo.path / "worktree-plan.yaml"
-    text = target.read_text()
+    text = (repo.path / "worktree-plan.yaml").read_text()
     loaded = yaml.safe_load(text)
     assert isinstance(loaded, dict)
     return loaded, text, result.stdout
@@ -58,78 +89,99 @@ def checked(repo: Repo) -> dict[str, Any]:
     return doc
 
 
-def files_of(plan: dict[str, Any]) -> dict[str, list[str]]:
-    return {name: spec["files"] for name, spec in plan["streams"].items()}
+def owner_of(plan: dict[str, Any], path: str) -> list[str]:
+    """The streams whose patterns match ``path`` (tracked or not)."""
+    return [name for name, spec in plan["streams"].items()
+            if compile_patterns(spec["files"]).match_file(path)]
 
 
-def test_three_areas_become_three_streams_with_the_coupled_pair_together(areas: Repo) -> None:
-    plan, text, out = suggest(areas)
-    assert files_of(plan) == {
-        "alpha": ["alpha/**"],
-        "beta": ["beta/**"],
-        "delta": ["delta/**", "gamma/**"],
-    }
-    assert out.startswith("3 streams suggested from 81 commits\n")
-    assert text.startswith("# Suggested by 'wtr init --suggest' from the last 81 commits of "
+def test_a_module_goes_with_its_tests_and_each_kind_of_work_gets_a_stream(
+        project: Repo) -> None:
+    plan, text, out = suggest(project)
+    core, cli, net = (owner_of(plan, f"src/pkg/{m}.py") for m in ("core", "cli", "net"))
+    assert owner_of(plan, "tests/test_core.py") == core
+    assert owner_of(plan, "tests/test_cli.py") == owner_of(plan, "docs/cli.rst") == cli
+    assert owner_of(plan, "tests/test_net.py") == net
+    assert len({*core, *cli, *net}) == 3  # one stream each: their work never mixes
+    # tied by their names alone: no commit changed both
+    assert owner_of(plan, "tests/test_util.py") == owner_of(plan, "src/pkg/util.py")
+    assert {*core, *cli, *net} == {"core", "cli", "net"}  # named from what they hold
+    assert owner_of(plan, "docs/index.rst") == ["docs"]
+    assert out.startswith("5 streams suggested from 98 commits\n")
+    assert text.startswith("# Suggested by 'wtr init --suggest' from the last 98 commits of "
                            "main:\n")
-    doc = checked(areas)
-    assert doc["waves"] == [["alpha", "beta", "delta"]]
-    assert doc["coupling"]["pairs"] == []
-    assert doc["coupling"]["hot_files"] == []
 
 
-def test_hot_file_becomes_shared(areas: Repo) -> None:
-    plan, text, _ = suggest(areas)
-    assert plan["shared"] == ["CHANGELOG.md"]
-    assert '  - "CHANGELOG.md"    # changed by 40 of 81 commits\n' in text
-    for name in ("alpha", "beta", "delta"):
-        assert "shared" not in plan["streams"][name]  # a suggestion, in a comment
-    assert text.count('    # shared: ["CHANGELOG.md"]   # changed with these files') == 3
+def test_hot_files_are_shared_with_the_reason(project: Repo) -> None:
+    plan, text, _ = suggest(project)
+    assert plan["shared"] == ["CHANGES.rst", "news/**", "src/pkg/__init__.py"]
+    assert '  - "CHANGES.rst"    # changelog: changed by 37 of 98 commits, with the files ' \
+           'of 3 streams\n' in text
+    assert '  - "src/pkg/__init__.py"    # registry: changed by 25 of 98 commits, with the ' \
+           'files of 3 streams\n' in text
+    assert '  - "news/**"    # news fragments: changed by 25 of 98 commits, with the files ' \
+           'of 2 streams\n' in text
+    for path in ("CHANGES.rst", "src/pkg/__init__.py", "news/.gitignore", "news/9.bugfix.rst"):
+        assert owner_of(plan, path) == [], path
+    # The lockfile changes with one stream only: it is that stream's, not shared.
+    assert owner_of(plan, "poetry.lock") == owner_of(plan, "src/pkg/net.py")
+    assert "    # shared: [\"CHANGES.rst\", \"news/**\", \"src/pkg/__init__.py\"]   # changed " \
+           "with these files" in text
 
 
-def test_asked_for_more_streams_the_coupled_pair_is_split_but_ordered(areas: Repo) -> None:
-    plan, text, _ = suggest(areas, "--streams", "4")
-    assert files_of(plan) == {
-        "alpha": ["alpha/**"],
-        "beta": ["beta/**"],
-        "delta": ["delta/**"],
-        "gamma": ["gamma/**"],
-    }
-    assert plan["streams"]["gamma"]["conflicts_with"] == ["delta"]
-    assert ("    # delta and gamma: folders delta/ and gamma/ changed together in 20 of 20 "
-            "commits that touched either\n") in text
-    doc = checked(areas)
-    assert doc["waves"] == [["alpha", "beta", "delta"], ["gamma"]]
-    assert doc["coupling"]["pairs"] == []
+def test_only_paths_of_the_base_and_new_files_are_owned(project: Repo) -> None:
+    plan, text, _ = suggest(project)
+    assert "setup.py" not in text and ".DS_Store" not in text
+    assert not {"setup", "DS_Store", "CHANGES", "CHANGES.rst"} & set(plan["streams"])
+    # files created later are owned too, by the stream holding their folder
+    assert len(owner_of(plan, "src/pkg/fresh.py")) == 1
+    assert len(owner_of(plan, "docs/new-page.rst")) == 1
+    assert len(owner_of(plan, "newtool/run.sh")) == 1  # a new top-level folder
+    doc = checked(project)
+    assert doc["unowned_files"] == []
+    assert doc["overlaps"] == [] and doc["pattern_overlaps"] == []
+    assert doc["coupling"]["pairs"] == [] and doc["coupling"]["hot_files"] == []
 
 
-def test_asked_for_fewer_streams_independent_areas_are_merged(areas: Repo) -> None:
-    plan, _, out = suggest(areas, "--streams", "2")
-    streams = files_of(plan)
-    assert len(streams) == 2
-    assert ["delta/**", "gamma/**"] in streams.values()
+def test_asked_for_fewer_streams(project: Repo) -> None:
+    plan, _, out = suggest(project, "--streams", "2")
+    assert len(plan["streams"]) == 2
     assert out.startswith("2 streams suggested")
-    checked(areas)
+    assert owner_of(plan, "tests/test_core.py") == owner_of(plan, "src/pkg/core.py")
+    checked(project)
 
 
-def test_a_folder_most_commits_touch_is_split_into_its_subfolders(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo", {"README.md": "hello\n", "src/main.py": "x\n"})
-    add_history(repo, areas_history(top="src/"))
+def test_a_hot_file_that_belongs_to_one_stream_stays_in_it(tmp_path: Path) -> None:
+    """A file changed by most commits, always with one area, is that area's busiest file,
+    not a shared one."""
+    repo = make_repo(tmp_path / "repo", {"README.md": "hello\n"})
+    add_history(repo, [[f"alpha/a{i % 3}.py", "alpha/hub.py"] if i % 2 else [f"beta/b{i % 3}.py"]
+                       for i in range(60)])
     plan, _, _ = suggest(repo)
-    assert files_of(plan) == {
-        "alpha": ["src/alpha/**"],
-        "beta": ["src/beta/**"],
-        "delta": ["src/delta/**", "src/gamma/**"],
-        "omega": ["src/omega/**"],
-    }
-    assert "#   README.md, src/*\n" in (repo.path / "worktree-plan.yaml").read_text()
-    checked(repo)
+    assert "shared" not in plan
+    assert owner_of(plan, "alpha/hub.py") == owner_of(plan, "alpha/a1.py")
+    assert owner_of(plan, "alpha/a1.py") != owner_of(plan, "beta/b1.py")
+    assert checked(repo)["unowned_files"] == []
 
 
-def test_never_overwrites(areas: Repo) -> None:
-    target = areas.path / "worktree-plan.yaml"
+def test_modules_with_tests_pairs_by_name() -> None:
+    units = modules_with_tests([
+        "src/app/core.py", "tests/test_core.py", "pkg/cli.go", "pkg/cli_test.go",
+        "web/view.ts", "web/view.test.ts", "web/view.spec.ts", "tests/test_other.py",
+        "a/util.py", "b/util.py", "b/tests/test_util.py",
+    ])
+    assert units["src/app/core.py"] == ("src/app/core.py", "tests/test_core.py")
+    assert units["pkg/cli.go"] == ("pkg/cli.go", "pkg/cli_test.go")
+    assert units["web/view.ts"] == ("web/view.ts", "web/view.spec.ts", "web/view.test.ts")
+    assert units["tests/test_other.py"] == ("tests/test_other.py",)
+    assert units["b/util.py"] == ("b/util.py", "b/tests/test_util.py")  # the nearest
+    assert units["a/util.py"] == ("a/util.py",)
+
+
+def test_never_overwrites(project: Repo) -> None:
+    target = project.path / "worktree-plan.yaml"
     target.write_text("mine\n")
-    result = run_wtr("init", "--suggest", cwd=areas.path)
+    result = run_wtr("init", "--suggest", cwd=project.path)
     assert result.returncode == 2
     assert result.stderr == f"wtr: {target} already exists; pass another PATH to 'wtr init', " \
                             "or remove it first\n"
@@ -144,11 +196,11 @@ def test_no_history_says_so_and_suggests_folders(repo: Repo) -> None:
     checked(repo)
 
 
-def test_since_and_commits_bound_what_is_read(areas: Repo) -> None:
-    _, _, out = suggest(areas, "--commits", "40", "worktree-plan.yaml")
-    assert out.startswith("3 streams suggested from 40 commits\n")
-    (areas.path / "worktree-plan.yaml").unlink()
-    _, _, out = suggest(areas, "--since", "2999-01-01")
+def test_since_and_commits_bound_what_is_read(project: Repo) -> None:
+    _, _, out = suggest(project, "--commits", "40", "worktree-plan.yaml")
+    assert out.split("\n")[0].endswith(" streams suggested from 40 commits")
+    (project.path / "worktree-plan.yaml").unlink()
+    _, _, out = suggest(project, "--since", "2999-01-01")
     assert out.startswith("note: only 0 commits usable")
 
 
@@ -164,8 +216,8 @@ def test_since_and_commits_bound_what_is_read(areas: Repo) -> None:
      "wtr: cannot read the date 'soonish'; write a date such as 2024-05-01 or an age such "
      "as 6.months\n"),
 ])
-def test_bad_arguments(areas: Repo, args: list[str], message: str) -> None:
-    result = run_wtr("init", *args, cwd=areas.path)
+def test_bad_arguments(project: Repo, args: list[str], message: str) -> None:
+    result = run_wtr("init", *args, cwd=project.path)
     assert result.returncode == 2
     assert result.stderr == message
-    assert not (areas.path / "worktree-plan.yaml").exists()
+    assert not (project.path / "worktree-plan.yaml").exists()

@@ -276,6 +276,9 @@ def _group(evidence: Evidence, wanted: int | None) -> list[Group]:
             recency.append(0.5 ** (age / HALF_LIFE))
     weights: Weights = defaultdict(float)
     for units, weight in zip(touched, recency, strict=True):
+        if len(units) == 1:  # a loop: work on one unit alone keeps it apart
+            unit = next(iter(units))
+            weights[unit, unit] += weight
         for a, b in combinations(sorted(units), 2):
             weights[a, b] += weight / (len(units) - 1)
     nodes = sorted({u for units in touched for u in units})
@@ -493,8 +496,12 @@ class _Drafter:
                 if parent is not None:
                     entries[parent].append((depth, f"!{literal}"))
             return
-        owners = Counter(self.owner[p] for p in tree.files_under(path) if p in self.owner)
-        mine = _most(owners) if owners else parent
+        under = tree.files_under(path)
+        owners = Counter(self.owner[p] for p in under if p in self.owner)
+        if not owners and all(any(hot_match(h, p) for h in self.shared) for p in under):
+            mine = None  # a shared folder: left out of its parent as a whole
+        else:
+            mine = _most(owners) if owners else parent
         if mine != parent:
             if mine is not None:
                 entries[mine].append((depth, f"{literal}/**"))
@@ -662,8 +669,8 @@ class _Render:
         lines = [
             f"  {yaml_scalar(draft.name)}:\n",
             f"    description: {yaml_scalar(listing)}\n",
-            f"    # {draft.commits} of {self.d.total} commits changed these {len(draft.files)} "
-            f"files, {draft.alone} of them nothing else\n",
+            f"    # {draft.commits} of {self.d.total} commits changed {_files(len(draft.files))}, "
+            f"{draft.alone} of them nothing else\n",
             *_files_text(draft.patterns),
             "    prompt: |\n",
             f"      Describe what the agent should do with {listing}.\n",
@@ -695,6 +702,10 @@ class _Render:
             if with_mine >= self.d.ev.coupling.min_support:
                 found.append(pattern)
         return found
+
+
+def _files(n: int) -> str:
+    return "this file" if n == 1 else f"these {n} files"
 
 
 def _files_text(patterns: list[str]) -> list[str]:
