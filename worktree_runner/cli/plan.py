@@ -38,8 +38,8 @@ if TYPE_CHECKING:
               help="Streams from a quick list: 'api:src/api/**,ui:src/ui/**|tests/ui/**'; "
                    "with --suggest, the number of streams wanted.")
 @click.option("--suggest", is_flag=True,
-              help="Propose streams from the history: folders that change together share a "
-                   "stream, coupled streams are ordered, hot files become shared.")
+              help="Propose streams from the history, file by file: a module with its tests, "
+                   "files that change together in one stream, hot files shared.")
 @click.option("--commits", type=click.IntRange(min=1), default=1000, show_default=True,
               help="With --suggest: how many recent commits to learn from.")
 @click.option("--since", metavar="DATE", default=None,
@@ -54,9 +54,13 @@ def init(path: Path | None, repo_dir: Path | None, from_dirs: bool,
 
     \b
     With --suggest the streams come from the branch's history (the last --commits
-    commits, merges and commits changing over 50 files left out): folders that change
-    together land in one stream, streams that still change together get conflicts_with,
-    and hot files (changed by many commits, with several areas) become shared.
+    commits, merges and commits changing over 50 files left out), file by file: a
+    module goes with the tests named after it, files that change together land in one
+    stream, as many streams as the history supports (at most --streams N). Only paths
+    of the base are proposed. Changelogs, lockfiles, news fragments and registries
+    changed with several streams become shared, with the reason; streams that still
+    change together get conflicts_with.
+      wtr init --suggest
       wtr init --suggest --streams 4
     """
     from worktree_runner.plan.starter import (
