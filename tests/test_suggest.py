@@ -149,6 +149,11 @@ def test_asked_for_fewer_streams(project: Repo) -> None:
     assert out.startswith("2 streams suggested")
     assert owner_of(plan, "tests/test_core.py") == owner_of(plan, "src/pkg/core.py")
     checked(project)
+    (project.path / "worktree-plan.yaml").unlink()
+    plan, _, out = suggest(project, "--streams", "1")
+    assert out.startswith("1 stream suggested from 98 commits\n")
+    assert len(plan["streams"]) == 1
+    checked(project)
 
 
 def test_a_hot_file_that_belongs_to_one_stream_stays_in_it(tmp_path: Path) -> None:
@@ -162,6 +167,20 @@ def test_a_hot_file_that_belongs_to_one_stream_stays_in_it(tmp_path: Path) -> No
     assert owner_of(plan, "alpha/hub.py") == owner_of(plan, "alpha/a1.py")
     assert owner_of(plan, "alpha/a1.py") != owner_of(plan, "beta/b1.py")
     assert checked(repo)["unowned_files"] == []
+
+
+def test_a_history_of_hot_files_and_deleted_paths_only_falls_back_to_folders(
+        tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"CHANGES.md": "x\n"})
+    add_history(repo, [["CHANGES.md"], ["old/gone.py", "CHANGES.md"]] * 5)
+    repo.git("rm", "-q", "old/gone.py")
+    repo.git("commit", "-q", "-m", "drop old/")
+    plan, _, out = suggest(repo)
+    assert out.startswith("note: the 12 commits read in the history of main changed only hot "
+                          "files (changelogs, lockfiles, news) or files gone since: nothing "
+                          "to group, so one stream per top-level folder\n")
+    assert list(plan["streams"]) == ["main"]  # the whole repository: no folder is left
+    checked(repo)
 
 
 def test_modules_with_tests_pairs_by_name() -> None:

@@ -107,8 +107,9 @@ def _init_suggested(repo: git.Repository, target: Path, streams: int | None, com
     if suggestion.note:
         click.echo(f"note: {suggestion.note}")
     else:
-        click.echo(f"{len(suggestion.streams)} streams suggested from {suggestion.commits} "
-                   "commits")
+        count = len(suggestion.streams)
+        click.echo(f"{count} stream{'' if count == 1 else 's'} suggested from "
+                   f"{suggestion.commits} commits")
     click.echo(f"wrote {written}; edit it, then run: wtr check {written}")
 
 

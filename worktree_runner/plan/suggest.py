@@ -156,6 +156,11 @@ def suggest_plan(repo: git.Repository, plan_path: Path, streams: int | None = No
                 "per top-level folder")
         return Suggestion(starter_plan(repo, plan_path), [], len(history.commits), note)
     evidence = evidence_from(history, git.tracked_files(repo, head), settings, streams)
+    if not evidence.groups:
+        note = (f"the {commits_text(len(history.commits))} read in the history of {branch} "
+                "changed only hot files (changelogs, lockfiles, news) or files gone since: "
+                "nothing to group, so one stream per top-level folder")
+        return Suggestion(starter_plan(repo, plan_path), [], len(history.commits), note)
     return _Drafter(evidence).plan(repo, plan_path, branch)
 
 
@@ -663,8 +668,9 @@ class _Render:
         return "".join(lines)
 
     def _stream_text(self, draft: StreamDraft) -> str:
-        shown = ", ".join(posixpath.basename(m) for m in draft.modules[:4])
-        more = len(draft.modules) - 4
+        names = list(dict.fromkeys(posixpath.basename(m) for m in draft.modules))
+        shown = ", ".join(names[:4])
+        more = len(names) - 4
         listing = shown + (f" and {more} more" if more > 0 else "")
         lines = [
             f"  {yaml_scalar(draft.name)}:\n",
