@@ -10,8 +10,9 @@ import yaml
 
 from tests.gitrepo import Repo, make_repo, run_wtr
 from tests.history import add_history
+from worktree_runner import git
 from worktree_runner.plan.patterns import compile_patterns
-from worktree_runner.plan.suggest import modules_with_tests
+from worktree_runner.plan.suggest import gather_evidence, modules_with_tests
 
 BASE_FILES = {
     "README.md": "hello\n",
@@ -181,6 +182,19 @@ def test_a_history_of_hot_files_and_deleted_paths_only_falls_back_to_folders(
                           "to group, so one stream per top-level folder\n")
     assert list(plan["streams"]) == ["main"]  # the whole repository: no folder is left
     checked(repo)
+
+
+def test_the_evidence_for_other_planners(project: Repo) -> None:
+    doc = gather_evidence(git.open_repository(project.path), project.head()).to_json()
+    assert (doc["commits"], doc["files"]) == (98, 39)  # 24 of them news fragments
+    assert doc["modules_with_tests"] == {
+        "src/pkg/cli.py": ["tests/test_cli.py"], "src/pkg/core.py": ["tests/test_core.py"],
+        "src/pkg/net.py": ["tests/test_net.py"], "src/pkg/util.py": ["tests/test_util.py"]}
+    assert {(h["path"], h["kind"], h["changes"]) for h in doc["hot"]} >= {
+        ("CHANGES.rst", "changelog", 37), ("src/pkg/__init__.py", "registry", 25),
+        ("news/**", "news fragments", 25), ("poetry.lock", "lockfile", 25)}
+    assert ["src/pkg/core.py"] in [g["units"] for g in doc["groups"]]
+    assert all(g["alone"] <= g["touched"] for g in doc["groups"])
 
 
 def test_modules_with_tests_pairs_by_name() -> None:

@@ -41,7 +41,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from worktree_runner import git
 from worktree_runner.plan.cochange import CouplingReport, commits_text, couple, hot_paths
@@ -121,6 +121,18 @@ class Evidence:
 
     def unit_of(self) -> dict[str, str]:
         return {path: key for key, paths in self.units.items() for path in paths}
+
+    def to_json(self) -> dict[str, Any]:
+        """For a planner: the modules with their tests, the hot candidates and the groups."""
+        return {
+            "commits": len(self.history.commits), "files": len(self.tracked),
+            "modules_with_tests": {key: list(paths[1:]) for key, paths in self.units.items()
+                                   if len(paths) > 1},
+            "hot": [{"path": h.pattern, "kind": h.kind, "changes": h.changes}
+                    for h in self.hot.values()],
+            "groups": [{"units": g.units, "touched": g.touched, "alone": g.alone}
+                       for g in self.groups],
+        }
 
 
 @dataclass
