@@ -240,9 +240,10 @@ def hot_candidates(history: History, tracked: Sequence[str],
         if kind == "news fragments":
             folder = posixpath.dirname(path)
             pattern = f"{literal_pattern(folder)}/**"
-            n = sum(any(history.paths[p].startswith(folder + "/") for p in commit)
-                    for commit in history.commits)
-            found.setdefault(pattern, HotPath(pattern, kind, n))
+            if pattern not in found:
+                n = sum(any(history.paths[p].startswith(folder + "/") for p in commit)
+                        for commit in history.commits)
+                found[pattern] = HotPath(pattern, kind, n)
         elif kind and changes[path]:
             found[path] = HotPath(path, kind, changes[path])
     for path, n in hot_paths(history, settings).items():
@@ -254,7 +255,7 @@ def hot_candidates(history: History, tracked: Sequence[str],
 def _hot_kind(path: str) -> str | None:
     name = posixpath.basename(path)
     folder = posixpath.basename(posixpath.dirname(path))
-    if folder.lower() in _FRAGMENT_FOLDERS and "/" in path:
+    if folder.lower() in _FRAGMENT_FOLDERS and path.count("/") <= 2:
         return "news fragments"
     if name in _LOCKFILES:
         return "lockfile"
@@ -439,7 +440,7 @@ class _Drafter:
             alongside = self._alongside(pattern)
             supported = [g for g, n in alongside.items()
                          if n >= self.ev.coupling.min_support and g not in own]
-            if len(supported) >= 2 or pattern.endswith("/**"):
+            if len(supported) >= 2:
                 self.shared[pattern] = hot.reason(self.total, len(supported))
                 for path in mine:
                     self.owner.pop(path, None)
