@@ -1293,6 +1293,11 @@ def rerere_dir(repo: Repository) -> Path:
     return repo.common_dir / "rr-cache"
 
 
+def exists_at(repo: Repository, commit: str, path: str) -> bool:
+    """Whether ``path`` is in ``commit``'s tree."""
+    return repo.git("cat-file", "-e", f"{commit}:{path}", check=False).ok
+
+
 def blob_at(repo: Repository, tree: str, path: str) -> bytes | None:
     result = subprocess.run([git_executable(), "cat-file", "blob", f"{tree}:{path}"],
                             cwd=repo.root, capture_output=True, env=clean_env(), check=False)

@@ -103,12 +103,20 @@ def _note(stream: dict[str, Any]) -> str:
         return f"accepted: {stream['accepted'].get('reason') or 'no reason given'}"
     failure = stream.get("failure")
     if failure:
-        return f"{failure['kind']}: {failure['message']}"
+        return f"{failure['kind']}: {failure['message']}{_rounds_note(stream)}"
     if stream.get("blocked_by"):
         return f"waits on failed '{stream['blocked_by']}'"
     progress = stream["progress"]
     note = progress.get("message") or ""
     return f"BLOCKED: {note}" if progress.get("blocked") else note
+
+
+def _rounds_note(stream: dict[str, Any]) -> str:
+    """How often the agent was told a failure (or a person's message) before this one."""
+    kinds = [entry.get("kind") for entry in stream.get("attempt_log") or []]
+    said = [f"{plural(kinds.count(kind), word)}" for kind, word in
+            (("feedback", "feedback round"), ("message", "message")) if kind in kinds]
+    return f" (after {' and '.join(said)})" if said else ""
 
 
 def _percent(stream: dict[str, Any]) -> float:
@@ -318,7 +326,9 @@ def transition_line(name: str, data: dict[str, Any],
         return f"{stream}: started" + (f" (attempt {attempt})" if attempt > 1 else "")
     if name == "attempt_started" and data.get("attempt", 1) > seen.get(stream, 1):
         seen[stream] = data["attempt"]
-        return f"{stream}: attempt {data['attempt']}"
+        kind = {"feedback": " (its failure told to the agent)",
+                "message": " (your message told to the agent)"}.get(str(data.get("kind")), "")
+        return f"{stream}: attempt {data['attempt']}{kind}"
     if name == "stream_blocked":
         return f"{stream}: blocked (depends on '{data.get('blocked_by')}', which did not succeed)"
     if name == "stream_finished":

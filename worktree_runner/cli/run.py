@@ -145,12 +145,34 @@ def resume(repo_dir: Path | None, run_id: str | None, retry_failed: bool) -> Non
 @click.argument("streams", nargs=-1, required=True, shell_complete=complete_streams)
 @repo_option
 @run_option
-def retry(streams: tuple[str, ...], repo_dir: Path | None, run_id: str | None) -> None:
-    """Re-run failed STREAMS (new attempts, same worktrees, commits kept), then their dependents."""
+@click.option("--message", "-m", metavar="TEXT",
+              help="Continue each stream's agent session with TEXT (what to do differently) "
+                   "instead of starting a new agent.")
+def retry(streams: tuple[str, ...], repo_dir: Path | None, run_id: str | None,
+          message: str | None) -> None:
+    """Re-run failed STREAMS (new attempts, same worktrees, commits kept), then their dependents.
+
+    \b
+    With --message, the agent's own session goes on with your words: it still has
+    its conversation, and is told what you wrote. A command agent, or a CLI that
+    cannot continue a session, gets a new agent whose prompt holds the stream's
+    prompt and your message (WTR_MESSAGE has it too); wtr says so.
+    \b
+    Example:
+      wtr retry api --message "The tests need a running db: use the fixture in conftest.py"
+    """
     from worktree_runner.run import runner
 
+    if message is not None and not message.strip():
+        raise BadInput("--message is empty", hint="say what the agent should do, or leave "
+                                                  "--message out to start a new attempt")
     repo, store = open_store(repo_dir, run_id)
-    _drive(store, lambda: runner.retry_streams(repo, store, list(streams)))
+    if message is not None:
+        for name in runner.fresh_starts(store, list(streams)):
+            click.echo(f"{name}: no agent session to continue (a command agent, a CLI that "
+                       "cannot resume, or none recorded); a new agent gets the prompt and "
+                       "your message", err=True)
+    _drive(store, lambda: runner.retry_streams(repo, store, list(streams), message))
 
 
 @cli.command()

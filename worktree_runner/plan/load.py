@@ -15,11 +15,13 @@ from worktree_runner.plan import graph
 from worktree_runner.plan.durations import parse_duration
 from worktree_runner.plan.executor import Executor, executor_from
 from worktree_runner.plan.model import (
+    DEFAULT_FEEDBACK,
     DEFAULT_LOG_LIMIT,
     DEFAULT_MAX_PARALLEL,
     DEFAULT_PORT_RANGE,
     DEFAULT_TIMEOUT,
     MAX_ATTEMPTS,
+    MAX_FEEDBACK,
     MIN_LOG_LIMIT,
     Agent,
     Choose,
@@ -44,14 +46,14 @@ TOP_KEYS = frozenset(
     {"version", "name", "base", "target", "max_parallel", "worktrees_dir", "agent", "setup",
      "teardown", "copy", "verify", "shared", "streams", "port_range", "executor",
      "coupling", "pool", "keep_ignored", "sparse",
-     "allow_empty", "log_limit", "sandbox", "writable"}
+     "allow_empty", "log_limit", "sandbox", "writable", "feedback"}
 )
 AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout", "retries", "env"})
 COUPLING_KEYS = frozenset({"min_support", "min_confidence", "hot_share", "commits", "since"})
 STREAM_KEYS = frozenset(
     {"description", "files", "prompt", "depends_on", "conflicts_with", "shared", "verify",
      "on_failure", "agent", "sparse", "context", "allow_empty", "sandbox", "writable",
-     "attempts", "choose", "agents"}
+     "attempts", "choose", "agents", "feedback"}
 )
 ON_FAILURE = ("continue", "stop")
 
@@ -138,6 +140,7 @@ class _Reader:
         self.path = path
         self.warnings: list[str] = []
         self.allow_empty = True
+        self.feedback = DEFAULT_FEEDBACK
 
     def fail(self, path: KeyPath, message: str) -> None:
         self.doc.problem(path, message)
@@ -184,6 +187,7 @@ class _Reader:
         default_agent = self._agent_fields(top.get("agent", {}), ("agent",))
         shared = self.get(top, root, "shared", _patterns, NO_TEXTS)
         self.allow_empty = self.get(top, root, "allow_empty", _bool, True)
+        self.feedback = self.get(top, root, "feedback", _feedback_rounds, DEFAULT_FEEDBACK)
         box = (self.get(top, root, "sandbox", _bool, False),
                self.get(top, root, "writable", _writable, NO_TEXTS))
         streams = self._streams(top, default_agent, shared, box)
@@ -308,6 +312,7 @@ class _Reader:
             sparse=self.get(fields, path, "sparse", _bool, None),
             context=self.get(fields, path, "context", _patterns, NO_TEXTS),
             allow_empty=self.get(fields, path, "allow_empty", _bool, self.allow_empty),
+            feedback=self.get(fields, path, "feedback", _feedback_rounds, self.feedback),
             sandbox=self.get(fields, path, "sandbox", _bool, box[0]),
             writable=(*box[1], *self.get(fields, path, "writable", _writable, NO_TEXTS)),
             attempts=attempts,
@@ -586,6 +591,13 @@ def _non_negative_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError("must be a whole number of at least 0")
     return value
+
+
+def _feedback_rounds(value: Any) -> int:
+    rounds = _non_negative_int(value)
+    if rounds > MAX_FEEDBACK:
+        raise ValueError(f"must be at most {MAX_FEEDBACK} (rounds of feedback to the agent)")
+    return rounds
 
 
 def _strings(value: Any) -> tuple[str, ...]:

@@ -17,6 +17,10 @@ DEFAULT_PORT_RANGE = (41000, 41999)
 POOL_PER_AGENT = 4
 DEFAULT_LOG_LIMIT = 50 * 1024 * 1024
 MIN_LOG_LIMIT = 64 * 1024
+# Rounds in which a failed verify or ownership check is told to the same agent session
+# before the stream fails (``feedback:``).
+DEFAULT_FEEDBACK = 2
+MAX_FEEDBACK = 20
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class Stream:
     context: tuple[str, ...] = ()  # paths a sparse stream reads or builds with
     # False: an agent that exits 0 having changed nothing fails (no_changes), not a warning.
     allow_empty: bool = True
+    feedback: int = DEFAULT_FEEDBACK
     sandbox: bool = False  # run the agent under bubblewrap (worktree_runner/sandbox.py)
     writable: tuple[str, ...] = ()  # more paths writable in the sandbox (~ allowed)
     # Streams declared earlier that this one may not run beside (conflicts_with or a

@@ -160,6 +160,11 @@ class Preset:
         ``{prompt_file}`` placeholders are then that message); None when the CLI cannot."""
         return None
 
+    @property
+    def can_resume(self) -> bool:
+        """Whether this CLI continues a session unattended (its preset says how)."""
+        return type(self).resume is not Preset.resume
+
     def interactive(self, facts: StreamFacts, session: str | None) -> Launch | None:
         """How a person opens ``session`` (or, with None, a new session) in a terminal, in
         the stream's worktree; None when the CLI has no interactive mode to offer."""

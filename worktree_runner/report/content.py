@@ -200,7 +200,8 @@ def _detail(store: RunStore, repo: git.Repository | None, plan: Plan | None,
     if tips is not None and repo is not None:
         _diff(detail, repo, doc, tips)
     detail.attempts = [
-        {"number": str(a.number), "outcome": "succeeded" if a.outcome == "ok" else a.outcome,
+        {"number": str(a.number), "kind": a.kind,
+         "outcome": "succeeded" if a.outcome == "ok" else a.outcome,
          "started": _clock(a.start),
          "took": format_duration((a.end or a.start) - a.start), "message": a.message}
         for a in row.attempts

@@ -24,6 +24,7 @@ class Attempt:
     end: float | None = None
     outcome: str = "running"  # ok | running | a failure kind
     message: str = ""
+    kind: str = "agent"  # agent | retry | feedback | message (the attempt's log entry)
 
 
 @dataclass
@@ -133,7 +134,8 @@ class _Reader:
         last = row.attempts[-1] if row.attempts else None
         if last is not None and last.end is not None and t > last.end:
             row.segments.append(Segment("backoff", last.end, t, "retry back-off"))
-        row.attempts.append(Attempt(int(event.get("attempt") or len(row.attempts) + 1), t))
+        row.attempts.append(Attempt(int(event.get("attempt") or len(row.attempts) + 1), t,
+                                    kind=str(event.get("kind") or "agent")))
 
     def _current(self, row: Row, t: float, event: dict[str, Any]) -> Attempt:
         number = int(event.get("attempt") or 0)

@@ -64,12 +64,14 @@ def _failed_stream(store: RunStore, name: str, action: str) -> StreamRecord:
     return stream
 
 
-def requeue(store: RunStore, names: list[str]) -> None:
-    """``wtr retry``: the named failed streams, and what waits on them, go back to pending."""
+def requeue(store: RunStore, names: list[str], message: str | None = None) -> None:
+    """``wtr retry``: the named failed streams, and what waits on them, go back to pending;
+    with ``message``, each one's next attempt continues its agent's session with it."""
     for name in names:
         _failed_stream(store, name, "retried")
     for name in names:
-        store.update_stream(name, "stream_requeued", status=Status.PENDING.value)
+        store.update_stream(name, "stream_requeued", status=Status.PENDING.value,
+                            **({"message": message} if message is not None else {}))
     _unblock(store)
 
 

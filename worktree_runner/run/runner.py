@@ -24,7 +24,7 @@ from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import render_command
 from worktree_runner.run.scheduler import Hooks, Scheduler
 from worktree_runner.run.state import RunRecord, RunState, RunStore, Status, StreamRecord, now
-from worktree_runner.run.stream import RunContext, run_stream
+from worktree_runner.run.stream import RunContext, preset_of, run_stream
 
 if TYPE_CHECKING:
     from worktree_runner.merge.auto import Lander
@@ -239,10 +239,24 @@ def resume_run(repo: git.Repository, store: RunStore, retry_failed: bool) -> Run
     return run_plan(repo, store, plan, recovered)
 
 
-def retry_streams(repo: git.Repository, store: RunStore, names: list[str]) -> RunRecord:
+def retry_streams(repo: git.Repository, store: RunStore, names: list[str],
+                  message: str | None = None) -> RunRecord:
     plan = load_run_plan(store)
-    recover.requeue(store, names)
+    recover.requeue(store, names, message)
     return run_plan(repo, store, plan)
+
+
+def fresh_starts(store: RunStore, names: list[str]) -> list[str]:
+    """Of ``names``, the streams whose agent session cannot be continued (a ``command``
+    agent, a CLI that cannot resume, or no session recorded): a message starts a new agent."""
+    plan = load_run_plan(store)
+    fresh = []
+    for name in names:
+        preset = preset_of(plan.stream(name)) if name in plan.names else None
+        session = store.record.streams[name].session if name in store.record.streams else None
+        if preset is None or session is None or not preset.can_resume:
+            fresh.append(name)
+    return fresh
 
 
 def load_run_plan(store: RunStore) -> Plan:

@@ -118,6 +118,7 @@ class Failure:
     kind: str  # exit_code | timeout | stalled | setup | ownership | verify | interrupted | error
     message: str
     files: list[str] = field(default_factory=list)
+    output: str | None = None  # verify: the last lines of the failing command's output
 
 
 @dataclass
@@ -156,6 +157,13 @@ class StreamRecord:
     # Best-of-N (run/candidates.py): one entry per candidate, {"attempt", "branch",
     # "status", "failure", "diff_stat", "chosen", ...}; empty for a stream of one attempt.
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    # The agent CLI's session the last attempt belonged to (its preset's ``session()``).
+    session: str | None = None
+    # One entry per attempt: {"attempt", "kind": agent | retry | feedback | message,
+    # "started_at", "resumed": session or None, "finished_at", "failure"}.
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)
+    # A person's message (``wtr retry --message``) the next attempt continues the session with.
+    message: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         document = dict(vars(self))

@@ -42,7 +42,7 @@ def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
             "blocked": bool(progress.get("blocked", False)),
             "at": progress.get("at"),
         },
-        "failure": asdict(stream.failure) if stream.failure else None,
+        "failure": _failure(stream),
         "changed_files": stream.changed_files,
         "started_at": stream.started_at,
         "finished_at": stream.finished_at,
@@ -60,7 +60,19 @@ def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
         # best-of-N: [{attempt, agent, branch, worktree, status, failure, head_commit,
         # diff_stat, chosen, archive, ...}]; empty for a stream of one attempt
         "candidates": [dict(c) for c in stream.candidates],
+        "session": stream.session,
+        "attempt_log": stream.attempt_log,
     }
+
+
+def _failure(stream: StreamRecord) -> dict[str, Any] | None:
+    """``output`` (a failed verify's last lines) only when there is some."""
+    if stream.failure is None:
+        return None
+    document = asdict(stream.failure)
+    if document.get("output") is None:
+        document.pop("output", None)
+    return document
 
 
 def _sync(store: RunStore, name: str) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.pool import Pool
 from worktree_runner.presets import PRESETS, Launch, Preset, StreamFacts
+from worktree_runner.run import feedback
 from worktree_runner.run.agent_report import fill_from_final_message
 from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import DependencyWork, render_command, render_prompt
@@ -348,20 +349,24 @@ def _append_log(ctx: RunContext, name: str, text: str) -> None:
 
 
 def _attempts(ctx: RunContext, stream: Stream, last: Failure | None) -> Failure | None:
-    """Run attempts until one succeeds, retries run out, or the run is stopped."""
+    """Run attempts until one succeeds, retries run out, or the run is stopped. A failure
+    the agent can fix is first told to its session, up to ``feedback`` rounds."""
     previous: list[Failure | None] = [last]
 
     def attempt() -> Failure | None:
         recovered = ctx.recovered.pop(stream.name, None)
         if recovered is not None:
             failure = _finish_attempt(ctx, stream, recovered)
+        elif ctx.store.record.streams[stream.name].message is not None:
+            failure = _person_round(ctx, stream)
         else:
             failure = _attempt(ctx, stream, previous[-1])
+        _end_attempt(ctx, stream.name, failure)
+        while _rounds_left(ctx, stream) and feedback.fixable(failure, stream):
+            assert failure is not None
+            failure = _feedback_round(ctx, stream, failure)
+            _end_attempt(ctx, stream.name, failure)
         previous.append(failure)
-        _append_log(ctx, stream.name, _attempt_end(ctx, stream.name, failure))
-        ctx.store.event("attempt_finished", stream=stream.name,
-                        attempt=ctx.store.record.streams[stream.name].attempts,
-                        failure=asdict(failure) if failure else None)
         return failure
 
     def pause(seconds: float) -> None:
@@ -380,6 +385,30 @@ def _attempts(ctx: RunContext, stream: Stream, last: Failure | None) -> Failure 
     return result
 
 
+def _end_attempt(ctx: RunContext, name: str, failure: Failure | None) -> None:
+    _append_log(ctx, name, _attempt_end(ctx, name, failure))
+    record = ctx.store.record.streams[name]
+    if record.attempt_log:
+        ended = {**record.attempt_log[-1], "finished_at": now(),
+                 "failure": asdict(failure) if failure else None}
+        ctx.store.update_stream(name, attempt_log=[*record.attempt_log[:-1], ended])
+    ctx.store.event("attempt_finished", stream=name, attempt=record.attempts,
+                    failure=asdict(failure) if failure else None)
+
+
+def _rounds_left(ctx: RunContext, stream: Stream) -> int:
+    """Feedback rounds the stream still has: ``feedback`` less those since its last fresh
+    attempt (counted from the attempt log, so a resumed run counts on)."""
+    if ctx.stop.is_set():
+        return 0
+    used = 0
+    for entry in reversed(ctx.store.record.streams[stream.name].attempt_log):
+        if entry.get("kind") != "feedback":
+            break
+        used += 1
+    return max(stream.feedback - used, 0)
+
+
 def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failure | None:
     name = stream.name
     earlier = _earlier_agent(ctx, name)
@@ -389,28 +418,95 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
     # a killed one (a runner and supervisor both killed) and must not work beside a new agent.
     if ctx.store.record.streams[name].attempts and procs.end_tagged(ctx.store.dir, name):
         ctx.store.event("strays_killed", stream=name)
-    worktree, branch = ctx.worktree(name), ctx.branch(name)
-    record = ctx.store.update_stream(name, "attempt_started",
-                                     attempts=ctx.store.record.streams[name].attempts + 1,
-                                     reflog_start=len(git.reflog(worktree, f"refs/heads/{branch}")))
-    prompt = render_prompt(ctx.plan, stream, str(worktree), branch,
-                           _dependency_work(ctx, stream), previous,
-                           str(ctx.store.report_path(name)))
+    kind = "retry" if ctx.store.record.streams[name].attempt_log else "agent"
+    _record_attempt(ctx, stream, kind, None)
+    prompt = _prompt(ctx, stream, previous)
     prompt_file = ctx.store.prompt_path(name)
     _note_replaced(ctx, name, prompt_file, statefs.write_text(prompt_file, prompt))
+    return _start(ctx, stream, prompt, prompt_file, _launch(ctx, stream), {})
+
+
+def _prompt(ctx: RunContext, stream: Stream, previous: Failure | None) -> str:
+    worktree, branch = ctx.worktree(stream.name), ctx.branch(stream.name)
+    return render_prompt(ctx.plan, stream, str(worktree), branch,
+                         _dependency_work(ctx, stream), previous,
+                         str(ctx.store.report_path(stream.name)))
+
+
+def _record_attempt(ctx: RunContext, stream: Stream, kind: str, resumed: str | None) -> None:
+    """The attempt is recorded before its agent starts (a resume then knows of it)."""
+    name, worktree, branch = stream.name, ctx.worktree(stream.name), ctx.branch(stream.name)
+    record = ctx.store.record.streams[name]
+    number = record.attempts + 1
+    entry = {"attempt": number, "kind": kind, "started_at": now(), "resumed": resumed,
+             "finished_at": None, "failure": None}
+    ctx.store.update_stream(name, attempts=number, attempt_log=[*record.attempt_log, entry],
+                            reflog_start=len(git.reflog(worktree, f"refs/heads/{branch}")))
+    ctx.store.event("attempt_started", stream=name, status=record.status, attempt=number,
+                    kind=kind, resumed=resumed)
+
+
+def _feedback_round(ctx: RunContext, stream: Stream, failure: Failure) -> Failure | None:
+    """Tell the agent's session what failed; the checks run again when it exits."""
+    record = ctx.store.record.streams[stream.name]
+    base = record.base_commit or ctx.base_commit
+    undo = [feedback.Undo(path, git.exists_at(ctx.repo, base, path))
+            for path in feedback.outside_scope(failure.files, stream)]
+    rounds = stream.feedback
+    message = feedback.feedback_message(failure, stream, base, undo,
+                                        rounds - _rounds_left(ctx, stream) + 1, rounds)
+    return _continue(ctx, stream, "feedback", message, {"WTR_FEEDBACK": message})
+
+
+def _person_round(ctx: RunContext, stream: Stream) -> Failure | None:
+    """``wtr retry --message``: the session continued with a person's words."""
+    text = ctx.store.record.streams[stream.name].message or ""
+    failure = _continue(ctx, stream, "message", feedback.person_message(text),
+                        {"WTR_MESSAGE": text})
+    ctx.store.update_stream(stream.name, message=None)
+    return failure
+
+
+def _continue(ctx: RunContext, stream: Stream, kind: str, message: str,
+              extra_env: dict[str, str]) -> Failure | None:
+    """Continue the stream's agent session with ``message``; where its CLI cannot (or
+    for a ``command`` agent), a fresh start whose prompt file holds the prompt and it."""
+    name = stream.name
+    session = ctx.store.record.streams[name].session
+    preset = preset_of(stream)
+    resumed = (_resume_launch(ctx, stream, preset, session)
+               if preset is not None and session else None)
+    _record_attempt(ctx, stream, kind, session if resumed is not None else None)
+    if resumed is None:
+        if preset is not None:
+            _append_log(ctx, name, f"wtr: {preset.name} has no session to continue here; a "
+                                   "fresh agent is given the prompt and what happened")
+        prompt = feedback.fresh_start(_prompt(ctx, stream, None), message)
+        prompt_file = ctx.store.prompt_path(name)
+        launch = _launch(ctx, stream)
+    else:
+        prompt, prompt_file, launch = message, ctx.store.stream_dir(name) / "message.md", resumed
+    _note_replaced(ctx, name, prompt_file, statefs.write_text(prompt_file, prompt))
+    return _start(ctx, stream, prompt, prompt_file, launch, extra_env)
+
+
+def _start(ctx: RunContext, stream: Stream, prompt: str, prompt_file: Path,
+           launch: Launch | None, extra_env: dict[str, str]) -> Failure | None:
+    """Start the recorded attempt's agent and see it to its end."""
+    name, worktree, branch = stream.name, ctx.worktree(stream.name), ctx.branch(stream.name)
+    number = ctx.store.record.streams[name].attempts
     values = {"prompt_file": str(prompt_file), "prompt": prompt, "stream": name,
               "worktree": str(worktree), "branch": branch}
-    launch = _launch(ctx, stream)
     template = stream.agent.argv_template() if launch is None else (*launch.argv,
                                                                     *stream.agent.args)
     argv = render_command(template, values)
     if stream.sandbox:
         argv = sandbox.wrap(procs.as_argv(argv), _sandbox_layout(ctx, stream))
-    _append_log(ctx, name, f"--- attempt {record.attempts} at {now()} ---")
+    _append_log(ctx, name, f"--- attempt {number} at {now()} ---")
     log_start = statefs.size(ctx.store.log_path(name))
-    env = _env(ctx, stream, launch.env if launch is not None else None)
+    env = {**_env(ctx, stream, launch.env if launch is not None else None), **extra_env}
     agent = procs.start_agent(argv, worktree, env, ctx.store.log_path(name),
-                              ctx.store.exit_path(name, record.attempts), ctx.plan.log_limit,
+                              ctx.store.exit_path(name, number), ctx.plan.log_limit,
                               bound=ctx.bound_agents)
     faults.point("agent_started", name)
     ctx.store.update_stream(name, "agent_started", pid=agent.pid, pid_start=agent.started,
@@ -430,13 +526,28 @@ def _launch(ctx: RunContext, stream: Stream) -> Launch | None:
     preset = preset_of(stream)
     if preset is None:
         return None
-    worktree, state = ctx.worktree(stream.name), ctx.store.stream_dir(stream.name)
-    launch = preset.launch(StreamFacts(
-        stream=stream.name, worktree=worktree, state_dir=state,
+    return _written(ctx, stream, preset.launch(_facts(ctx, stream)))
+
+
+def _resume_launch(ctx: RunContext, stream: Stream, preset: Preset,
+                   session: str) -> Launch | None:
+    """The preset's continuation of ``session``; None when its CLI cannot continue one."""
+    launch = preset.resume(_facts(ctx, stream), session)
+    return _written(ctx, stream, launch) if launch is not None else None
+
+
+def _facts(ctx: RunContext, stream: Stream) -> StreamFacts:
+    worktree = ctx.worktree(stream.name)
+    return StreamFacts(
+        stream=stream.name, worktree=worktree, state_dir=ctx.store.stream_dir(stream.name),
         git_dir=git.git_dir_of(worktree), git_common_dir=ctx.repo.common_dir,
         scope=stream.scope, wtr_bin=ctx.bin_dir, run_state_dir=ctx.store.dir,
         locks_dir=ctx.repo.state_dir / "locks", as_root=os.geteuid() == 0,
-        sandbox=stream.sandbox, verify=stream.verify))
+        sandbox=stream.sandbox, verify=stream.verify)
+
+
+def _written(ctx: RunContext, stream: Stream, launch: Launch) -> Launch:
+    state = ctx.store.stream_dir(stream.name)
     for file_name, text in launch.files.items():
         path = state / file_name
         _note_replaced(ctx, stream.name, path, statefs.write_text(path, text, 0o600, below=state))
@@ -509,9 +620,10 @@ def _finish_attempt(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Fail
     if fill_from_final_message(ctx.store, stream.name, output, preset):
         ctx.store.event("report_filled", stream=stream.name)
     _note_denials(ctx, stream.name, preset.denials(output) if preset is not None else [])
+    session = preset.session(output) if preset is not None else None
     ctx.store.update_stream(stream.name, "agent_exited", exit_code=agent.exit_code(), pid=None,
-                            adopted=False,
-                            usage=add_usage(record.usage, used))
+                            adopted=False, usage=add_usage(record.usage, used),
+                            session=session or record.session)
     return failure or _check_work(ctx, stream)
 
 
@@ -639,8 +751,9 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
                             warnings=[*others, *warnings])
     if failure is not None:
         return failure
+    held, saved = _hold_outside(ctx, stream)
     if git.commit_all(ctx.repo, worktree, f"{name}: work left uncommitted by the agent",
-                      exclude=ctx.copied()):
+                      exclude=[*ctx.copied(), *held]):
         ctx.store.event("leftovers_committed", stream=name)
     record = ctx.store.record.streams[name]
     head = git.ref_commit(ctx.repo, f"refs/heads/{branch}")
@@ -649,11 +762,13 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
     changed = git.changed_paths(ctx.repo, base, head or base)
     faults.point("ownership_check", name)
     ctx.store.update_stream(name, "work_recorded", head_commit=head, changed_files=changed)
-    scope = compile_patterns(stream.scope)
-    outside = [path for path in changed if not scope.match_file(path)]
-    if outside:
-        return Failure("ownership", f"changed {plural(len(outside), 'file')} outside its files: "
-                       + ", ".join(outside[:10]), outside)
+    outside = feedback.outside_scope(changed, stream)
+    if outside or held:
+        every = sorted({*outside, *held})
+        kept = (f" ({plural(len(held), 'file')} of them left uncommitted for the agent to "
+                f"undo, saved at {saved})" if held else "")
+        return Failure("ownership", f"changed {plural(len(every), 'file')} outside its files: "
+                       + ", ".join(every[:10]) + kept, every)
     copied = sorted(set(changed) & set(ctx.copied()))
     if copied:
         return Failure("ownership", f"committed {plural(len(copied), 'file')} brought in by "
@@ -667,11 +782,36 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
         ctx.store.event("verify_started", stream=name,
                         log_offset=statefs.size(log))
     for command in stream.verify:
-        code = procs.run_logged(command, worktree, _env(ctx, stream), ctx.store.log_path(name),
+        log = ctx.store.log_path(name)
+        since = statefs.size(log)
+        code = procs.run_logged(command, worktree, _env(ctx, stream), log,
                                 timeout=stream.agent.timeout)
         if code != 0:
-            return Failure("verify", f"verify command failed (exit {code}): {command}")
+            output = feedback.tail(attempt_output(log, since) or "").removeprefix(f"$ {command}")
+            return Failure("verify", f"verify command failed (exit {code}): {command}",
+                           output=output.strip("\n") or None)
     return None
+
+
+def _hold_outside(ctx: RunContext, stream: Stream) -> tuple[list[str], str]:
+    """While feedback rounds are left, files the agent changed outside its scope and did not
+    commit stay out of its branch, for it to undo; they are saved under a rescue ref first.
+    With no round left they are committed as any leftover, and the failure shows them."""
+    if not _rounds_left(ctx, stream):
+        return [], ""
+    worktree = ctx.worktree(stream.name)
+    copied = set(ctx.copied())
+    held = [p for p in feedback.outside_scope(git.worktree_dirty(worktree), stream)
+            if p not in copied]
+    if not held:
+        return [], ""
+    snapshot = git.snapshot_worktree(ctx.repo, worktree, f"{stream.name}: changes outside "
+                                     "its files, before feedback", exclude=sorted(copied))
+    if snapshot is None:
+        return [], ""
+    ref, _ = rescue.save_uncommitted(ctx.repo, ctx.run_id, stream.name, snapshot)
+    ctx.store.event("outside_changes_held", stream=stream.name, files=held, ref=ref)
+    return held, ref
 
 
 def _no_changes(ctx: RunContext, stream: Stream) -> Failure | None:
