@@ -70,7 +70,8 @@ def test_a_failed_verify_is_fixed_in_the_second_round(repo: Repo, records: Path)
 
 def test_an_uncommitted_ownership_slip_is_undone_and_never_committed(repo: Repo,
                                                                      records: Path) -> None:
-    first = "echo DB > src/db/models.py; echo SLIP > src/api/orders.py; echo NEW > notes.txt; exit 3"
+    first = ("echo DB > src/db/models.py; echo SLIP > src/api/orders.py; echo NEW > notes.txt; "
+             "exit 3")
     code, doc = run(repo, plan(records, first, UNDO, stream={"verify": []}))
     db = stream_of(doc, "db")
     assert code == 0 and db["status"] == "succeeded", db
@@ -145,8 +146,8 @@ def test_other_failures_are_not_fed_back(repo: Repo, records: Path) -> None:
 
 
 def test_retry_with_a_message_tells_the_agent(repo: Repo, records: Path) -> None:
-    code, doc = run(repo, plan(records, "echo BROKEN > src/db/models.py",
-                               "echo FIXED > src/db/models.py", feedback=0))
+    code, _ = run(repo, plan(records, "echo BROKEN > src/db/models.py",
+                             "echo FIXED > src/db/models.py", feedback=0))
     assert code == 1
     retried = run_wtr("retry", "db", "--message", "Write FIXED, not BROKEN.", cwd=repo.path)
     assert retried.returncode == 0, retried.stderr
@@ -161,6 +162,7 @@ def test_retry_with_a_message_tells_the_agent(repo: Repo, records: Path) -> None
 
 def test_retry_with_an_empty_message_is_refused(repo: Repo, records: Path) -> None:
     code, _ = run(repo, plan(records, "echo BROKEN > src/db/models.py", "", feedback=0))
+    assert code == 1
     refused = run_wtr("retry", "db", "--message", "  ", cwd=repo.path)
     assert refused.returncode == 2 and "--message is empty" in refused.one_line_error()
 

@@ -274,8 +274,8 @@ def _environment(ws: Workspace, bin_dir: Path, extra: Mapping[str, str]) -> dict
            "XDG_DATA_HOME": str(ws.home / ".local" / "share"),
            "XDG_STATE_HOME": str(ws.home / ".local" / "state"),
            "TMPDIR": "/tmp", **extra}
-    if ws.user is not None:
-        env["PYTHONPATH"] = str(ROOT)
+    # The checkout under test, whichever copy of worktree_runner the venv has installed.
+    env["PYTHONPATH"] = str(ROOT)
     return env
 
 
@@ -283,8 +283,9 @@ def run_conformance(preset: str, variant: str, gateway: Gateway,
                     turns: list[dict[str, Any]] | None = None,
                     agent: Mapping[str, Any] | None = None,
                     plan_extra: Mapping[str, Any] | None = None,
-                    timeout: float = 600) -> Outcome:
-    """Run the two-stream plan with ``preset`` in ``variant``; return what happened."""
+                    timeout: float = 600, script: Script | None = None) -> Outcome:
+    """Run the two-stream plan with ``preset`` in ``variant``; return what happened.
+    ``script`` replaces the one made of ``turns``."""
     bin_dir = cli_bin_dir(preset)
     ws = workspace(variant)
     extra = dict(plan_extra or {})
@@ -295,7 +296,7 @@ def run_conformance(preset: str, variant: str, gateway: Gateway,
     initial = {str(ws.repo): git(ws.repo, "rev-parse", "HEAD")}
     if ws.decoy is not None:
         initial[str(ws.decoy)] = git(ws.decoy, "rev-parse", "HEAD")
-    script = Script(turns or standard_turns())
+    script = script or Script(turns or standard_turns())
     with ModelServer(script, log_path=ws.root / "requests.jsonl") as server:
         env = _environment(ws, bin_dir, gateway(server.url, ws.home))
         if ws.user is not None:

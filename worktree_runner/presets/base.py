@@ -95,6 +95,16 @@ def carried_files(source: Path, names: Iterable[str], target: str) -> dict[str, 
     return found
 
 
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+def session_id(value: Any) -> str | None:
+    """A session id an agent printed, when it looks like one: it goes into the argv of the
+    next attempt, so nothing that could read as an option or hold a path is taken."""
+    text = text_of(value)
+    return text if text is not None and _SESSION_ID.fullmatch(text) else None
+
+
 def text_of(value: Any) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
 

@@ -24,6 +24,7 @@ from worktree_runner.presets.base import (
     Preset,
     StreamFacts,
     json_lines,
+    session_id,
     text_of,
     usage_record,
 )
@@ -93,7 +94,7 @@ class _Claude(Preset):
         the result)."""
         found = None
         for record in json_lines(output):
-            found = text_of(record.get("session_id")) or found
+            found = session_id(record.get("session_id")) or found
         return found
 
     def resume(self, facts: StreamFacts, session: str) -> Launch:

@@ -23,6 +23,7 @@ from worktree_runner.presets.base import (
     Preset,
     StreamFacts,
     json_lines,
+    session_id,
     text_of,
     usage_record,
 )
@@ -81,6 +82,23 @@ class _Codex(Preset):
 
     def launch(self, facts: StreamFacts) -> Launch:
         return self.home_of_its_own(facts, "CODEX_HOME", SANDBOX_HOME, _user_home(), CARRIED)
+
+    def session(self, output: str) -> str | None:
+        """The ``thread_id`` of its ``thread.started`` event (a resumed thread keeps its id)."""
+        found = None
+        for record in json_lines(output):
+            if record.get("type") == "thread.started":
+                found = session_id(record.get("thread_id")) or found
+        return found
+
+    def resume(self, facts: StreamFacts, session: str) -> Launch:
+        """``codex exec ... resume <thread> PROMPT`` (0.171.0): the thread, kept in codex's
+        home (the same home as the attempt that started it), goes on with the whole
+        conversation; ``exec``'s own options (``--cd``, ``--json``, the bypass) still apply."""
+        first = self.launch(facts)
+        prompt = first.argv.index("{prompt}")
+        argv = (*first.argv[:prompt], "resume", session, *first.argv[prompt:])
+        return Launch(argv, first.env, first.files)
 
     def usage(self, output: str) -> dict[str, float | None] | None:
         """Tokens summed over the attempt's ``turn.completed`` events. Turns stay unknown:
