@@ -3,17 +3,28 @@
 wtr tells a failure to the agent's session in a message holding "feedback round K of N".
 ``RoundScript`` answers the first prompt with round 0's turns and, from the request that
 carries "feedback round K" on, with round K's; inside a round the turn is chosen by the
-tool results since the round began, so a request only reaches round K's tool calls when
-it carries every earlier round's tool results: a CLI that did not continue its session
-(a fresh start told the failure) gets round K's final text at once and does nothing.
+tool results since the round's first request (a CLI may repeat an earlier result when it
+restores a session: gemini does). Whether the session was continued is seen in the
+requests (``resumed_request``): the round's message beside the earlier rounds' work.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from tests.conformance.modelserver import Script, fill, placeholders
+from tests.conformance.harness import cli_bin_dir, git
+from tests.conformance.modelserver import ModelServer, Script, fill, placeholders
+from tests.gitrepo import IDENTITY
+from worktree_runner.presets import Launch, Preset, StreamFacts
+from worktree_runner.run.prompt import render_command
 
 ROUND = re.compile(r"feedback round (\d+) of \d+")
 
@@ -22,17 +33,21 @@ class RoundScript(Script):
     def __init__(self, rounds: list[list[dict[str, Any]]]) -> None:
         super().__init__([turn for turns in rounds for turn in turns])
         self.rounds = rounds
+        self._began: dict[tuple[str, int], int] = {}  # (stream, round) -> its tool results
+        self._lock = threading.Lock()
 
     def turn(self, request_text: str, tool_results: int) -> dict[str, Any]:
+        found = placeholders(request_text)
         number = min(max((int(n) for n in ROUND.findall(request_text)), default=0),
                      len(self.rounds) - 1)
-        before = sum(1 for turns in self.rounds[:number] for turn in turns if "text" not in turn)
-        turns, index = self.rounds[number], tool_results - before
+        with self._lock:
+            began = self._began.setdefault((found.get("stream", ""), number), tool_results)
+        turns, index = self.rounds[number], tool_results - began
         if 0 <= index < len(turns):
             chosen = turns[index]
         else:
             chosen = next((t for t in reversed(turns) if "text" in t), {"text": "Done."})
-        return fill(chosen, placeholders(request_text))
+        return fill(chosen, found)
 
 
 VERIFY_ROUNDS = [
@@ -67,3 +82,66 @@ def resumed_request(sent: list[dict[str, Any]], name: str, failure: str) -> dict
                 and f"# Task: stream '{name}'" in body):
             return entry
     raise AssertionError(f"no request continued {name}'s session with {failure!r}")
+
+
+@dataclass
+class TwoRounds:
+    first: subprocess.CompletedProcess[str]
+    second: subprocess.CompletedProcess[str] | None
+    session: str | None
+    sent: list[dict[str, Any]]
+
+
+TOLD = ("## Your work did not pass its checks (feedback round 1 of 1)\n\n"
+        "verify: verify command failed (exit 1): python3 run_tests.py alpha\n")
+DIRECT_ROUNDS = [[{"shell": "echo ROUND ONE {stream}"}, {"text": "First round done."}],
+                 [{"shell": "echo ROUND TWO {stream}"}, {"text": "Second round done."}]]
+
+
+def two_rounds(tmp_path: Path, preset: Preset,
+               gateway: Callable[[str, Path], Mapping[str, str]],
+               rounds: list[list[dict[str, Any]]] | None = None,
+               args: tuple[str, ...] = ()) -> TwoRounds:
+    """``preset``'s CLI started as the runner starts it, in a linked worktree of a fresh
+    repository; then its ``resume()`` of the session the first run printed, told ``TOLD``."""
+    repo, worktree, state, home = (tmp_path / n for n in ("repo", "wt", "state", "home"))
+    for folder in (repo, state, home):
+        folder.mkdir()
+    (repo / "README.md").write_text("# two rounds\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    git(repo, "worktree", "add", "-q", "-b", "wtr/p-1/alpha", str(worktree))
+    facts = StreamFacts(stream="alpha", worktree=worktree, state_dir=state,
+                        git_dir=Path(git(worktree, "rev-parse", "--absolute-git-dir")),
+                        git_common_dir=repo / ".git", scope=("src/alpha/**",),
+                        wtr_bin=state, run_state_dir=state.parent, locks_dir=state / "locks",
+                        as_root=os.geteuid() == 0)
+    prompt = (f"# Task: stream 'alpha' of plan 'p'\n\nSay hello.\n\n## Rules\n"
+              f"- You work in the git worktree {worktree}, on branch wtr/p-1/alpha.\n")
+    bin_dir = cli_bin_dir(preset.name)
+    with ModelServer(RoundScript(rounds or DIRECT_ROUNDS)) as server:
+        env = {"PATH": f"{bin_dir}:{Path(shutil.which('node') or '/usr/bin/node').parent}"
+                       ":/usr/bin:/bin",
+               "HOME": str(home), "PWD": str(worktree), **IDENTITY,
+               **gateway(server.url, home)}
+        first = _start(preset.launch(facts), args, state, worktree, prompt, env)
+        session = preset.session(first.stdout + first.stderr)
+        resumed = preset.resume(facts, session) if session else None
+        second = _start(resumed, args, state, worktree, TOLD, env) if resumed else None
+        with server._lock:
+            sent = list(server.requests)
+    return TwoRounds(first, second, session, sent)
+
+
+def _start(launch: Launch, args: tuple[str, ...], state: Path, worktree: Path, prompt: str,
+           env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    for name, text in launch.files.items():
+        (state / name).parent.mkdir(parents=True, exist_ok=True)
+        (state / name).write_text(text)
+    (state / "prompt.md").write_text(prompt)
+    values = {"prompt": prompt, "prompt_file": str(state / "prompt.md"), "stream": "alpha",
+              "worktree": str(worktree), "branch": "wtr/p-1/alpha"}
+    argv = render_command([*launch.argv, *args], values)
+    return subprocess.run(argv, cwd=worktree, env={**env, **launch.env}, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=180, check=False)

@@ -35,6 +35,7 @@ from worktree_runner.presets.base import (
 )
 
 CHAT_HISTORY = "aider.chat.history.md"
+_BANNER = re.compile(r"^Aider v\d", re.MULTILINE)
 INPUT_HISTORY = "aider.input.history"
 _TOKENS = re.compile(r"^Tokens: (?P<sent>[\d.]+k?) sent,(?:.*?,)? (?P<received>[\d.]+k?) "
                      r"received\.(?: Cost: \$(?P<cost>[\d.]+) message)?", re.MULTILINE)
@@ -100,6 +101,18 @@ class _Aider(Preset):
         tests = ("--test-cmd", " && ".join(facts.verify), "--auto-test") if facts.verify else ()
         return Launch((*self.argv, *files, *tests),
                       env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+
+    def session(self, output: str) -> str | None:
+        """Aider has no session id: its session is the chat history it keeps in the
+        stream's state folder, there once it has started (its banner, ``Aider v...``)."""
+        return CHAT_HISTORY if _BANNER.search(output) else None
+
+    def resume(self, facts: StreamFacts, session: str) -> Launch:
+        """``--restore-chat-history``: aider reads the chat history file back into the
+        conversation (the Markdown transcript it wrote, not the exact model messages, and
+        summarised past --max-chat-history-tokens) and goes on with the new message."""
+        first = self.launch(facts)
+        return Launch((*first.argv, "--restore-chat-history"), first.env, first.files)
 
     def usage(self, output: str) -> dict[str, float | None] | None:
         sent = [r["properties"] for r in json_lines(output)

@@ -32,6 +32,7 @@ from worktree_runner.presets.base import (
     Preset,
     StreamFacts,
     json_lines,
+    session_id,
     text_of,
     usage_record,
 )
@@ -75,6 +76,22 @@ class _Gemini(Preset):
     def launch(self, facts: StreamFacts) -> Launch:
         return self.home_of_its_own(facts, "GEMINI_CLI_HOME", SANDBOX_HOME,
                                     Path.home() / ".gemini", CARRIED, inside=".gemini")
+
+    def session(self, output: str) -> str | None:
+        """The ``session_id`` of its stream-json ``init`` record."""
+        found = None
+        for record in json_lines(output):
+            if record.get("type") == "init":
+                found = session_id(record.get("session_id")) or found
+        return found
+
+    def resume(self, facts: StreamFacts, session: str) -> Launch:
+        """``--resume <session id>`` (0.61.0 takes the id as well as "latest" or an index):
+        the session is kept under its home per project folder, the stream's worktree."""
+        first = self.launch(facts)
+        prompt = first.argv.index("--prompt")
+        argv = (*first.argv[:prompt], "--resume", session, *first.argv[prompt:])
+        return Launch(argv, first.env, first.files)
 
     def usage(self, output: str) -> dict[str, float | None] | None:
         stats = None

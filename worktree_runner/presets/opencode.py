@@ -43,6 +43,7 @@ from worktree_runner.presets.base import (
     StreamFacts,
     json_lines,
     number,
+    session_id,
     text_of,
     usage_record,
 )
@@ -121,6 +122,21 @@ class _Opencode(Preset):
             env["XDG_CACHE_HOME"] = str(facts.state_dir / CACHE_DIR)
         config = {**RUN_CONFIG, "instructions": [str(facts.worktree / n) for n in INSTRUCTIONS]}
         return Launch(self.argv, env, {CONFIG_FILE: json.dumps(config, indent=1)})
+
+    def session(self, output: str) -> str | None:
+        """The ``sessionID`` its json events carry."""
+        found = None
+        for record in json_lines(output):
+            found = session_id(record.get("sessionID")) or found
+        return found
+
+    def resume(self, facts: StreamFacts, session: str) -> Launch:
+        """``run --session <id>``: the session, kept in the database in the stream's state
+        folder (``OPENCODE_DB``), goes on with its whole conversation."""
+        first = self.launch(facts)
+        prompt = first.argv.index("{prompt}")
+        argv = (*first.argv[:prompt], "--session", session, *first.argv[prompt:])
+        return Launch(argv, first.env, first.files)
 
     def usage(self, output: str) -> dict[str, float | None] | None:
         steps = [_mapping(e.get("part")) for e in _events(output, "step_finish")]
