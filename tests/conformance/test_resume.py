@@ -4,6 +4,7 @@ first run's conversation and the new message (tests/conformance/rounds.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,24 @@ def test_aider_restores_its_chat_history(tmp_path: Path) -> None:
     assert done.second.returncode == 0, done.second.stdout[-3000:] + done.second.stderr[-3000:]
     resumed_request(done.sent, "alpha", TOLD.splitlines()[0])
     assert "ROUND TWO alpha: told, and done." in done.second.stdout
+
+
+def test_session_ids_come_from_each_clis_own_output() -> None:
+    samples = Path(__file__).parent / "samples"
+    assert PRESETS["codex"].session((samples / "codex-exec.jsonl").read_text()) == (
+        "01a242c5-b6fc-7441-b0bb-17b4335863f9")
+    assert PRESETS["gemini"].session((samples / "gemini-stream-json.log").read_text()) == (
+        "d103c1a9-12df-4fa9-9eff-e8aaef0b9b34")
+    assert PRESETS["opencode"].session((samples / "opencode-run.jsonl").read_text()) == (
+        "ses_dbd355a3dffedm1ZXzhql1YGUv")
+    assert PRESETS["aider"].session((samples / "aider-two-replies.log").read_text()) == (
+        "aider.chat.history.md")
+    for name in PRESETS:
+        assert PRESETS[name].session("the CLI crashed before it said anything\n") is None
+
+
+@pytest.mark.parametrize("printed", ["--config=/tmp/evil", "../../x", "a b", "", "x" * 200])
+def test_a_session_id_that_could_be_an_option_or_a_path_is_not_taken(printed: str) -> None:
+    line = json.dumps({"type": "thread.started", "thread_id": printed})
+    assert PRESETS["codex"].session(line) is None
+    assert PRESETS["claude"].session(json.dumps({"session_id": printed})) is None
