@@ -30,16 +30,24 @@ ROUND = re.compile(r"feedback round (\d+) of \d+")
 
 
 class RoundScript(Script):
-    def __init__(self, rounds: list[list[dict[str, Any]]]) -> None:
+    """``starts``, when given, are the texts that begin rounds 1, 2, ... instead."""
+
+    def __init__(self, rounds: list[list[dict[str, Any]]],
+                 starts: tuple[str, ...] = ()) -> None:
         super().__init__([turn for turns in rounds for turn in turns])
         self.rounds = rounds
+        self.starts = starts
         self._began: dict[tuple[str, int], int] = {}  # (stream, round) -> its tool results
         self._lock = threading.Lock()
 
     def turn(self, request_text: str, tool_results: int) -> dict[str, Any]:
         found = placeholders(request_text)
-        number = min(max((int(n) for n in ROUND.findall(request_text)), default=0),
-                     len(self.rounds) - 1)
+        if self.starts:
+            number = max((k for k, text in enumerate(self.starts, 1) if text in request_text),
+                         default=0)
+        else:
+            number = max((int(n) for n in ROUND.findall(request_text)), default=0)
+        number = min(number, len(self.rounds) - 1)
         with self._lock:
             began = self._began.setdefault((found.get("stream", ""), number), tool_results)
         turns, index = self.rounds[number], tool_results - began

@@ -8,12 +8,26 @@ request that carries the first round's conversation: a continued session, not a 
 
 from __future__ import annotations
 
+import json
+import subprocess
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conformance import test_claude, test_codex
-from tests.conformance.harness import STREAMS, Outcome, run_conformance
+from tests.conformance.harness import (
+    STREAMS,
+    Outcome,
+    _environment,
+    _wtr_argv,
+    cli_bin_dir,
+    git,
+    plan_for,
+    run_conformance,
+    workspace,
+)
+from tests.conformance.modelserver import ModelServer
 from tests.conformance.rounds import (
     OWNERSHIP_ROUNDS,
     VERIFY_ROUNDS,
@@ -22,6 +36,7 @@ from tests.conformance.rounds import (
 )
 
 GATEWAYS = {"claude": test_claude.gateway, "codex": test_codex.gateway}
+PERSON = "The tests want a function value() that returns 42; please add it."
 
 
 def _assert_round_two(outcome: Outcome, name: str, failure: str) -> dict[str, Any]:
@@ -61,3 +76,37 @@ def test_an_ownership_slip_is_corrected_in_the_same_session(preset: str) -> None
         subjects = outcome.git("log", "--format=%s",
                                f"{stream['base_commit']}..{stream['branch']}").splitlines()
         assert f"{name}: put README.md back" in subjects  # the slip stays in history
+
+
+@pytest.mark.parametrize("preset", sorted(GATEWAYS))
+def test_retry_with_a_message_continues_the_session(preset: str) -> None:
+    """``feedback: 0``: the verify failure fails the streams; ``wtr retry --message`` then
+    continues each one's session with a person's words, which fix it."""
+    ws = workspace("checkout")
+    plan_path = ws.root / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(plan_for(preset, plan_extra={"feedback": 0}),
+                                        sort_keys=False))
+    with ModelServer(RoundScript(VERIFY_ROUNDS, starts=(PERSON,))) as server:
+        env = _environment(ws, cli_bin_dir(preset), GATEWAYS[preset](server.url, ws.home))
+
+        def wtr(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(_wtr_argv(ws, *args, "--repo", str(ws.repo)), cwd=ws.repo,
+                                  env=env, capture_output=True, text=True, timeout=600,
+                                  check=False)
+
+        ran = wtr("run", str(plan_path))
+        assert ran.returncode == 1, ran.stdout + ran.stderr
+        retried = wtr("retry", *STREAMS, "--message", PERSON)
+        status = json.loads(wtr("status", "--json").stdout)
+        with server._lock:
+            sent = list(server.requests)
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert "no agent session to continue" not in retried.stderr
+    for name in STREAMS:
+        stream = next(s for s in status["streams"] if s["name"] == name)
+        assert stream["status"] == "succeeded", stream
+        log = stream["attempt_log"]
+        assert [entry["kind"] for entry in log] == ["agent", "message"], log
+        assert log[1]["resumed"] == stream["session"] and stream["session"], log
+        resumed_request(sent, name, PERSON)
+        assert "def value" in git(ws.repo, "show", f"{stream['branch']}:src/{name}/feature.py")

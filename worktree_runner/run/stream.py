@@ -440,8 +440,10 @@ def _record_attempt(ctx: RunContext, stream: Stream, kind: str, resumed: str | N
     number = record.attempts + 1
     entry = {"attempt": number, "kind": kind, "started_at": now(), "resumed": resumed,
              "finished_at": None, "failure": None}
+    # (a person's message is taken by the attempt that tells it, in the same write)
     ctx.store.update_stream(name, attempts=number, attempt_log=[*record.attempt_log, entry],
-                            reflog_start=len(git.reflog(worktree, f"refs/heads/{branch}")))
+                            reflog_start=len(git.reflog(worktree, f"refs/heads/{branch}")),
+                            **({"message": None} if kind == "message" else {}))
     ctx.store.event("attempt_started", stream=name, status=record.status, attempt=number,
                     kind=kind, resumed=resumed)
 
@@ -461,10 +463,8 @@ def _feedback_round(ctx: RunContext, stream: Stream, failure: Failure) -> Failur
 def _person_round(ctx: RunContext, stream: Stream) -> Failure | None:
     """``wtr retry --message``: the session continued with a person's words."""
     text = ctx.store.record.streams[stream.name].message or ""
-    failure = _continue(ctx, stream, "message", feedback.person_message(text),
-                        {"WTR_MESSAGE": text})
-    ctx.store.update_stream(stream.name, message=None)
-    return failure
+    return _continue(ctx, stream, "message", feedback.person_message(text),
+                     {"WTR_MESSAGE": text})
 
 
 def _continue(ctx: RunContext, stream: Stream, kind: str, message: str,
