@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.gitrepo import Repo, run_wtr
-from tests.runhelp import agent_plan, stream_of
+from tests.runhelp import agent_plan, stream_of, wait_for
 
 AGENT = Path(__file__).resolve().parent / "agents" / "feedback_agent.py"
 VERIFY = "cat src/db/models.py; grep -q FIXED src/db/models.py"
@@ -173,3 +175,23 @@ def test_feedback_must_be_a_small_count(repo: Repo, records: Path, value: Any) -
         document = plan(records, "", "", **where)
         checked = run_wtr("check", repo.write_plan(document), cwd=repo.path)
         assert checked.returncode == 2 and "feedback" in checked.stderr, checked.stderr
+
+
+def test_a_runner_killed_during_a_round_is_resumed_without_a_second_agent(
+        repo: Repo, records: Path) -> None:
+    """kill -9 of the runner while the feedback round's agent works: ``wtr resume`` adopts
+    that agent, checks its work, and starts no other; the round counts as one."""
+    fix = "sleep 2; echo FIXED > src/db/models.py"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "worktree_runner", "run",
+         str(repo.write_plan(plan(records, "echo BROKEN > src/db/models.py", fix)))],
+        cwd=repo.path, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: len(seen(records)) == 2)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    resumed = run_wtr("resume", cwd=repo.path)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    db = stream_of(run_wtr("status", "--json", cwd=repo.path).json(), "db")
+    assert db["status"] == "succeeded" and kinds(db) == ["agent", "feedback"], db
+    assert len(seen(records)) == 2
+    assert repo.git("show", f"{db['branch']}:src/db/models.py") == "FIXED"
