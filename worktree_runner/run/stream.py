@@ -462,7 +462,10 @@ def _feedback_round(ctx: RunContext, stream: Stream, failure: Failure) -> Failur
 
 def _person_round(ctx: RunContext, stream: Stream) -> Failure | None:
     """``wtr retry --message``: the session continued with a person's words."""
-    text = ctx.store.record.streams[stream.name].message or ""
+    record = ctx.store.record.streams[stream.name]
+    if record.attempts and procs.end_tagged(ctx.store.dir, stream.name):
+        ctx.store.event("strays_killed", stream=stream.name)  # (as before a new attempt)
+    text = record.message or ""
     return _continue(ctx, stream, "message", feedback.person_message(text),
                      {"WTR_MESSAGE": text})
 
