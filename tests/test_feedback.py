@@ -30,9 +30,14 @@ def plan(records: Path, first: str, fix: str, **top: Any) -> dict[str, Any]:
 
 
 def run(repo: Repo, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    code, doc, _ = run_with_output(repo, document)
+    return code, doc
+
+
+def run_with_output(repo: Repo, document: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
     result = run_wtr("run", repo.write_plan(document), cwd=repo.path)
     doc = run_wtr("status", "--json", cwd=repo.path).json()
-    return result.returncode, doc
+    return result.returncode, doc, result.stdout + result.stderr
 
 
 def seen(records: Path) -> list[dict[str, Any]]:
@@ -51,9 +56,10 @@ def records(tmp_path: Path) -> Path:
     return folder
 
 
-def test_a_failed_verify_is_fixed_in_the_second_round(repo: Repo, records: Path) -> None:
-    code, doc = run(repo, plan(records, "echo BROKEN > src/db/models.py",
-                               "echo FIXED > src/db/models.py"))
+def test_a_failed_verify_is_fixed_in_the_second_round(repo: Repo, records: Path,
+                                                       tmp_path: Path) -> None:
+    code, doc, said = run_with_output(repo, plan(records, "echo BROKEN > src/db/models.py",
+                                                 "echo FIXED > src/db/models.py"))
     db = stream_of(doc, "db")
     assert code == 0 and db["status"] == "succeeded", db
     assert db["attempts"] == 2 and kinds(db) == ["agent", "feedback"]
@@ -68,6 +74,10 @@ def test_a_failed_verify_is_fixed_in_the_second_round(repo: Repo, records: Path)
     assert told["feedback"] in told["prompt"] and "do the db work" in told["prompt"]
     assert seen(records)[0]["feedback"] is None
     assert repo.git("show", f"{db['branch']}:src/db/models.py") == "FIXED"
+    assert "db: attempt 2 (its failure told to the agent)" in said
+    report = tmp_path / "report.html"
+    assert run_wtr("report", "-o", report, cwd=repo.path).returncode == 0
+    assert "<td>feedback</td>" in report.read_text()
 
 
 def test_an_uncommitted_ownership_slip_is_undone_and_never_committed(repo: Repo,
