@@ -33,6 +33,7 @@ agent:                    # the default agent of every stream
   timeout: 1h             # killed after this long
   # stall_timeout: 10m    # killed after this long with no output and no 'wtr progress'
   retries: 0              # extra attempts after a failure
+# feedback: 2             # a failed verify or ownership check is told to the agent this often
 
 # setup: ["npm ci"]       # run in each new worktree before its agent
 # copy: [".env"]          # untracked files copied into each new worktree
