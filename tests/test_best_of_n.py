@@ -26,10 +26,11 @@ def candidate(**env: str) -> dict[str, Any]:
 
 def best_of(agents: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
     """A plan of one best-of-N stream ``api`` (owning src/api/**), checked by a verify that
-    passes only when src/api/ok holds 'yes'."""
+    passes only when src/api/ok holds 'yes'. One agent per candidate (``feedback: 0``):
+    a candidate that fails its gates is not told so and started again."""
     return agent_plan({"api": {
         "files": ["src/api/**"], "attempts": len(agents), "agents": agents,
-        "verify": ["grep -qx yes src/api/ok"], **spec}})
+        "verify": ["grep -qx yes src/api/ok"], "feedback": 0, **spec}})
 
 
 def run(repo: Repo, plan: dict[str, Any], *args: str) -> tuple[Any, dict[str, Any]]:

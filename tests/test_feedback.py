@@ -205,3 +205,23 @@ def test_a_runner_killed_during_a_round_is_resumed_without_a_second_agent(
     assert db["status"] == "succeeded" and kinds(db) == ["agent", "feedback"], db
     assert len(seen(records)) == 2
     assert repo.git("show", f"{db['branch']}:src/db/models.py") == "FIXED"
+
+
+def test_each_best_of_n_candidate_is_told_its_own_failure(repo: Repo, tmp_path: Path) -> None:
+    folders = [tmp_path / "one", tmp_path / "two"]
+    for folder in folders:
+        folder.mkdir()
+    told = {"env": {"FB_RECORD": str(folders[0]), "FB_FIRST": "echo BROKEN > src/db/models.py",
+                    "FB_FIX": "echo FIXED > src/db/models.py"}}
+    deaf = {"env": {"FB_RECORD": str(folders[1]), "FB_FIRST": "echo BROKEN > src/db/models.py",
+                    "FB_FIX": "echo STILL BROKEN > src/db/models.py"}}
+    document = plan(folders[0], "", "", feedback=1,
+                    stream={"attempts": 2, "agents": [told, deaf]})
+    code, doc = run(repo, document)
+    db = stream_of(doc, "db")
+    assert code == 0 and db["status"] == "succeeded", db
+    found = [(c["attempt"], c["status"], c["attempts"], c["chosen"]) for c in db["candidates"]]
+    assert found == [(1, "succeeded", 2, True), (2, "failed", 2, False)], found
+    for folder in folders:
+        assert "verify command failed" in seen(folder)[1]["feedback"]
+    assert repo.git("show", f"{db['branch']}:src/db/models.py") == "FIXED"
