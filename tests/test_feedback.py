@@ -22,6 +22,8 @@ UNDO = "printf '%s\\n' \"$WTR_FEEDBACK\" | grep '^    git ' | sh -e"
 
 
 def plan(records: Path, first: str, fix: str, **top: Any) -> dict[str, Any]:
+    """A command agent's plan; it reads WTR_FEEDBACK, so it asks for 2 rounds unless told."""
+    top.setdefault("feedback", 2)
     stream = {"files": ["src/db/**"], "verify": [VERIFY],
               "env": {"FB_RECORD": str(records), "FB_FIRST": first, "FB_FIX": fix}}
     stream.update(top.pop("stream", {}))
@@ -148,6 +150,18 @@ def test_feedback_zero_fails_at_once(repo: Repo, records: Path) -> None:
     db = stream_of(doc, "db")
     assert code == 1 and db["failure"]["kind"] == "verify"
     assert db["attempts"] == 1 and kinds(db) == ["agent"] and len(seen(records)) == 1
+
+
+def test_a_command_agent_gets_no_feedback_unless_the_plan_asks(repo: Repo,
+                                                               records: Path) -> None:
+    """A script need not read WTR_FEEDBACK: without ``feedback:`` it fails at once, as a
+    preset's agent (a CLI session to continue) would only after its 2 rounds."""
+    document = plan(records, "echo BROKEN > src/db/models.py", "echo FIXED > src/db/models.py")
+    del document["feedback"]
+    code, doc = run(repo, document)
+    db = stream_of(doc, "db")
+    assert code == 1 and db["failure"]["kind"] == "verify"
+    assert kinds(db) == ["agent"] and len(seen(records)) == 1
 
 
 def test_other_failures_are_not_fed_back(repo: Repo, records: Path) -> None:

@@ -15,7 +15,6 @@ from worktree_runner.plan import graph
 from worktree_runner.plan.durations import parse_duration
 from worktree_runner.plan.executor import Executor, executor_from
 from worktree_runner.plan.model import (
-    DEFAULT_FEEDBACK,
     DEFAULT_LOG_LIMIT,
     DEFAULT_MAX_PARALLEL,
     DEFAULT_PORT_RANGE,
@@ -140,7 +139,7 @@ class _Reader:
         self.path = path
         self.warnings: list[str] = []
         self.allow_empty = True
-        self.feedback = DEFAULT_FEEDBACK
+        self.feedback: int | None = None
 
     def fail(self, path: KeyPath, message: str) -> None:
         self.doc.problem(path, message)
@@ -187,7 +186,7 @@ class _Reader:
         default_agent = self._agent_fields(top.get("agent", {}), ("agent",))
         shared = self.get(top, root, "shared", _patterns, NO_TEXTS)
         self.allow_empty = self.get(top, root, "allow_empty", _bool, True)
-        self.feedback = self.get(top, root, "feedback", _feedback_rounds, DEFAULT_FEEDBACK)
+        self.feedback = self.get(top, root, "feedback", _feedback_rounds, None)
         box = (self.get(top, root, "sandbox", _bool, False),
                self.get(top, root, "writable", _writable, NO_TEXTS))
         streams = self._streams(top, default_agent, shared, box)

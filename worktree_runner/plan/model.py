@@ -18,7 +18,8 @@ POOL_PER_AGENT = 4
 DEFAULT_LOG_LIMIT = 50 * 1024 * 1024
 MIN_LOG_LIMIT = 64 * 1024
 # Rounds in which a failed verify or ownership check is told to the same agent session
-# before the stream fails (``feedback:``).
+# before the stream fails (``feedback:``). A preset's CLI keeps a conversation to tell it
+# in; a ``command`` agent gets them only when the plan asks (a script may not read them).
 DEFAULT_FEEDBACK = 2
 MAX_FEEDBACK = 20
 
@@ -95,7 +96,7 @@ class Stream:
     context: tuple[str, ...] = ()  # paths a sparse stream reads or builds with
     # False: an agent that exits 0 having changed nothing fails (no_changes), not a warning.
     allow_empty: bool = True
-    feedback: int = DEFAULT_FEEDBACK
+    feedback: int | None = None  # None: DEFAULT_FEEDBACK for a preset, 0 for a command
     sandbox: bool = False  # run the agent under bubblewrap (worktree_runner/sandbox.py)
     writable: tuple[str, ...] = ()  # more paths writable in the sandbox (~ allowed)
     # Streams declared earlier that this one may not run beside (conflicts_with or a
@@ -122,6 +123,14 @@ class Stream:
     def candidate_agent(self, attempt: int) -> Agent:
         """The agent of candidate ``attempt`` (1-based)."""
         return self.agents[(attempt - 1) % len(self.agents)] if self.agents else self.agent
+
+    @property
+    def feedback_rounds(self) -> int:
+        """Rounds of feedback this stream's agent gets: ``feedback`` as the plan says, else
+        DEFAULT_FEEDBACK for a preset (a CLI session to continue) and none for a command."""
+        if self.feedback is not None:
+            return self.feedback
+        return DEFAULT_FEEDBACK if self.agent.command is None else 0
 
     @property
     def scope(self) -> tuple[str, ...]:

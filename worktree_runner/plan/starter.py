@@ -34,6 +34,7 @@ agent:                    # the default agent of every stream
   # stall_timeout: 10m    # killed after this long with no output and no 'wtr progress'
   retries: 0              # extra attempts after a failure
 # feedback: 2             # a failed verify or ownership check is told to the agent this often
+                          # (default: 2 for a preset, 0 for a command agent)
 
 # setup: ["npm ci"]       # run in each new worktree before its agent
 # copy: [".env"]          # untracked files copied into each new worktree

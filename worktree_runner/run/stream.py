@@ -406,7 +406,7 @@ def _rounds_left(ctx: RunContext, stream: Stream) -> int:
         if entry.get("kind") != "feedback":
             break
         used += 1
-    return max(stream.feedback - used, 0)
+    return max(stream.feedback_rounds - used, 0)
 
 
 def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failure | None:
@@ -454,7 +454,7 @@ def _feedback_round(ctx: RunContext, stream: Stream, failure: Failure) -> Failur
     base = record.base_commit or ctx.base_commit
     undo = [feedback.Undo(path, git.exists_at(ctx.repo, base, path))
             for path in feedback.outside_scope(failure.files, stream)]
-    rounds = stream.feedback
+    rounds = stream.feedback_rounds
     message = feedback.feedback_message(failure, stream, base, undo,
                                         rounds - _rounds_left(ctx, stream) + 1, rounds)
     return _continue(ctx, stream, "feedback", message, {"WTR_FEEDBACK": message})
