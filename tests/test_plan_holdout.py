@@ -114,3 +114,12 @@ def test_the_default_planner_is_init_suggest_and_a_bundle_works(history: Repo,
 def test_failures_say_why_and_exit_1(history: Repo, args: list[str], message: str) -> None:
     done = script("plan-holdout", history.path, *args, cwd=history.path.parent)
     assert (done.returncode, done.stderr, done.stdout) == (1, message, "")
+
+
+def test_a_measured_project_does_not_shadow_what_wtr_imports(tmp_path: Path) -> None:
+    """Measuring click itself: its top-level 'click/' package is not the click wtr runs on."""
+    repo = make_repo(tmp_path / "click", {"click/__init__.py": "raise SystemExit(9)\n",
+                                          "tests/test_core.py": "\n"})
+    add_history(repo, [["click/core.py", "tests/test_core.py"], ["docs/index.rst"]] * 8)
+    doc = measure(repo, "--holdout", "4")
+    assert doc["holdout"] == 4 and doc["streams"] >= 1

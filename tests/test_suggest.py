@@ -12,7 +12,7 @@ from tests.gitrepo import Repo, make_repo, run_wtr
 from tests.history import add_history
 from worktree_runner import git
 from worktree_runner.plan.patterns import compile_patterns
-from worktree_runner.plan.suggest import gather_evidence, modules_with_tests
+from worktree_runner.plan.suggest import HotPath, gather_evidence, kind_pattern, modules_with_tests
 
 BASE_FILES = {
     "README.md": "hello\n",
@@ -115,18 +115,20 @@ def test_a_module_goes_with_its_tests_and_each_kind_of_work_gets_a_stream(
 
 def test_hot_files_are_shared_with_the_reason(project: Repo) -> None:
     plan, text, _ = suggest(project)
-    assert plan["shared"] == ["CHANGES.rst", "news/**", "src/pkg/__init__.py"]
-    assert '  - "CHANGES.rst"    # changelog: changed by 37 of 98 commits, with the files ' \
-           'of 3 streams\n' in text
+    # The changelog is shared as its kind: the project may move to CHANGES.md later.
+    assert plan["shared"] == ["CHANGES.*", "news/**", "src/pkg/__init__.py"]
+    assert '  - "CHANGES.*"    # changelog: changed by 37 of 98 commits, with the files ' \
+           'of 3 streams (as CHANGES.*: the same file in another format later)\n' in text
     assert '  - "src/pkg/__init__.py"    # registry: changed by 25 of 98 commits, with the ' \
            'files of 3 streams\n' in text
     assert '  - "news/**"    # news fragments: changed by 25 of 98 commits, with the files ' \
            'of 2 streams\n' in text
-    for path in ("CHANGES.rst", "src/pkg/__init__.py", "news/.gitignore", "news/9.bugfix.rst"):
+    for path in ("CHANGES.rst", "CHANGES.md", "src/pkg/__init__.py", "news/.gitignore",
+                 "news/9.bugfix.rst"):
         assert owner_of(plan, path) == [], path
     # The lockfile changes with one stream only: it is that stream's, not shared.
     assert owner_of(plan, "poetry.lock") == owner_of(plan, "src/pkg/net.py")
-    assert "    # shared: [\"CHANGES.rst\", \"news/**\", \"src/pkg/__init__.py\"]   # changed " \
+    assert "    # shared: [\"CHANGES.*\", \"news/**\", \"src/pkg/__init__.py\"]   # changed " \
            "with these files" in text
 
 
@@ -138,6 +140,11 @@ def test_only_paths_of_the_base_and_new_files_are_owned(project: Repo) -> None:
     assert len(owner_of(plan, "src/pkg/fresh.py")) == 1
     assert len(owner_of(plan, "docs/new-page.rst")) == 1
     assert len(owner_of(plan, "newtool/run.sh")) == 1  # a new top-level folder
+    # and new top-level files (a pyproject.toml, a uv.lock), by the stream holding the root
+    root = owner_of(plan, "README.md")
+    assert len(root) == 1
+    assert owner_of(plan, "pyproject.toml") == owner_of(plan, "uv.lock") == root
+    checked(project)
     doc = checked(project)
     assert doc["unowned_files"] == []
     assert doc["overlaps"] == [] and doc["pattern_overlaps"] == []
@@ -168,6 +175,39 @@ def test_a_hot_file_that_belongs_to_one_stream_stays_in_it(tmp_path: Path) -> No
     assert owner_of(plan, "alpha/hub.py") == owner_of(plan, "alpha/a1.py")
     assert owner_of(plan, "alpha/a1.py") != owner_of(plan, "beta/b1.py")
     assert checked(repo)["unowned_files"] == []
+
+
+def test_the_root_stream_owns_new_top_level_files_but_not_the_others_files(
+        tmp_path: Path) -> None:
+    """The stream holding the top level owns it with '*': files created there later are
+    owned, a top-level file another stream owns is excluded without losing the root's own
+    files of the same name deeper down, and 'wtr check' finds no overlap."""
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n"})
+    alpha_work = ["alpha/a.py", "config.yaml"]
+    beta_work = ["README.md", "tox.ini"]
+    add_history(repo, [[*alpha_work, *(["alpha/config.yaml"] * (i % 4 == 1))] if i % 2 else
+                       [*beta_work, f"beta/b{i % 3}.py", *(["beta/sub/config.yaml"] * (i % 4 == 0))]
+                       for i in range(40)])
+    plan, _, _ = suggest(repo)
+    alpha, beta = owner_of(plan, "alpha/a.py"), owner_of(plan, "beta/b1.py")
+    assert len(alpha) == len(beta) == 1 and alpha != beta
+    assert owner_of(plan, "config.yaml") == alpha
+    assert owner_of(plan, "beta/sub/config.yaml") == beta  # the root's, though named alike
+    assert owner_of(plan, "alpha/config.yaml") == alpha
+    assert owner_of(plan, "README.md") == owner_of(plan, "tox.ini") == beta
+    assert owner_of(plan, "pyproject.toml") == owner_of(plan, "ops/deploy.sh") == beta
+    doc = checked(repo)
+    assert doc["overlaps"] == [] and doc["unowned_files"] == []
+
+
+def test_a_kind_pattern_only_when_it_takes_in_no_other_file() -> None:
+    changelog = HotPath("CHANGES.rst", "changelog", 30)
+    assert kind_pattern(changelog, ["CHANGES.rst", "src/a.py"]) == "CHANGES.*"
+    assert kind_pattern(changelog, ["CHANGES.rst", "CHANGES.py"]) is None
+    assert kind_pattern(HotPath("poetry.lock", "lockfile", 9), ["poetry.lock"]) == "*.lock"
+    assert kind_pattern(HotPath("package-lock.json", "lockfile", 9), []) is None
+    assert kind_pattern(HotPath("docs/CHANGES.rst", "changelog", 9), []) is None
+    assert kind_pattern(HotPath("src/core.py", "hot", 9), []) is None
 
 
 def test_a_history_of_hot_files_and_deleted_paths_only_falls_back_to_folders(

@@ -48,6 +48,7 @@ from worktree_runner.plan.cochange import CouplingReport, commits_text, couple, 
 from worktree_runner.plan.history import History, read_history
 from worktree_runner.plan.load import parse_plan
 from worktree_runner.plan.model import Coupling
+from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.plan.starter import (
     checked_out,
     literal_pattern,
@@ -284,14 +285,26 @@ def _group(evidence: Evidence, wanted: int | None) -> list[Group]:
     # stream's busiest file. Changelogs, lockfiles and the like would tie everything.
     hot = [pattern for pattern, h in evidence.hot.items() if h.kind != "hot"]
     touched: list[set[str]] = []
-    recency: list[float] = []
-    for age, commit in enumerate(evidence.history.commits):
+    for commit in evidence.history.commits:  # the newest first
         paths = (evidence.history.paths[i] for i in commit)
         units = {unit_of[p] for p in paths if p in unit_of
                  and not any(hot_match(h, p) for h in hot)}
         if units:
             touched.append(units)
-            recency.append(0.5 ** (age / HALF_LIFE))
+    support = evidence.coupling.min_support
+    groups = _groups_of(touched, wanted, None if wanted else CONFINED, support)
+    for group in groups:
+        members = set(group.units)
+        group.touched = sum(not members.isdisjoint(t) for t in touched)
+        group.alone = sum(t <= members for t in touched)
+    return sorted(groups, key=lambda g: (-g.touched, min(g.units)))
+
+
+def _groups_of(touched: list[set[str]], wanted: int | None, confined: float | None,
+               support: int) -> list[Group]:
+    """Louvain groups of the units ``touched`` (newest first), merged until ``confined``
+    of the commits change one group alone (unless None), then kept when supported."""
+    recency = [0.5 ** (age / HALF_LIFE) for age in range(len(touched))]
     weights: Weights = defaultdict(float)
     for units, weight in zip(touched, recency, strict=True):
         if len(units) == 1:  # a loop: work on one unit alone keeps it apart
@@ -306,15 +319,10 @@ def _group(evidence: Evidence, wanted: int | None) -> list[Group]:
     communities = [{u for u in c if not u.startswith(_FOLDER)}
                    for c in _communities(graph, wanted)]
     communities = [c for c in communities if c]
-    if not wanted:
-        communities = _merge_until_confined(communities, touched, recency, weights)
-    groups = _supported(communities, touched, evidence.coupling.min_support, weights)
-    groups = _merge_down(groups, limit, weights)
-    for group in groups:
-        members = set(group.units)
-        group.touched = sum(not members.isdisjoint(t) for t in touched)
-        group.alone = sum(t <= members for t in touched)
-    return sorted(groups, key=lambda g: (-g.touched, min(g.units)))
+    if confined is not None:
+        communities = _merge_until_confined(communities, touched, recency, weights, confined)
+    groups = _supported(communities, touched, support, weights)
+    return _merge_down(groups, limit, weights)
 
 
 def _graph(nodes: Iterable[str], weights: Weights) -> nx.Graph[str]:
@@ -353,7 +361,8 @@ def _communities(graph: nx.Graph[str], wanted: int | None) -> list[set[str]]:
 
 
 def _merge_until_confined(groups: list[set[str]], touched: list[set[str]],
-                          recency: list[float], weights: Weights) -> list[set[str]]:
+                          recency: list[float], weights: Weights,
+                          confined: float) -> list[set[str]]:
     """Merge the two groups most commits changed together and nothing else (else the
     most coupled two) until ``CONFINED`` of the commits read (recent ones weighing more)
     changed one group alone."""
@@ -364,7 +373,7 @@ def _merge_until_confined(groups: list[set[str]], touched: list[set[str]],
         for units, weight in zip(touched, recency, strict=True):
             spans[frozenset(index[u] for u in units)] += weight
         inside = sum(w for span, w in spans.items() if len(span) == 1)
-        if inside >= CONFINED * sum(recency):
+        if inside >= confined * sum(recency):
             break
         pairs = {tuple(sorted(span)): w for span, w in spans.items() if len(span) == 2}
         i, j = max(combinations(range(len(groups)), 2), key=lambda ij: (
@@ -428,6 +437,8 @@ class _Drafter:
                 self.owner.update(dict.fromkeys(evidence.units[key], index))
         self.shared: dict[str, str] = {}  # hot pattern -> reason
         self.root: int | None = None
+        # shared hot file -> the pattern of its kind proposed instead ('CHANGES.*')
+        self.kinds: dict[str, str] = {}
         self._settle_hot()
         self._place_quiet()
 
@@ -444,6 +455,10 @@ class _Drafter:
                 self.shared[pattern] = hot.reason(self.total, len(supported))
                 for path in mine:
                     self.owner.pop(path, None)
+                kind = kind_pattern(hot, self.ev.tracked)
+                if kind:
+                    self.kinds[pattern] = kind
+                    self.shared[pattern] += f" (as {kind}: the same file in another format later)"
             elif not own and alongside:
                 best = max(sorted(alongside), key=lambda g: alongside[g])
                 self.owner.update(dict.fromkeys(mine, best))
@@ -493,12 +508,12 @@ class _Drafter:
         entries: dict[int, list[tuple[int, str]]] = defaultdict(list)
         tree = _Tree(self.ev.tracked)
         if self.root is not None:
-            # '*/**' is anchored (a '/' inside) and reaches every folder, not root files.
-            entries[self.root].append((-2, "*/**"))
+            # '*' reaches every path, files created later at the top level or in a new
+            # folder included; what other streams own is excluded below it.
+            entries[self.root].append((-2, "*"))
         for top in tree.children(""):
             # Root files first: their '!*/**/name' must not undo a folder's pattern.
-            parent = self.root if tree.is_folder(top) else None
-            self._walk(tree, top, parent, entries)
+            self._walk(tree, top, self.root, entries)
         return {g: [p for _, p in sorted(found, key=lambda e: e[0])]
                 for g, found in entries.items()}
 
@@ -512,7 +527,7 @@ class _Drafter:
                 if mine is not None:
                     entries[mine].append((depth, self._file_pattern(path)))
                 if parent is not None:
-                    entries[parent].append((depth, f"!{literal}"))
+                    entries[parent].append((depth, self._file_exclusion(path)))
             return
         under = tree.files_under(path)
         owners = Counter(self.owner[p] for p in under if p in self.owner)
@@ -535,6 +550,15 @@ class _Drafter:
         # No leading '/' in a plan: exclude files of the same name below the root instead.
         deeper = any(p.endswith(f"/{path}") for p in self.ev.tracked)
         return f"{literal}\n!*/**/{literal}" if deeper else literal
+
+    def _file_exclusion(self, path: str) -> str:
+        """'!path' for the stream owning its folder; at the top level, where '!name'
+        reaches every depth, files of that name below the root are taken back."""
+        literal = self.kinds.get(path, literal_pattern(path))
+        if "/" in path:
+            return f"!{literal}"
+        deeper = any(p.endswith(f"/{path}") for p in self.ev.tracked)
+        return f"!{literal}\n*/**/{literal}" if deeper else f"!{literal}"
 
     # -- the plan ---------------------------------------------------------------------
 
@@ -574,6 +598,23 @@ class _Drafter:
             if not _settle(report, drafts, shared, self.total):
                 break
         return Suggestion(text, drafts, self.total)
+
+
+def kind_pattern(hot: HotPath, tracked: Sequence[str]) -> str | None:
+    """A top-level changelog's or lockfile's kind ('CHANGES.rst' -> 'CHANGES.*',
+    'poetry.lock' -> '*.lock'): a project that moves to 'CHANGES.md' or 'uv.lock' keeps
+    it shared. None when the kind would take in another file of the base."""
+    name = hot.pattern
+    if "/" in name or hot.kind not in ("changelog", "lockfile"):
+        return None
+    if hot.kind == "changelog":
+        kind = f"{literal_pattern(name.split('.')[0])}.*"
+    elif name.endswith(".lock"):
+        kind = "*.lock"
+    else:
+        return None
+    spec = compile_patterns([kind])
+    return kind if all(p == name or not spec.match_file(p) for p in tracked) else None
 
 
 def _most(counts: Counter[int]) -> int:
@@ -677,7 +718,7 @@ class _Render:
                  "streams listing the same one never\n# run at the same time.\n",
                  "shared:\n"]
         for pattern, why in self.shared.items():
-            lines.append(f"  - {_quoted(pattern)}    # {why}\n")
+            lines.append(f"  - {_quoted(self.d.kinds.get(pattern, pattern))}    # {why}\n")
         return "".join(lines)
 
     def _stream_text(self, draft: StreamDraft) -> str:
@@ -703,7 +744,8 @@ class _Render:
             lines.append(f"    shared: [{', '.join(_quoted(p) for p in draft.shared)}]\n")
         touched = self._shared_touched(draft)
         if touched:
-            lines.append(f"    # shared: [{', '.join(_quoted(p) for p in touched)}]   # changed "
+            listed = ", ".join(_quoted(self.d.kinds.get(p, p)) for p in touched)
+            lines.append(f"    # shared: [{listed}]   # changed "
                          "with these files: list what this stream will change\n")
         return "".join(lines)
 
