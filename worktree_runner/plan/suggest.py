@@ -285,26 +285,14 @@ def _group(evidence: Evidence, wanted: int | None) -> list[Group]:
     # stream's busiest file. Changelogs, lockfiles and the like would tie everything.
     hot = [pattern for pattern, h in evidence.hot.items() if h.kind != "hot"]
     touched: list[set[str]] = []
-    for commit in evidence.history.commits:  # the newest first
+    recency: list[float] = []
+    for age, commit in enumerate(evidence.history.commits):
         paths = (evidence.history.paths[i] for i in commit)
         units = {unit_of[p] for p in paths if p in unit_of
                  and not any(hot_match(h, p) for h in hot)}
         if units:
             touched.append(units)
-    support = evidence.coupling.min_support
-    groups = _groups_of(touched, wanted, None if wanted else CONFINED, support)
-    for group in groups:
-        members = set(group.units)
-        group.touched = sum(not members.isdisjoint(t) for t in touched)
-        group.alone = sum(t <= members for t in touched)
-    return sorted(groups, key=lambda g: (-g.touched, min(g.units)))
-
-
-def _groups_of(touched: list[set[str]], wanted: int | None, confined: float | None,
-               support: int) -> list[Group]:
-    """Louvain groups of the units ``touched`` (newest first), merged until ``confined``
-    of the commits change one group alone (unless None), then kept when supported."""
-    recency = [0.5 ** (age / HALF_LIFE) for age in range(len(touched))]
+            recency.append(0.5 ** (age / HALF_LIFE))
     weights: Weights = defaultdict(float)
     for units, weight in zip(touched, recency, strict=True):
         if len(units) == 1:  # a loop: work on one unit alone keeps it apart
@@ -319,10 +307,15 @@ def _groups_of(touched: list[set[str]], wanted: int | None, confined: float | No
     communities = [{u for u in c if not u.startswith(_FOLDER)}
                    for c in _communities(graph, wanted)]
     communities = [c for c in communities if c]
-    if confined is not None:
-        communities = _merge_until_confined(communities, touched, recency, weights, confined)
-    groups = _supported(communities, touched, support, weights)
-    return _merge_down(groups, limit, weights)
+    if not wanted:
+        communities = _merge_until_confined(communities, touched, recency, weights)
+    groups = _supported(communities, touched, evidence.coupling.min_support, weights)
+    groups = _merge_down(groups, limit, weights)
+    for group in groups:
+        members = set(group.units)
+        group.touched = sum(not members.isdisjoint(t) for t in touched)
+        group.alone = sum(t <= members for t in touched)
+    return sorted(groups, key=lambda g: (-g.touched, min(g.units)))
 
 
 def _graph(nodes: Iterable[str], weights: Weights) -> nx.Graph[str]:
@@ -361,8 +354,7 @@ def _communities(graph: nx.Graph[str], wanted: int | None) -> list[set[str]]:
 
 
 def _merge_until_confined(groups: list[set[str]], touched: list[set[str]],
-                          recency: list[float], weights: Weights,
-                          confined: float) -> list[set[str]]:
+                          recency: list[float], weights: Weights) -> list[set[str]]:
     """Merge the two groups most commits changed together and nothing else (else the
     most coupled two) until ``CONFINED`` of the commits read (recent ones weighing more)
     changed one group alone."""
@@ -373,7 +365,7 @@ def _merge_until_confined(groups: list[set[str]], touched: list[set[str]],
         for units, weight in zip(touched, recency, strict=True):
             spans[frozenset(index[u] for u in units)] += weight
         inside = sum(w for span, w in spans.items() if len(span) == 1)
-        if inside >= confined * sum(recency):
+        if inside >= CONFINED * sum(recency):
             break
         pairs = {tuple(sorted(span)): w for span, w in spans.items() if len(span) == 2}
         i, j = max(combinations(range(len(groups)), 2), key=lambda ij: (
