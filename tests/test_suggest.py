@@ -273,7 +273,7 @@ def test_since_and_commits_bound_what_is_read(project: Repo) -> None:
     _, _, out = suggest(project, "--commits", "40", "worktree-plan.yaml")
     assert out.split("\n")[0].endswith(" streams suggested from 40 commits")
     (project.path / "worktree-plan.yaml").unlink()
-    _, _, out = suggest(project, "--since", "2999-01-01")
+    _, _, out = suggest(project, "--since", "2099-01-01")
     assert out.startswith("note: only 0 commits usable")
 
 
