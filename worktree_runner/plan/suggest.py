@@ -7,8 +7,9 @@
 2. Hot files. Changelogs, lockfiles, news-fragment folders, ``__init__``-style registries
    and any file changed by at least ``hot_share`` of the commits are candidates. One that
    history shows changing with the files of two streams or more (each at least
-   ``min_support`` times) becomes ``shared``, with the reason in a comment; any other is
-   owned like a unit.
+   ``min_support`` times) becomes ``shared``, with the reason in a comment (a top-level
+   changelog or lockfile as its kind, ``CHANGES.*``, ``*.lock``); any other is owned like
+   a unit.
 3. Groups. The units changed in the commits read are the nodes of a graph whose edges
    weigh the commits that changed both ends (a commit of n units adds 1/(n-1) to each
    pair, so a sweep does not weigh more than a focused change). Louvain community
@@ -19,7 +20,8 @@
    commits changed it alone: as many streams as the history supports (with ``--streams
    N``, at most N). Every other group joins the stream it changed with most. Files no
    commit changed join the stream owning most of their folder, else the root's stream
-   (the one owning most top-level files), which also owns new top-level folders.
+   (the one owning most top-level files), which starts with ``*``: it owns what no other
+   stream does, files and folders created later at the top level included.
 4. Patterns. A folder whose files all belong to one stream is one ``folder/**`` pattern;
    otherwise the stream holding most of it takes the folder (so files created there later
    are owned too) and the others list their files, excluded from it with ``!path``.
