@@ -57,9 +57,10 @@ def init(path: Path | None, repo_dir: Path | None, from_dirs: bool,
     commits, merges and commits changing over 50 files left out), file by file: a
     module goes with the tests named after it, files that change together land in one
     stream, as many streams as the history supports (at most --streams N). Only paths
-    of the base are proposed. Changelogs, lockfiles, news fragments and registries
-    changed with several streams become shared, with the reason; streams that still
-    change together get conflicts_with.
+    of the base are proposed; the stream holding the top level also owns what is
+    created there later. Changelogs, lockfiles, news fragments and registries changed
+    with several streams become shared, with the reason (a changelog as its kind:
+    CHANGES.*); streams that still change together get conflicts_with.
       wtr init --suggest
       wtr init --suggest --streams 4
     """
