@@ -103,6 +103,15 @@ class _Claude(Preset):
         first = self.launch(facts)
         return Launch((*first.argv, "--resume", session), first.env, first.files)
 
+    def interactive(self, facts: StreamFacts, session: str | None) -> Launch:
+        """Claude Code's terminal interface (no ``-p``) with this run's settings and
+        permission mode; ``--resume`` opens the stream's conversation."""
+        first = self.launch(facts)
+        argv = ("claude", "--permission-mode", "bypassPermissions",
+                "--settings", str(facts.state_dir / SETTINGS_FILE))
+        return Launch((*argv, *(("--resume", session) if session else ())), first.env,
+                      first.files)
+
     def denials(self, output: str) -> list[str]:
         """The tool calls Claude Code denied in the attempt, one line each ("Bash: git
         commit -m x"): work the agent may claim it did."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from worktree_runner.errors import WtrError
-from worktree_runner.run import registry
+from worktree_runner.run import handover, registry
 from worktree_runner.run.agent_report import report_document
 from worktree_runner.run.disk import run_disk
 from worktree_runner.run.state import (
@@ -62,6 +62,7 @@ def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
         "candidates": [dict(c) for c in stream.candidates],
         "session": stream.session,
         "attempt_log": stream.attempt_log,
+        "attached": handover.sessions(store.stream_dir(stream.name)),
     }
 
 

@@ -20,7 +20,7 @@ from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.pool import Pool
 from worktree_runner.presets import PRESETS, Launch, Preset, StreamFacts
-from worktree_runner.run import feedback
+from worktree_runner.run import feedback, handover
 from worktree_runner.run.agent_report import fill_from_final_message
 from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import DependencyWork, render_command, render_prompt
@@ -283,6 +283,22 @@ def _copy_files(ctx: RunContext, worktree: Path) -> None:
         if source.is_file() and source.resolve().is_relative_to(root.resolve()):
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
+
+
+def agent_env(ctx: RunContext, stream: Stream,
+              preset_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a stream's agent gets (also a person's session in it, ``wtr attach``)."""
+    return _env(ctx, stream, preset_env)
+
+
+def stream_facts(ctx: RunContext, stream: Stream) -> StreamFacts:
+    """What the stream's preset knows of it (also for a person's session, ``wtr attach``)."""
+    return _facts(ctx, stream)
+
+
+def write_launch_files(ctx: RunContext, stream: Stream, launch: Launch) -> Launch:
+    """The preset's files of a start, written into the stream's folder."""
+    return _written(ctx, stream, launch)
 
 
 def _env(ctx: RunContext, stream: Stream,
@@ -671,6 +687,8 @@ def _watch(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | Non
         agent.wait(POLL_SECONDS)
     agent.reap()
     _end_strays(ctx, stream.name, agent)
+    if handover.taken_over(ctx.store.stream_dir(stream.name)):
+        return _handed_over(ctx, stream.name)
     code = agent.exit_code()
     if code == 0:
         return None
@@ -681,6 +699,17 @@ def _watch(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | Non
     if progress and progress.get("blocked"):
         reason = f"; it reported being blocked: {progress.get('message', '')}"
     return Failure("exit_code", f"the agent exited with code {code}{reason}")
+
+
+def _handed_over(ctx: RunContext, name: str) -> Failure | None:
+    """A person stopped the agent to go on in its session (``wtr attach --take-over``): not
+    a failure. Once they leave, the work is checked as after any attempt."""
+    ctx.store.event("attempt_handed_over", stream=name)
+    _append_log(ctx, name, "wtr: the agent was handed over to a person (wtr attach); its "
+                           "work is checked when they leave")
+    if handover.wait_for_person(ctx.store.stream_dir(name), ctx.stop):
+        return None
+    return Failure("interrupted", "the run was stopped while a person had the stream's session")
 
 
 def _end_strays(ctx: RunContext, name: str, agent: procs.Agent) -> None:
