@@ -50,6 +50,9 @@ def test_an_agent_past_its_budget_is_stopped_while_it_runs(repo: Repo, tmp_path:
     text = run_wtr("status", cwd=repo.path).stdout
     assert "spend: " in text and "api: " in text and "(budget 500 tokens)" in text
     assert "db: 10 input tokens, 1 output tokens, $0.75, 1 turns (budget $0.50)" in text
+    page = tmp_path / "report.html"
+    assert run_wtr("report", "-o", page, cwd=repo.path).returncode == 0
+    assert "<dt>budget</dt><dd>500 tokens</dd>" in page.read_text()
 
 
 def test_the_run_budget_stops_every_agent_and_starts_no_stream_until_raised(
