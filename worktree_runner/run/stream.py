@@ -22,11 +22,11 @@ from worktree_runner.pool import Pool
 from worktree_runner.presets import PRESETS, Launch, Preset, StreamFacts
 from worktree_runner.run import feedback, handover
 from worktree_runner.run.agent_report import fill_from_final_message
-from worktree_runner.run.budget import Ledger, Meter
+from worktree_runner.run.budget import Ledger, Meter, attempt_usage
 from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import DependencyWork, render_command, render_prompt
 from worktree_runner.run.state import Failure, RunStore, Status, now
-from worktree_runner.run.usage import attempt_output, generic_usage
+from worktree_runner.run.usage import attempt_output
 from worktree_runner.words import plural
 
 POLL_SECONDS = 0.2
@@ -651,7 +651,8 @@ def _finish_attempt(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Fail
     record = ctx.store.record.streams[stream.name]
     output = attempt_output(ctx.store.log_path(stream.name), record.log_start or 0) or ""
     preset = preset_of(stream)
-    used = preset.usage(output) if preset is not None else generic_usage(output)
+    # (an agent stopped before its CLI's final record still said what it had used so far)
+    used = attempt_usage(preset, output, live=True)
     if fill_from_final_message(ctx.store, stream.name, output, preset):
         ctx.store.event("report_filled", stream=stream.name)
     _note_denials(ctx, stream.name, preset.denials(output) if preset is not None else [])

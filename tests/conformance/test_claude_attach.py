@@ -1,0 +1,121 @@
+"""The real Claude Code (pinned) against a scripted Anthropic server, through ``wtr run``,
+then ``wtr attach`` in tmux as a person would use it; and a budget stop read from its live
+``stream-json`` usage.
+
+The attached session must be the stream's own: Claude Code's terminal interface opens in
+the stream's worktree, resumed (``--resume``) on the conversation of the headless attempt,
+so the model server receives that conversation, with the person's new message, in the
+next request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.conformance.harness import cli_bin_dir
+from tests.conformance.modelserver import INPUT_TOKENS, OUTPUT_TOKENS, ModelServer, Script
+from tests.conformance.protocols.anthropic import PROTOCOL
+from tests.gitrepo import Repo, run_wtr
+from tests.runhelp import status, stream_of
+from tests.tmux import terminal, wtr_command
+from worktree_runner.presets import PRESETS
+
+CLAUDE = PRESETS["claude"]
+KEY = "sk-test-attach-0123456789"
+FIRST_ANSWER = "FIRST-RUN-DONE: committed src/api/x.py"
+TURNS = [
+    {"shell": "mkdir -p src/api && echo 'x = 1' > src/api/x.py && git add src/api && "
+              "git commit -q -m 'api: x' && echo COMMITTED"},
+    {"text": FIRST_ANSWER},
+]
+
+
+def _environment(server: ModelServer, home: Path) -> dict[str, str]:
+    """Claude Code on PATH, pointed at the scripted server as a user does it: variables."""
+    return {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": KEY,
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1", "DISABLE_AUTOUPDATER": "1", "HOME": str(home),
+            "PATH": f"{cli_bin_dir('claude')}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _plan(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"version": 1, "agent": {"preset": "claude", "timeout": 300},
+            "streams": {"api": {"files": ["src/api/**"], "prompt": "Add src/api/x.py.",
+                                **(extra or {})}}}
+
+
+def _run(repo: Repo, plan: dict[str, Any], env: dict[str, str]) -> int:
+    done = subprocess.run([sys.executable, "-m", "worktree_runner", "run",
+                           str(repo.write_plan(plan))], cwd=repo.path, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode
+
+
+def _seen_before(home: Path, worktree: str) -> None:
+    """What a person who has used Claude Code here before has answered once already: its
+    first-start questions (theme, this API key, trusting the folder)."""
+    config = {"hasCompletedOnboarding": True, "theme": "dark", "bypassPermissionsModeAccepted":
+              True, "customApiKeyResponses": {"approved": [KEY[-20:]],
+                                              "rejected": []},
+              "projects": {worktree: {"hasTrustDialogAccepted": True,
+                                      "hasCompletedProjectOnboarding": True}}}
+    (home / ".claude.json").write_text(json.dumps(config))
+
+
+def test_attach_resumes_the_streams_claude_session_in_its_worktree(repo: Repo,
+                                                                    tmp_path: Path) -> None:
+    home = Path(os.environ["HOME"])
+    with ModelServer(Script(TURNS), [PROTOCOL]) as server:
+        env = _environment(server, home)
+        assert _run(repo, _plan(), env) == 0
+        api = stream_of(status(repo), "api")
+        session = CLAUDE.session(run_wtr("logs", "api", cwd=repo.path).stdout)
+        assert session and api["status"] == "succeeded"
+        _seen_before(home, api["worktree"])
+        before = len(server.requests)
+        path = f"{wtr_command(tmp_path / 'bin')}{os.pathsep}{env['PATH']}"
+        with terminal(repo.path, {**env, "PATH": path}) as t:
+            t.type("wtr attach api")
+            shown = t.wait_for(FIRST_ANSWER, timeout=90)  # the resumed conversation
+            assert f"session {session} in {api['worktree']}" in shown
+            t.type("SECOND-QUESTION-FROM-A-PERSON")
+            t.wait_for(FIRST_ANSWER, after=1, timeout=90)  # the model's answer to it
+            asked = [r["body"] for r in server.requests[before:]
+                     if "SECOND-QUESTION-FROM-A-PERSON" in r["body"]]
+            assert asked, server.requests[before:]
+            # The same conversation: the headless attempt's prompt and tool output with it.
+            assert "# Task: stream 'api'" in asked[-1] and "COMMITTED" in asked[-1]
+            assert api["worktree"] in asked[-1]
+            t.keys("C-c")
+            t.keys("C-c")
+            t.wait_for("wtr: left api (exit")
+    attached = stream_of(status(repo), "api")["attached"]
+    assert [(a["program"], a["session"], a["took_over"]) for a in attached] == [
+        ("claude", session, False)]
+
+
+def test_claude_past_its_token_budget_is_stopped_from_its_live_usage(repo: Repo) -> None:
+    # Each answer says it used 1,200 + 34 tokens; the budget allows two answers, the
+    # script asks for ten: stopped on the third answer's usage, long before its result.
+    turns = [{"shell": f"echo step {n}"} for n in range(10)] + [{"text": "never reached"}]
+    budget = 2 * (INPUT_TOKENS + OUTPUT_TOKENS) + 1
+    with ModelServer(Script(turns), [PROTOCOL]) as server:
+        code = _run(repo, _plan({"budget": {"tokens": budget}}),
+                    _environment(server, Path(os.environ["HOME"])))
+        asked = len([r for r in server.requests if "echo step" in r["body"]
+                     or "# Task: stream" in r["body"]])
+    assert code == 1
+    api = stream_of(status(repo), "api")
+    assert api["failure"]["kind"] == "budget", api["failure"]
+    assert f"tokens of {budget:,}" in api["failure"]["message"]
+    assert asked < 10  # stopped while it ran
+    spent = api["usage"]["input_tokens"] + api["usage"]["output_tokens"]
+    assert budget < spent <= 5 * (INPUT_TOKENS + OUTPUT_TOKENS), api["usage"]
+    text = run_wtr("status", cwd=repo.path).stdout
+    assert f"(budget {budget:,} tokens)" in text
