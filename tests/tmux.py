@@ -54,6 +54,15 @@ class Terminal:
         self.command("send-keys", "-t", "t", "-l", text)
         self.command("send-keys", "-t", "t", "Enter")
 
+    def submit(self, text: str) -> None:
+        """Type ``text`` into a full-screen program, and press Enter once it shows it (a
+        program that takes fast typing for a paste would take an Enter sent with it as part
+        of the paste)."""
+        self.command("send-keys", "-t", "t", "-l", text)
+        self.wait_for(text)
+        time.sleep(0.5)
+        self.command("send-keys", "-t", "t", "Enter")
+
     def keys(self, *keys: str) -> None:
         self.command("send-keys", "-t", "t", *keys)
 

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ from tests.conformance.harness import cli_bin_dir
 from tests.conformance.modelserver import INPUT_TOKENS, OUTPUT_TOKENS, ModelServer, Script
 from tests.conformance.protocols.anthropic import PROTOCOL
 from tests.gitrepo import Repo, run_wtr
-from tests.runhelp import status, stream_of
-from tests.tmux import terminal, wtr_command
+from tests.runhelp import status, stream_of, wait_for
+from tests.tmux import Terminal, terminal, wtr_command
+from worktree_runner import procs
 from worktree_runner.presets import PRESETS
 
 CLAUDE = PRESETS["claude"]
@@ -78,32 +80,30 @@ def test_attach_resumes_the_streams_claude_session_in_its_worktree(repo: Repo,
         session = CLAUDE.session(run_wtr("logs", "api", cwd=repo.path).stdout)
         assert session and api["status"] == "succeeded"
         _seen_before(home, api["worktree"])
-        before = len(server.requests)
         path = f"{wtr_command(tmp_path / 'bin')}{os.pathsep}{env['PATH']}"
         with terminal(repo.path, {**env, "PATH": path}) as t:
             t.type("wtr attach api")
             shown = t.wait_for(FIRST_ANSWER, timeout=90)  # the resumed conversation
             assert f"session {session} in {api['worktree']}" in shown
-            t.type("SECOND-QUESTION-FROM-A-PERSON")
+            t.submit("SECOND-QUESTION-FROM-A-PERSON")
             t.wait_for(FIRST_ANSWER, after=1, timeout=90)  # the model's answer to it
-            asked = [r["body"] for r in server.requests[before:]
-                     if "SECOND-QUESTION-FROM-A-PERSON" in r["body"]]
-            assert asked, server.requests[before:]
-            # The same conversation: the headless attempt's prompt and tool output with it.
-            assert "# Task: stream 'api'" in asked[-1] and "COMMITTED" in asked[-1]
-            assert api["worktree"] in asked[-1]
-            t.keys("C-c")
-            t.keys("C-c")
-            t.wait_for("wtr: left api (exit")
+            # The same conversation: the headless attempt's prompt and tool output with it
+            # (its side requests, a title for instance, carry the new message alone).
+            asked = _asked(server, "SECOND-QUESTION-FROM-A-PERSON")
+            assert [b for b in asked if "# Task: stream 'api'" in b and "COMMITTED" in b
+                    and api["worktree"] in b], asked
+            _leave_claude(t)
     attached = stream_of(status(repo), "api")["attached"]
     assert [(a["program"], a["session"], a["took_over"]) for a in attached] == [
         ("claude", session, False)]
 
 
 def test_claude_past_its_token_budget_is_stopped_from_its_live_usage(repo: Repo) -> None:
-    # Each answer says it used 1,200 + 34 tokens; the budget allows two answers, the
-    # script asks for ten: stopped on the third answer's usage, long before its result.
-    turns = [{"shell": f"echo step {n}"} for n in range(10)] + [{"text": "never reached"}]
+    # Each answer says it used 1,200 input tokens; the budget allows two answers, the
+    # script asks for ten, a second apart: stopped soon after the third answer's usage
+    # shows in its stream-json, long before its result record.
+    turns = [{"shell": f"sleep 1 && echo step {n}"} for n in range(10)] + [
+        {"text": "never reached"}]
     budget = 2 * (INPUT_TOKENS + OUTPUT_TOKENS) + 1
     with ModelServer(Script(turns), [PROTOCOL]) as server:
         code = _run(repo, _plan({"budget": {"tokens": budget}}),
@@ -119,3 +119,78 @@ def test_claude_past_its_token_budget_is_stopped_from_its_live_usage(repo: Repo)
     assert budget < spent <= 5 * (INPUT_TOKENS + OUTPUT_TOKENS), api["usage"]
     text = run_wtr("status", cwd=repo.path).stdout
     assert f"(budget {budget:,} tokens)" in text
+
+
+def _claude_processes(stream_dir: Path) -> list[str]:
+    """Command lines of the processes the stream's Claude Code runs (its own and its tools')."""
+    found = []
+    for pid in procs.tagged_processes(stream_dir.parent.parent, "api"):
+        try:
+            found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                         .decode(errors="replace"))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_running_claude_is_handed_over_and_never_runs_twice(repo: Repo,
+                                                              tmp_path: Path) -> None:
+    home = Path(os.environ["HOME"])
+    turns = [{"shell": "sleep 300 && echo SLEPT"}, {"text": "never reached"}]
+    with ModelServer(Script(turns), [PROTOCOL]) as server:
+        env = _environment(server, home)
+        runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
+                                   str(repo.write_plan(_plan()))], cwd=repo.path,
+                                  env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: any("sleep 300" in c for c in _running(repo)), timeout=120)
+            api = stream_of(status(repo), "api")
+            _seen_before(home, api["worktree"])
+            path = f"{wtr_command(tmp_path / 'bin')}{os.pathsep}{env['PATH']}"
+            with terminal(repo.path, {**env, "PATH": path}) as t:
+                t.type("wtr attach api --take-over")
+                t.wait_for("leave it to return", timeout=90)
+                # The headless claude -p and its tool are gone; only the person's claude runs.
+                running = _running(repo)
+                assert not [c for c in running if " -p " in c or "sleep 300" in c], running
+                assert [c for c in running if "--resume" in c], running
+                assert stream_of(status(repo), "api")["status"] == "running"
+                t.submit("A-PERSON-TOOK-OVER")
+                wait_for(lambda: _asked(server, "A-PERSON-TOOK-OVER"), timeout=90)
+                # The same conversation: the headless attempt's prompt comes with it (its
+                # side requests, a title for instance, carry the new message alone).
+                wait_for(lambda: [b for b in _asked(server, "A-PERSON-TOOK-OVER")
+                                  if "# Task: stream 'api'" in b], timeout=90)
+                _leave_claude(t)
+            _, err = runner.communicate(timeout=120)
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+    assert runner.returncode == 0, err  # handed over, not failed; then checked
+    api = stream_of(status(repo), "api")
+    assert api["status"] == "succeeded" and api["attempts"] == 1
+    assert [(a["took_over"], a["program"]) for a in api["attached"]] == [(True, "claude")]
+    assert not _running(repo)
+
+
+def _running(repo: Repo) -> list[str]:
+    folders = list(repo.path.glob(".git/worktree-runner/runs/*/streams/api"))
+    return _claude_processes(folders[0]) if folders else []
+
+
+def _asked(server: ModelServer, text: str) -> list[str]:
+    return [r["body"] for r in server.requests if text in r["body"]]
+
+
+def _leave_claude(t: Terminal) -> None:
+    """Leave Claude Code as a person does: Esc stops what it is doing, Ctrl-C twice exits."""
+    t.keys("Escape")
+    for _ in range(5):
+        t.keys("C-c")
+        time.sleep(0.3)
+        t.keys("C-c")
+        if "wtr: left api (exit" in t.screen():
+            return
+        time.sleep(2)
+    t.wait_for("wtr: left api (exit", timeout=30)
