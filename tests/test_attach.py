@@ -112,3 +112,24 @@ def test_a_stream_not_started_yet_has_nothing_to_attach_to(repo: Repo) -> None:
     assert run_wtr("run", repo.write_plan(plan), cwd=repo.path).returncode == 1
     line = run_wtr("attach", "api", cwd=repo.path).one_line_error(2)
     assert "api has no worktree yet (it is blocked)" in line
+
+
+def test_a_stream_a_live_runner_is_about_to_start_is_refused(repo: Repo, tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    plan = agent_plan({"db": {"files": ["src/db/**"],
+                              "env": {"AGENT_RECORD": str(rec), "AGENT_HANG": "1"}},
+                       "api": {"files": ["src/api/**"], "depends_on": ["db"]}})
+    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
+                               str(repo.write_plan(plan))], cwd=repo.path,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: records(rec, "db", "child"))
+        line = run_wtr("attach", "api", cwd=repo.path).one_line_error(2)
+        assert "api is about to start in the running run" in line
+        assert "'wtr attach api --take-over'" in line
+    finally:
+        runner.terminate()
+        runner.wait(timeout=60)
+    assert stream_of(status(repo), "api")["attached"] == []

@@ -37,11 +37,15 @@ def attach(stream: str, repo_dir: Path | None, run_id: str | None, take_over: bo
     repo, store = open_store(repo_dir, run_id)
     if stream not in store.record.streams:
         raise registry.unknown_stream(store, stream)
-    core.check_idle(store, stream)
     agent = core.running_agent(store, stream)
+    if agent is None:
+        core.check_idle(store, stream)
     if agent is not None and not take_over:
         _follow(store, stream)
         return
+    if agent is None and take_over:
+        click.echo(f"wtr: {stream} is not running: nothing to take over; opening its session",
+                   err=True)
     ctx = core.context(repo, store)
     session = core.opening(ctx, stream)
     if agent is not None:

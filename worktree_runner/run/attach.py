@@ -80,7 +80,12 @@ def worktree_of(ctx: RunContext, name: str) -> Path:
 def running_agent(store: RunStore, name: str) -> procs.Agent | None:
     """The stream's agent, if one is alive (the newest, should a crash have left two)."""
     alive = procs.live_agents(store.stream_dir(name))
-    return max(alive, key=lambda agent: agent.exit_file.name) if alive else None
+    return max(alive, key=lambda agent: _attempt_of(agent.exit_file)) if alive else None
+
+
+def _attempt_of(exit_file: Path) -> int:
+    number = exit_file.stem.removeprefix("exit-")
+    return int(number) if number.isdigit() else 0
 
 
 def opening(ctx: RunContext, name: str) -> Opening:
@@ -119,12 +124,18 @@ def _values(ctx: RunContext, stream: Stream) -> dict[str, str]:
 
 
 def check_idle(store: RunStore, name: str) -> None:
-    """A stream about to start in a live run cannot be attached to (its agent would start
-    beside the person)."""
+    """With no agent of the stream alive: refuse a stream that a live runner is about to
+    start an agent for (pending, or running its setup or checks), beside the person."""
     record = store.record.streams[name]
-    if record.status == Status.PENDING and registry.run_is_active(store):
+    if not registry.run_is_active(store):
+        return
+    if record.status == Status.PENDING:
         raise BadInput(f"{name} is about to start in the running run {store.run_id}",
                        hint=f"once it runs: 'wtr attach {name} --take-over'")
+    if record.status == Status.RUNNING:
+        raise WtrError(f"{name} is between two steps (its setup, checks or next attempt); "
+                       "its agent may start any moment", hint="try again in a moment, or "
+                       f"follow it with 'wtr logs {name} --follow'")
 
 
 def take_over(store: RunStore, name: str, agent: procs.Agent) -> None:
