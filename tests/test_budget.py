@@ -38,6 +38,7 @@ def test_an_agent_past_its_budget_is_stopped_while_it_runs(repo: Repo, tmp_path:
     api, db, ui = (stream_of(doc, n) for n in ("api", "db", "ui"))
     assert api["failure"]["kind"] == "budget"
     assert "tokens of 500, its stream's budget" in api["failure"]["message"]
+    assert "'wtr retry api --budget-usd X'" in api["failure"]["message"]
     assert 500 < api["usage"]["input_tokens"] + api["usage"]["output_tokens"] < 2000
     assert api["attempts"] == 1  # a budget failure is not retried
     assert len(records(rec, "api")) == 1 and not records(rec, "api", "end")  # stopped
@@ -53,6 +54,14 @@ def test_an_agent_past_its_budget_is_stopped_while_it_runs(repo: Repo, tmp_path:
     page = tmp_path / "report.html"
     assert run_wtr("report", "-o", page, cwd=repo.path).returncode == 0
     assert "<dt>budget</dt><dd>500 tokens</dd>" in page.read_text()
+    # Not raised, a retry stops at once; raised, it runs to its end.
+    assert run_wtr("retry", "db", cwd=repo.path).returncode == 1
+    assert stream_of(status(repo), "db")["attempts"] == 1  # no agent started
+    raised = run_wtr("retry", "db", "--budget-usd", "5", cwd=repo.path)
+    assert raised.returncode == 1 and "Traceback" not in raised.stderr  # (api still failed)
+    db = stream_of(status(repo), "db")
+    assert db["status"] == "succeeded" and db["budget"] == {"usd": 5.0, "tokens": None}
+    assert db["usage"]["cost_usd"] == 1.5  # both attempts count
 
 
 def test_the_run_budget_stops_every_agent_and_starts_no_stream_until_raised(

@@ -104,8 +104,9 @@ class Ledger:
         record = self.store.record
         spent = overspent(record.streams[name].budget, self.stream_spend(name))
         if spent is not None:
-            return Failure("budget", f"the agent spent {spent}, its stream's budget; raise "
-                                     "the stream's budget in the plan to go on")
+            return Failure("budget", f"the agent spent {spent}, its stream's budget; to go "
+                                     f"on, raise it: 'wtr retry {name} --budget-usd X' (or "
+                                     "--budget-tokens N)")
         spent = overspent(record.budget, self.run_spend())
         if spent is not None:
             return Failure("budget", f"the run's budget is spent ({spent}); raise it with "
