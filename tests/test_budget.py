@@ -128,3 +128,17 @@ def test_claude_reports_usage_as_it_goes_and_its_result_at_the_end() -> None:
     assert claude.live_usage(ended) == claude.usage(ended) == {
         "input_tokens": 410, "output_tokens": 30, "cost_usd": 0.5, "turns": 2}
     assert PRESETS["codex"].live_usage("") is None
+
+
+def test_each_best_of_n_candidate_is_held_to_the_streams_budget(repo: Repo) -> None:
+    write = "src/api/orders.py=ORDERS = [1]"
+    plan = agent_plan({"api": {
+        "files": ["src/api/**"], "attempts": 2, "budget": {"tokens": 500},
+        "agents": [{"env": {"AGENT_SPEND": "100,100,0.001", "AGENT_WRITE": write}},  # too much
+                   {"env": {"AGENT_SPEND": "100,2,0.001", "AGENT_WRITE": write}}]}})  # 202
+    assert _run(repo, plan) == 0
+    api = stream_of(status(repo), "api")
+    kinds = [(c["attempt"], (c["failure"] or {}).get("kind"), c["chosen"])
+             for c in api["candidates"]]
+    assert kinds == [(1, "budget", False), (2, None, True)]
+    assert api["budget"] == {"usd": None, "tokens": 500}
