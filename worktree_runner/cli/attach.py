@@ -10,6 +10,8 @@ from worktree_runner.cli.base import cli, complete_streams, open_store, repo_opt
 from worktree_runner.run import registry
 from worktree_runner.run.state import RunStore
 
+TAIL_BYTES = 16 * 1024  # of the log shown before following it (its whole: 'wtr logs')
+
 
 @cli.command()
 @click.argument("stream", shell_complete=complete_streams)
@@ -60,7 +62,14 @@ def attach(stream: str, repo_dir: Path | None, run_id: str | None, take_over: bo
 
 
 def _follow(store: RunStore, stream: str) -> None:
+    """The agent's output from near its end, live, until the stream is no longer running."""
+    from worktree_runner import statefs
+
     click.echo(f"wtr: {stream} is running; following its output (Ctrl-C stops following; "
                f"'wtr attach {stream} --take-over' continues its session yourself)", err=True)
-    for chunk in registry.read_log(store, stream, follow=True):
+    since = max(0, statefs.size(store.log_path(stream)) - TAIL_BYTES)
+    if since:
+        click.echo(f"[wtr: its log from {since:,} bytes on; 'wtr logs {stream}' shows it all]",
+                   err=True)
+    for chunk in registry.read_log(store, stream, follow=True, since=since):
         click.echo(chunk, nl=False)
