@@ -133,3 +133,31 @@ def test_a_stream_a_live_runner_is_about_to_start_is_refused(repo: Repo, tmp_pat
         runner.terminate()
         runner.wait(timeout=60)
     assert stream_of(status(repo), "api")["attached"] == []
+
+
+def test_a_running_stream_is_followed_from_the_end_of_its_log(repo: Repo) -> None:
+    plan = agent_plan({"api": {"files": ["src/api/**"], "agent": {"command": (
+        "yes LINE-OF-OUTPUT | head -c 40000; echo; echo TAIL-MARK; sleep 300")}}})
+    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
+                               str(repo.write_plan(plan))], cwd=repo.path,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: next(iter(repo.path.glob(
+            ".git/worktree-runner/runs/*/streams/api/agent.log")), None) is not None)
+        log = next(iter(repo.path.glob(".git/worktree-runner/runs/*/streams/api/agent.log")))
+        wait_for(lambda: "TAIL-MARK" in log.read_text())
+        follower = subprocess.Popen([sys.executable, "-m", "worktree_runner", "attach", "api"],
+                                    cwd=repo.path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = follower.communicate(timeout=5)
+        except subprocess.TimeoutExpired:  # it follows until the stream ends: stop it
+            follower.terminate()
+            out, err = follower.communicate(timeout=30)
+    finally:
+        runner.terminate()
+        runner.wait(timeout=60)
+    assert "following its output" in err and "'wtr logs api' shows it all" in err
+    assert out.rstrip().endswith("TAIL-MARK")
+    assert 16 * 1024 - 100 < len(out) <= 16 * 1024 + 100  # its end, not all 40 KB
