@@ -99,6 +99,11 @@ class Ledger:
             return total_usage([add_usage(s.usage, self._live.get(n))
                                 for n, s in self.store.record.streams.items()])
 
+    def limited(self, name: str) -> bool:
+        """Whether stream ``name``, or the run, has a budget."""
+        record = self.store.record
+        return bool(record.budget or record.streams[name].budget)
+
     def over(self, name: str) -> Failure | None:
         """The budget failure of stream ``name``, when it or the run is past its budget."""
         record = self.store.record
@@ -128,6 +133,8 @@ class Meter:
 
     def check(self) -> Failure | None:
         """The budget failure, once the attempt so far (or the run) is past a budget."""
+        if not self.ledger.limited(self.name):
+            return None  # (no output is read again where no budget asks for it)
         if time.monotonic() - self.read_at >= CHECK_SECONDS:
             self.read_at = time.monotonic()
             size = statefs.size(self.log)
