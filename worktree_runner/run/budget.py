@@ -23,7 +23,8 @@ from worktree_runner.presets import Preset
 from worktree_runner.run.state import Failure, RunStore
 from worktree_runner.run.usage import Usage, add_usage, attempt_output, generic_usage, total_usage
 
-CHECK_SECONDS = 1.0  # how often a running agent's output is read again
+CHECK_SECONDS = 1.0  # how often a running agent's output is read again, at most
+READ_SHARE = 10  # and no more often than ten times as long as reading it took
 
 
 def tokens_of(usage: Usage | None) -> float | None:
@@ -121,25 +122,29 @@ class Ledger:
 
 
 class Meter:
-    """Reads one running attempt's output again, at most once a second and only when it
-    grew, and tells the ledger what it has used so far."""
+    """Reads one running attempt's output again, when it grew, at most once a second and
+    for at most a tenth of the time (7 MB of claude's stream-json take about 0.4 s), and
+    tells the ledger what it has used so far."""
 
     def __init__(self, ledger: Ledger, name: str, preset: Preset | None, log: Path,
                  since: int) -> None:
         self.ledger, self.name, self.preset = ledger, name, preset
         self.log, self.since = log, since
-        self.read_at = 0.0
+        self.next_read = 0.0
         self.size = -1
 
     def check(self) -> Failure | None:
         """The budget failure, once the attempt so far (or the run) is past a budget."""
         if not self.ledger.limited(self.name):
             return None  # (no output is read again where no budget asks for it)
-        if time.monotonic() - self.read_at >= CHECK_SECONDS:
-            self.read_at = time.monotonic()
+        if time.monotonic() >= self.next_read:
+            started = time.monotonic()
             size = statefs.size(self.log)
             if size != self.size:
                 self.size = size
                 output = attempt_output(self.log, self.since) or ""
                 self.ledger.running(self.name, attempt_usage(self.preset, output, live=True))
+            # A long output takes long to read again: never more than a tenth of the time.
+            took = time.monotonic() - started
+            self.next_read = started + max(CHECK_SECONDS, READ_SHARE * took)
         return self.ledger.over(self.name)
