@@ -94,8 +94,12 @@ def terminal(cwd: Path, env: Mapping[str, str]) -> Iterator[Terminal]:
     subprocess.run([tmux, "-L", socket, "-f", "/dev/null", "new-session", "-d", "-s", "t",
                     "-x", "200", "-y", "50", "-c", str(cwd), "sh"],
                    env=full, check=True, timeout=30)
+    place = subprocess.run([tmux, "-L", socket, "display-message", "-p", "#{socket_path}"],
+                           capture_output=True, text=True, timeout=30, check=False).stdout
     try:
         yield Terminal(tmux, socket)
     finally:
         subprocess.run([tmux, "-L", socket, "kill-server"], capture_output=True, timeout=30,
                        check=False)
+        if place.strip():
+            Path(place.strip()).unlink(missing_ok=True)
