@@ -44,6 +44,12 @@ def test_a_command_agents_stream_opens_a_shell_in_its_worktree(repo: Repo,
     assert [(a["kind"], a["took_over"], a["exit_code"]) for a in attached] == [
         ("attach", False, 3)]
     assert attached[0]["program"] == "/bin/sh"
+    # No runner held the run: the session is an attempt of the stream's own, too.
+    api = stream_of(status(repo), "api")
+    assert api["attempts"] == 2
+    assert [(e["attempt"], e["kind"]) for e in api["attempt_log"]] == [(1, "agent"),
+                                                                      (2, "attach")]
+    assert api["attempt_log"][-1]["exit_code"] == 3
     # What the person committed is the stream's work: a retry checks it and succeeds.
     retried = run_wtr("retry", "api", cwd=repo.path)
     assert retried.returncode == 0, retried.stderr
@@ -92,6 +98,11 @@ def test_a_running_agent_is_followed_then_handed_over_and_never_runs_twice(
     assert api["status"] == "succeeded" and api["failure"] is None
     assert api["changed_files"] == ["src/api/hand.py"]
     assert [(a["took_over"], a["exit_code"]) for a in api["attached"]] == [(True, 0)]
+    # The runner recorded the hand-over: the agent's attempt, then the person's, checked.
+    assert api["attempts"] == 2
+    assert [(e["kind"], e.get("handed_over", False), e["failure"])
+            for e in api["attempt_log"]] == [("agent", True, None), ("attach", False, None)]
+    assert all(e["finished_at"] for e in api["attempt_log"])
     assert len(records(rec, "api")) == 1  # no second agent was started
     assert "handed over to a person" in run_wtr("logs", "api", cwd=repo.path).stdout
 

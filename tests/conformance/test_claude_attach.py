@@ -169,7 +169,9 @@ def test_a_running_claude_is_handed_over_and_never_runs_twice(repo: Repo,
                 runner.kill()
     assert runner.returncode == 0, err  # handed over, not failed; then checked
     api = stream_of(status(repo), "api")
-    assert api["status"] == "succeeded" and api["attempts"] == 1
+    assert api["status"] == "succeeded" and api["attempts"] == 2  # its agent's, the person's
+    assert [e["kind"] for e in api["attempt_log"]] == ["agent", "attach"]
+    assert api["attempt_log"][1]["resumed"] == api["session"]
     assert [(a["took_over"], a["program"]) for a in api["attached"]] == [(True, "claude")]
     assert not _running(repo)
 

@@ -52,10 +52,10 @@ def attach(stream: str, repo_dir: Path | None, run_id: str | None, take_over: bo
     session = core.opening(ctx, stream)
     if agent is not None:
         click.echo(f"wtr: stopping {stream}'s agent to hand it over to you...", err=True)
-        core.take_over(store, stream, agent)
+        core.take_over(store, stream, agent, session.session)
     click.echo(f"wtr: {stream}: {session.what} in {session.cwd}; leave it to return", err=True)
-    with core.holding(store, took_over=agent is not None):
-        entry = core.attend(store, session, took_over=agent is not None)
+    with core.holding(store, took_over=agent is not None) as own_state:
+        entry = core.attend(store, session, took_over=agent is not None, own_state=own_state)
     after = ("the runner now checks its work ('wtr status')" if agent is not None
              else f"'wtr retry {stream}' checks the work again, or 'wtr accept {stream}'")
     click.echo(f"wtr: left {stream} (exit {entry['exit_code']}); {after}", err=True)

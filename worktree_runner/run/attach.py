@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,11 +110,14 @@ def opening(ctx: RunContext, name: str) -> Opening:
 
 
 def last_session(ctx: RunContext, stream: Stream) -> str | None:
-    """The CLI session of the stream's last attempt (None: its preset cannot tell)."""
+    """The CLI session of the stream's last attempt: as recorded when it ended, else read
+    from its output (a running one); None when its preset cannot tell."""
     preset = preset_of(stream)
     record = ctx.store.record.streams[stream.name]
+    if preset is None:
+        return None
     output = attempt_output(ctx.store.log_path(stream.name), record.log_start or 0)
-    return preset.session(output) if preset is not None and output else None
+    return (preset.session(output) if output else None) or record.session
 
 
 def _values(ctx: RunContext, stream: Stream) -> dict[str, str]:
@@ -138,14 +141,14 @@ def check_idle(store: RunStore, name: str) -> None:
                        f"follow it with 'wtr logs {name} --follow'")
 
 
-def take_over(store: RunStore, name: str, agent: procs.Agent) -> None:
+def take_over(store: RunStore, name: str, agent: procs.Agent, session: str | None) -> None:
     """Stop the stream's running agent for a person, under the note that tells its runner
     this is a hand-over; return once no agent of the stream is left."""
     if not registry.run_is_active(store):
         raise WtrError(f"no wtr is watching {name}'s agent (its runner is gone)",
                        hint=f"'wtr resume --run {store.run_id}' adopts it; take it over then")
     handover.write_note(store.stream_dir(name), took_over=True,
-                        attempt=store.record.streams[name].attempts)
+                        attempt=store.record.streams[name].attempts, session=session)
     agent.stop()
     deadline = time.monotonic() + STOP_WAIT_SECONDS
     while running_agent(store, name) is not None:
@@ -157,24 +160,28 @@ def take_over(store: RunStore, name: str, agent: procs.Agent) -> None:
 
 
 @contextmanager
-def holding(store: RunStore, took_over: bool) -> Iterator[None]:
+def holding(store: RunStore, took_over: bool) -> Iterator[bool]:
     """Hold the run while a person is in a stream that is not running, so that no runner
-    starts an agent beside them; with a runner at work (it never restarts a finished
-    stream, and it waits for a handed-over one), leave the run to it."""
-    held = nullcontext() if took_over or registry.run_is_active(store) else (
-        registry.hold_run(store))
-    with held:
-        yield
+    starts an agent beside them (True: held); with a runner at work (it never restarts a
+    finished stream, and it waits for a handed-over one), leave the run to it."""
+    if took_over or registry.run_is_active(store):
+        yield False
+        return
+    with registry.hold_run(store):
+        yield True
 
 
-def attend(store: RunStore, session: Opening, took_over: bool) -> dict[str, Any]:
-    """Run the person's session on this terminal to its end; record it."""
+def attend(store: RunStore, session: Opening, took_over: bool,
+           own_state: bool) -> dict[str, Any]:
+    """Run the person's session on this terminal to its end; record it (``own_state``:
+    this process holds the run, and records it as an attempt of the stream too)."""
     stream_dir = store.stream_dir(session.stream)
     attempt = store.record.streams[session.stream].attempts
     entry: dict[str, Any] = {"kind": "attach", "started_at": now(), "took_over": took_over,
                              "attempt": attempt, "program": session.argv[0],
                              "session": session.session}
-    handover.write_note(stream_dir, took_over=took_over, attempt=attempt)
+    handover.write_note(stream_dir, took_over=took_over, attempt=attempt,
+                        session=session.session)
     try:
         entry["exit_code"] = procs.run_forwarding_signals(session.argv, session.cwd,
                                                           session.env)
@@ -182,5 +189,18 @@ def attend(store: RunStore, session: Opening, took_over: bool) -> dict[str, Any]
         entry["finished_at"] = now()
         entry.setdefault("exit_code", None)
         handover.record(stream_dir, entry)
+        if own_state:
+            _record_attempt(store, session.stream, entry)
         handover.clear_note(stream_dir)
     return entry
+
+
+def _record_attempt(store: RunStore, name: str, entry: dict[str, Any]) -> None:
+    """The session as an attempt of kind ``attach`` in the stream's attempt log."""
+    record = store.record.streams[name]
+    logged = {"attempt": record.attempts + 1, "kind": "attach",
+              "started_at": entry["started_at"], "resumed": entry["session"],
+              "finished_at": entry["finished_at"], "failure": None,
+              "exit_code": entry["exit_code"]}
+    store.update_stream(name, "attempt_attached", attempts=record.attempts + 1,
+                        attempt_log=[*record.attempt_log, logged])

@@ -27,10 +27,11 @@ def note_path(stream_dir: Path) -> Path:
     return stream_dir / NOTE_FILE
 
 
-def write_note(stream_dir: Path, took_over: bool, attempt: int) -> None:
+def write_note(stream_dir: Path, took_over: bool, attempt: int,
+               session: str | None = None) -> None:
     """Say that this process has the stream's session from now on."""
     note = {"pid": os.getpid(), "started": procs.process_start_time(os.getpid()),
-            "took_over": took_over, "attempt": attempt}
+            "took_over": took_over, "attempt": attempt, "session": session}
     statefs.write_text(note_path(stream_dir), json.dumps(note) + "\n", 0o600)
 
 

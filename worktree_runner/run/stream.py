@@ -729,6 +729,14 @@ def _handed_over(ctx: RunContext, name: str) -> Failure | None:
     ctx.store.event("attempt_handed_over", stream=name)
     _append_log(ctx, name, "wtr: the agent was handed over to a person (wtr attach); its "
                            "work is checked when they leave")
+    note = handover.present(ctx.store.stream_dir(name)) or {}
+    record = ctx.store.record.streams[name]
+    ended = [{**e, "finished_at": e["finished_at"] or now(), "handed_over": True}
+             for e in record.attempt_log[-1:]]
+    person = {"attempt": record.attempts + 1, "kind": "attach", "started_at": now(),
+              "resumed": note.get("session"), "finished_at": None, "failure": None}
+    ctx.store.update_stream(name, "attempt_started", attempts=record.attempts + 1,
+                            attempt_log=[*record.attempt_log[:-1], *ended, person])
     if handover.wait_for_person(ctx.store.stream_dir(name), ctx.stop):
         return None
     return Failure("interrupted", "the run was stopped while a person had the stream's session")
