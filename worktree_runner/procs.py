@@ -216,12 +216,15 @@ def ask(command: Sequence[str] | str, cwd: Path, env: Mapping[str, str], given: 
     return process.returncode, out.decode(errors="replace")
 
 
-def run_forwarding_signals(command: Sequence[str]) -> int:
-    """Run ``command`` to its end (for ``wtr lock``), passing SIGTERM and SIGHUP on to it
+def run_forwarding_signals(command: Sequence[str], cwd: Path | None = None,
+                           env: Mapping[str, str] | None = None) -> int:
+    """Run ``command`` to its end (for ``wtr lock``; ``wtr attach``'s session, on the
+    terminal, in ``cwd`` with ``env`` and ``PWD``), passing SIGTERM and SIGHUP on to it
     instead of dying first: whoever holds something while it runs holds it until it has
     exited. SIGINT from a terminal reaches the command by itself (same process group), so
     it is only not allowed to end us early. Exit code as a shell gives it (128 + signal)."""
-    process = subprocess.Popen(list(command))
+    process = subprocess.Popen(list(command), cwd=cwd,
+                               env=with_pwd(env, cwd) if env is not None and cwd else env)
 
     def forward(signum: int, frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):

@@ -162,10 +162,9 @@ def status_text(doc: dict[str, Any]) -> str:
     attention = _attention(doc, markdown=False)
     lines += ["", "Needs attention:", *(attention or ["  nothing: every stream is fine so far"])]
     lines += [line.rstrip() for line in [*candidate_lines(doc), *eta_lines(doc),
-                                         *merge_lines(doc), *disk_lines(doc),
+                                         *spend_lines(doc), *merge_lines(doc), *disk_lines(doc),
                                          *isolation_lines(doc)]]
     return "\n".join(lines)
-
 
 def candidate_lines(doc: dict[str, Any]) -> list[str]:
     """Every candidate of the best-of-N streams: how it ended, and which one was kept."""
@@ -182,6 +181,23 @@ def candidate_lines(doc: dict[str, Any]) -> list[str]:
             lines.append(printable(f"  {stream['name']} {c['attempt']} ({c['agent']}): {said}; "
                                    f"{size}; {where}"))
     return lines
+
+
+def spend_lines(doc: dict[str, Any]) -> list[str]:
+    """What the agents said they spent, in all and per stream, against the budgets."""
+    from worktree_runner.run.budget import describe
+    from worktree_runner.run.usage import describe_usage
+
+    def spent(usage: Any, budget: Any) -> str:
+        limit = describe(budget)
+        return (describe_usage(usage) or "nothing said") + (f" (budget {limit})" if limit
+                                                              else "")
+
+    streams = [s for s in doc["streams"] if s.get("usage") or s.get("budget")]
+    if not (doc.get("usage") or doc.get("budget") or streams):
+        return []
+    return [f"spend: {spent(doc.get('usage'), doc.get('budget'))}",
+            *(f"  {s['name']}: {spent(s.get('usage'), s.get('budget'))}" for s in streams)]
 
 
 def disk_lines(doc: dict[str, Any]) -> list[str]:
@@ -345,7 +361,8 @@ def print_status(doc: dict[str, Any]) -> None:
     if doc["state"] == "interrupted":
         console.print(_attention(doc, markdown=False)[0].strip(), markup=False,
                       highlight=False, style="yellow")
-    for line in [*candidate_lines(doc), *eta_lines(doc), *merge_lines(doc), *disk_lines(doc)]:
+    for line in [*candidate_lines(doc), *eta_lines(doc), *spend_lines(doc), *merge_lines(doc),
+                 *disk_lines(doc)]:
         console.print(line, markup=False, highlight=False)
     for line in isolation_lines(doc):
         console.print(line, markup=False, highlight=False, style="yellow")

@@ -17,6 +17,8 @@ AGENT_WAIT_FOR=PATH  wait (up to 120 s) until PATH exists before doing anything 
 AGENT_CHATTY=S       print a line every 0.2 s for S seconds, then finish as usual
 AGENT_PROGRESS_MESSAGE=TEXT  report progress with this message (and --percent 50)
 AGENT_REPORT=TEXT    write TEXT to the file named by WTR_REPORT
+AGENT_SPEND=T,N,USD  print N usage lines, 0.2 s apart, as claude's stream-json result record
+                     does: each the running total (T more tokens and USD more dollars a line)
 """
 
 from __future__ import annotations
@@ -68,6 +70,18 @@ def _hangs() -> bool:
     return attempt <= int(limit)
 
 
+def spend() -> None:
+    if not os.environ.get("AGENT_SPEND"):
+        return
+    tokens, lines, dollars = os.environ["AGENT_SPEND"].split(",")
+    for line in range(1, int(lines) + 1):
+        print(json.dumps({"type": "result", "num_turns": line, "total_cost_usd":
+                          round(line * float(dollars), 6),
+                          "usage": {"input_tokens": line * int(tokens), "output_tokens": line}}),
+              flush=True)
+        time.sleep(0.2)
+
+
 def git(*args: str) -> None:
     subprocess.run(["git", *args], check=True, capture_output=True)
 
@@ -87,6 +101,7 @@ def main() -> int:
             if os.environ.get("AGENT_CHATTY_HANG"):
                 print("still working", flush=True)
             time.sleep(0.2)
+    spend()
     chatty_until = time.monotonic() + float(os.environ.get("AGENT_CHATTY", "0"))
     while time.monotonic() < chatty_until:
         print("working", flush=True)

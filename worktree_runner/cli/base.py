@@ -106,6 +106,7 @@ def cli(ctx: click.Context, verbose: bool, repo_dir: Path | None) -> None:
       wtr merge                replay finished streams onto the target (--check first)
       wtr clean                remove worktrees and merged branches; never loses work
     After a crash or Ctrl-C: wtr resume. After a failure: wtr retry / wtr accept.
+    To step in yourself: wtr attach STREAM (its agent's session, in its worktree).
     PLAN defaults to worktree-plan.yaml at the repository root.
     Exit codes: 0 ok, 1 work failed, 2 bad input, 3 halted for a human, 130 interrupted.
     Reference: docs/commands.md and docs/plan.md in the project.

@@ -30,9 +30,22 @@ from worktree_runner.run.status import status_document
 from worktree_runner.words import plural
 
 
+def budget_options(func: Any) -> Any:
+    usd = click.option("--budget-usd", type=click.FloatRange(min=0, min_open=True),
+                       default=None, metavar="X", help=_BUDGET_HELP.format(what="dollars"))
+    tokens = click.option("--budget-tokens", type=click.IntRange(min=1), default=None,
+                          metavar="N", help=_BUDGET_HELP.format(what="tokens (input + output)"))
+    return usd(tokens(func))
+
+
+_BUDGET_HELP = ("The most the run's agents may spend together, in {what} (replaces the plan's "
+                "budget of the run; past it, agents are stopped and no stream starts).")
+
+
 @cli.command()
 @plan_argument
 @repo_option
+@budget_options
 @click.option("--max-parallel", type=click.IntRange(min=1), default=None,
               help="Agents running at once (default: the plan's max_parallel).")
 @click.option("--dry-run", is_flag=True, help="Print what would happen; create nothing.")
@@ -48,7 +61,8 @@ from worktree_runner.words import plural
                    "for a later 'wtr merge' while the others go on.")
 def run(plan_file: Path | None, repo_dir: Path | None, max_parallel: int | None,
         dry_run: bool, executor: str | None, scheduler: str | None,
-        remote: str | None, auto_merge: bool) -> None:
+        remote: str | None, auto_merge: bool, budget_usd: float | None,
+        budget_tokens: int | None) -> None:
     """Run PLAN (default: worktree-plan.yaml): each stream in its own branch and worktree.
 
     \b
@@ -71,6 +85,7 @@ def run(plan_file: Path | None, repo_dir: Path | None, max_parallel: int | None,
         click.echo(render.dry_run_report(prepared, run_id, planned))
         return
     store = runner.create_run(prepared)
+    runner.raise_budget(store, budget_usd, budget_tokens)
     click.echo(f"run {store.run_id}: {len(prepared.plan.streams)} streams, state in {store.dir}",
                err=True)
     _drive(store, lambda: runner.run_plan(prepared.repo, store, prepared.plan,
@@ -124,9 +139,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @cli.command()
 @repo_option
 @run_option
+@budget_options
 @click.option("--retry-failed", is_flag=True, help="Also re-run failed streams (and then "
               "their blocked dependents).")
-def resume(repo_dir: Path | None, run_id: str | None, retry_failed: bool) -> None:
+def resume(repo_dir: Path | None, run_id: str | None, retry_failed: bool,
+           budget_usd: float | None, budget_tokens: int | None) -> None:
     """Continue a run that was interrupted or whose runner died.
 
     \b
@@ -134,11 +151,18 @@ def resume(repo_dir: Path | None, run_id: str | None, retry_failed: bool) -> Non
     runner watched get their checks; streams whose agent vanished without a result
     get a new attempt in the same worktree, keeping their commits; a worktree that
     vanished is recreated from its branch. Finished streams are never redone.
+    A run stopped by its budget goes on with --budget-usd/--budget-tokens and
+    --retry-failed.
     """
     from worktree_runner.run import runner
 
     repo, store = open_store(repo_dir, run_id)
-    _drive(store, lambda: runner.resume_run(repo, store, retry_failed))
+
+    def work() -> Any:
+        runner.raise_budget(store, budget_usd, budget_tokens)
+        return runner.resume_run(repo, store, retry_failed)
+
+    _drive(store, work)
 
 
 @cli.command()
@@ -148,8 +172,13 @@ def resume(repo_dir: Path | None, run_id: str | None, retry_failed: bool) -> Non
 @click.option("--message", "-m", metavar="TEXT",
               help="Continue each stream's agent session with TEXT (what to do differently) "
                    "instead of starting a new agent.")
+@click.option("--budget-usd", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="X", help="The most each of STREAMS may spend, in dollars (replaces "
+                                "its budget in the plan).")
+@click.option("--budget-tokens", type=click.IntRange(min=1), default=None, metavar="N",
+              help="The most each of STREAMS may spend, in tokens (input + output).")
 def retry(streams: tuple[str, ...], repo_dir: Path | None, run_id: str | None,
-          message: str | None) -> None:
+          message: str | None, budget_usd: float | None, budget_tokens: int | None) -> None:
     """Re-run failed STREAMS (new attempts, same worktrees, commits kept), then their dependents.
 
     \b
@@ -172,7 +201,8 @@ def retry(streams: tuple[str, ...], repo_dir: Path | None, run_id: str | None,
             click.echo(f"{name}: no agent session to continue (a command agent, a CLI that "
                        "cannot resume, or none recorded); a new agent gets the prompt and "
                        "your message", err=True)
-    _drive(store, lambda: runner.retry_streams(repo, store, list(streams), message))
+    _drive(store, lambda: runner.retry_streams(repo, store, list(streams), message,
+                                               budget_usd, budget_tokens))
 
 
 @cli.command()

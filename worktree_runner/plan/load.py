@@ -23,6 +23,7 @@ from worktree_runner.plan.model import (
     MAX_FEEDBACK,
     MIN_LOG_LIMIT,
     Agent,
+    Budget,
     Choose,
     Coupling,
     Plan,
@@ -45,15 +46,16 @@ TOP_KEYS = frozenset(
     {"version", "name", "base", "target", "max_parallel", "worktrees_dir", "agent", "setup",
      "teardown", "copy", "verify", "shared", "streams", "port_range", "executor",
      "coupling", "pool", "keep_ignored", "sparse",
-     "allow_empty", "log_limit", "sandbox", "writable", "feedback"}
+     "allow_empty", "log_limit", "sandbox", "writable", "feedback", "budget"}
 )
 AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout", "retries", "env"})
 COUPLING_KEYS = frozenset({"min_support", "min_confidence", "hot_share", "commits", "since"})
 STREAM_KEYS = frozenset(
     {"description", "files", "prompt", "depends_on", "conflicts_with", "shared", "verify",
      "on_failure", "agent", "sparse", "context", "allow_empty", "sandbox", "writable",
-     "attempts", "choose", "agents", "feedback"}
+     "attempts", "choose", "agents", "feedback", "budget"}
 )
+BUDGET_KEYS = frozenset({"usd", "tokens"})
 ON_FAILURE = ("continue", "stop")
 
 _NAME_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -214,6 +216,7 @@ class _Reader:
             pool=self.get(top, root, "pool", _non_negative_int, None),
             keep_ignored=self.get(top, root, "keep_ignored", _patterns, NO_TEXTS),
             sparse=sparse,
+            budget=self._budget(top, root),
             warnings=tuple(self.warnings),
             lines=MappingProxyType({".".join(k): v for k, v in self.doc.lines.items()}),
         )
@@ -317,6 +320,7 @@ class _Reader:
             attempts=attempts,
             choose=self._choose(fields, path, attempts),
             agents=self._candidate_agents(fields, path, agent_fields, attempts),
+            budget=self._budget(fields, path),
         )
 
     # -- best-of-N ---------------------------------------------------------------------
@@ -350,6 +354,22 @@ class _Reader:
                                      (*where, str(index)))
             agents.append(self._agent(_over(stream_agent, own), (*where, str(index))))
         return tuple(agents)
+
+    # -- budgets -----------------------------------------------------------------------
+
+    def _budget(self, fields: dict[str, Any], path: KeyPath) -> Budget | None:
+        """``budget: {usd: X, tokens: N}`` at ``path``, at least one of them."""
+        if "budget" not in fields:
+            return None
+        where: KeyPath = (*path, "budget")
+        given = self.mapping(fields["budget"], where, "'budget' ({usd: X, tokens: N})")
+        if given is None:
+            return None
+        self.check_keys(given, where, BUDGET_KEYS)
+        if not given:
+            self.fail(where, "give 'usd', 'tokens' or both")
+        return Budget(usd=self.get(given, where, "usd", _dollars, None),
+                      tokens=self.get(given, where, "tokens", _positive_int, None))
 
     # -- agents ------------------------------------------------------------------------
 
@@ -578,6 +598,12 @@ def _positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError("must be a whole number of at least 1")
     return value
+
+
+def _dollars(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
+        raise ValueError("must be an amount in dollars above 0, e.g. 2.5")
+    return float(value)
 
 
 def _share(value: Any) -> float:

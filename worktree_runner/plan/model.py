@@ -52,6 +52,18 @@ def agent_name(agent: Agent) -> str:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """The most a stream's agent, or a whole run, may spend: dollars as the agents report
+    them, tokens as input plus output. None: no limit on that measure."""
+
+    usd: float | None = None
+    tokens: int | None = None
+
+    def to_json(self) -> dict[str, float | int | None]:
+        return {"usd": self.usd, "tokens": self.tokens}
+
+
+@dataclass(frozen=True)
 class Coupling:
     """When ``wtr check`` warns about files that history says change together.
 
@@ -99,6 +111,7 @@ class Stream:
     feedback: int | None = None  # None: DEFAULT_FEEDBACK for a preset, 0 for a command
     sandbox: bool = False  # run the agent under bubblewrap (worktree_runner/sandbox.py)
     writable: tuple[str, ...] = ()  # more paths writable in the sandbox (~ allowed)
+    budget: Budget | None = None
     # Streams declared earlier that this one may not run beside (conflicts_with or a
     # shared path in common) and that no dependency already orders: it waits for them.
     waits_for: tuple[str, ...] = ()
@@ -159,6 +172,7 @@ class Plan:
     pool: int | None = None  # None: POOL_PER_AGENT x max_parallel
     keep_ignored: tuple[str, ...] = ()
     sparse: bool = False
+    budget: Budget | None = None  # the whole run's
     warnings: tuple[str, ...] = ()
     lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 

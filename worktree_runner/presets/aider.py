@@ -114,6 +114,15 @@ class _Aider(Preset):
         first = self.launch(facts)
         return Launch((*first.argv, "--restore-chat-history"), first.env, first.files)
 
+    def interactive(self, facts: StreamFacts, session: str | None) -> Launch:
+        """aider's chat in the worktree. It has no session ids: ``--restore-chat-history``
+        brings back the stream's conversation from its chat history file."""
+        first = self.launch(facts)
+        unattended = {"--message-file", "{prompt_file}", "--yes-always", "--no-stream",
+                      "--no-pretty", "--no-fancy-input", "--analytics-log", "/dev/stdout"}
+        kept = tuple(a for a in first.argv if a not in unattended)
+        return Launch(("aider", *kept[1:], "--restore-chat-history"), first.env, first.files)
+
     def usage(self, output: str) -> dict[str, float | None] | None:
         sent = [r["properties"] for r in json_lines(output)
                 if r.get("event") == "message_send" and isinstance(r.get("properties"), dict)]

@@ -148,6 +148,11 @@ class Preset:
         """What the attempt's output says it used; None when it says nothing."""
         return None
 
+    def live_usage(self, output: str) -> dict[str, float | None] | None:
+        """What a running attempt's output says it used so far (for budgets); a CLI that
+        reports usage only at its end says it then."""
+        return self.usage(output)
+
     def final_message(self, output: str) -> str | None:
         """The agent's last word in the attempt's output (for its report), or None."""
         return None

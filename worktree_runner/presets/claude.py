@@ -83,6 +83,22 @@ class _Claude(Preset):
         return usage_record(tokens.get("input_tokens"), tokens.get("output_tokens"),
                             result.get("total_cost_usd"), result.get("num_turns"))
 
+    def live_usage(self, output: str) -> dict[str, float | None] | None:
+        """Before its result record, the usage each assistant message carries in stream-json
+        (one message comes in several records: the last of each id counts); no cost yet."""
+        if _result(output) is not None:
+            return self.usage(output)
+        messages: dict[str, dict[str, Any]] = {}
+        for record in json_lines(output):
+            message = _mapping(record.get("message"))
+            if record.get("type") == "assistant" and isinstance(message.get("usage"), dict):
+                messages[str(message.get("id") or len(messages))] = message["usage"]
+        if not messages:
+            return None
+        used = list(messages.values())
+        return usage_record(_sum(u.get("input_tokens") for u in used),
+                            _sum(u.get("output_tokens") for u in used), None, len(used))
+
     def final_message(self, output: str) -> str | None:
         result = _result(output)
         if result is not None and not result.get("is_error"):
@@ -103,6 +119,15 @@ class _Claude(Preset):
         first = self.launch(facts)
         return Launch((*first.argv, "--resume", session), first.env, first.files)
 
+    def interactive(self, facts: StreamFacts, session: str | None) -> Launch:
+        """Claude Code's terminal interface (no ``-p``) with this run's settings and
+        permission mode; ``--resume`` opens the stream's conversation."""
+        first = self.launch(facts)
+        argv = ("claude", "--permission-mode", "bypassPermissions",
+                "--settings", str(facts.state_dir / SETTINGS_FILE))
+        return Launch((*argv, *(("--resume", session) if session else ())), first.env,
+                      first.files)
+
     def denials(self, output: str) -> list[str]:
         """The tool calls Claude Code denied in the attempt, one line each ("Bash: git
         commit -m x"): work the agent may claim it did."""
@@ -115,6 +140,11 @@ def scope_of(facts: StreamFacts) -> Scope:
 
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _sum(values: Iterator[Any]) -> int | None:
+    counts = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+    return sum(counts) if counts else None
 
 
 def _result(output: str) -> dict[str, Any] | None:

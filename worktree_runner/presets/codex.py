@@ -125,6 +125,15 @@ class _Codex(Preset):
                 last = text_of(item.get("text")) or last
         return last
 
+    def interactive(self, facts: StreamFacts, session: str | None) -> Launch:
+        """Codex's terminal interface (``codex resume <id>`` for the stream's session) in the
+        worktree, with the approvals the headless run had."""
+        home = self.launch(facts)
+        flags = ("--dangerously-bypass-approvals-and-sandbox", "--cd", "{worktree}",
+                 "-c", "allow_login_shell=false")
+        argv = ("codex", "resume", *flags, session) if session else ("codex", *flags)
+        return Launch(argv, home.env, home.files)
+
 
 def _user_home() -> Path:
     configured = os.environ.get("CODEX_HOME")

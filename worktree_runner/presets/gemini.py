@@ -93,6 +93,14 @@ class _Gemini(Preset):
         argv = (*first.argv[:prompt], "--resume", session, *first.argv[prompt:])
         return Launch(argv, first.env, first.files)
 
+    def interactive(self, facts: StreamFacts, session: str | None) -> Launch:
+        """Gemini's terminal interface with the headless run's approval mode; ``--resume``
+        takes a session of this folder ("latest", an index or, where known, its id)."""
+        home = self.launch(facts)
+        argv = ("gemini", "--skip-trust", "--approval-mode", "yolo")
+        return Launch((*argv, *(("--resume", session) if session else ())), home.env,
+                      home.files)
+
     def usage(self, output: str) -> dict[str, float | None] | None:
         stats = None
         for record in json_lines(output):

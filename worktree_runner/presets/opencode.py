@@ -138,6 +138,13 @@ class _Opencode(Preset):
         argv = (*first.argv[:prompt], "--session", session, *first.argv[prompt:])
         return Launch(argv, first.env, first.files)
 
+    def interactive(self, facts: StreamFacts, session: str | None) -> Launch:
+        """opencode's terminal interface on the worktree, with this run's config and session
+        database (``--session`` continues the stream's session)."""
+        first = self.launch(facts)
+        argv = ("opencode", "{worktree}", *(("--session", session) if session else ()))
+        return Launch(argv, first.env, first.files)
+
     def usage(self, output: str) -> dict[str, float | None] | None:
         steps = [_mapping(e.get("part")) for e in _events(output, "step_finish")]
         if not steps:

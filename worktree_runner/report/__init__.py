@@ -41,6 +41,7 @@ def template() -> Any:
     """Compiled once per process: the runner rewrites the page while the run goes."""
     import jinja2  # here, not at the top: commands that never report do not pay for it
 
+    from worktree_runner.run.budget import describe as describe_budget
     from worktree_runner.run.usage import describe_usage
 
     env = jinja2.Environment(
@@ -51,6 +52,7 @@ def template() -> Any:
         bytecode_cache=jinja2.FileSystemBytecodeCache(),
     )
     env.filters["usage"] = describe_usage
+    env.filters["budget"] = describe_budget
     return env.get_template("report.html.j2")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from worktree_runner.render import eta_lines
 from worktree_runner.report import layout
 from worktree_runner.report.timeline import Row, build_timeline
 from worktree_runner.run.agent_report import report_document
+from worktree_runner.run.budget import describe as describe_budget
 from worktree_runner.run.state import RunStore
 from worktree_runner.run.status import status_document
 from worktree_runner.run.usage import describe_usage, total_usage
@@ -122,7 +122,7 @@ def gather(store: RunStore, diffs: bool = False) -> Report:
         critical=timeline.critical,
         streams=details,
         merge=_merge(store, repo, plan, doc),
-        usage=_usage(doc["streams"]),
+        usage=_usage(doc),
         eta=eta_lines(doc),
     )
 
@@ -173,8 +173,11 @@ def _duration(start: str | None, end: str | None, running: bool) -> str:
     return format_duration((finish - datetime.fromisoformat(start)).total_seconds())
 
 
-def _usage(streams: Iterable[dict[str, Any]]) -> str | None:
-    return describe_usage(total_usage([s.get("usage") for s in streams]))
+def _usage(doc: dict[str, Any]) -> str | None:
+    """What the agents used in all, against the run's budget when it has one."""
+    said = describe_usage(total_usage([s.get("usage") for s in doc["streams"]]))
+    limit = describe_budget(doc.get("budget"))
+    return f"{said or 'nothing said'} (budget {limit})" if limit else said
 
 
 # -- one stream -----------------------------------------------------------------------------

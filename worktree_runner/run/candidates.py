@@ -283,7 +283,8 @@ def _first_record(ctx: RunContext, stream: Stream, attempt: int, base: str) -> R
     starts from (for its prompt)."""
     run = ctx.store.record
     own = StreamRecord(name=stream.name, branch=candidate_branch(run.run, stream.name, attempt),
-                       worktree=None, depends_on=list(stream.depends_on), base_commit=base)
+                       worktree=None, depends_on=list(stream.depends_on), base_commit=base,
+                       budget=run.streams[stream.name].budget)  # (each candidate's own)
     others = {n: StreamRecord.from_json(run.streams[n].to_json())
               for n in (*stream.depends_on, *stream.waits_for)}
     return replace(run, streams={**others, stream.name: own}, merge={}, isolation=[],

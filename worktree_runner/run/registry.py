@@ -120,11 +120,12 @@ def unknown_stream(store: RunStore, name: str) -> UnknownRun:
 LOG_CHUNK = 256 * 1024
 
 
-def read_log(store: RunStore, name: str, follow: bool, poll: float = 0.5) -> Iterator[str]:
-    """The stream's log in pieces (never the whole file in memory); with ``follow``, keep
-    reading until the stream is no longer running."""
+def read_log(store: RunStore, name: str, follow: bool, poll: float = 0.5,
+             since: int = 0) -> Iterator[str]:
+    """The stream's log in pieces (never the whole file in memory), from byte ``since``;
+    with ``follow``, keep reading until the stream is no longer running."""
     path = store.log_path(name)
-    position = 0
+    position = since
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while True:
         with contextlib.suppress(OSError), statefs.open_read(path) as handle:

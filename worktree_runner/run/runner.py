@@ -120,9 +120,11 @@ def create_run(prepared: Prepared) -> RunStore:
                 branch=f"wtr/{store.run_id}/{s.name}",
                 worktree=None,
                 depends_on=list(s.depends_on),
+                budget=s.budget.to_json() if s.budget else None,
             )
             for s in plan.streams
         },
+        budget=plan.budget.to_json() if plan.budget else None,
         runner_pid=os.getpid(),
         executor=None if prepared.executor.kind == "local" else prepared.executor.to_json(),
     )
@@ -239,10 +241,28 @@ def resume_run(repo: git.Repository, store: RunStore, retry_failed: bool) -> Run
     return run_plan(repo, store, plan, recovered)
 
 
+def raise_budget(store: RunStore, usd: float | None, tokens: int | None,
+                 streams: list[str] | None = None) -> None:
+    """Set the run's budget (or, with ``streams``, theirs) to what is given, keeping the
+    measure not given; the budgets in force are those of the run's state."""
+    given = {k: v for k, v in (("usd", usd), ("tokens", tokens)) if v is not None}
+    if not given:
+        return
+    if streams is None:
+        store.update_run("budget_set", budget={**(store.record.budget or {}), **given})
+        return
+    for name in streams:
+        budget = store.record.streams[name].budget or {"usd": None, "tokens": None}
+        store.update_stream(name, "budget_set", budget={**budget, **given})
+
+
 def retry_streams(repo: git.Repository, store: RunStore, names: list[str],
-                  message: str | None = None) -> RunRecord:
+                  message: str | None = None, usd: float | None = None,
+                  tokens: int | None = None) -> RunRecord:
+    """Re-run failed streams; ``usd``/``tokens``: their new budgets."""
     plan = load_run_plan(store)
     recover.requeue(store, names, message)
+    raise_budget(store, usd, tokens, names)
     return run_plan(repo, store, plan)
 
 

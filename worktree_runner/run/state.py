@@ -115,7 +115,9 @@ def _conforms(value: Any, hint: Any) -> bool:
 
 @dataclass
 class Failure:
-    kind: str  # exit_code | timeout | stalled | setup | ownership | verify | interrupted | error
+    # exit_code | timeout | stalled | setup | ownership | verify | interrupted | error
+    # | history | no_changes | budget
+    kind: str
     message: str
     files: list[str] = field(default_factory=list)
     output: str | None = None  # verify: the last lines of the failing command's output
@@ -164,6 +166,7 @@ class StreamRecord:
     attempt_log: list[dict[str, Any]] = field(default_factory=list)
     # A person's message (``wtr retry --message``) the next attempt continues the session with.
     message: str | None = None
+    budget: dict[str, float | None] | None = None  # {"usd": X, "tokens": N}: the most it may spend
 
     def to_json(self) -> dict[str, Any]:
         document = dict(vars(self))
@@ -217,6 +220,7 @@ class RunRecord:
     copied: list[str] = field(default_factory=list)
     # Where the streams run: {"kind": "dask", "scheduler": ..., "remote": ...}; None: here.
     executor: dict[str, Any] | None = None
+    budget: dict[str, float | None] | None = None  # the whole run's: {"usd": X, "tokens": N}
     version: int = STATE_VERSION
 
     def to_json(self) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from worktree_runner.errors import WtrError
-from worktree_runner.run import registry
+from worktree_runner.run import handover, registry
 from worktree_runner.run.agent_report import report_document
 from worktree_runner.run.disk import run_disk
 from worktree_runner.run.state import (
@@ -19,6 +19,7 @@ from worktree_runner.run.state import (
     StreamRecord,
     empty_merge,
 )
+from worktree_runner.run.usage import total_usage
 
 
 def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
@@ -48,6 +49,7 @@ def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
         "finished_at": stream.finished_at,
         "blocked_by": stream.blocked_by,
         "usage": stream.usage,
+        "budget": stream.budget,
         "accepted": stream.accepted,
         "start_conflict": ({"streams": stream.start_conflict["streams"],
                             "files": stream.start_conflict["files"]}
@@ -62,6 +64,7 @@ def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
         "candidates": [dict(c) for c in stream.candidates],
         "session": stream.session,
         "attempt_log": stream.attempt_log,
+        "attached": handover.sessions(store.stream_dir(stream.name)),
     }
 
 
@@ -115,6 +118,8 @@ def status_document(store: RunStore, disk: bool = False) -> dict[str, Any]:
         "merge": merge_view(record.merge, record.target),
         **({"disk_bytes": used["disk_bytes"]} if used else {}),
         "isolation": record.isolation,
+        "usage": total_usage([s.usage for s in record.streams.values()]),
+        "budget": record.budget,
         **_eta(store, record, state),
     }
 

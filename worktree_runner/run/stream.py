@@ -20,12 +20,13 @@ from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.pool import Pool
 from worktree_runner.presets import PRESETS, Launch, Preset, StreamFacts
-from worktree_runner.run import feedback
+from worktree_runner.run import feedback, handover
 from worktree_runner.run.agent_report import fill_from_final_message
+from worktree_runner.run.budget import Ledger, Meter, attempt_usage
 from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import DependencyWork, render_command, render_prompt
 from worktree_runner.run.state import Failure, RunStore, Status, now
-from worktree_runner.run.usage import add_usage, attempt_output, generic_usage
+from worktree_runner.run.usage import attempt_output
 from worktree_runner.words import plural
 
 POLL_SECONDS = 0.2
@@ -54,6 +55,10 @@ class RunContext:
     bound_agents: bool = False
     _copied: list[str] | None = None
     _copied_lock: threading.Lock = field(default_factory=threading.Lock)
+    ledger: Ledger = field(init=False)  # what the streams spent, against their budgets
+
+    def __post_init__(self) -> None:
+        self.ledger = Ledger(self.store)
 
     @property
     def run_id(self) -> str:
@@ -92,6 +97,7 @@ def run_stream(ctx: RunContext, name: str) -> bool:
     failure: Failure | None
     ctx.guard.enter(name)
     try:
+        _check_budget(ctx, name)
         _check_program(ctx, stream)
         _prepare(ctx, stream)
         failure = _attempts(ctx, stream, previous)
@@ -118,6 +124,13 @@ def run_stream(ctx: RunContext, name: str) -> bool:
 
 
 # -- before the agent ---------------------------------------------------------------------
+
+
+def _check_budget(ctx: RunContext, name: str) -> None:
+    """No agent starts for a stream, or in a run, whose budget is spent."""
+    failure = ctx.ledger.over(name)
+    if failure is not None:
+        raise StreamFailed(failure)
 
 
 def _check_program(ctx: RunContext, stream: Stream) -> None:
@@ -285,6 +298,22 @@ def _copy_files(ctx: RunContext, worktree: Path) -> None:
             shutil.copy2(source, target)
 
 
+def agent_env(ctx: RunContext, stream: Stream,
+              preset_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a stream's agent gets (also a person's session in it, ``wtr attach``)."""
+    return _env(ctx, stream, preset_env)
+
+
+def stream_facts(ctx: RunContext, stream: Stream) -> StreamFacts:
+    """What the stream's preset knows of it (also for a person's session, ``wtr attach``)."""
+    return _facts(ctx, stream)
+
+
+def write_launch_files(ctx: RunContext, stream: Stream, launch: Launch) -> Launch:
+    """The preset's files of a start, written into the stream's folder."""
+    return _written(ctx, stream, launch)
+
+
 def _env(ctx: RunContext, stream: Stream,
          preset_env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of the stream's agent, setup and verify: the preset's variables,
@@ -377,7 +406,8 @@ def _attempts(ctx: RunContext, stream: Stream, last: Failure | None) -> Failure 
     retrying = Retrying(
         stop=stop_after_attempt(stream.agent.retries + 1),
         wait=wait_exponential(multiplier=RETRY_BACKOFF_SECONDS, max=300),
-        retry=retry_if_result(lambda f: f is not None and not ctx.stop.is_set()),
+        retry=retry_if_result(lambda f: f is not None and f.kind != "budget"
+                              and not ctx.stop.is_set()),
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
         sleep=pause,
     )
@@ -414,6 +444,7 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
     earlier = _earlier_agent(ctx, name)
     if earlier is not None:
         return _finish_attempt(ctx, stream, earlier)
+    _check_budget(ctx, name)  # (a retry, after the attempt before it spent more)
     # No supervisor of this stream is alive: anything still running in its name was left by
     # a killed one (a runner and supervisor both killed) and must not work beside a new agent.
     if ctx.store.record.streams[name].attempts and procs.end_tagged(ctx.store.dir, name):
@@ -475,6 +506,7 @@ def _continue(ctx: RunContext, stream: Stream, kind: str, message: str,
     """Continue the stream's agent session with ``message``; where its CLI cannot (or
     for a ``command`` agent), a fresh start whose prompt file holds the prompt and it."""
     name = stream.name
+    _check_budget(ctx, name)  # (a round costs too)
     session = ctx.store.record.streams[name].session
     preset = preset_of(stream)
     resumed = (_resume_launch(ctx, stream, preset, session)
@@ -619,15 +651,17 @@ def _finish_attempt(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Fail
     record = ctx.store.record.streams[stream.name]
     output = attempt_output(ctx.store.log_path(stream.name), record.log_start or 0) or ""
     preset = preset_of(stream)
-    used = preset.usage(output) if preset is not None else generic_usage(output)
+    # (an agent stopped before its CLI's final record still said what it had used so far)
+    used = attempt_usage(preset, output, live=True)
     if fill_from_final_message(ctx.store, stream.name, output, preset):
         ctx.store.event("report_filled", stream=stream.name)
     _note_denials(ctx, stream.name, preset.denials(output) if preset is not None else [])
     session = preset.session(output) if preset is not None else None
+    ctx.ledger.settle(stream.name, used)  # (its live count becomes the whole attempt's)
     ctx.store.update_stream(stream.name, "agent_exited", exit_code=agent.exit_code(), pid=None,
-                            adopted=False, usage=add_usage(record.usage, used),
+                            adopted=False, usage=ctx.store.record.streams[stream.name].usage,
                             session=session or record.session)
-    return failure or _check_work(ctx, stream)
+    return failure or ctx.ledger.over(stream.name) or _check_work(ctx, stream)
 
 
 def _note_denials(ctx: RunContext, name: str, denied: list[str]) -> None:
@@ -656,6 +690,8 @@ def _watch(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | Non
     started = time.monotonic() - (time.time() - (record.agent_started or time.time()))
     timeout, stall = stream.agent.timeout, stream.agent.stall_timeout
     activity = _Activity(ctx.store.log_path(stream.name), ctx.store.progress_path(stream.name))
+    meter = Meter(ctx.ledger, stream.name, preset_of(stream), ctx.store.log_path(stream.name),
+                  record.log_start or 0)
     while agent.running():
         failure = None
         if ctx.stop.is_set():
@@ -664,6 +700,8 @@ def _watch(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | Non
             failure = Failure("timeout", f"the agent ran longer than its timeout of {timeout:g}s")
         elif stall is not None and activity.silent_for() > stall:
             failure = Failure("stalled", f"no output and no progress report for {stall:g}s")
+        else:
+            failure = meter.check()
         if failure:
             agent.stop()
             _end_strays(ctx, stream.name, agent)
@@ -671,6 +709,8 @@ def _watch(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | Non
         agent.wait(POLL_SECONDS)
     agent.reap()
     _end_strays(ctx, stream.name, agent)
+    if handover.taken_over(ctx.store.stream_dir(stream.name)):
+        return _handed_over(ctx, stream.name)
     code = agent.exit_code()
     if code == 0:
         return None
@@ -681,6 +721,25 @@ def _watch(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | Non
     if progress and progress.get("blocked"):
         reason = f"; it reported being blocked: {progress.get('message', '')}"
     return Failure("exit_code", f"the agent exited with code {code}{reason}")
+
+
+def _handed_over(ctx: RunContext, name: str) -> Failure | None:
+    """A person stopped the agent to go on in its session (``wtr attach --take-over``): not
+    a failure. Once they leave, the work is checked as after any attempt."""
+    ctx.store.event("attempt_handed_over", stream=name)
+    _append_log(ctx, name, "wtr: the agent was handed over to a person (wtr attach); its "
+                           "work is checked when they leave")
+    note = handover.present(ctx.store.stream_dir(name)) or {}
+    record = ctx.store.record.streams[name]
+    ended = [{**e, "finished_at": e["finished_at"] or now(), "handed_over": True}
+             for e in record.attempt_log[-1:]]
+    person = {"attempt": record.attempts + 1, "kind": "attach", "started_at": now(),
+              "resumed": note.get("session"), "finished_at": None, "failure": None}
+    ctx.store.update_stream(name, "attempt_started", attempts=record.attempts + 1,
+                            attempt_log=[*record.attempt_log[:-1], *ended, person])
+    if handover.wait_for_person(ctx.store.stream_dir(name), ctx.stop):
+        return None
+    return Failure("interrupted", "the run was stopped while a person had the stream's session")
 
 
 def _end_strays(ctx: RunContext, name: str, agent: procs.Agent) -> None:
