@@ -1,4 +1,4 @@
-"""Runs a plan's streams as their dependencies allow (STYLE 8: futures + FIRST_COMPLETED).
+"""Runs a plan's streams as their dependencies allow (futures, waited on FIRST_COMPLETED).
 
 The scheduler knows nothing of git or agents: it hands a stream name to ``work`` on an
 executor and learns whether it succeeded. Any ``concurrent.futures`` executor fits.
