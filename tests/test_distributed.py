@@ -67,13 +67,13 @@ def test_a_plan_runs_on_dask_workers_and_merges_and_cleans_here(repo: Repo,
     assert stream_of(doc, "api")["base_commit"] == stream_of(doc, "db")["head_commit"]
     assert stream_of(doc, "db")["progress"]["message"] == "halfway"
     seen = events(repo, doc["run"])
-    workers = {e["worker"] for e in seen if e["event"] == "remote_started"}
-    assert len([e for e in seen if e["event"] == "remote_started"]) == 4 and workers
+    workers = {e["worker"] for e in seen if e["kind"] == "remote.started"}
+    assert len([e for e in seen if e["kind"] == "remote.started"]) == 4 and workers
     # docs and ui never ran at once, even on different workers
-    spans = {e["stream"]: e for e in seen if e["event"] == "stream_finished"}
-    starts = {e["stream"]: e for e in seen if e["event"] == "stream_started"}
-    ui_docs = sorted(["ui", "docs"], key=lambda n: starts[n]["at"])
-    assert spans[ui_docs[0]]["at"] <= starts[ui_docs[1]]["at"]
+    spans = {e["stream"]: e for e in seen if e["kind"] in ("stream.succeeded", "stream.failed")}
+    starts = {e["stream"]: e for e in seen if e["kind"] == "stream.started"}
+    ui_docs = sorted(["ui", "docs"], key=lambda n: starts[n]["time"])
+    assert spans[ui_docs[0]]["time"] <= starts[ui_docs[1]]["time"]
     log = run_wtr("logs", "db", cwd=repo.path).stdout
     assert "done" in log
     # the report the agent wrote on its worker came home with the result
@@ -145,7 +145,7 @@ def test_a_worker_killed_mid_stream_loses_no_pushed_commit(repo: Repo, tmp_path:
                                                "AGENT_SLEEP_FIRST": "90"}}}
     run = start_run(repo, repo.write_plan(dask_plan(streams, remote)), record)
     wait_for(lambda: bool(records(record, "db")))  # the first attempt committed, now sleeps
-    started = next(e for e in events(repo, latest_run(repo)) if e["event"] == "remote_started")
+    started = next(e for e in events(repo, latest_run(repo)) if e["kind"] == "remote.started")
     wait_for(lambda: git(remote, "for-each-ref", "refs/heads/wtr") != "")
     first_commit = git(remote, "for-each-ref", "--format=%(objectname)", "refs/heads/wtr")
     first_agent = records(record, "db")[0]["pid"]
@@ -172,7 +172,7 @@ def test_ctrl_c_stops_remote_agents_and_resume_finishes_without_redoing(
                                                "AGENT_SLEEP_FIRST": "120"}}}
     run = start_run(repo, repo.write_plan(dask_plan(streams, remote)), record)
     wait_for(lambda: bool(records(record, "db", "end")) and bool(records(record, "ui")))
-    wait_for(lambda: any(e["event"] == "stream_finished" and e["stream"] == "db"
+    wait_for(lambda: any(e["kind"] in ("stream.succeeded", "stream.failed") and e["stream"] == "db"
                          for e in events(repo, latest_run(repo))))
     agent_pid = records(record, "ui")[0]["pid"]
     run.send_signal(signal.SIGINT)
@@ -241,7 +241,7 @@ def test_a_coordinator_killed_outright_adopts_what_finished_meanwhile(
     assert db["status"] == "succeeded"
     assert len(records(record, "db")) == 1  # adopted, not run again
     assert repo.git("show", f"{db['branch']}:src/db/models.py") == "DB = 2"
-    assert any(e["event"] == "remote_result_adopted" for e in events(repo, doc["run"]))
+    assert any(e["kind"] == "remote.result_adopted" for e in events(repo, doc["run"]))
 
 
 def test_a_worker_reuses_its_pooled_worktree_and_the_next_run_its_clone(
@@ -255,8 +255,8 @@ def test_a_worker_reuses_its_pooled_worktree_and_the_next_run_its_clone(
     first = run_wtr("run", plan, cwd=repo.path, timeout=240)
     assert first.returncode == 0, first.stderr
     seen = events(repo, latest_run(repo))
-    reused = [e["stream"] for e in seen if e["event"] == "worktree_reused"]
-    created = [e["stream"] for e in seen if e["event"] == "worktree_created"]
+    reused = [e["stream"] for e in seen if e["kind"] == "stream.worktree_reused"]
+    created = [e["stream"] for e in seen if e["kind"] == "stream.worktree_created"]
     assert len(created) == 2 and len(reused) == 1 and reused[0] == created[1], seen
     cache = repo.path / ".git" / "worktree-runner" / "dask-workers"
     clones = [p for p in cache.iterdir() if (p / ".git").is_dir()]
@@ -268,7 +268,7 @@ def test_a_worker_reuses_its_pooled_worktree_and_the_next_run_its_clone(
     second = run_wtr("run", plan, cwd=repo.path, timeout=240)
     assert second.returncode == 0, second.stderr
     seen = events(repo, latest_run(repo))
-    assert len([e for e in seen if e["event"] == "worktree_reused"]) == 2, seen
+    assert len([e for e in seen if e["kind"] == "stream.worktree_reused"]) == 2, seen
     doc = run_wtr("status", "--json", cwd=repo.path).json()
     assert {s["status"] for s in doc["streams"]} == {"succeeded"}
     # a reused worktree holds the stream's own start, not the last stream's work

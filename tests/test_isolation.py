@@ -32,7 +32,7 @@ def run(repo: Repo, plan: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
 def events(repo: Repo, run_id: str, name: str) -> list[dict[str, Any]]:
     path = repo.path / ".git" / "worktree-runner" / "runs" / run_id / "events.jsonl"
     lines = path.read_text().splitlines()
-    return [e for e in map(json.loads, lines) if e["event"] == name]
+    return [e for e in map(json.loads, lines) if e["kind"] == name]
 
 
 def test_runner_git_commands_never_run_hooks_an_agent_planted(repo: Repo, tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_runner_git_commands_never_run_hooks_an_agent_planted(repo: Repo, tmp_pa
     breaches = doc["isolation"]
     assert breaches and breaches[0]["stream"] == "api"
     assert any("post-commit" in c for c in breaches[0]["changes"])
-    assert events(repo, doc["run"], "isolation_breach")
+    assert events(repo, doc["run"], "run.isolation_breach")
 
 
 def test_agent_moving_the_users_branch_is_reported_and_the_old_tip_kept(repo: Repo) -> None:

@@ -103,9 +103,9 @@ def test_run_with_merge_holds_only_the_conflicting_stream(repo: Repo, tmp_path: 
     # ui landed while docs was still running
     events = [line for line in (Path(doc["repo"]) / ".git/worktree-runner/runs" / doc["run"]
                                 / "events.jsonl").read_text().splitlines()]
-    first_landing = next(i for i, e in enumerate(events) if '"merge_landed"' in e)
+    first_landing = next(i for i, e in enumerate(events) if '"landing.landed"' in e)
     docs_done = next(i for i, e in enumerate(events)
-                     if '"stream_finished"' in e and '"docs"' in e)
+                     if '"stream.succeeded"' in e and '"docs"' in e)
     assert first_landing < docs_done
     # the held stream halts for a human, then continues
     halted = merge(repo)

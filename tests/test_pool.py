@@ -98,7 +98,7 @@ def test_a_reused_worktree_carries_nothing_from_its_previous_stream(
     assert result.returncode == 0, result.stderr + result.stdout
     assert pooled(repo) == []
     second = status(repo)
-    reused = [e for e in events(repo, second["run"]) if e["event"] == "worktree_reused"]
+    reused = [e for e in events(repo, second["run"]) if e["kind"] == "stream.worktree_reused"]
     assert sorted(e["stream"] for e in reused) == ["db", "ui"]
     # db got the very worktree db had (its git dir, its kept cache), and nothing else of it
     db_gitdir = (seen / "db.gitdir").read_text().strip()
@@ -144,7 +144,7 @@ def test_a_dirty_pooled_worktree_is_discarded_not_reused(
     assert result.returncode == 0, result.stderr + result.stdout
     doc = status(repo)
     assert not slot.exists()
-    reused = any(e["event"] == "worktree_reused" for e in events(repo, doc["run"]))
+    reused = any(e["kind"] == "stream.worktree_reused" for e in events(repo, doc["run"]))
     assert reused == (dirt == "ignored")
     for name in ("db", "ui"):
         files = (seen / f"{name}.files").read_text().split()
@@ -347,7 +347,7 @@ def test_a_kept_cache_no_longer_ignored_is_removed_not_committed(ignoring: Repo,
     result = run(repo, looker(seen), "second.yaml")
     assert result.returncode == 0, result.stderr + result.stdout
     doc = status(repo)
-    assert any(e["event"] == "worktree_reused" for e in events(repo, doc["run"]))
+    assert any(e["kind"] == "stream.worktree_reused" for e in events(repo, doc["run"]))
     for name in ("db", "ui"):
         assert (seen / f"{name}.status").read_text() == ""
         assert not any("node_modules" in f for f in (seen / f"{name}.files").read_text().split())
@@ -368,7 +368,7 @@ def test_streams_taking_from_the_pool_and_adding_worktrees_at_once_do_not_race(
     result = run(repo, agent_plan(streams(12), max_parallel=12), "twelve.yaml")
     assert result.returncode == 0, result.stderr + result.stdout
     doc = status(repo)
-    reused = [e for e in events(repo, doc["run"]) if e["event"] == "worktree_reused"]
+    reused = [e for e in events(repo, doc["run"]) if e["kind"] == "stream.worktree_reused"]
     assert len(reused) == 6 and doc["counts"]["succeeded"] == 12
     assert_no_leak(repo)
 
@@ -393,7 +393,7 @@ def test_clean_leaves_pooled_worktrees_at_the_targets_tip_for_the_next_run(
     assert result.returncode == 0, result.stderr + result.stdout
     second = status(repo)
     assert sorted(e["stream"] for e in events(repo, second["run"])
-                  if e["event"] == "worktree_reused") == ["db", "ui"]
+                  if e["kind"] == "stream.worktree_reused") == ["db", "ui"]
     for name in ("db", "ui"):
         assert (seen / f"{name}.status").read_text() == ""
         assert "./src/db/elsewhere.py" in (seen / f"{name}.files").read_text().split()

@@ -171,7 +171,7 @@ def test_a_report_that_cannot_be_written_does_not_break_run_or_merge(repo: Repo)
     assert merged.returncode == 0, merged.stderr
     run_dir = repo.path / ".git" / "worktree-runner" / "runs" / "plan-1"
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    assert [e["event"] for e in events].count("report_failed") >= 2  # run end, merge landed
+    assert [e["kind"] for e in events].count("report.failed") >= 2  # run end, merge landed
     assert repo.git("show", "main:src/db/models.py") == "MODELS = [2]"
     assert (run_dir / "report.html").is_dir()
     # Asked for explicitly, the same failure is an error (not a traceback).

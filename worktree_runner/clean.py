@@ -73,13 +73,18 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
         faults.point("clean_rescued", name)
         if dry_run:
             return rescued, f"would remove worktree {path} (or keep it in the pool)"
+        stream = None if name == INTEGRATION_DIR else name
+        if rescued:
+            store.event("clean.rescued", stream=stream, worktree=str(path), saved=rescued)
         torn = _teardown(store, name, path, teardown)
         # (nothing of the run runs any more: only a teardown command can have changed it)
         if not half_removed and keeper.give_back(path, name, dirty=bool(dirty or teardown),
                                                  ready_at=target_tip):
+            store.event("clean.removed", stream=stream, worktree=str(path), pooled=True)
             return rescued, f"kept worktree {path} in the pool for the next run{torn}"
         git.mark_removing(repo, path)
         git.remove_worktree(repo, path, prune=False)
+        store.event("clean.removed", stream=stream, worktree=str(path), pooled=False)
         return rescued, f"removed worktree {path}{torn}"
 
     # Looking for uncommitted work reads every file of a worktree: one core each.
@@ -96,6 +101,9 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
     def branch(name: str) -> CleanReport:
         own = CleanReport(store.run_id)
         _clean_branch(repo, store, record, name, target_tip, dry_run, force, own)
+        if own.done and not dry_run:
+            store.event("clean.removed", stream=name, branch=record.streams[name].branch,
+                        detail=own.done[-1])
         return own
 
     # Each branch is its own proof and its own compare-and-swap delete: in parallel,

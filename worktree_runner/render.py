@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from worktree_runner.events import Event, Kind
 from worktree_runner.plan.analysis import Analysis
 from worktree_runner.plan.durations import format_duration
 from worktree_runner.words import plural
@@ -163,7 +165,7 @@ def status_text(doc: dict[str, Any]) -> str:
     lines += ["", "Needs attention:", *(attention or ["  nothing: every stream is fine so far"])]
     lines += [line.rstrip() for line in [*candidate_lines(doc), *eta_lines(doc),
                                          *spend_lines(doc), *merge_lines(doc), *disk_lines(doc),
-                                         *isolation_lines(doc)]]
+                                         *isolation_lines(doc), *notification_lines(doc)]]
     return "\n".join(lines)
 
 def candidate_lines(doc: dict[str, Any]) -> list[str]:
@@ -198,6 +200,15 @@ def spend_lines(doc: dict[str, Any]) -> list[str]:
         return []
     return [f"spend: {spent(doc.get('usage'), doc.get('budget'))}",
             *(f"  {s['name']}: {spent(s.get('usage'), s.get('budget'))}" for s in streams)]
+
+
+def notification_lines(doc: dict[str, Any]) -> list[str]:
+    failed = (doc.get("notifications") or {}).get("failed") or []
+    if not failed:
+        return []
+    last = failed[-1]
+    return [printable(f"notifications: {len(failed)} failed; last: {last['topic']} to "
+                      f"{last['to']}: {last['error']}")]
 
 
 def disk_lines(doc: dict[str, Any]) -> list[str]:
@@ -330,29 +341,49 @@ def _attention(doc: dict[str, Any], markdown: bool) -> list[str]:
     return [f"- {item}" if markdown else f"  {item}" for item in items]
 
 
-def transition_line(name: str, data: dict[str, Any],
-                    announced: dict[str, int] | None = None) -> str | None:
+def transition_line(event: Event, announced: dict[str, int] | None = None) -> str | None:
     """One line per stream transition, for runs without a terminal. ``announced`` keeps,
     per stream, the attempt already named, so a retry is announced once."""
-    stream = str(data.get("stream"))
+    stream = str(event.stream)
     seen = announced if announced is not None else {}
-    if name == "stream_started":
-        attempt = int(data.get("attempt") or 0) + 1
+    if event.kind in (Kind.STREAM_STARTED, Kind.STREAM_RESUMED):
+        attempt = int(event.get("attempt") or 0) + 1
         seen[stream] = attempt
-        return f"{stream}: started" + (f" (attempt {attempt})" if attempt > 1 else "")
-    if name == "attempt_started" and data.get("attempt", 1) > seen.get(stream, 1):
-        seen[stream] = data["attempt"]
+        verb = "started" if event.kind == Kind.STREAM_STARTED else "resumed"
+        return f"{stream}: {verb}" + (f" (attempt {attempt})" if attempt > 1 else "")
+    if event.kind == Kind.ATTEMPT_STARTED and event.get("attempt", 1) > seen.get(stream, 1):
+        seen[stream] = event.get("attempt")
         kind = {"feedback": " (its failure told to the agent)",
-                "message": " (your message told to the agent)"}.get(str(data.get("kind")), "")
-        return f"{stream}: attempt {data['attempt']}{kind}"
-    if name == "stream_blocked":
-        return f"{stream}: blocked (depends on '{data.get('blocked_by')}', which did not succeed)"
-    if name == "stream_finished":
-        failure = data.get("failure")
-        if failure:
-            return f"{stream}: failed ({failure['kind']}: {failure['message']})"
+                "message": " (your message told to the agent)"}.get(
+                    str(event.get("attempt_kind")), "")
+        return f"{stream}: attempt {event.get('attempt')}{kind}"
+    if event.kind == Kind.STREAM_BLOCKED:
+        return f"{stream}: blocked (depends on '{event.get('blocked_by')}', which did not succeed)"
+    if event.kind == Kind.STREAM_FAILED:
+        failure = event.get("failure") or {}
+        return f"{stream}: failed ({failure.get('kind')}: {failure.get('message')})"
+    if event.kind == Kind.STREAM_SUCCEEDED:
         return f"{stream}: succeeded"
     return None
+
+
+def event_line(event: Event) -> str:
+    """``wtr events``: one line an event, for a person."""
+    facts = {k: v for k, v in event.facts.items() if k not in ("status", "attempt")}
+    told = transition_line(event) if event.stream else None
+    if told is None:
+        told = " ".join(f"{k}={_short(v)}" for k, v in facts.items())
+        told = f"{event.stream}: {told}" if event.stream else told
+    try:
+        when = local_time(event.time)
+    except ValueError:
+        when = "--:--:--"
+    return f"{event.seq:>5} {when} {event.kind:<24} {told}".rstrip()
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def print_status(doc: dict[str, Any]) -> None:
@@ -362,7 +393,7 @@ def print_status(doc: dict[str, Any]) -> None:
         console.print(_attention(doc, markdown=False)[0].strip(), markup=False,
                       highlight=False, style="yellow")
     for line in [*candidate_lines(doc), *eta_lines(doc), *spend_lines(doc), *merge_lines(doc),
-                 *disk_lines(doc)]:
+                 *disk_lines(doc), *notification_lines(doc)]:
         console.print(line, markup=False, highlight=False)
     for line in isolation_lines(doc):
         console.print(line, markup=False, highlight=False, style="yellow")

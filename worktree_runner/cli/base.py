@@ -156,3 +156,31 @@ def run_option(func: Any) -> Any:
 def open_store(repo_dir: Path | None, run_id: str | None) -> tuple[git.Repository, RunStore]:
     repo = open_repo(repo_dir)
     return repo, registry.open_run(repo, run_id)
+
+
+def notify_option(func: Any) -> Any:
+    return click.option(
+        "--notify", "notify", multiple=True, metavar="SPEC", callback=_notify_targets,
+        help="Also notify on needs-attention, finish and landing (with the plan's 'notify:'): "
+             "'desktop', 'webhook=URL' (the event POSTed as JSON) or 'command=CMD' (the "
+             "event as JSON on its stdin). Repeatable. A notification never stops the run.",
+    )(func)
+
+
+def _notify_targets(ctx: click.Context, param: click.Parameter,
+                    values: tuple[str, ...]) -> tuple[Any, ...]:
+    from worktree_runner.plan.load import notify_entries
+
+    entries: list[dict[str, Any]] = []
+    for value in values:
+        kind, sep, target = value.partition("=")
+        if kind == "desktop" and not sep:
+            entries.append({"desktop": True})
+        elif kind in ("webhook", "command") and sep and target.strip():
+            entries.append({kind: target})
+        else:
+            raise click.BadParameter(f"{value!r}: use desktop, webhook=URL or command=CMD")
+    try:
+        return notify_entries(entries)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).replace("entry ", "--notify ")) from None

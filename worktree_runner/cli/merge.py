@@ -10,7 +10,14 @@ from typing import Any
 import click
 
 from worktree_runner import git
-from worktree_runner.cli.base import cli, emit_json, open_store, repo_option, run_option
+from worktree_runner.cli.base import (
+    cli,
+    emit_json,
+    notify_option,
+    open_store,
+    repo_option,
+    run_option,
+)
 from worktree_runner.errors import (
     EXIT_HALTED,
     EXIT_OK,
@@ -41,9 +48,10 @@ from worktree_runner.run.state import RunStore
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON document: with --check the prediction, else the merge "
                    "section of 'wtr status --json' after the action (also when it halts).")
+@notify_option
 def merge(repo_dir: Path | None, run_id: str | None, predict_only: bool, resume: bool,
           abort: bool, undo: bool, skip_stream: str | None, resolver: str | None,
-          as_json: bool) -> None:
+          as_json: bool, notify: tuple[Any, ...]) -> None:
     """Land the run's succeeded streams on the plan's target.
 
     \b
@@ -58,8 +66,9 @@ def merge(repo_dir: Path | None, run_id: str | None, predict_only: bool, resume:
     once, by compare-and-swap, only if it has not moved since the landing began.
     Examples:  wtr merge --check ; wtr merge ; wtr merge --json ; wtr merge --undo
     """
-    from worktree_runner import render
+    from worktree_runner import render, report
     from worktree_runner.merge.stage import MergeStage
+    from worktree_runner.notify import notifying
     from worktree_runner.run import runner
 
     if sum((predict_only, resume, abort, undo, skip_stream is not None)) > 1:
@@ -76,7 +85,9 @@ def merge(repo_dir: Path | None, run_id: str | None, predict_only: bool, resume:
                   else f"skip:{skip_stream}" if skip_stream else "start")
         _through_the_runner(store, action, resolver, as_json)
         return
-    with registry.hold_run(store):
+    # The report is rewritten when the merge lands, halts or is undone (it subscribes).
+    with registry.hold_run(store), report.kept_up_to_date(store, final=False), \
+            notifying(store, (*plan.notify, *notify)):
         stage = MergeStage(repo, store, plan, resolver)
         try:
             if skip_stream:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from worktree_runner.cli.base import (
     complete_streams,
     emit_json,
     exclusive,
+    notify_option,
     open_repo,
     open_store,
     plan_argument,
@@ -24,6 +25,7 @@ from worktree_runner.cli.base import (
     run_option,
 )
 from worktree_runner.errors import EXIT_FAILED, EXIT_OK, BadInput
+from worktree_runner.plan.model import Notify, Plan
 from worktree_runner.run import registry
 from worktree_runner.run.state import RunStore, Status, StreamRecord
 from worktree_runner.run.status import status_document
@@ -59,10 +61,11 @@ _BUDGET_HELP = ("The most the run's agents may spend together, in {what} (replac
               help="Land each stream on the target as soon as it (and what it depends on) "
                    "succeeded, one landing at a time; a stream that would conflict is held "
                    "for a later 'wtr merge' while the others go on.")
+@notify_option
 def run(plan_file: Path | None, repo_dir: Path | None, max_parallel: int | None,
         dry_run: bool, executor: str | None, scheduler: str | None,
         remote: str | None, auto_merge: bool, budget_usd: float | None,
-        budget_tokens: int | None) -> None:
+        budget_tokens: int | None, notify: tuple[Notify, ...]) -> None:
     """Run PLAN (default: worktree-plan.yaml): each stream in its own branch and worktree.
 
     \b
@@ -88,8 +91,8 @@ def run(plan_file: Path | None, repo_dir: Path | None, max_parallel: int | None,
     runner.raise_budget(store, budget_usd, budget_tokens)
     click.echo(f"run {store.run_id}: {len(prepared.plan.streams)} streams, state in {store.dir}",
                err=True)
-    _drive(store, lambda: runner.run_plan(prepared.repo, store, prepared.plan,
-                                          auto_merge=auto_merge))
+    watched = _watched(repo, store, prepared.plan, auto_merge, notify)
+    _drive(store, lambda: runner.run_plan(prepared.repo, store, prepared.plan), watched)
 
 
 def _executor(kind: str | None, scheduler: str | None, remote: str | None) -> Any:
@@ -106,12 +109,28 @@ def _executor(kind: str | None, scheduler: str | None, remote: str | None) -> An
         raise BadInput(f"--executor {kind}: {exc}") from None
 
 
-def _drive(store: RunStore, work: Any) -> None:
-    """Run ``work`` holding the run's lock, with the live display; exit with the documented code."""
+@contextmanager
+def _watched(repo: Any, store: RunStore, plan: Plan, auto_merge: bool,
+             notify: tuple[Notify, ...]) -> Iterator[None]:
+    """The subscribers of a run: the report in its folder, the lander (``--merge``, and
+    ``wtr merge`` asked of this runner), notifications. Ended in reverse: the last
+    notifications, then the lander, then the final report."""
+    from worktree_runner import report
+    from worktree_runner.merge import auto
+    from worktree_runner.notify import notifying
+
+    with report.kept_up_to_date(store), auto.attach(repo, store, plan, auto_merge), \
+            notifying(store, (*plan.notify, *notify)):
+        yield
+
+
+def _drive(store: RunStore, work: Any, watched: AbstractContextManager[None]) -> None:
+    """Run ``work`` holding the run's lock, watched, with the live display; exit with the
+    documented code."""
     from worktree_runner import render
     from worktree_runner.live import run_with_display
 
-    with registry.hold_run(store), _sigterm_as_interrupt():
+    with registry.hold_run(store), _sigterm_as_interrupt(), watched:
         record = run_with_display(work, store, sys.stdout.isatty())
     doc = status_document(store)
     click.echo(render.counts_line(doc))
@@ -142,8 +161,12 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @budget_options
 @click.option("--retry-failed", is_flag=True, help="Also re-run failed streams (and then "
               "their blocked dependents).")
-def resume(repo_dir: Path | None, run_id: str | None, retry_failed: bool,
-           budget_usd: float | None, budget_tokens: int | None) -> None:
+@click.option("--merge", "auto_merge", is_flag=True,
+              help="Land streams as they succeed, as 'wtr run --merge' does.")
+@notify_option
+def resume(repo_dir: Path | None, run_id: str | None, retry_failed: bool, auto_merge: bool,
+           budget_usd: float | None, budget_tokens: int | None,
+           notify: tuple[Notify, ...]) -> None:
     """Continue a run that was interrupted or whose runner died.
 
     \b
@@ -162,7 +185,8 @@ def resume(repo_dir: Path | None, run_id: str | None, retry_failed: bool,
         runner.raise_budget(store, budget_usd, budget_tokens)
         return runner.resume_run(repo, store, retry_failed)
 
-    _drive(store, work)
+    watched = _watched(repo, store, runner.load_run_plan(store), auto_merge, notify)
+    _drive(store, work, watched)
 
 
 @cli.command()
@@ -177,8 +201,10 @@ def resume(repo_dir: Path | None, run_id: str | None, retry_failed: bool,
                                 "its budget in the plan).")
 @click.option("--budget-tokens", type=click.IntRange(min=1), default=None, metavar="N",
               help="The most each of STREAMS may spend, in tokens (input + output).")
+@notify_option
 def retry(streams: tuple[str, ...], repo_dir: Path | None, run_id: str | None,
-          message: str | None, budget_usd: float | None, budget_tokens: int | None) -> None:
+          message: str | None, budget_usd: float | None, budget_tokens: int | None,
+          notify: tuple[Notify, ...]) -> None:
     """Re-run failed STREAMS (new attempts, same worktrees, commits kept), then their dependents.
 
     \b
@@ -201,8 +227,9 @@ def retry(streams: tuple[str, ...], repo_dir: Path | None, run_id: str | None,
             click.echo(f"{name}: no agent session to continue (a command agent, a CLI that "
                        "cannot resume, or none recorded); a new agent gets the prompt and "
                        "your message", err=True)
+    watched = _watched(repo, store, runner.load_run_plan(store), False, notify)
     _drive(store, lambda: runner.retry_streams(repo, store, list(streams), message,
-                                               budget_usd, budget_tokens))
+                                               budget_usd, budget_tokens), watched)
 
 
 @cli.command()

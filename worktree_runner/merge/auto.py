@@ -8,20 +8,28 @@ and halts for a human as usual. A landing that halts anyway (verify, a dirty che
 the target) stays halted, and automatic landings wait until a human has continued or
 aborted it. A ``wtr merge`` from another process reaches the same thread through the
 desk (desk.py).
+
+The lander is a subscriber of the run's events, attached where ``run``, ``resume`` and
+``retry`` are assembled (``attach``): a success queues a landing, the run settling lands
+what is left and stops the desk before the run is recorded finished, an interruption
+stops it without landing.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from contextlib import contextmanager
 
 from worktree_runner import faults, git
 from worktree_runner.errors import EXIT_OK, WtrError
+from worktree_runner.events import Event, Kind
 from worktree_runner.merge.desk import Desk, Reply
 from worktree_runner.merge.order import MergeOrder, merge_order
 from worktree_runner.merge.predict import predict
 from worktree_runner.plan.model import Plan
-from worktree_runner.run.state import RunStore, Status
+from worktree_runner.run.state import RunStore
 
 
 class Lander:
@@ -31,21 +39,33 @@ class Lander:
         self.desk = Desk(store, lambda action, resolver: self._pool.submit(
             self.act, action, resolver).result())
 
+        self._closed = threading.Lock()
+        self._open = True
+
     def start(self) -> None:
-        if self.auto:
-            self.store.listeners.append(self.listen)
+        self.store.subscribers.append(self.listen)
         self.desk.start()
 
-    def listen(self, event: str, data: dict[str, Any]) -> None:
-        if event == "stream_finished" and data.get("status") == Status.SUCCEEDED.value:
+    def listen(self, event: Event) -> None:
+        if event.kind == Kind.STREAM_SUCCEEDED and self.auto:
             self._pool.submit(self.land_ready)
+        elif event.kind == "run.streams_settled":
+            self.close()
+        elif event.kind == Kind.RUN_INTERRUPTED:
+            self.close(land=False)
 
     def close(self, land: bool = True) -> None:
-        """Serve the last requests, land what is left (with --merge), then stop."""
+        """Serve the last requests, land what is left (with --merge), then stop; once."""
+        with self._closed:
+            if not self._open:
+                return
+            self._open = False
         self.desk.stop()
         if self.auto and land:
             self._pool.submit(self.land_ready)
         self._pool.shutdown(wait=True)
+        if self.listen in self.store.subscribers:
+            self.store.subscribers.remove(self.listen)
 
     def land_ready(self) -> None:
         from worktree_runner.merge.stage import MergeStage
@@ -100,3 +120,15 @@ class Lander:
             reply = Reply(exc.exit_code, err=[f"wtr: {first}", *rest])
         reply.merge = merge_view(self.store.record.merge, self.store.record.target)
         return reply
+
+
+@contextmanager
+def attach(repo: git.Repository, store: RunStore, plan: Plan, auto: bool) -> Iterator[Lander]:
+    """A lander subscribed to the run while the body runs; stopped (without landing)
+    if the body ends before the run settled."""
+    lander = Lander(repo, store, plan, auto)
+    lander.start()
+    try:
+        yield lander
+    finally:
+        lander.close(land=False)

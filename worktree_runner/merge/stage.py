@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from worktree_runner import faults, git, procs, report
+from worktree_runner import faults, git, procs
 from worktree_runner.errors import BadInput, Halted, WtrError
 from worktree_runner.merge.moves import Move, landing_lock
 from worktree_runner.merge.order import merge_order
@@ -82,8 +82,6 @@ class MergeStage:
         if self.queue.last is not None:
             self.queue.last.updated_at = now()
         self.store.update_run(event, merge=self.queue.to_json())
-        if event in ("merge_landed", "merge_halted", "merge_undone", "merge_aborted"):
-            report.write_run_report(self.store)
 
     def pin_prefix(self, landing: Landing) -> str:
         return f"refs/worktree-runner/merge/{self.store.run_id}/{landing.id}"

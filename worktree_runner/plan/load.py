@@ -22,10 +22,13 @@ from worktree_runner.plan.model import (
     MAX_ATTEMPTS,
     MAX_FEEDBACK,
     MIN_LOG_LIMIT,
+    NOTIFY_KINDS,
+    NOTIFY_ON,
     Agent,
     Budget,
     Choose,
     Coupling,
+    Notify,
     Plan,
     Stream,
 )
@@ -46,7 +49,7 @@ TOP_KEYS = frozenset(
     {"version", "name", "base", "target", "max_parallel", "worktrees_dir", "agent", "setup",
      "teardown", "copy", "verify", "shared", "streams", "port_range", "executor",
      "coupling", "pool", "keep_ignored", "sparse",
-     "allow_empty", "log_limit", "sandbox", "writable", "feedback", "budget"}
+     "allow_empty", "log_limit", "sandbox", "writable", "feedback", "budget", "notify"}
 )
 AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout", "retries", "env"})
 COUPLING_KEYS = frozenset({"min_support", "min_confidence", "hot_share", "commits", "since"})
@@ -217,6 +220,7 @@ class _Reader:
             keep_ignored=self.get(top, root, "keep_ignored", _patterns, NO_TEXTS),
             sparse=sparse,
             budget=self._budget(top, root),
+            notify=self.get(top, root, "notify", notify_entries, ()),
             warnings=tuple(self.warnings),
             lines=MappingProxyType({".".join(k): v for k, v in self.doc.lines.items()}),
         )
@@ -698,6 +702,57 @@ def _command(value: Any) -> tuple[str, ...] | str:
     if unsafe:
         raise ValueError(unsafe)
     return command
+
+
+def notify_entries(value: Any) -> tuple[Notify, ...]:
+    """``notify:``: a list of ``{command: ...}``, ``{desktop: true}``, ``{webhook: URL}``,
+    each with an optional ``on: [attention, finished, landed]``."""
+    if not isinstance(value, list):
+        raise ValueError("must be a list of entries such as '{webhook: URL}', "
+                         "'{command: CMD}' or '{desktop: true}'")
+    return tuple(_notify_entry(entry, i) for i, entry in enumerate(value, 1))
+
+
+def _notify_entry(entry: Any, number: int) -> Notify:
+    where = f"entry {number}"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} must be a mapping such as '{{webhook: URL}}'")
+    for key in entry:
+        if key not in {*NOTIFY_KINDS, "on"}:
+            hint = _closest(str(key), frozenset({*NOTIFY_KINDS, "on"}))
+            raise ValueError(f"{where}: unknown key '{key}'"
+                             + (f" (did you mean '{hint}'?)" if hint else ""))
+    kinds = [k for k in NOTIFY_KINDS if k in entry]
+    if len(kinds) != 1:
+        raise ValueError(f"{where} needs exactly one of {', '.join(NOTIFY_KINDS)}")
+    kind, value = kinds[0], entry[kinds[0]]
+    return Notify(kind, _notify_target(kind, value, where), _notify_on(entry.get("on"), where))
+
+
+def _notify_target(kind: str, value: Any, where: str) -> tuple[str, ...] | str:
+    if kind == "desktop":
+        if value is not True:
+            raise ValueError(f"{where}: write 'desktop: true'")
+        return ""
+    if kind == "webhook":
+        if not isinstance(value, str) or not re.match(r"https?://[^\s/]+", value):
+            raise ValueError(f"{where}: the webhook must be an http:// or https:// URL")
+        return value
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value) and (
+            value[0].strip()):
+        return tuple(value)
+    raise ValueError(f"{where}: the command is a string (run with sh -c) or a non-empty list")
+
+
+def _notify_on(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return NOTIFY_ON
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(n in NOTIFY_ON for n in names):
+        raise ValueError(f"{where}: 'on' lists some of {', '.join(NOTIFY_ON)}")
+    return tuple(dict.fromkeys(names))
 
 
 def _env(value: Any) -> dict[str, str]:

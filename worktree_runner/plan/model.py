@@ -92,6 +92,26 @@ class Choose:
     command: tuple[str, ...] | str | None = None
 
 
+NOTIFY_KINDS = ("command", "desktop", "webhook")
+NOTIFY_ON = ("attention", "finished", "landed")
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Where to tell a person about the run: a command (the event as JSON on its stdin),
+    a desktop notification, or a webhook (the event POSTed as JSON); ``on`` which news."""
+
+    kind: str  # command | desktop | webhook
+    target: tuple[str, ...] | str = ""  # the command (a list: exec'd; a string: sh -c), the URL
+    on: tuple[str, ...] = NOTIFY_ON
+
+    def describe(self) -> str:
+        if self.kind == "desktop":
+            return "desktop"
+        target = self.target if isinstance(self.target, str) else " ".join(self.target)
+        return f"{self.kind} {target}"
+
+
 @dataclass(frozen=True)
 class Stream:
     name: str
@@ -173,6 +193,7 @@ class Plan:
     keep_ignored: tuple[str, ...] = ()
     sparse: bool = False
     budget: Budget | None = None  # the whole run's
+    notify: tuple[Notify, ...] = ()
     warnings: tuple[str, ...] = ()
     lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 

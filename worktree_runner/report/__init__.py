@@ -1,8 +1,9 @@
 """The run report: one self-contained HTML page (``wtr report``), kept in the run's folder.
 
-``write_run_report`` is what the runner and the merge stage call when a run ends and when
-a merge lands, halts or is undone: a report that cannot be written is logged and never
-breaks the run or the merge.
+The page in the run's folder is kept by a subscriber of the run's events
+(``kept_up_to_date``), attached where a command that runs or merges is assembled: it is
+rewritten as the run goes, at once when a landing ends, and when the command ends. A
+report that cannot be written is logged and never breaks the run or the merge.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from worktree_runner import logs
 from worktree_runner.errors import WtrError
+from worktree_runner.events import LANDING_ENDS, RUN_ENDS, Event
 from worktree_runner.files import write_text_atomic
 from worktree_runner.run.state import RunStore
 
@@ -80,26 +82,47 @@ def write_run_report(store: RunStore) -> Path | None:
 
 
 @contextmanager
-def kept_up_to_date(store: RunStore, every: float = 5.0) -> Iterator[None]:
+def kept_up_to_date(store: RunStore, every: float = 5.0, final: bool = True) -> Iterator[None]:
     """While the body runs, rewrite the report every few seconds when something happened
-    (never more than a tenth of the time: a 200-stream page costs a moment to render);
-    write it once more at the end, whatever the end."""
-    stop = threading.Event()
+    (never more than a tenth of the time: a 200-stream page costs a moment to render), at
+    once when a landing or the run ends; once more at the end, whatever the end (without
+    ``final``: only when an event came)."""
+    stop, urgent = threading.Event(), threading.Event()
+    published = threading.Event()
+
+    def note(event: Event) -> None:
+        published.set()
+        if event.kind in LANDING_ENDS or event.kind in RUN_ENDS:
+            urgent.set()
 
     def refresh() -> None:
+        # The log's size also counts what other processes publish (an agent's progress).
         seen, pause = -1, every
-        while not stop.wait(pause):
-            size = store.events_path.stat().st_size if store.events_path.exists() else 0
-            if size != seen:
+        while not stop.is_set():
+            urgent.wait(pause)
+            urgent.clear()
+            size = _size(store.events_path)
+            if size != seen and not stop.is_set():
                 started = time.monotonic()
                 write_run_report(store)
                 seen, pause = size, max(every, 10 * (time.monotonic() - started))
 
+    store.subscribers.append(note)
     thread = threading.Thread(target=refresh, name="run-report", daemon=True)
     thread.start()
     try:
         yield
     finally:
+        store.subscribers.remove(note)
         stop.set()
+        urgent.set()
         thread.join()
-        write_run_report(store)
+        if final or published.is_set():
+            write_run_report(store)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

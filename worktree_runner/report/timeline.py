@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from worktree_runner.events import Event, Kind
 from worktree_runner.plan import graph
 
 
@@ -63,12 +64,26 @@ class Timeline:
     merges: list[MergeSpan] = field(default_factory=list)
 
 
-_MERGE_ENDS = {"merge_landed": "landed", "merge_halted": "halted", "merge_aborted": "aborted",
-               "merge_target_moved": "aborted", "merge_undone": "undone"}
+_MERGE_ENDS: dict[str, str] = {Kind.LANDED: "landed", Kind.LANDING_HALTED: "halted",
+               Kind.LANDING_ABORTED: "aborted", Kind.LANDING_TARGET_MOVED: "aborted",
+               Kind.LANDING_UNDONE: "undone"}
+_HANDLERS: dict[str, str] = {
+    Kind.STREAM_STARTED: "_on_stream_started", Kind.STREAM_RESUMED: "_on_stream_started",
+    Kind.ATTEMPT_STARTED: "_on_attempt_started", "stream.agent_exited": "_on_agent_exited",
+    "stream.verify_started": "_on_verify_started", Kind.ATTEMPT_ENDED: "_on_attempt_finished",
+    Kind.STREAM_SUCCEEDED: "_on_stream_finished", Kind.STREAM_FAILED: "_on_stream_finished",
+    Kind.STREAM_BLOCKED: "_on_stream_blocked", Kind.STREAM_PROGRESSED: "_on_progress"}
 
 
 def stamp(at: str) -> float:
     return datetime.fromisoformat(at).timestamp()
+
+
+def _stamp_or_none(event: Event) -> float | None:
+    try:
+        return stamp(event.time)
+    except ValueError:
+        return None
 
 
 class _Reader:
@@ -81,19 +96,19 @@ class _Reader:
         self.preparing: dict[str, float] = {}
         self.merges: list[MergeSpan] = []
 
-    def read(self, event: dict[str, Any]) -> None:
-        name, at = event.get("event"), event.get("at")
-        if not isinstance(at, str):
+    def read(self, event: Event) -> None:
+        try:
+            t = stamp(event.time)
+        except ValueError:
             return
-        t = stamp(at)
-        if name in ("run_created", "run_started"):
+        if event.kind in (Kind.RUN_CREATED, Kind.RUN_STARTED):
             self.run_start = t
             return
-        if isinstance(name, str) and name.startswith("merge_"):
-            self._merge(name, t)
+        if event.kind.startswith("landing."):
+            self._merge(event.kind, t)
             return
-        row = self.rows.get(event.get("stream") or "")
-        handler = getattr(self, f"_on_{name}", None)
+        row = self.rows.get(event.stream or "")
+        handler = getattr(self, _HANDLERS.get(event.kind, ""), None)
         if row is not None and handler is not None:
             handler(row, t, event)
 
@@ -105,7 +120,7 @@ class _Reader:
         if name in _MERGE_ENDS:
             self.merges[-1].end, self.merges[-1].outcome = t, _MERGE_ENDS[name]
 
-    def _on_stream_started(self, row: Row, t: float, event: dict[str, Any]) -> None:
+    def _on_stream_started(self, row: Row, t: float, event: Event) -> None:
         since = self.run_start
         if since is not None and t > since:
             self._wait(row, since, t)
@@ -127,7 +142,7 @@ class _Reader:
         if until > ready:
             row.segments.append(Segment("queue", ready, until, "waiting for a free slot"))
 
-    def _on_attempt_started(self, row: Row, t: float, event: dict[str, Any]) -> None:
+    def _on_attempt_started(self, row: Row, t: float, event: Event) -> None:
         prepared = self.preparing.pop(row.name, None)
         if prepared is not None and t > prepared:
             row.segments.append(Segment("prepare", prepared, t, "worktree and setup"))
@@ -135,9 +150,9 @@ class _Reader:
         if last is not None and last.end is not None and t > last.end:
             row.segments.append(Segment("backoff", last.end, t, "retry back-off"))
         row.attempts.append(Attempt(int(event.get("attempt") or len(row.attempts) + 1), t,
-                                    kind=str(event.get("kind") or "agent")))
+                                    kind=str(event.get("attempt_kind") or "agent")))
 
-    def _current(self, row: Row, t: float, event: dict[str, Any]) -> Attempt:
+    def _current(self, row: Row, t: float, event: Event) -> Attempt:
         number = int(event.get("attempt") or 0)
         if row.attempts and row.attempts[-1].end is None:
             return row.attempts[-1]
@@ -146,19 +161,19 @@ class _Reader:
                                     self.preparing.pop(row.name, t)))
         return row.attempts[-1]
 
-    def _on_agent_exited(self, row: Row, t: float, event: dict[str, Any]) -> None:
+    def _on_agent_exited(self, row: Row, t: float, event: Event) -> None:
         self._current(row, t, event).agent_end = t
 
-    def _on_verify_started(self, row: Row, t: float, event: dict[str, Any]) -> None:
+    def _on_verify_started(self, row: Row, t: float, event: Event) -> None:
         if row.attempts and row.attempts[-1].end is None:
             row.attempts[-1].verify_start = t
         row.verify_offset = event.get("log_offset")
 
-    def _on_attempt_finished(self, row: Row, t: float, event: dict[str, Any]) -> None:
+    def _on_attempt_finished(self, row: Row, t: float, event: Event) -> None:
         if row.attempts and row.attempts[-1].end is None:
             _end(row.attempts[-1], t, event.get("failure"))
 
-    def _on_stream_finished(self, row: Row, t: float, event: dict[str, Any]) -> None:
+    def _on_stream_finished(self, row: Row, t: float, event: Event) -> None:
         failure = event.get("failure")
         prepared = self.preparing.pop(row.name, None)
         if prepared is not None:  # failed before any attempt: setup, a missing program
@@ -168,7 +183,7 @@ class _Reader:
         row.finish = t
         row.outcome = failure["kind"] if isinstance(failure, dict) else "ok"
 
-    def _on_stream_blocked(self, row: Row, t: float, event: dict[str, Any]) -> None:
+    def _on_stream_blocked(self, row: Row, t: float, event: Event) -> None:
         since = self.run_start
         if since is not None and t > since:
             row.segments.append(Segment("wait", since, t, "waiting for dependencies"))
@@ -176,7 +191,7 @@ class _Reader:
                                                      "did not succeed"))
         row.outcome = "blocked"
 
-    def _on_progress(self, row: Row, t: float, event: dict[str, Any]) -> None:
+    def _on_progress(self, row: Row, t: float, event: Event) -> None:
         message = event.get("message")
         if isinstance(message, str):
             row.progress.append((t, message))
@@ -191,13 +206,13 @@ def _end(attempt: Attempt, t: float, failure: Any) -> None:
         attempt.outcome = "ok"
 
 
-def build_timeline(events: list[dict[str, Any]], names: list[str],
+def build_timeline(events: list[Event], names: list[str],
                    ordering: Mapping[str, Iterable[str]], now: float,
                    running: bool) -> Timeline:
     reader = _Reader(names, ordering)
     for event in events:
         reader.read(event)
-    times = [stamp(e["at"]) for e in events if isinstance(e.get("at"), str)]
+    times = [t for t in map(_stamp_or_none, events) if t is not None]
     start = min(times, default=now)
     end = max([*times, now] if running else times or [now])
     for row in reader.rows.values():

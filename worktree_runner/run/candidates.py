@@ -25,6 +25,7 @@ from typing import Any
 
 from worktree_runner import faults, git, procs, rescue, statefs
 from worktree_runner.errors import BadInput, WtrError
+from worktree_runner.events import Event
 from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.run import recover
 from worktree_runner.run.guard import Guard
@@ -67,8 +68,13 @@ class CandidateStore(RunStore):
     def run_id(self) -> str:
         return self.parent.run_id
 
-    def event(self, name: str, **data: Any) -> None:
-        self.parent.event(f"candidate_{name}", candidate=self.attempt, **data)
+    def _append(self, name: str | None, **data: Any) -> Event | None:
+        if name is None:
+            return None
+        return self.parent._append(f"candidate_{name}", candidate=self.attempt, **data)
+
+    def _dispatch(self, event: Event | None) -> None:
+        self.parent._dispatch(event)
 
 
 @dataclass

@@ -46,6 +46,7 @@ from filelock import FileLock
 
 from worktree_runner import git, procs, statefs
 from worktree_runner.errors import BadInput, WtrError
+from worktree_runner.events import STREAM_ENDS, Kind
 from worktree_runner.plan.executor import Executor
 from worktree_runner.plan.load import parse_plan
 from worktree_runner.pool import Pool
@@ -379,10 +380,11 @@ class _Relay(threading.Thread):
 
             write_json_atomic(self.store.progress_path(self.name), data)
         elif kind == "event" and isinstance(data, dict):
-            event = str(data.pop("event", "remote_event"))
-            data.pop("run", None)
-            data["remote_at"] = data.pop("at", None)  # the worker's clock
-            if event == "attempt_started" and isinstance(data.get("attempt"), int):
+            event = str(data.pop("kind", None) or data.pop("event", "remote_event"))
+            for key in ("run", "seq", "event"):
+                data.pop(key, None)
+            data["remote_at"] = data.pop("time", None) or data.pop("at", None)  # its clock
+            if event == Kind.ATTEMPT_STARTED and isinstance(data.get("attempt"), int):
                 self.store.update_stream(self.name, None, attempts=data["attempt"])
             self.store.event(event, **{"remote": True, **data})
 
@@ -647,8 +649,8 @@ class _Sender(threading.Thread):
         for line in self._new_text(self.store.events_path, "events").splitlines():
             with suppress(ValueError):
                 event = json.loads(line)
-                if event.get("stream") == self.name and event.get("event") not in (
-                        "stream_started", "stream_finished"):
+                if event.get("stream") == self.name and event.get("kind") not in (
+                        Kind.STREAM_STARTED, Kind.STREAM_RESUMED, *STREAM_ENDS):
                     news.append({"kind": "event", "data": event})
         progress = self.store.progress(self.name)
         if progress and progress != self.progress:

@@ -41,5 +41,4 @@ def report_progress(env: Mapping[str, str], message: str, percent: int | None,
     with contextlib.suppress(OSError):  # a sandboxed agent may write only its own folder
         store.event("progress", stream=stream, percent=percent, message=message,
                     blocked=blocked)
-    store.close()
     return path

@@ -10,9 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from worktree_runner import git, procs, report, sandbox, sparse
+from worktree_runner import git, procs, sandbox, sparse
 from worktree_runner.errors import BadInput, Interrupted, WtrError
 from worktree_runner.plan.analysis import Analysis, analyze
 from worktree_runner.plan.executor import Executor
@@ -25,9 +24,6 @@ from worktree_runner.run.prompt import render_command
 from worktree_runner.run.scheduler import Hooks, Scheduler
 from worktree_runner.run.state import RunRecord, RunState, RunStore, Status, StreamRecord, now
 from worktree_runner.run.stream import RunContext, preset_of, run_stream
-
-if TYPE_CHECKING:
-    from worktree_runner.merge.auto import Lander
 
 
 @dataclass(frozen=True)
@@ -137,10 +133,14 @@ def create_run(prepared: Prepared) -> RunStore:
 
 
 def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
-             recovered: dict[str, procs.Agent] | None = None,
-             auto_merge: bool = False) -> RunRecord:
+             recovered: dict[str, procs.Agent] | None = None) -> RunRecord:
     """Run every stream that can run; returns the final record. Ctrl-C raises Interrupted.
-    With ``auto_merge``, streams land on the target as they succeed (merge/auto.py)."""
+
+    The runner only publishes (``store.event``); what watches a run (the report, the live
+    view, the lander of ``run --merge``, notifications) subscribes to the store before.
+    ``run.streams_settled`` comes when no stream can start or run any more, before
+    ``run.finished``: a subscriber that must finish its work first (the lander) does so
+    while it handles that event."""
     record = store.record
     ctx = RunContext(
         repo=repo,
@@ -153,7 +153,7 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
         copy_patterns=(*plan.copy, *worktree_include(repo.root)),
         guard=Guard(repo, store, contained=frozenset(plan.sandboxed)),
         pool=Pool(repo, Path(record.worktrees_root), plan.pool_size(record.max_parallel),
-                  plan.keep_ignored, note=lambda message: store.event("pool", message=message)),
+                  plan.keep_ignored, note=lambda message: _note(store, message)),
     )
     sparse.enable(repo, plan)  # (a shared config change: before the guard looks)
     ctx.guard.start_soon()
@@ -167,30 +167,43 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
 
     hooks = Hooks(blocked=lambda name, by: _blocked(store, name, by), kill_all=kill_all)
     store.update_run("run_started", state=RunState.RUNNING.value, runner_pid=os.getpid())
-    lander = _lander(repo, store, plan, auto_merge)
+    _publish_missing_ends(store)
     store.reserve_space()
     store.on_full = ctx.stop.set  # a full disk stops the run: no stream starts into it
-    with report.kept_up_to_date(store):
-        try:
-            with _stream_work(ctx, record) as work, ThreadPoolExecutor(
-                    max_workers=record.max_parallel, thread_name_prefix="stream") as executor:
-                Scheduler(plan, statuses, work, hooks, record.max_parallel, ctx.stop).run(executor)
-            if store.out_of_space:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            lander.close()
-            return store.update_run("run_finished", state=RunState.FINISHED.value,
-                                    finished_at=now(), runner_pid=None)
-        except KeyboardInterrupt:
-            lander.close(land=False)
-            store.update_run("run_interrupted", state=RunState.INTERRUPTED.value, runner_pid=None)
-            raise Interrupted("interrupted; the agents were stopped",
-                              hint=f"'wtr resume --run {store.run_id}' continues") from None
-        except OSError as exc:
-            lander.close(land=False)
-            raise _stopped_by_system(store, exc) from None
-        finally:
-            store.on_full = None
-            store.release_space()
+    try:
+        with _stream_work(ctx, record) as work, ThreadPoolExecutor(
+                max_workers=record.max_parallel, thread_name_prefix="stream") as executor:
+            Scheduler(plan, statuses, work, hooks, record.max_parallel, ctx.stop).run(executor)
+        if store.out_of_space:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        store.event("run_streams_settled")
+        return store.update_run("run_finished", state=RunState.FINISHED.value,
+                                finished_at=now(), runner_pid=None)
+    except KeyboardInterrupt:
+        store.update_run("run_interrupted", state=RunState.INTERRUPTED.value, runner_pid=None)
+        raise Interrupted("interrupted; the agents were stopped",
+                          hint=f"'wtr resume --run {store.run_id}' continues") from None
+    except OSError as exc:
+        raise _stopped_by_system(store, exc) from None
+    finally:
+        store.on_full = None
+        store.release_space()
+
+
+def _note(store: RunStore, message: str) -> None:
+    store.event("pool", message=message)
+
+
+def _publish_missing_ends(store: RunStore) -> None:
+    """A runner killed between saving a stream's end and publishing it left the log
+    showing the stream running: publish that end now, marked as recovered."""
+    ended = {Status.SUCCEEDED.value, Status.FAILED.value, Status.MERGED.value}
+    for name in sorted(store.log.open_streams()):
+        stream = store.record.streams.get(name)
+        if stream is not None and stream.status in ended:
+            store.event("stream_finished", stream=name, status=stream.status,
+                        attempt=stream.attempts, recovered=True,
+                        failure=None if stream.failure is None else vars(stream.failure))
 
 
 def _stopped_by_system(store: RunStore, exc: OSError) -> WtrError:
@@ -218,16 +231,6 @@ def _stream_work(ctx: RunContext, record: RunRecord) -> Iterator[Callable[[str],
     with distributed.remote_streams(ctx, Executor(**record.executor),
                                     record.max_parallel) as work:
         yield work
-
-
-def _lander(repo: git.Repository, store: RunStore, plan: Plan, auto: bool) -> Lander:
-    """Lands streams during the run: with ``auto`` as they succeed; always on request of
-    a ``wtr merge`` started while this runner holds the run."""
-    from worktree_runner.merge.auto import Lander
-
-    lander = Lander(repo, store, plan, auto)
-    lander.start()
-    return lander
 
 
 def _blocked(store: RunStore, name: str, by: str) -> None:

@@ -3,7 +3,7 @@
 Layout under ``<common git dir>/worktree-runner/runs/<run>/``::
 
     state.json            the run and every stream (the runner is its only writer)
-    events.jsonl          one JSON line per transition (structlog)
+    events.jsonl          one JSON line per event, numbered (events.py)
     plan.yaml             the plan as it was when the run started
     streams/<name>/       agent.log, prompt.md, progress.json (written by ``wtr progress``),
                           report.md (the agent's own report, WTR_REPORT)
@@ -24,10 +24,11 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
-from worktree_runner import statefs
+from worktree_runner import logs, statefs
 from worktree_runner.errors import BadInput
+from worktree_runner.events import Event, EventLog, facts_of, kind_of, utc_now
 from worktree_runner.files import write_text_atomic
 
 STATE_VERSION = 1
@@ -221,6 +222,8 @@ class RunRecord:
     # Where the streams run: {"kind": "dask", "scheduler": ..., "remote": ...}; None: here.
     executor: dict[str, Any] | None = None
     budget: dict[str, float | None] | None = None  # the whole run's: {"usd": X, "tokens": N}
+    # Notifications that did not arrive (the last few): {"to", "topic", "about", "error", "at"}.
+    notify_failures: list[dict[str, Any]] = field(default_factory=list)
     version: int = STATE_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -258,9 +261,10 @@ class RunStore:
         self.events_path = run_dir / "events.jsonl"
         self.plan_path = run_dir / "plan.yaml"
         self._lock = threading.RLock()
-        self._events: TextIO | None = None
+        self.log = EventLog(self.events_path)
         self._record: RunRecord | None = None
-        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        # Called with each event this store publishes, in order, in the publisher's thread.
+        self.subscribers: list[Callable[[Event], None]] = []
         self.out_of_space = False
         self.on_full: Callable[[], None] | None = None
 
@@ -363,17 +367,16 @@ class RunStore:
             write()
 
     def update_stream(self, name: str, event: str | None = None, **changes: Any) -> StreamRecord:
-        """Change a stream's fields, save the state, and log the transition."""
+        """Change a stream's fields, save the state, and publish the transition."""
         with self._lock:
             stream = self.record.streams[name]
             for key, value in changes.items():
                 setattr(stream, key, value)
             self.save()
-            if event:
-                data = {"status": stream.status, "attempt": stream.attempts,
-                        **_loggable(changes)}
-                self.event(event, stream=name, **data)
-            return stream
+            facts = {"status": stream.status, "attempt": stream.attempts, **_loggable(changes)}
+            published = self._append(event, stream=name, **facts)
+        self._dispatch(published)
+        return stream
 
     def update_streams(self, names: list[str], event: str, **changes: Any) -> None:
         """The same change to several streams, saved once."""
@@ -382,7 +385,8 @@ class RunStore:
                 for key, value in changes.items():
                     setattr(self.record.streams[name], key, value)
             self.save()
-            self.event(event, streams=names, **_loggable(changes))
+            published = self._append(event, streams=names, **_loggable(changes))
+        self._dispatch(published)
 
     def update_run(self, event: str | None = None, **changes: Any) -> RunRecord:
         with self._lock:
@@ -390,44 +394,53 @@ class RunStore:
             for key, value in changes.items():
                 setattr(record, key, value)
             self.save()
-            if event:
-                self.event(event, **_loggable(changes))
-            return record
+            published = self._append(event, **_loggable(changes))
+        self._dispatch(published)
+        return record
 
     # -- the event log -----------------------------------------------------------------
 
-    def event(self, name: str, **data: Any) -> None:
+    def event(self, name: str, **data: Any) -> Event | None:
+        """Publish an event: appended to the log, then handed to each subscriber. A log that
+        cannot be written or a subscriber that fails never stops the producer."""
         with self._lock:
-            if self._events is None:
-                self.dir.mkdir(parents=True, exist_ok=True)
-                self._events = self.events_path.open("a", encoding="utf-8", buffering=1)
-            import structlog  # here, not at the top: see logs.py
+            published = self._append(name, **data)
+        self._dispatch(published)
+        return published
 
-            # Not the CLI's configured logger: the event log keeps every level, always JSON.
-            logger = structlog.wrap_logger(
-                structlog.PrintLogger(self._events),
-                wrapper_class=structlog.BoundLogger,
-                processors=[
-                    structlog.processors.TimeStamper(fmt="iso", utc=True, key="at"),
-                    structlog.processors.JSONRenderer(),
-                ],
-            )
-            # The event log is a record of transitions; state.json is the truth.
-            with contextlib.suppress(OSError):
-                self._when_full(lambda: logger.msg(name, run=self.run_id, **data))
-            for listener in self.listeners:
-                listener(name, data)
+    def _append(self, name: str | None, **data: Any) -> Event | None:
+        """The event written to the log (in the order of the state changes: under the lock);
+        None when there is none or the log already says it."""
+        if name is None:
+            return None
+        stream = data.pop("stream", None)
+        kind = kind_of(name, data, stream)
+        facts = facts_of(data)
+        # Unwritten (the disk refused it), the event still reaches the subscribers.
+        published: list[Event | None] = [Event(0, kind, utc_now(), self.run_id, stream, facts)]
 
-    def events(self) -> list[dict[str, Any]]:
-        if not self.events_path.exists():
-            return []
-        lines = self.events_path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        def write() -> None:
+            published[0] = self.log.append(kind, self.run_id, stream, facts)
 
-    def close(self) -> None:
-        if self._events is not None:
-            self._events.close()
-            self._events = None
+        with contextlib.suppress(OSError):
+            self._when_full(write)
+        return published[0]
+
+    def _dispatch(self, event: Event | None) -> None:
+        """Hand ``event`` to the subscribers, outside the lock: a subscriber may wait for a
+        thread that changes the state (the lander)."""
+        if event is None:
+            return
+        for subscriber in list(self.subscribers):
+            try:
+                subscriber(event)
+            except Exception as exc:  # an observer's bug must not stop a run
+                logs.debug("event subscriber failed", kind=event.kind, error=repr(exc))
+
+    def events(self, since: int = 0) -> list[Event]:
+        from worktree_runner.events import read_since
+
+        return read_since(self.events_path, since)
 
     # -- progress, written by agents through ``wtr progress`` ---------------------------
 

@@ -120,6 +120,7 @@ def status_document(store: RunStore, disk: bool = False) -> dict[str, Any]:
         "isolation": record.isolation,
         "usage": total_usage([s.usage for s in record.streams.values()]),
         "budget": record.budget,
+        "notifications": {"failed": record.notify_failures},
         **_eta(store, record, state),
     }
 

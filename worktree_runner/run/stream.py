@@ -476,7 +476,7 @@ def _record_attempt(ctx: RunContext, stream: Stream, kind: str, resumed: str | N
                             reflog_start=len(git.reflog(worktree, f"refs/heads/{branch}")),
                             **({"message": None} if kind == "message" else {}))
     ctx.store.event("attempt_started", stream=name, status=record.status, attempt=number,
-                    kind=kind, resumed=resumed)
+                    attempt_kind=kind, resumed=resumed)
 
 
 def _feedback_round(ctx: RunContext, stream: Stream, failure: Failure) -> Failure | None:

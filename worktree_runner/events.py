@@ -1,0 +1,291 @@
+"""A run's events: typed, numbered, appended one JSON object a line to ``events.jsonl``.
+
+The runner, the merge stage and clean publish (``RunStore.event``); the report, the live
+view, the lander of ``run --merge``, notifications and ``wtr events`` read or subscribe.
+The state file stays the one truth for recovery: nothing here is needed to resume.
+
+Each line holds ``seq`` (1, 2, 3... across every process that writes the log: they take
+turns under a file lock), ``kind`` (``stream.started``), ``time`` (UTC, ISO 8601), ``run``,
+``stream`` when the event has one, and the event's facts. A stream's life events are
+published once each: a resumed runner that starts a stream the log already shows running
+publishes ``stream.resumed``, and an end the log already has is not repeated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+class Kind(StrEnum):
+    RUN_CREATED = "run.created"
+    RUN_STARTED = "run.started"
+    RUN_FINISHED = "run.finished"
+    RUN_INTERRUPTED = "run.interrupted"
+    STREAM_STARTED = "stream.started"
+    STREAM_RESUMED = "stream.resumed"
+    STREAM_PROGRESSED = "stream.progressed"
+    ATTEMPT_STARTED = "stream.attempt_started"
+    ATTEMPT_ENDED = "stream.attempt_ended"
+    STREAM_SUCCEEDED = "stream.succeeded"
+    STREAM_FAILED = "stream.failed"
+    STREAM_BLOCKED = "stream.blocked"
+    LANDING_STARTED = "landing.started"
+    LANDED = "landing.landed"
+    LANDING_HALTED = "landing.halted"
+    LANDING_ABORTED = "landing.aborted"
+    LANDING_UNDONE = "landing.undone"
+    LANDING_TARGET_MOVED = "landing.target_moved"
+    SYNCED = "sync.done"
+    SYNC_CONFLICT = "sync.conflict"
+    CLEAN_REMOVED = "clean.removed"
+    CLEAN_RESCUED = "clean.rescued"
+    CLEAN_FINISHED = "clean.finished"
+    NOTIFICATION_SENT = "notification.sent"
+    NOTIFICATION_FAILED = "notification.failed"
+    REQUEST_ROUTED = "request.routed"
+
+
+STREAM_ENDS = frozenset({Kind.STREAM_SUCCEEDED, Kind.STREAM_FAILED, Kind.STREAM_BLOCKED})
+RUN_ENDS = frozenset({Kind.RUN_FINISHED, Kind.RUN_INTERRUPTED})
+LANDING_ENDS = frozenset({Kind.LANDED, Kind.LANDING_HALTED, Kind.LANDING_ABORTED,
+                          Kind.LANDING_UNDONE, Kind.LANDING_TARGET_MOVED})
+_LIFE = frozenset({Kind.STREAM_STARTED, *STREAM_ENDS})
+_RESERVED = ("seq", "kind", "time", "run", "stream")
+
+# The names producers pass to RunStore.event, and the kinds they are published as.
+_NAMED = {
+    "progress": Kind.STREAM_PROGRESSED,
+    "attempt_finished": Kind.ATTEMPT_ENDED,
+    "run_cleaned": Kind.CLEAN_FINISHED,
+    "stream_synced": Kind.SYNCED,
+    "stream_sync_conflict": Kind.SYNC_CONFLICT,
+    "merge_landed": Kind.LANDED,
+    "streams_merged": "streams.merged",
+    "streams_unmerged": "streams.unmerged",
+    "remote_branch_deleted": "clean.remote_branch_deleted",
+    "teardown_failed": "clean.teardown_failed",
+    "report_failed": "report.failed",
+    "pool": "run.pool",
+    "isolation_breach": "run.isolation_breach",
+}
+_PREFIXES = (("auto_merge_", "lander."), ("merge_", "landing."), ("remote_", "remote."),
+             ("run_", "run."), ("stream_", "stream."), ("candidate_", "candidate."))
+
+
+def kind_of(name: str, facts: dict[str, Any], stream: str | None = None) -> str:
+    """The kind an event named ``name`` by its producer is published as."""
+    if "." in name:
+        return name
+    if name == "stream_finished":
+        succeeded = facts.get("status") in ("succeeded", "merged")
+        return Kind.STREAM_SUCCEEDED if succeeded else Kind.STREAM_FAILED
+    if name in _NAMED:
+        return _NAMED[name]
+    for prefix, group in _PREFIXES:
+        if name.startswith(prefix):
+            return group + name.removeprefix(prefix)
+    return ("stream." if stream else "run.") + name
+
+
+def known_name(name: str) -> bool:
+    """Whether ``name`` has a kind of its own (and not the fallback of ``kind_of``)."""
+    return "." in name or name == "stream_finished" or name in _NAMED or any(
+        name.startswith(prefix) for prefix, _ in _PREFIXES)
+
+
+def facts_of(data: dict[str, Any]) -> dict[str, Any]:
+    """The facts an event carries: the merge state shrinks to the landing it is about."""
+    facts = {(f"{k}_" if k in _RESERVED else k): v for k, v in data.items()}
+    merge = facts.pop("merge", None)
+    if isinstance(merge, dict):
+        landings = merge.get("landings") or [{}]
+        last = landings[-1] if isinstance(landings[-1], dict) else {}
+        facts["merge_state"] = merge.get("state")
+        facts["landing"] = {key: last.get(key) for key in (
+            "id", "state", "stream", "conflicted_files", "merged", "left_out", "halt",
+            "worktree", "landed_from", "landed_to", "message") if key in last}
+    return facts
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    kind: str
+    time: str
+    run: str
+    stream: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        head: dict[str, Any] = {"seq": self.seq, "kind": self.kind, "time": self.time,
+                                "run": self.run}
+        if self.stream is not None:
+            head["stream"] = self.stream
+        return {**head, **self.facts}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], seq: int) -> Event:
+        """An event from its line; lines written before events had kinds (``event``,
+        ``at``) are read as the kind they would have today."""
+        kind = data.get("kind")
+        legacy = () if isinstance(kind, str) else ("event", "at")
+        facts = {k: v for k, v in data.items() if k not in (*_RESERVED, *legacy)}
+        stream = data.get("stream")
+        stream = stream if isinstance(stream, str) else None
+        if not isinstance(kind, str):
+            kind = kind_of(str(data.get("event", "unknown")), facts, stream)
+        found = data.get("seq")
+        return cls(found if isinstance(found, int) else seq, kind,
+                   str(data.get("time") or data.get("at") or ""), str(data.get("run") or ""),
+                   stream, facts)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.facts.get(key, default)
+
+
+def _parse(line: bytes, seq: int) -> Event | None:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    return Event.from_json(data, seq) if isinstance(data, dict) else None
+
+
+class _Scan:
+    """What the log holds up to ``offset``: its last ``seq`` and each stream's last life
+    event; fed with the lines that follow."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.seq = 0
+        self.life: dict[str, str] = {}
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        """Take the complete lines of ``chunk`` (read from ``offset``); a partial last line
+        waits for its end."""
+        found = []
+        end = chunk.rfind(b"\n") + 1
+        for line in chunk[:end].splitlines():
+            self.seq += 1
+            event = _parse(line, self.seq)
+            if event is None:
+                continue
+            self.seq = max(self.seq, event.seq)
+            if event.stream and event.kind in _LIFE:
+                self.life[event.stream] = event.kind
+            found.append(event)
+        self.offset += end
+        return found
+
+
+def read_since(path: Path, since: int = 0) -> list[Event]:
+    """The events of the log at ``path`` numbered above ``since``."""
+    try:
+        chunk = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [event for event in _Scan().feed(chunk) if event.seq > since]
+
+
+def last_seq(path: Path) -> int:
+    """The number of the last event in the log at ``path`` (0: none)."""
+    scan = _Scan()
+    with contextlib.suppress(FileNotFoundError):
+        scan.feed(path.read_bytes())
+    return scan.seq
+
+
+def follow(path: Path, since: int = 0, done: Callable[[Event], bool] = lambda e: False,
+           poll: float = 0.2, stop: threading.Event | None = None) -> Iterator[Event]:
+    """The events above ``since`` and then new ones as they are written, until one for
+    which ``done`` is true (it is yielded) or ``stop`` is set."""
+    scan = _Scan()
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        try:
+            with path.open("rb") as source:
+                source.seek(scan.offset)
+                chunk = source.read()
+        except FileNotFoundError:
+            chunk = b""
+        for event in scan.feed(chunk):
+            if event.seq > since:
+                yield event
+                if done(event):
+                    return
+        if not chunk.endswith(b"\n") or not chunk:
+            stop.wait(poll)
+
+
+class EventLog:
+    """The writer of one run's ``events.jsonl``; safe across threads and processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._scan = _Scan()
+        self._lock = threading.Lock()
+
+    def append(self, kind: str, run: str, stream: str | None,
+               facts: dict[str, Any]) -> Event | None:
+        """Number, write and flush one event; None when the log already says it (a stream's
+        end published twice, by a runner killed after saving its state and its successor)."""
+        with self._lock, self.path.open("ab") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                self._catch_up(handle)
+                once = self._once(kind, stream)
+                if once is None:
+                    return None
+                event = Event(self._scan.seq + 1, once, utc_now(), run, stream, facts)
+                line = json.dumps(event.to_json(), default=str, separators=(",", ":"))
+                handle.write(line.encode() + b"\n")
+                handle.flush()
+                self._scan.feed(line.encode() + b"\n")
+                return event
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _catch_up(self, handle: BinaryIO) -> None:
+        """Read what others appended since this process last wrote; end a line cut short
+        (a writer killed mid-line) so that it stays one damaged line of its own."""
+        size = handle.seek(0, 2)
+        if size == self._scan.offset:
+            return
+        with self.path.open("rb") as source:
+            source.seek(self._scan.offset)
+            chunk = source.read()
+        self._scan.feed(chunk)
+        if chunk and not chunk.endswith(b"\n"):
+            handle.write(b"\n")
+            self._scan.feed(chunk[chunk.rfind(b"\n") + 1:] + b"\n")
+
+    def _once(self, kind: str, stream: str | None) -> str | None:
+        if not stream or kind not in _LIFE:
+            return kind
+        last = self._scan.life.get(stream)
+        if kind == Kind.STREAM_STARTED and last == Kind.STREAM_STARTED:
+            return Kind.STREAM_RESUMED
+        return None if kind == last else kind
+
+    def open_streams(self) -> set[str]:
+        """Streams the log shows started and not ended."""
+        with self._lock:
+            if self.path.exists():
+                with self.path.open("rb") as source:
+                    source.seek(self._scan.offset)
+                    self._scan.feed(source.read())
+            return {name for name, kind in self._scan.life.items()
+                    if kind == Kind.STREAM_STARTED}
