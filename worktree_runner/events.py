@@ -78,7 +78,8 @@ _NAMED = {
     "isolation_breach": "run.isolation_breach",
 }
 _PREFIXES = (("auto_merge_", "lander."), ("merge_", "landing."), ("remote_", "remote."),
-             ("run_", "run."), ("stream_", "stream."), ("candidate_", "candidate."))
+             ("run_", "run."), ("stream_", "stream."), ("candidate_", "candidate."),
+             ("notification_", "notification."), ("request_", "request."))
 
 
 def kind_of(name: str, facts: dict[str, Any], stream: str | None = None) -> str:
@@ -94,12 +95,6 @@ def kind_of(name: str, facts: dict[str, Any], stream: str | None = None) -> str:
         if name.startswith(prefix):
             return group + name.removeprefix(prefix)
     return ("stream." if stream else "run.") + name
-
-
-def known_name(name: str) -> bool:
-    """Whether ``name`` has a kind of its own (and not the fallback of ``kind_of``)."""
-    return "." in name or name == "stream_finished" or name in _NAMED or any(
-        name.startswith(prefix) for prefix, _ in _PREFIXES)
 
 
 def facts_of(data: dict[str, Any]) -> dict[str, Any]:
