@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,33 @@ def test_a_line_cut_short_and_an_older_log_keep_their_numbers(tmp_path: Path) ->
     event = EventLog(path).append("run.note", "r", None, {})
     assert event is not None and event.seq == 4  # the cut line is number 3
     assert [e.seq for e in read_since(path)] == [1, 2, 4]
+
+
+def test_a_held_lock_or_a_symlink_in_the_logs_place_does_not_stop_the_writer(
+        tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    EventLog(path).append("run.note", "r", None, {"seq": True})  # a fact, renamed
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time\nf = open(sys.argv[1], 'ab')\n"
+        "fcntl.flock(f, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n"),
+        str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        started = time.monotonic()
+        event = EventLog(path).append("run.note", "r", None, {})
+        took = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    assert event is not None and event.seq == 2 and took < 10
+    assert read_since(path)[0].facts == {"seq_": True}
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep\n")
+    path.unlink()
+    path.symlink_to(precious)
+    assert EventLog(path).append("run.note", "r", None, {}) is not None
+    assert precious.read_text() == "keep\n" and not path.is_symlink()
+    assert [e.kind for e in read_since(path)] == ["run.note"]
 
 
 def test_follow_yields_new_events_until_done(tmp_path: Path) -> None:

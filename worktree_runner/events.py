@@ -16,13 +16,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from worktree_runner import statefs
 
 
 class Kind(StrEnum):
@@ -129,7 +133,7 @@ class Event:
                                 "run": self.run}
         if self.stream is not None:
             head["stream"] = self.stream
-        return {**head, **self.facts}
+        return head | {(f"{k}_" if k in _RESERVED else k): v for k, v in self.facts.items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], seq: int) -> Event:
@@ -143,7 +147,9 @@ class Event:
         if not isinstance(kind, str):
             kind = kind_of(str(data.get("event", "unknown")), facts, stream)
         found = data.get("seq")
-        return cls(found if isinstance(found, int) else seq, kind,
+        if isinstance(found, int) and not isinstance(found, bool):
+            seq = found
+        return cls(seq, kind,
                    str(data.get("time") or data.get("at") or ""), str(data.get("run") or ""),
                    stream, facts)
 
@@ -189,8 +195,9 @@ class _Scan:
 def read_since(path: Path, since: int = 0) -> list[Event]:
     """The events of the log at ``path`` numbered above ``since``."""
     try:
-        chunk = path.read_bytes()
-    except FileNotFoundError:
+        with statefs.open_read(path) as source:
+            chunk = source.read()
+    except OSError:
         return []
     return [event for event in _Scan().feed(chunk) if event.seq > since]
 
@@ -198,8 +205,8 @@ def read_since(path: Path, since: int = 0) -> list[Event]:
 def last_seq(path: Path) -> int:
     """The number of the last event in the log at ``path`` (0: none)."""
     scan = _Scan()
-    with contextlib.suppress(FileNotFoundError):
-        scan.feed(path.read_bytes())
+    with contextlib.suppress(OSError), statefs.open_read(path) as source:
+        scan.feed(source.read())
     return scan.seq
 
 
@@ -211,10 +218,10 @@ def follow(path: Path, since: int = 0, done: Callable[[Event], bool] = lambda e:
     stop = stop or threading.Event()
     while not stop.is_set():
         try:
-            with path.open("rb") as source:
+            with statefs.open_read(path) as source:
                 source.seek(scan.offset)
                 chunk = source.read()
-        except FileNotFoundError:
+        except OSError:
             chunk = b""
         for event in scan.feed(chunk):
             if event.seq > since:
@@ -223,6 +230,21 @@ def follow(path: Path, since: int = 0, done: Callable[[Event], bool] = lambda e:
                     return
         if not chunk.endswith(b"\n") or not chunk:
             stop.wait(poll)
+
+
+def _lock(handle: BinaryIO, patience: float = 2.0) -> bool:
+    """Take the log's lock (the writers of every process take turns); False when it stays
+    held past ``patience``: an agent can open the file too, and holding the lock forever
+    must not freeze the run. The event is then written unlocked, its number a guess."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
 
 
 class EventLog:
@@ -237,8 +259,8 @@ class EventLog:
                facts: dict[str, Any]) -> Event | None:
         """Number, write and flush one event; None when the log already says it (a stream's
         end published twice, by a runner killed after saving its state and its successor)."""
-        with self._lock, self.path.open("ab") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with self._lock, os.fdopen(statefs.open_append(self.path), "ab") as handle:
+            locked = _lock(handle)
             try:
                 self._catch_up(handle)
                 once = self._once(kind, stream)
@@ -251,7 +273,8 @@ class EventLog:
                 self._scan.feed(line.encode() + b"\n")
                 return event
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                if locked:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _catch_up(self, handle: BinaryIO) -> None:
         """Read what others appended since this process last wrote; end a line cut short
@@ -259,7 +282,7 @@ class EventLog:
         size = handle.seek(0, 2)
         if size == self._scan.offset:
             return
-        with self.path.open("rb") as source:
+        with statefs.open_read(self.path) as source:
             source.seek(self._scan.offset)
             chunk = source.read()
         self._scan.feed(chunk)
@@ -278,9 +301,8 @@ class EventLog:
     def open_streams(self) -> set[str]:
         """Streams the log shows started and not ended."""
         with self._lock:
-            if self.path.exists():
-                with self.path.open("rb") as source:
-                    source.seek(self._scan.offset)
-                    self._scan.feed(source.read())
+            with contextlib.suppress(OSError), statefs.open_read(self.path) as source:
+                source.seek(self._scan.offset)
+                self._scan.feed(source.read())
             return {name for name, kind in self._scan.life.items()
                     if kind == Kind.STREAM_STARTED}
