@@ -1,17 +1,21 @@
 """What ``wtr run`` shows while it works: a live table on a terminal, else a line per change.
 
-Both are subscribers of the run's events: the table redraws from the status, the lines
-come from the stream transitions as they are published.
+Both subscribe to the run's events: the lines are the stream transitions as they are
+published; the table is drawn again at each event, and every second for the clocks and
+for what other processes report (an agent's progress).
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 import click
 from rich.console import Console
 from rich.live import Live
+from rich.table import Table
 
 from worktree_runner import render
 from worktree_runner.events import Event
@@ -35,7 +39,37 @@ def run_with_display(work: Callable[[], T], store: RunStore, terminal: bool) -> 
             return work()
         finally:
             store.subscribers.remove(print_transition)
-    console = Console()
-    with Live(console=console, refresh_per_second=4, transient=False,
-              get_renderable=lambda: render.status_table(status_document(store), bars=True)):
-        return work()
+    return _with_table(work, store)
+
+
+def _with_table(work: Callable[[], T], store: RunStore) -> T:
+    # Read through a store of its own: the runner's record in memory is not to be
+    # swapped for one read back from disk.
+    def table() -> Table:
+        return render.status_table(status_document(RunStore(store.dir)), bars=True)
+
+    changed, done = threading.Event(), threading.Event()
+
+    def note(event: Event) -> None:
+        changed.set()
+
+    with Live(table(), console=Console(), auto_refresh=False, transient=False) as live:
+        def redraw() -> None:
+            while not done.is_set():
+                changed.wait(1.0)
+                changed.clear()
+                # a frame the state could not give (a write under way) is skipped
+                with contextlib.suppress(Exception):
+                    live.update(table(), refresh=True)
+
+        drawer = threading.Thread(target=redraw, name="live-table", daemon=True)
+        store.subscribers.append(note)
+        drawer.start()
+        try:
+            return work()
+        finally:
+            store.subscribers.remove(note)
+            done.set()
+            changed.set()
+            drawer.join()
+            live.update(table(), refresh=True)
