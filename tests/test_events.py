@@ -202,3 +202,21 @@ def test_follow_sees_each_start_and_end_once_across_kill_9_and_resume(
     # the resumed runner started the two running streams again: said once, as resumed
     resumed_streams = sorted(e["stream"] for e in seen if e["kind"] == "stream.resumed")
     assert resumed_streams == ["db", "ui"]
+
+
+@pytest.mark.timeout(180)
+def test_resume_with_merge_lands_what_the_killed_runner_left(repo: Repo, rec: Path) -> None:
+    """The lander is attached by the command: ``wtr resume --merge`` lands as the run ends."""
+    runner = wtr_process(repo, "run", str(repo.write_plan(agent_plan(slow_streams(rec)))))
+    runhelp.wait_for(lambda: len(records(rec, "db")) == 1, timeout=30)
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    resumed = run_wtr("resume", "--merge", cwd=repo.path)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    doc = status(repo)
+    assert doc["counts"]["merged"] == 3 and doc["merge"]["state"] == "landed"
+    assert repo.git("show", "main:src/api/work.py") == "API = 1"
+    kinds = [e["kind"] for e in log_of(repo, doc["run"])]
+    # every landing happened before the run was recorded finished
+    assert kinds.index("run.finished") > max(i for i, k in enumerate(kinds)
+                                             if k == "landing.landed")

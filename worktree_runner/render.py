@@ -378,7 +378,7 @@ def event_line(event: Event) -> str:
         when = local_time(event.time)
     except ValueError:
         when = "--:--:--"
-    return f"{event.seq:>5} {when} {event.kind:<24} {told}".rstrip()
+    return f"{event.seq:>5} {when} {event.kind:<26} {told}".rstrip()
 
 
 def _short(value: Any) -> str:
