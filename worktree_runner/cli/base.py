@@ -160,7 +160,7 @@ def open_store(repo_dir: Path | None, run_id: str | None) -> tuple[git.Repositor
 
 def notify_option(func: Any) -> Any:
     return click.option(
-        "--notify", "notify", multiple=True, metavar="SPEC", callback=_notify_targets,
+        "--notify", "notify", multiple=True, metavar="TARGET", callback=_notify_targets,
         help="Also notify on needs-attention, finish and landing (with the plan's 'notify:'): "
              "'desktop', 'webhook=URL' (the event POSTed as JSON) or 'command=CMD' (the "
              "event as JSON on its stdin). Repeatable. A notification never stops the run.",
