@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.gitrepo import Repo, run_wtr
-from tests.runhelp import agent_plan, status
+from tests.runhelp import agent_plan, status, stream_of, wait_for
 from worktree_runner.notify import WEBHOOK_ATTEMPTS, WEBHOOK_TIMEOUT
 
 CHAIN = {
@@ -94,6 +96,35 @@ def test_a_webhook_receives_the_finish_and_the_halt(repo: Repo, hook: Hook) -> N
     assert landed.returncode == 0, landed.stderr
     assert hook.kinds()[-1] == ("landed", "landing.landed")
     assert hook.received[-1]["landing"]["merged"] == ["db", "api", "ui"]
+
+
+def test_news_from_another_process_reaches_the_runners_webhook(
+        repo: Repo, hook: Hook, tmp_path: Path) -> None:
+    """A person syncs a stream (its own wtr process) while the run goes: the conflict is
+    attention, told by the runner's notifications, which read the run's event log."""
+    release = tmp_path / "release"
+    plan = agent_plan({
+        "api": {"files": ["src/api/**"], "env": {"AGENT_WRITE": "src/api/orders.py=API = 2"}},
+        "ui": {"files": ["src/ui/**"], "env": {"AGENT_WAIT_FOR": str(release),
+                                                "AGENT_WRITE": "src/ui/view.py=UI = 2"}},
+    }, notify=[{"webhook": hook.url}])
+    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
+                               str(repo.write_plan(plan))], cwd=repo.path, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: run_wtr("status", "--json", cwd=repo.path).returncode == 0
+                 and stream_of(status(repo), "api")["status"] == "succeeded", timeout=60)
+        repo.commit({"src/api/orders.py": "MAIN = 1\n"}, "main changes orders")
+        synced = run_wtr("sync", "api", cwd=repo.path)
+        assert synced.returncode == 3, synced.stderr
+        wait_for(lambda: ("attention", "sync.conflict") in hook.kinds(), timeout=30)
+    finally:
+        release.write_text("go")
+        runner.communicate(timeout=120)
+    told = next(r for r in hook.received if r["kind"] == "sync.conflict")
+    assert told["stream"] == "api" and told["files"] == ["src/api/orders.py"]
+    assert "syncing api conflicts in src/api/orders.py" in told["message"]
+    assert hook.kinds()[-1] == ("finished", "run.finished")
 
 
 def test_a_command_gets_the_event_as_json_on_stdin(repo: Repo, tmp_path: Path) -> None:

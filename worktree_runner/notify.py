@@ -1,7 +1,9 @@
 """Notifications: tell a person when a run needs attention, finishes, or lands.
 
-A ``Notifier`` subscribes to a run's events and delivers on a thread of its own, through
-a queue: the run never waits for a notification, and a notification that fails is
+A ``Notifier`` reads the run's event log as it grows (so it also hears what other
+processes publish: a ``wtr sync`` or a ``wtr merge`` of a person, an agent's report) and
+delivers on a thread of its own, through a queue: the run never waits for a
+notification, and a notification that fails is
 recorded (a ``notification.failed`` event, and ``notifications`` in the status) and
 never fails the run. Three kinds: a command (the event as JSON on its stdin), the desktop
 (``notify-send``), a webhook (the event POSTed as JSON, with a timeout and retries).
@@ -13,6 +15,7 @@ import json
 import queue
 import shutil
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ from typing import Any
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from worktree_runner import procs
-from worktree_runner.events import Event, Kind
+from worktree_runner.events import Event, Kind, follow, last_seq
 from worktree_runner.plan.model import Notify
 from worktree_runner.run.state import RunStore
 
@@ -30,6 +33,7 @@ WEBHOOK_TIMEOUT = 5.0  # seconds for one POST
 WEBHOOK_ATTEMPTS = 3
 COMMAND_TIMEOUT = 30.0
 CLOSE_GRACE = 3.0  # how long the end of a command waits for the last deliveries
+READ_EVERY = 0.2  # seconds between looks at the event log
 KEPT_FAILURES = 20
 NOTIFY_LOG = "notify.log"  # in the run's folder: what notification commands said on stderr
 
@@ -116,12 +120,15 @@ def deliver(target: Notify, document: dict[str, Any], store: RunStore) -> None:
 
 
 class Notifier:
-    """A subscriber that delivers each piece of news to every target that wants it."""
+    """Delivers each piece of news the log tells from now on to every target that wants it."""
 
     def __init__(self, store: RunStore, targets: tuple[Notify, ...]) -> None:
         self.store, self.targets = store, targets
         self._queue: queue.Queue[tuple[Notify, Event, str] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="notify", daemon=True)
+        self._reader = threading.Thread(target=self._read, name="notify-read", daemon=True)
+        self._since = self._seen = last_seq(store.events_path)
+        self._stop_reading = threading.Event()
         self._busy: tuple[Notify, Event, str] | None = None
         # Once closed, the thread records nothing: the command may have let go of the run.
         self._recording = threading.Lock()
@@ -129,9 +136,15 @@ class Notifier:
 
     def start(self) -> None:
         self._thread.start()
-        self.store.subscribers.append(self)
+        self._reader.start()
 
-    def __call__(self, event: Event) -> None:
+    def _read(self) -> None:
+        for event in follow(self.store.events_path, self._since, poll=READ_EVERY,
+                            stop=self._stop_reading):
+            self.news(event)
+            self._seen = event.seq
+
+    def news(self, event: Event) -> None:
         topic = topic_of(event)
         for target in self.targets if topic else ():
             if topic in target.on:
@@ -166,10 +179,13 @@ class Notifier:
             self.store.event("notification_failed", **entry)
 
     def close(self, grace: float = CLOSE_GRACE) -> None:
-        """Stop listening; give the last deliveries ``grace`` seconds, then record the
-        ones still waiting as not delivered (the thread is left to die with the process)."""
-        if self in self.store.subscribers:
-            self.store.subscribers.remove(self)
+        """Read the log to its end, stop; give the last deliveries ``grace`` seconds, then
+        record the ones still waiting as not delivered (the thread dies with the process)."""
+        end, deadline = last_seq(self.store.events_path), time.monotonic() + 1.0
+        while self._seen < end and time.monotonic() < deadline:
+            time.sleep(READ_EVERY / 4)
+        self._stop_reading.set()
+        self._reader.join(READ_EVERY * 5)
         self._queue.put(None)
         self._thread.join(grace)
         with self._recording:
