@@ -162,9 +162,12 @@ def test_a_command_that_fails_is_recorded_and_shown_not_fatal(repo: Repo) -> Non
     ran = run_wtr("run", repo.write_plan(agent_plan(CHAIN)), "--notify",
                   "command=echo no chat server >&2; exit 5", cwd=repo.path)
     assert ran.returncode == 0, ran.stderr
-    failed = status(repo)["notifications"]["failed"]
+    doc = status(repo)
+    failed = doc["notifications"]["failed"]
+    log = Path(doc["repo"]) / ".git/worktree-runner/runs" / doc["run"] / "notify.log"
     assert [(f["topic"], f["error"]) for f in failed] == [
-        ("finished", "exit code 5: no chat server")]
+        ("finished", f"exit code 5 (its messages: {log})")]
+    assert "no chat server" in log.read_text()
     text = run_wtr("status", cwd=repo.path).stdout
     assert "notifications: 1 failed; last: finished to command echo no chat server" in text
     assert any(e["kind"] == "notification.failed" for e in log_of(repo))
