@@ -82,7 +82,8 @@ def test_a_line_cut_short_and_an_older_log_keep_their_numbers(tmp_path: Path) ->
 def test_a_held_lock_or_a_symlink_in_the_logs_place_does_not_stop_the_writer(
         tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
-    EventLog(path).append("run.note", "r", None, {"seq": True})  # a fact, renamed
+    writer = EventLog(path)  # holds the file open between events
+    writer.append("run.note", "r", None, {"seq": True})  # a fact, renamed
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, sys, time\nf = open(sys.argv[1], 'ab')\n"
         "fcntl.flock(f, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n"),
@@ -101,7 +102,7 @@ def test_a_held_lock_or_a_symlink_in_the_logs_place_does_not_stop_the_writer(
     precious.write_text("keep\n")
     path.unlink()
     path.symlink_to(precious)
-    assert EventLog(path).append("run.note", "r", None, {}) is not None
+    assert writer.append("run.note", "r", None, {}) is not None  # not written through
     assert precious.read_text() == "keep\n" and not path.is_symlink()
     assert [e.kind for e in read_since(path)] == ["run.note"]
 

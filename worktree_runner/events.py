@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from worktree_runner import statefs
 
@@ -232,14 +232,14 @@ def follow(path: Path, since: int = 0, done: Callable[[Event], bool] = lambda e:
             stop.wait(poll)
 
 
-def _lock(handle: BinaryIO, patience: float = 2.0) -> bool:
+def _lock(fd: int, patience: float = 2.0) -> bool:
     """Take the log's lock (the writers of every process take turns); False when it stays
     held past ``patience``: an agent can open the file too, and holding the lock forever
     must not freeze the run. The event is then written unlocked, its number a guess."""
     deadline = time.monotonic() + patience
     while True:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
             if time.monotonic() > deadline:
@@ -248,46 +248,67 @@ def _lock(handle: BinaryIO, patience: float = 2.0) -> bool:
 
 
 class EventLog:
-    """The writer of one run's ``events.jsonl``; safe across threads and processes."""
+    """The writer of one run's ``events.jsonl``; safe across threads and processes. The
+    file stays open between events, as long as it is the file at ``path``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._scan = _Scan()
         self._lock = threading.Lock()
+        self._fd: int | None = None
 
     def append(self, kind: str, run: str, stream: str | None,
                facts: dict[str, Any]) -> Event | None:
         """Number, write and flush one event; None when the log already says it (a stream's
         end published twice, by a runner killed after saving its state and its successor)."""
-        with self._lock, os.fdopen(statefs.open_append(self.path), "ab") as handle:
-            locked = _lock(handle)
+        with self._lock:
+            fd = self._open()
+            locked = _lock(fd)
             try:
-                self._catch_up(handle)
+                self._catch_up(fd)
                 once = self._once(kind, stream)
                 if once is None:
                     return None
                 event = Event(self._scan.seq + 1, once, utc_now(), run, stream, facts)
                 line = json.dumps(event.to_json(), default=str, separators=(",", ":"))
-                handle.write(line.encode() + b"\n")
-                handle.flush()
-                self._scan.feed(line.encode() + b"\n")
+                data = line.encode() + b"\n"
+                os.write(fd, data)  # one write to a file opened for appending
+                self._scan.offset += len(data)
+                self._scan.seq = event.seq
+                if stream and once in _LIFE:
+                    self._scan.life[stream] = once
                 return event
             finally:
                 if locked:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def _catch_up(self, handle: BinaryIO) -> None:
+    def _open(self) -> int:
+        """The open log; opened again (and read again from its start) when the file at
+        ``path`` is not the one held open any more."""
+        if self._fd is not None:
+            try:
+                here, held = os.lstat(self.path), os.fstat(self._fd)
+                if (here.st_ino, here.st_dev) == (held.st_ino, held.st_dev) and (
+                        statefs.what_is(here) is None):
+                    return self._fd
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd, self._scan = None, _Scan()
+        self._fd = statefs.open_append(self.path)
+        return self._fd
+
+    def _catch_up(self, fd: int) -> None:
         """Read what others appended since this process last wrote; end a line cut short
         (a writer killed mid-line) so that it stays one damaged line of its own."""
-        size = handle.seek(0, 2)
-        if size == self._scan.offset:
+        if os.fstat(fd).st_size == self._scan.offset:
             return
         with statefs.open_read(self.path) as source:
             source.seek(self._scan.offset)
             chunk = source.read()
         self._scan.feed(chunk)
         if chunk and not chunk.endswith(b"\n"):
-            handle.write(b"\n")
+            os.write(fd, b"\n")
             self._scan.feed(chunk[chunk.rfind(b"\n") + 1:] + b"\n")
 
     def _once(self, kind: str, stream: str | None) -> str | None:
