@@ -44,3 +44,4 @@ def test_the_live_table_on_a_terminal_ends_showing_every_stream(repo: Repo) -> N
     assert re.search(r"db\s.*succeeded", last) and re.search(r"api\s.*failed", last)
     assert re.search(r"ui\s.*blocked", last)
     assert "1 succeeded" in text and "1 failed" in text and "1 blocked" in text
+    assert "estimated completion: unknown" in text  # under the table while it ran

@@ -1,8 +1,9 @@
 """What ``wtr run`` shows while it works: a live table on a terminal, else a line per change.
 
 Both subscribe to the run's events: the lines are the stream transitions as they are
-published; the table is drawn again at each event, and every second for the clocks and
-for what other processes report (an agent's progress).
+published; the table (with the estimated completion under it) is drawn again at each
+event, and every second for the clocks and for what other processes report (an agent's
+progress).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import click
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
+from rich.text import Text
 
 from worktree_runner import render
 from worktree_runner.events import Event
@@ -45,8 +46,10 @@ def run_with_display(work: Callable[[], T], store: RunStore, terminal: bool) -> 
 def _with_table(work: Callable[[], T], store: RunStore) -> T:
     # Read through a store of its own: the runner's record in memory is not to be
     # swapped for one read back from disk.
-    def table() -> Table:
-        return render.status_table(status_document(RunStore(store.dir)), bars=True)
+    def table() -> Group:
+        doc = status_document(RunStore(store.dir))
+        return Group(render.status_table(doc, bars=True),
+                     *(Text(line) for line in render.eta_lines(doc)))
 
     changed, done = threading.Event(), threading.Event()
 
