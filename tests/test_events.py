@@ -68,15 +68,19 @@ def test_a_line_cut_short_and_an_older_log_keep_their_numbers(tmp_path: Path) ->
     path = tmp_path / "events.jsonl"
     path.write_text('{"event": "stream_started", "at": "2026-01-01T00:00:00+00:00", '
                     '"run": "r", "stream": "db", "status": "running"}\n'
+                    '{"event": "attempt_started", "at": "2026-01-01T00:00:01+00:00", '
+                    '"run": "r", "stream": "db", "attempt": 2, "kind": "feedback"}\n'
                     '{"event": "stream_finished", "at": "2026-01-01T00:00:09+00:00", '
                     '"run": "r", "stream": "db", "status": "failed"}\n'
-                    '{"kind": "run.note", "seq": 3, "ti')  # a writer killed mid-line
+                    '{"kind": "run.note", "seq": 4, "ti')  # a writer killed mid-line
     old = read_since(path)
     assert [(e.seq, e.kind, e.time[-14:-6]) for e in old] == [
-        (1, "stream.started", "00:00:00"), (2, "stream.failed", "00:00:09")]
+        (1, "stream.started", "00:00:00"), (2, "stream.attempt_started", "00:00:01"),
+        (3, "stream.failed", "00:00:09")]
+    assert old[1].facts["attempt_kind"] == "feedback"
     event = EventLog(path).append("run.note", "r", None, {})
-    assert event is not None and event.seq == 4  # the cut line is number 3
-    assert [e.seq for e in read_since(path)] == [1, 2, 4]
+    assert event is not None and event.seq == 5  # the cut line is number 4
+    assert [e.seq for e in read_since(path)] == [1, 2, 3, 5]
 
 
 def test_a_held_lock_or_a_symlink_in_the_logs_place_does_not_stop_the_writer(

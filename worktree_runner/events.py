@@ -137,21 +137,26 @@ class Event:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], seq: int) -> Event:
-        """An event from its line; lines written before events had kinds (``event``,
+        """An event from its line; lines written before events were numbered (``event``,
         ``at``) are read as the kind they would have today."""
-        kind = data.get("kind")
-        legacy = () if isinstance(kind, str) else ("event", "at")
-        facts = {k: v for k, v in data.items() if k not in (*_RESERVED, *legacy)}
-        stream = data.get("stream")
-        stream = stream if isinstance(stream, str) else None
-        if not isinstance(kind, str):
-            kind = kind_of(str(data.get("event", "unknown")), facts, stream)
         found = data.get("seq")
         if isinstance(found, int) and not isinstance(found, bool):
             seq = found
-        return cls(seq, kind,
-                   str(data.get("time") or data.get("at") or ""), str(data.get("run") or ""),
-                   stream, facts)
+        stream = data.get("stream")
+        stream = stream if isinstance(stream, str) else None
+        if isinstance(data.get("event"), str) and found is None:
+            return cls._older(data, seq, stream)
+        facts = {k: v for k, v in data.items() if k not in _RESERVED}
+        return cls(seq, str(data.get("kind") or "unknown"), str(data.get("time") or ""),
+                   str(data.get("run") or ""), stream, facts)
+
+    @classmethod
+    def _older(cls, data: dict[str, Any], seq: int, stream: str | None) -> Event:
+        facts = {k: v for k, v in data.items() if k not in (*_RESERVED, "event", "at")}
+        if "kind" in data:  # an attempt's kind, before the event had one of its own
+            facts["attempt_kind"] = data["kind"]
+        return cls(seq, kind_of(str(data["event"]), facts, stream), str(data.get("at") or ""),
+                   str(data.get("run") or ""), stream, facts)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.facts.get(key, default)
