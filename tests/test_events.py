@@ -225,3 +225,26 @@ def test_resume_with_merge_lands_what_the_killed_runner_left(repo: Repo, rec: Pa
     # every landing happened before the run was recorded finished
     assert kinds.index("run.finished") > max(i for i, k in enumerate(kinds)
                                              if k == "landing.landed")
+
+
+def test_clean_publishes_what_it_removed_and_rescued(repo: Repo) -> None:
+    plan = agent_plan({name: {"files": [f"src/{name}/**"],
+                              "env": {"AGENT_WRITE": f"src/{name}/work.py=X = 1"}}
+                       for name in ("db", "ui")}, pool=0)
+    assert run_wtr("run", repo.write_plan(plan), cwd=repo.path).returncode == 0
+    assert run_wtr("merge", cwd=repo.path).returncode == 0
+    doc = status(repo)
+    db_tree = Path(next(s for s in doc["streams"] if s["name"] == "db")["worktree"])
+    (db_tree / "src/db/work.py").write_text("X = 'hand edit'\n")
+    cleaned = run_wtr("clean", cwd=repo.path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    seen = log_of(repo, doc["run"])
+    rescued = [e for e in seen if e["kind"] == "clean.rescued"]
+    assert [(e["stream"], e["worktree"]) for e in rescued] == [("db", str(db_tree))]
+    assert f"refs/worktree-runner/rescue/{doc['run']}/db" in rescued[0]["saved"][0]
+    removed = [e for e in seen if e["kind"] == "clean.removed"]
+    assert sorted((e["stream"], "worktree" if "worktree" in e else "branch")
+                  for e in removed) == [("db", "branch"), ("db", "worktree"),
+                                        ("ui", "branch"), ("ui", "worktree")]
+    assert all(e["pooled"] is False for e in removed if "worktree" in e)
+    assert seen[-1]["kind"] == "clean.finished"
