@@ -1,7 +1,7 @@
 """Where a run's streams run: on this machine (``local``) or on a Dask cluster (``dask``).
 
 Only the description and its checks live here; running streams on Dask is
-``worktree_runner.run.distributed``, imported only by runs that use it.
+``worktree_runner.executors.dask``, imported only by runs that use it.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from worktree_runner import git, procs, sandbox, sparse
 from worktree_runner.errors import BadInput, Interrupted, WtrError
+from worktree_runner.executors.local import local_streams
 from worktree_runner.plan.analysis import Analysis, analyze
 from worktree_runner.plan.executor import Executor
 from worktree_runner.plan.load import load_plan, parse_plan, worktree_include
@@ -23,7 +24,7 @@ from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import render_command
 from worktree_runner.run.scheduler import Hooks, Scheduler
 from worktree_runner.run.state import RunRecord, RunState, RunStore, Status, StreamRecord, now
-from worktree_runner.run.stream import RunContext, preset_of, run_stream
+from worktree_runner.run.stream import RunContext, preset_of
 
 
 @dataclass(frozen=True)
@@ -221,15 +222,13 @@ def _stopped_by_system(store: RunStore, exc: OSError) -> WtrError:
 def _stream_work(ctx: RunContext, record: RunRecord) -> Iterator[Callable[[str], bool]]:
     """What runs one stream: its life here, or the same life on a Dask worker."""
     if not record.executor or record.executor.get("kind") == "local":
-        from worktree_runner.run.candidates import run_best_of
-
-        yield lambda name: (run_best_of(ctx, name) if ctx.plan.stream(name).attempts > 1
-                            else run_stream(ctx, name))
+        with local_streams(ctx) as work:
+            yield work
         return
-    from worktree_runner.run import distributed
+    from worktree_runner.executors import dask
 
-    with distributed.remote_streams(ctx, Executor(**record.executor),
-                                    record.max_parallel) as work:
+    with dask.remote_streams(ctx, Executor(**record.executor),
+                             record.max_parallel) as work:
         yield work
 
 

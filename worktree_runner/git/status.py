@@ -1,0 +1,176 @@
+"""What changed: status of a worktree, diffs and logs between commits, and the ignore
+rules a worktree is seen through."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from worktree_runner.git.door import (
+    NO_HOOKS,
+    Repository,
+    _nul_tokens,
+    clean_env,
+    git_executable,
+    run_git,
+)
+
+
+def changed_paths(repo: Repository, old: str, new: str) -> list[str]:
+    """Paths that differ between two commits (renames count as delete + add)."""
+    out = repo.git("diff", "--name-only", "-z", "--no-renames", old, new).stdout
+    return [name for name in out.split("\0") if name]
+
+
+_COMMIT_MARK = "\x01\x02wtr "
+
+
+def commit_changes(repo: Repository, commit: str, limit: int) -> Iterator[tuple[int, list[str]]]:
+    """(commit time, paths changed) of the last ``limit`` non-merge commits reachable from
+    ``commit``, newest first, read as git writes them (one pass, never all held at once).
+    Renames count as delete + add; a root commit lists every file it added."""
+    args = ["log", f"--max-count={limit}", "--no-merges", "--no-renames", "--name-only", "-z",
+            "--format=%x01%x02wtr %ct", commit, "--"]
+    when: int | None = None
+    paths: list[str] = []
+    for token in _nul_tokens(args, repo.root):
+        if token.startswith(_COMMIT_MARK):
+            if when is not None:
+                yield when, paths
+            when, paths = int(token[len(_COMMIT_MARK):]), []
+        elif token.strip("\n"):
+            paths.append(token.removeprefix("\n"))
+    if when is not None:
+        yield when, paths
+
+
+def _status_paths(worktree: Path, untracked: str) -> list[str]:
+    # --no-renames: a rename would add a second, unprefixed entry (its old path).
+    # The untracked cache (kept in the worktree's index) lets the next look skip every
+    # folder whose mtime has not changed: the check before clean then costs a stat per file.
+    # git 2.39 uses it for "all" only when "all" is the configured default, not a flag.
+    args = ["-c", "core.untrackedCache=true", "-c", f"status.showUntrackedFiles={untracked}",
+            "status", "--porcelain", "-z", "--no-renames"]
+    out = run_git(args, worktree).stdout
+    return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
+
+
+def worktree_dirty(worktree: Path) -> list[str]:
+    """Paths with uncommitted or untracked changes in a runner's ``worktree`` (ignored files
+    aside), hidden ones included: the index flags that hide a file are cleared first."""
+    unhide(worktree)
+    return _status_paths(worktree, "all")
+
+
+def unhide(worktree: Path) -> list[str]:
+    """Clear the index flags that make git look away from a file of a runner's worktree
+    (skip-worktree, assume-unchanged: ``ls-files -v`` tags ``S`` and lower case), so that
+    status, add, reset and read-tree see every file as it is; the paths cleared. A sparse
+    worktree keeps skip-worktree on the files it leaves out (those not on disk)."""
+    out = run_git(["ls-files", "-v", "-z"], worktree).stdout
+    flagged = [entry for entry in out.split("\0")
+               if len(entry) > 2 and (entry[0] == "S" or entry[0].islower())]
+    absent = [e for e in flagged if e[0] in "Ss" and not os.path.lexists(worktree / e[2:])]
+    if absent and run_git(["config", "--type=bool", "core.sparseCheckout"], worktree,
+                          check=False).stdout.strip() == "true":
+        flagged = [entry for entry in flagged if entry not in absent]
+    paths = [entry[2:] for entry in flagged]
+    for flag in ("--no-assume-unchanged", "--no-skip-worktree") if paths else ():
+        # (one flag per call: update-index applies only the first it is given)
+        run_git(["update-index", flag, "-z", "--stdin"], worktree,
+                stdin="".join(f"{path}\0" for path in paths))
+    return paths
+
+
+def subjects(repo: Repository, old: str, new: str, limit: int = 20) -> list[str]:
+    out = repo.out("log", f"--max-count={limit}", "--format=%s", f"{old}..{new}")
+    return [line for line in out.splitlines() if line]
+
+
+@dataclass(frozen=True)
+class FileStat:
+    path: str
+    added: int | None  # None for a binary file
+    deleted: int | None
+
+
+def diffstat(repo: Repository, old: str, new: str) -> list[FileStat]:
+    """Lines added and deleted per file between two commits (``git diff --numstat``)."""
+    out = repo.git("diff", "--numstat", "-z", "--no-renames", old, new, check=False).stdout
+    stats = []
+    for entry in filter(None, out.split("\0")):
+        added, deleted, path = entry.split("\t", 2)
+        stats.append(FileStat(path, None if added == "-" else int(added),
+                              None if deleted == "-" else int(deleted)))
+    return stats
+
+
+def oneline_log(repo: Repository, old: str, new: str, limit: int = 100) -> list[str]:
+    """``<short id> <subject>`` of the commits in ``old..new``, newest first."""
+    out = repo.git("log", f"--max-count={limit}", "--format=%h %s", f"{old}..{new}",
+                   check=False).stdout
+    return [line for line in out.splitlines() if line]
+
+
+def untracked_files(repo: Repository) -> list[str]:
+    """Untracked files of the main worktree, ignored ones included (for ``copy``)."""
+    out = run_git(["ls-files", "--others", "-z"], repo.root).stdout
+    return [name for name in out.split("\0") if name]
+
+
+def show_diff(repo: Repository, base: str, head: str, stat: bool) -> int:
+    """``git diff base head`` printed by git itself to our stdout: its pager and colours
+    apply as they would to the user's own ``git diff``. Returns git's exit code."""
+    args = [git_executable(), "diff", *(["--stat"] if stat else []), base, head, "--"]
+    return subprocess.run(args, cwd=repo.root, env=clean_env(), check=False).returncode
+
+
+def diff_text(repo: Repository, base: str, head: str, limit: int) -> tuple[str, bool]:
+    """``git diff base head`` as text for a page: no colour, no external diff or textconv
+    (the repository's config must not run programs), undecodable bytes replaced, at most
+    ``limit`` characters; and whether it was cut."""
+    args = [git_executable(), *NO_HOOKS, "diff", "--no-color", "--no-ext-diff", "--no-textconv",
+            base, head, "--"]
+    out = subprocess.run(args, cwd=repo.root, env=clean_env(), capture_output=True,
+                         check=False).stdout.decode("utf-8", errors="replace")
+    return out[:limit], len(out) > limit
+
+
+def tracked_changes(worktree: Path) -> list[str]:
+    """Uncommitted changes to tracked files (staged or not) in ``worktree``."""
+    return _status_paths(worktree, "no")
+
+
+def status_entries(worktree: Path) -> list[tuple[str, str]]:
+    """(two-letter code, path) of each uncommitted or untracked path of ``worktree``."""
+    # --no-optional-locks: this looks at the user's own checkout; never take its index lock
+    # (a commit the user makes meanwhile would fail) nor rewrite its index.
+    args = ["--no-optional-locks", "status", "--porcelain", "-z", "--no-renames",
+            "--untracked-files=all"]
+    out = run_git(args, worktree).stdout
+    return [(entry[:2], entry[3:]) for entry in out.split("\0") if len(entry) > 3]
+
+
+def global_excludes(repo: Repository) -> str:
+    """The text of the user's own ignore file (``core.excludesFile``, else git's default)."""
+    configured = repo.git("config", "--get", "--path", "core.excludesFile", check=False)
+    if configured.ok and configured.stdout.strip():
+        path = Path(configured.stdout.strip())
+    else:
+        config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        path = Path(config_home) / "git" / "ignore"
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def literal_pattern(path: str) -> str:
+    """A gitignore line that matches exactly ``path`` (from the repository root)."""
+    escaped = re.sub(r"([\\*?\[])", r"\\\1", path)
+    stripped = escaped.rstrip(" ")
+    return "/" + stripped + "\\ " * (len(escaped) - len(stripped))
