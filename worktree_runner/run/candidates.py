@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,9 +34,14 @@ from worktree_runner.run.state import (
     RunStore,
     Status,
     StreamRecord,
-    now,
 )
-from worktree_runner.run.stream import RunContext, StartConflict, run_stream, stream_base
+from worktree_runner.run.stream import (
+    RunContext,
+    StartConflict,
+    live_stream,
+    run_stream,
+    stream_base,
+)
 from worktree_runner.run.usage import add_usage
 
 SEPARATOR = "+attempt-"  # '+' is never in a stream name: no candidate is mistaken for one
@@ -128,33 +132,10 @@ class _WithinStream(Guard):
 def run_best_of(ctx: RunContext, name: str) -> bool:
     """Run the stream's candidates, choose one and make it the stream's; True if one was
     kept. The stream's record says running, then succeeded or failed, as any stream's."""
-    started = time.monotonic()
     record = ctx.store.record.streams[name]
     again = record.failure is not None and record.failure.kind != "interrupted"
-    ctx.store.update_stream(name, "stream_started", status=Status.RUNNING.value,
-                            started_at=now(), finished_at=None, failure=None, exit_code=None,
-                            warnings=[])
-    ctx.guard.enter(name)
-    failure: Failure | None
-    try:
-        failure = _best_of(ctx, ctx.plan.stream(name), again)
-    except WtrError as exc:
-        failure = Failure("error", exc.message)
-    except Exception as exc:  # one stream's crash must not take the others down
-        _log(ctx, name, traceback.format_exc())
-        failure = Failure("error", f"internal error: {exc!r} (traceback in the stream's log)")
-    try:
-        breach = ctx.guard.leave(name, look=not ctx.stop.is_set())
-    except Exception as exc:  # the look must never take the stream's outcome down
-        breach = None
-        _log(ctx, name, f"wtr: could not look for changes outside the worktree: {exc}")
-    if breach is not None and failure is None:
-        failure = Failure("error", breach)
-    status = Status.FAILED if failure else Status.SUCCEEDED
-    ctx.store.update_stream(name, "stream_finished", status=status.value, failure=failure,
-                            finished_at=now(), pid=None,
-                            seconds=round(time.monotonic() - started, 3))
-    return failure is None
+    return live_stream(ctx, name, lambda: _best_of(ctx, ctx.plan.stream(name), again),
+                       lambda text: _log(ctx, name, text))
 
 
 def _best_of(ctx: RunContext, stream: Stream, again: bool) -> Failure | None:

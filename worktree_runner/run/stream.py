@@ -9,7 +9,7 @@ import shutil
 import threading
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,31 +89,42 @@ class StreamFailed(Exception):
 def run_stream(ctx: RunContext, name: str) -> bool:
     """Prepare, run and check one stream; record the outcome. True if it succeeded."""
     stream = ctx.plan.stream(name)
-    started = time.monotonic()
     previous = ctx.store.record.streams[name].failure
+
+    def life() -> Failure | None:
+        _check_budget(ctx, name)
+        _check_program(ctx, stream)
+        _prepare(ctx, stream)
+        return _attempts(ctx, stream, previous)
+
+    return live_stream(ctx, name, life, lambda text: _append_log(ctx, name, text))
+
+
+def live_stream(ctx: RunContext, name: str, life: Callable[[], Failure | None],
+                log: Callable[[str], None]) -> bool:
+    """A stream's life as the run records it: running, then ``life`` (a crash in it is the
+    stream's failure, never the run's), the look outside its worktree, and its end."""
+    started = time.monotonic()
     ctx.store.update_stream(name, "stream_started", status=Status.RUNNING.value,
                             started_at=now(), finished_at=None, failure=None, exit_code=None,
                             warnings=[])
     failure: Failure | None
     ctx.guard.enter(name)
     try:
-        _check_budget(ctx, name)
-        _check_program(ctx, stream)
-        _prepare(ctx, stream)
-        failure = _attempts(ctx, stream, previous)
+        failure = life()
     except StreamFailed as exc:
         failure = exc.failure
     except WtrError as exc:
         failure = Failure("error", exc.message)
     except Exception as exc:  # one stream's crash must not take the others down
-        _append_log(ctx, name, traceback.format_exc())
+        log(traceback.format_exc())
         failure = Failure("error", f"internal error: {exc!r} (traceback in the stream's log)")
     try:
         # a run being stopped looks again when it resumes (reported on the run then)
         breach = ctx.guard.leave(name, look=not ctx.stop.is_set())
     except Exception as exc:  # the look must never take the stream's outcome down
         breach = None
-        _append_log(ctx, name, f"wtr: could not look for changes outside the worktree: {exc}")
+        log(f"wtr: could not look for changes outside the worktree: {exc}")
     if breach is not None and failure is None:
         failure = Failure("error", breach)
     status = Status.FAILED if failure else Status.SUCCEEDED
