@@ -54,8 +54,12 @@ def own_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Repo:
+    return coupled_project(tmp_path / "repo")
+
+
+def coupled_project(folder: Path) -> Repo:
     """api.py and cli.py change together in every commit that touches either."""
-    repo = make_repo(tmp_path / "repo", {
+    repo = make_repo(folder, {
         "pyproject.toml": "[tool.pytest.ini_options]\n", "README.md": "r\n",
         "CHANGES.md": "c\n", "src/api.py": "A = 0\n", "src/cli.py": "C = 0\n",
         "tests/test_api.py": "", "tests/test_cli.py": ""})

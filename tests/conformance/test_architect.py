@@ -22,8 +22,8 @@ from tests.conformance.harness import cli_bin_dir
 from tests.conformance.modelserver import ModelServer, Script
 from tests.conformance.test_claude import gateway
 from tests.conformance.test_codex import gateway as codex_gateway
-from tests.gitrepo import Repo, make_repo, run_wtr
-from tests.test_architect import BAD, GOOD
+from tests.gitrepo import Repo, run_wtr
+from tests.test_architect import BAD, GOOD, coupled_project
 
 GOAL = "Add orders to the API and the command line"
 DRAFT_FILE = re.compile(r"Write the whole plan, as YAML, to this file and nowhere else: (\S+)")
@@ -64,22 +64,10 @@ class DraftingScript(Script):
         return {"shell": f"cat > {shlex.quote(match.group(1))} {WRITES}\n{draft}DRAFT"}
 
 
-def _project(tmp_path: Path) -> Repo:
-    repo = make_repo(tmp_path / "repo", {
-        "pyproject.toml": "[tool.pytest.ini_options]\n", "README.md": "r\n",
-        "CHANGES.md": "c\n", "src/api.py": "A = 0\n", "src/cli.py": "C = 0\n",
-        "tests/test_api.py": "", "tests/test_cli.py": ""})
-    for i in range(1, 7):
-        repo.commit({"src/api.py": f"A = {i}\n", "src/cli.py": f"C = {i}\n"}, f"both {i}")
-    for i in range(1, 9):
-        repo.commit({"README.md": f"r{i}\n"}, f"readme {i}")
-    return repo
-
-
 def _plan(tmp_path: Path, script: DraftingScript, *args: str,
           preset: str = "claude") -> tuple[Repo, Any]:
     bin_dir = cli_bin_dir(preset)
-    repo = _project(tmp_path)
+    repo = coupled_project(tmp_path / "repo")
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     with ModelServer(script) as server:
