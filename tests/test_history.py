@@ -3,13 +3,14 @@ noticed by the stream's check and saved under refs/worktree-runner/rescue/."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.gitrepo import Repo, run_wtr
-from tests.runhelp import agent_plan, status, stream_of
+from tests.runhelp import agent_plan, status, stream_of, wait_for
 
 
 def rescue_refs(repo: Repo, run: str) -> dict[str, str]:
@@ -147,3 +148,31 @@ def test_an_agent_that_forces_a_copied_file_into_a_commit_fails(repo: Repo) -> N
     db = stream_of(status(repo), "db")
     assert db["failure"]["kind"] == "ownership" and db["failure"]["files"] == [".env"]
     assert "copy" in db["failure"]["message"]
+
+
+# The agent leaves its stream branch for one of its own, deletes the stream branch and
+# resets its own: the commit it made is known to the worktree's HEAD reflog (and to that
+# branch's, which nobody reads) and to nothing else.
+LEAVE_AND_HIDE = ('git checkout -q -b side && git branch -q -D "$WTR_BRANCH" && '
+                  'git reset -q --hard "$WTR_BASE_COMMIT"')
+
+
+@pytest.mark.parametrize("step", ["agent_running", "agent_ended"])
+def test_commits_hidden_before_the_runner_was_killed_are_saved_on_resume(
+        repo: Repo, step: str) -> None:
+    env = {"AGENT_WRITE": "src/db/models.py=DB = 1", "AGENT_SHELL": LEAVE_AND_HIDE}
+    plan = agent_plan({"db": {"files": ["src/db/**"], "env": env}})
+    killed = run_wtr("run", repo.write_plan(plan), cwd=repo.path, env={"WTR_FAULT": f"{step}:db"})
+    assert killed.returncode == -signal.SIGKILL
+    run = status(repo)["run"]
+    exit_file = repo.path / ".git/worktree-runner/runs" / run / "streams/db/exit-1.json"
+    wait_for(exit_file.exists, timeout=30)  # the agent has done all it will do
+    worktree = Path(stream_of(status(repo), "db")["worktree"])
+    result = run_wtr("resume", cwd=repo.path)
+    assert result.returncode == 1, result.stderr + result.stdout
+    db = stream_of(status(repo), "db")
+    assert db["failure"]["kind"] == "history"
+    assert "deleted its branch" in db["failure"]["message"]
+    assert saved_commits(repo) == ["db: work"]
+    # the worktree is the one the agent left, not a new one at the base
+    assert repo.git("-C", str(worktree), "symbolic-ref", "--short", "HEAD") == "side"

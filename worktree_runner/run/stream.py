@@ -163,20 +163,11 @@ def _prepare(ctx: RunContext, stream: Stream) -> None:
     """
     name, path, branch = stream.name, ctx.worktree(stream.name), ctx.branch(stream.name)
     record = ctx.store.record.streams[name]
-    if not git.branch_exists(ctx.repo, branch):
-        base = record.base_commit or stream_base(ctx, stream)
-        if isinstance(base, StartConflict):
-            ctx.store.update_stream(name, "start_conflict", start_conflict=base.to_json())
-            base = base.ours
-        else:
-            ctx.store.update_stream(name, "base_resolved", base_commit=base)
-        if not _from_pool(ctx, stream, path, branch, base):
-            git.add_worktree(ctx.repo, path, branch, base)
-        faults.point("after_branch", name)
-    elif not _registered(ctx, path, branch):
-        ctx.repo.git("worktree", "prune")
-        git.add_worktree(ctx.repo, path, branch, None)
-        ctx.store.event("worktree_recreated", stream=name)
+    # Once an agent has worked in the worktree, whatever it did to its branch or HEAD is for
+    # its attempt's check to judge, and the commits it hid are known to the worktree's HEAD
+    # reflog alone: a new branch or worktree there would lose them.
+    if not (record.attempts and _registered(ctx, path)):
+        _create_worktree(ctx, stream, path, branch)
     if ctx.plan.is_sparse(stream):
         sparse.restrict(ctx.repo, path, stream, record.base_commit or ctx.base_commit)
     git.populate_worktree(path)
@@ -196,6 +187,25 @@ def _prepare(ctx: RunContext, stream: Stream) -> None:
         ctx.store.update_stream(name, "worktree_prepared", prepared=True)
 
 
+def _create_worktree(ctx: RunContext, stream: Stream, path: Path, branch: str) -> None:
+    """The stream's branch and worktree, or what a crash left of them brought back."""
+    name, record = stream.name, ctx.store.record.streams[stream.name]
+    if not git.branch_exists(ctx.repo, branch):
+        base = record.base_commit or stream_base(ctx, stream)
+        if isinstance(base, StartConflict):
+            ctx.store.update_stream(name, "start_conflict", start_conflict=base.to_json())
+            base = base.ours
+        else:
+            ctx.store.update_stream(name, "base_resolved", base_commit=base)
+        if not _from_pool(ctx, stream, path, branch, base):
+            git.add_worktree(ctx.repo, path, branch, base)
+        faults.point("after_branch", name)
+    elif not _registered(ctx, path, branch):
+        ctx.repo.git("worktree", "prune")
+        git.add_worktree(ctx.repo, path, branch, None)
+        ctx.store.event("worktree_recreated", stream=name)
+
+
 def _from_pool(ctx: RunContext, stream: Stream, path: Path, branch: str, base: str) -> bool:
     """Take a clean worktree a finished run left in the pool (sparse streams never do)."""
     if ctx.pool is None or ctx.plan.is_sparse(stream):
@@ -206,9 +216,11 @@ def _from_pool(ctx: RunContext, stream: Stream, path: Path, branch: str, base: s
     return True
 
 
-def _registered(ctx: RunContext, path: Path, branch: str) -> bool:
+def _registered(ctx: RunContext, path: Path, branch: str | None = None) -> bool:
+    """Whether git has a worktree at ``path`` (on ``branch``, if given) and it is there."""
     found = next((w for w in git.list_worktrees(ctx.repo) if w.path == path), None)
-    return found is not None and found.branch == branch and path.exists()
+    return (found is not None and (branch is None or found.branch == branch)
+            and path.exists())
 
 
 @dataclass(frozen=True)
