@@ -120,7 +120,8 @@ def test_a_reused_worktree_carries_nothing_from_its_previous_stream(
     assert_no_leak(repo)
 
 
-@pytest.mark.parametrize("dirt", ["untracked", "modified", "on a branch", "ignored"])
+@pytest.mark.parametrize("dirt", ["untracked", "modified", "on a branch", "a hidden commit",
+                                  "ignored"])
 def test_a_dirty_pooled_worktree_is_discarded_not_reused(
         ignoring: Repo, seen: Path, dirt: str) -> None:
     """Work found in a pooled worktree is saved and the worktree removed; an ignored file
@@ -140,6 +141,11 @@ def test_a_dirty_pooled_worktree_is_discarded_not_reused(
         (slot / "node_modules/kept.js").write_text("kept\n")
     else:
         repo.git("-C", str(slot), "switch", "-q", "-c", "someone-else")
+    if dirt == "a hidden commit":  # known to the worktree's HEAD reflog alone
+        (slot / "src/db/hidden.py").write_text("HIDDEN = 1\n")
+        repo.git("-C", str(slot), "add", "-A")
+        repo.git("-C", str(slot), "commit", "-q", "-m", "hidden in the pool")
+        repo.git("-C", str(slot), "reset", "-q", "--hard", "HEAD~1")
     result = run(repo, looker(seen), "second.yaml")
     assert result.returncode == 0, result.stderr + result.stdout
     doc = status(repo)
@@ -160,6 +166,10 @@ def test_a_dirty_pooled_worktree_is_discarded_not_reused(
         [ref] = rescued.split()
         saved = "src/db/stray.py" if dirt == "untracked" else "README.md"
         assert repo.git("show", f"{ref}:{saved}") in ("STRAY = 1", "edited in the pool")
+    elif dirt == "a hidden commit":
+        [ref] = rescued.split()
+        assert "@commit-" in ref
+        assert repo.git("show", f"{ref}:src/db/hidden.py") == "HIDDEN = 1"
     else:
         assert rescued == ""
     assert_no_leak(repo)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from worktree_runner import faults, git
+from worktree_runner import faults, git, rescue
 from worktree_runner.errors import GitFailed, WtrError
 from worktree_runner.plan.model import POOL_PER_AGENT
 from worktree_runner.plan.patterns import compile_patterns
@@ -226,8 +226,12 @@ class Pool:
             git.remove_worktree(self.repo, slot, prune=False)
 
     def discard(self, path: Path) -> str | None:
-        """Remove a pooled (or half handed-over) worktree; anything uncommitted in it is
-        saved under a rescue ref first. Returns that ref, if one was written."""
+        """Remove a pooled (or half handed-over) worktree; anything uncommitted in it, and
+        any commit its HEAD once pointed at that nothing else holds (its reflog goes with
+        it), is saved under a rescue ref first. Returns the uncommitted work's ref, if any."""
+        for hidden in rescue.pin_hidden(self.repo, "pool", path.name, git.reflog(path, "HEAD")):
+            self.note(f"saved a commit found in pooled worktree {path}, which no branch "
+                      f"holds, to {hidden}")
         ref = None
         try:
             commit = git.snapshot_worktree(self.repo, path, "wtr: uncommitted work found in "
