@@ -77,6 +77,7 @@ class Settings:
     modes: tuple[str, ...] = MODES  # each turned on in about half the runs
     mode_chance: float = 0.5
     record: Path | None = None  # one JSON line per finished run, for a campaign cut short
+    only: int | None = None  # play just this run of the seed (its randomness is its own)
 
 
 @dataclass
@@ -552,7 +553,7 @@ def play(settings: Settings) -> list[Outcome]:
     parent = Path(tempfile.mkdtemp(prefix="wtr-chaos-", dir="/var/tmp" if Path("/var/tmp").is_dir()
                                    else None))
     try:
-        for number in range(settings.runs):
+        for number in [settings.only] if settings.only is not None else range(settings.runs):
             folder = parent / f"run{number}"
             folder.mkdir()
             outcome = Chaos(settings, number, folder).play()
@@ -637,6 +638,9 @@ def main(argv: list[str]) -> int:
                         help="the chance of each mode in a run (default 0.5)")
     parser.add_argument("--record", metavar="FILE", type=Path,
                         help="append one JSON line per finished run to FILE")
+    parser.add_argument("--only", metavar="N", type=int,
+                        help="play only run N of the seed (as numbered in the progress lines "
+                             "and records), e.g. to replay a run that showed a violation")
     parser.add_argument("--summarize", metavar="FILE", type=Path, nargs="+",
                         help="print the summary of runs recorded with --record; run nothing")
     parser.add_argument("--replay", metavar="BUNDLE",
@@ -660,7 +664,7 @@ def main(argv: list[str]) -> int:
                         behaviours=tuple(b for b in args.behaviours.split(",") if b),
                         progress=True, faults=tuple(f for f in args.faults.split(",") if f),
                         modes=tuple(m for m in args.modes.split(",") if m),
-                        record=args.record, mode_chance=args.mode_chance)
+                        record=args.record, mode_chance=args.mode_chance, only=args.only)
     doc = summary(play(settings))
     print(json.dumps(doc, indent=1) if args.json else table(doc))
     return 1 if doc["violations"] else 0
