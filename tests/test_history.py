@@ -176,3 +176,18 @@ def test_commits_hidden_before_the_runner_was_killed_are_saved_on_resume(
     assert saved_commits(repo) == ["db: work"]
     # the worktree is the one the agent left, not a new one at the base
     assert repo.git("-C", str(worktree), "symbolic-ref", "--short", "HEAD") == "side"
+
+
+def test_an_agent_that_left_its_branch_before_the_runner_was_killed_is_judged_on_resume(
+        repo: Repo) -> None:
+    env = {"AGENT_WRITE": "src/db/models.py=DB = 1", "AGENT_SHELL": "git checkout -q --detach"}
+    plan = agent_plan({"db": {"files": ["src/db/**"], "env": env}})
+    killed = run_wtr("run", repo.write_plan(plan), cwd=repo.path,
+                     env={"WTR_FAULT": "agent_ended:db"})
+    assert killed.returncode == -signal.SIGKILL
+    result = run_wtr("resume", cwd=repo.path)
+    assert result.returncode == 1, result.stderr + result.stdout
+    db = stream_of(status(repo), "db")
+    assert db["failure"]["kind"] == "history"
+    assert "left its branch" in db["failure"]["message"]
+    assert repo.git("log", "-1", "--format=%s", db["branch"]) == "db: work"
