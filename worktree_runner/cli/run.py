@@ -128,7 +128,7 @@ def _drive(store: RunStore, work: Any, watched: AbstractContextManager[None]) ->
     """Run ``work`` holding the run's lock, watched, with the live display; exit with the
     documented code."""
     from worktree_runner import render
-    from worktree_runner.live import run_with_display
+    from worktree_runner.cli.live import run_with_display
 
     with registry.hold_run(store), _sigterm_as_interrupt(), watched:
         record = run_with_display(work, store, sys.stdout.isatty())
