@@ -59,6 +59,22 @@ def test_init_uses_the_current_branch_and_works_from_a_subfolder(repo: Repo, wtr
     assert assert_checks(target, repo.path)["base"] == "feature/checkout"
 
 
+def test_init_in_a_linked_worktree_reads_its_own_branch(repo: Repo, tmp_path: Path) -> None:
+    """From a linked worktree, the streams come from the branch checked out there, not
+    from the commit the main checkout has."""
+    linked = tmp_path / "linked"
+    repo.git("worktree", "add", "-q", "-b", "feature", str(linked))
+    (linked / "web").mkdir()
+    (linked / "web" / "app.js").write_text("app\n")
+    repo.git("-C", str(linked), "add", "web/app.js")
+    repo.git("-C", str(linked), "commit", "-q", "-m", "web")
+    result = run_wtr("init", cwd=linked)
+    assert result.returncode == 0, result.stderr
+    plan = written_plan(linked / "worktree-plan.yaml")
+    assert plan["base"] == "feature"
+    assert any("web/**" in spec["files"] for spec in plan["streams"].values()), plan
+
+
 def test_repo_with_only_top_level_files_gets_one_whole_repo_stream(tmp_path: Path) -> None:
     flat = make_repo(tmp_path / "flat", {"README.md": "r\n", "setup.py": "s\n"})
     assert run_wtr("init", cwd=flat.path).returncode == 0

@@ -127,7 +127,9 @@ def checked_out(repo: git.Repository) -> tuple[str, str]:
         raise BadInput(
             "HEAD is detached", hint="check out the branch the streams should start from"
         )
-    commit = repo.git("rev-parse", "--verify", "--quiet", "HEAD", check=False).stdout.strip()
+    # the branch's own commit: from a linked worktree, HEAD in the repository's root is
+    # another worktree's
+    commit = git.ref_commit(repo, f"refs/heads/{branch}")
     if not commit:
         raise BadInput(f"branch '{branch}' has no commits yet", hint="commit something first")
     return branch, commit
