@@ -34,7 +34,7 @@ from tests.conformance import install
 from tests.conformance.modelserver import ModelServer, Script
 from tests.gitrepo import IDENTITY
 from tests.gitrepo import git as _git
-from worktree_runner.presets import PRESETS
+from worktree_runner.presets import PRESETS, StreamFacts
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = ("checkout", "elsewhere", "nonroot", "sandbox")
@@ -48,6 +48,27 @@ Gateway = Callable[[str, Path], Mapping[str, str]]
 def git(path: Path, *args: str) -> str:
     """git as the test (root) sees it, also in a repository another user owns."""
     return _git(path, "-c", "safe.directory=*", *args)
+
+
+def linked_stream(tmp_path: Path, files: Mapping[str, str],
+                  wtr_bin: Path | None = None) -> StreamFacts:
+    """Stream ``alpha``'s facts as the runner gives them: a fresh repository (``repo``)
+    holding ``files``, its linked worktree ``wt`` on branch ``wtr/p-1/alpha`` and the
+    state folder ``state`` (also ``wtr_bin`` unless given)."""
+    repo, worktree, state = (tmp_path / n for n in ("repo", "wt", "state"))
+    for folder in (repo, state):
+        folder.mkdir()
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "initial")
+    git(repo, "worktree", "add", "-q", "-b", "wtr/p-1/alpha", str(worktree))
+    return StreamFacts(stream="alpha", worktree=worktree, state_dir=state,
+                       git_dir=Path(git(worktree, "rev-parse", "--absolute-git-dir")),
+                       git_common_dir=repo / ".git", scope=("src/alpha/**",),
+                       wtr_bin=wtr_bin or state, run_state_dir=state.parent,
+                       locks_dir=state / "locks", as_root=os.geteuid() == 0)
 
 
 def loud_skip(reason: str) -> None:

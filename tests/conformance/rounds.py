@@ -10,7 +10,6 @@ requests (``resumed_request``): the round's message beside the earlier rounds' w
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -20,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conformance.harness import cli_bin_dir, git
+from tests.conformance.harness import cli_bin_dir, linked_stream
 from tests.conformance.modelserver import ModelServer, Script, fill, placeholders
 from tests.gitrepo import IDENTITY
-from worktree_runner.presets import Launch, Preset, StreamFacts
+from worktree_runner.presets import Launch, Preset
 from worktree_runner.run.prompt import render_command
 
 ROUND = re.compile(r"feedback round (\d+) of \d+")
@@ -112,19 +111,9 @@ def two_rounds(tmp_path: Path, preset: Preset,
                args: tuple[str, ...] = ()) -> TwoRounds:
     """``preset``'s CLI started as the runner starts it, in a linked worktree of a fresh
     repository; then its ``resume()`` of the session the first run printed, told ``TOLD``."""
-    repo, worktree, state, home = (tmp_path / n for n in ("repo", "wt", "state", "home"))
-    for folder in (repo, state, home):
-        folder.mkdir()
-    (repo / "README.md").write_text("# two rounds\n")
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "initial")
-    git(repo, "worktree", "add", "-q", "-b", "wtr/p-1/alpha", str(worktree))
-    facts = StreamFacts(stream="alpha", worktree=worktree, state_dir=state,
-                        git_dir=Path(git(worktree, "rev-parse", "--absolute-git-dir")),
-                        git_common_dir=repo / ".git", scope=("src/alpha/**",),
-                        wtr_bin=state, run_state_dir=state.parent, locks_dir=state / "locks",
-                        as_root=os.geteuid() == 0)
+    facts = linked_stream(tmp_path, {"README.md": "# two rounds\n"})
+    worktree, state, home = facts.worktree, facts.state_dir, tmp_path / "home"
+    home.mkdir()
     prompt = (f"# Task: stream 'alpha' of plan 'p'\n\nSay hello.\n\n## Rules\n"
               f"- You work in the git worktree {worktree}, on branch wtr/p-1/alpha.\n")
     bin_dir = cli_bin_dir(preset.name)

@@ -10,7 +10,6 @@ codex's shell), usage from its ``turn.completed`` events, the report from its la
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from tests.conformance.harness import (
     Outcome,
     cli_bin_dir,
     git,
+    linked_stream,
     run_conformance,
     standard_turns,
 )
@@ -205,22 +205,13 @@ def _run_codex(tmp_path: Path, turns: list[dict[str, Any]], argv: tuple[str, ...
     """codex started as the runner starts it, in a linked worktree of a fresh repository,
     against the scripted server; ``argv`` replaces the preset's."""
     bin_dir = cli_bin_dir("codex")
-    repo, worktree, state, home, shim = (tmp_path / n for n in
-                                         ("repo", "wt", "state", "home", "bin"))
-    for folder in (repo, state, home, shim):
+    home, shim = tmp_path / "home", tmp_path / "bin"
+    for folder in (home, shim):
         folder.mkdir()
     (shim / "wtr").write_text(SHIM)
     (shim / "wtr").chmod(0o755)
-    (repo / "run_tests.py").write_text(RUN_TESTS)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "initial")
-    git(repo, "worktree", "add", "-q", "-b", "wtr/p-1/alpha", str(worktree))
-    facts = StreamFacts(stream="alpha", worktree=worktree, state_dir=state,
-                        git_dir=Path(git(worktree, "rev-parse", "--absolute-git-dir")),
-                        git_common_dir=repo / ".git", scope=("src/alpha/**",), wtr_bin=shim,
-                        run_state_dir=state.parent, locks_dir=state / "locks",
-                        as_root=os.geteuid() == 0)
+    facts = linked_stream(tmp_path, {"run_tests.py": RUN_TESTS}, wtr_bin=shim)
+    repo, worktree, state = tmp_path / "repo", facts.worktree, facts.state_dir
     launch = CODEX.launch(facts)
     prompt = (f"# Task: stream 'alpha' of plan 'p'\n\nAdd src/alpha/feature.py.\n\n## Rules\n"
               f"- You work in the git worktree {worktree}, on branch wtr/p-1/alpha.\n")
