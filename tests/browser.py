@@ -22,6 +22,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 
@@ -31,6 +33,16 @@ def find_chromium() -> str | None:
         if found:
             return found
     return None
+
+
+def chromium_or_skip(unchecked: str) -> str:
+    """The browser, or a loud skip saying that ``unchecked`` was not checked in one."""
+    found = find_chromium()
+    if found is None:
+        pytest.skip("!!! NO BROWSER: chromium is not installed and scripts/test could not "
+                    f"install it (apt-get install chromium); {unchecked} was NOT checked in a "
+                    "browser !!!")
+    return found
 
 
 def _argv(binary: str, profile: str) -> list[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import Dom, Element, dump_dom, find_chromium, png_size, screenshot
+from tests.browser import Dom, Element, chromium_or_skip, dump_dom, png_size, screenshot
 from tests.gitrepo import Repo, run_wtr
 from tests.runhelp import agent_plan
 
@@ -21,12 +21,7 @@ INJECTED = ("<script>document.title='pwned'</script>"
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    found = find_chromium()
-    if found is None:
-        pytest.skip("!!! NO BROWSER: chromium is not installed and scripts/test could not "
-                    "install it (apt-get install chromium); the report was NOT checked in a "
-                    "browser !!!")
-    return found
+    return chromium_or_skip("the report")
 
 
 def _rows(dom: Dom) -> dict[str, Element]:

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.agents.hostile_agent import HOSTILE
-from tests.browser import Cdp, find_chromium
+from tests.browser import Cdp, chromium_or_skip
 from tests.gitrepo import Repo, run_wtr
 from tests.runhelp import agent_plan, status, wait_for
 from worktree_runner.report.serve import EventTail, event_of
@@ -31,12 +31,7 @@ HOSTILE_AGENT = Path(__file__).resolve().parent / "agents" / "hostile_agent.py"
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    found = find_chromium()
-    if found is None:
-        pytest.skip("!!! NO BROWSER: chromium is not installed and scripts/test could not "
-                    "install it (apt-get install chromium); the live page was NOT checked in "
-                    "a browser !!!")
-    return found
+    return chromium_or_skip("the live page")
 
 
 @contextmanager
@@ -111,6 +106,18 @@ def _finished_run(repo: Repo) -> dict[str, Any]:
                               "env": {"AGENT_WRITE": "src/db/models.py=MODELS = [2]"}}})
     assert run_wtr("run", repo.write_plan(plan), cwd=repo.path).returncode == 0
     return status(repo)
+
+
+def start_run(repo: Repo, plan: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """``wtr run`` in the background, as a person starts it in another terminal."""
+    return subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
+                             str(repo.write_plan(plan))], cwd=repo.path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def first_stream_running(repo: Repo) -> bool:
+    return (run_wtr("status", "--json", cwd=repo.path).returncode == 0
+            and status(repo)["streams"][0]["status"] == "running")
 
 
 def _with_token(url: str, token: str | None, path: str = "/") -> str:
@@ -280,13 +287,10 @@ def test_the_live_page_follows_a_run_in_chromium(repo: Repo, tmp_path: Path,
         "ui": {"files": ["src/ui/**"], "agent": {"command": [sys.executable, str(HOSTILE_AGENT)]},
                "depends_on": ["db"]},
     })
-    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
-                               str(repo.write_plan(plan))], cwd=repo.path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runner = start_run(repo, plan)
     seen: list[dict[str, Any]] = []
     try:
-        wait_for(lambda: (run_wtr("status", "--json", cwd=repo.path).returncode == 0
-                          and status(repo)["streams"][0]["status"] == "running"))
+        wait_for(lambda: first_stream_running(repo))
         with served(repo) as (_, url), Cdp(chromium, url) as page:
             wait_for(lambda: page.evaluate("document.getElementById('run-state') !== null"))
             page.evaluate("window.wtrTestMark = 'same page'")
@@ -364,12 +368,9 @@ def test_the_live_page_shows_a_killed_runner_and_follows_its_resume(repo: Repo, 
     gate = tmp_path / "go"
     plan = agent_plan({"db": {"files": ["src/db/**"], "env": {
         "AGENT_WAIT_FOR": str(gate), "AGENT_WRITE": "src/db/models.py=MODELS = [3]"}}})
-    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run",
-                               str(repo.write_plan(plan))], cwd=repo.path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runner = start_run(repo, plan)
     try:
-        wait_for(lambda: (run_wtr("status", "--json", cwd=repo.path).returncode == 0
-                          and status(repo)["streams"][0]["status"] == "running"))
+        wait_for(lambda: first_stream_running(repo))
         with served(repo) as (_, url), Cdp(chromium, url) as page:
             wait_for(lambda: page.evaluate("document.getElementById('in-progress') !== null"))
             page.evaluate("window.wtrTestMark = 'same page'")
