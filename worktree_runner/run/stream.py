@@ -180,7 +180,7 @@ def _prepare(ctx: RunContext, stream: Stream) -> None:
     if not record.prepared:
         _copy_files(ctx, path)
         for command in ctx.plan.setup:
-            code = procs.run_logged(command, path, _env(ctx, stream), ctx.store.log_path(name))
+            code = procs.run_logged(command, path, agent_env(ctx, stream), ctx.store.log_path(name))
             if code != 0:
                 raise StreamFailed(Failure("setup",
                                            f"setup command failed (exit {code}): {command}"))
@@ -323,24 +323,9 @@ def _copy_files(ctx: RunContext, worktree: Path) -> None:
 
 def agent_env(ctx: RunContext, stream: Stream,
               preset_env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """What a stream's agent gets (also a person's session in it, ``wtr attach``)."""
-    return _env(ctx, stream, preset_env)
-
-
-def stream_facts(ctx: RunContext, stream: Stream) -> StreamFacts:
-    """What the stream's preset knows of it (also for a person's session, ``wtr attach``)."""
-    return _facts(ctx, stream)
-
-
-def write_launch_files(ctx: RunContext, stream: Stream, launch: Launch) -> Launch:
-    """The preset's files of a start, written into the stream's folder."""
-    return _written(ctx, stream, launch)
-
-
-def _env(ctx: RunContext, stream: Stream,
-         preset_env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of the stream's agent, setup and verify: the preset's variables,
-    the plan's (which win), then the runner's own (which nothing overrides)."""
+    """The environment of the stream's agent, setup and verify (and of a person's session
+    in it, ``wtr attach``): the preset's variables, the plan's (which win), then the
+    runner's own (which nothing overrides)."""
     record = ctx.store.record.streams[stream.name]
     return procs.child_env(
         {
@@ -562,7 +547,7 @@ def _start(ctx: RunContext, stream: Stream, prompt: str, prompt_file: Path,
         argv = sandbox.wrap(procs.as_argv(argv), _sandbox_layout(ctx, stream))
     _append_log(ctx, name, f"--- attempt {number} at {now()} ---")
     log_start = statefs.size(ctx.store.log_path(name))
-    env = {**_env(ctx, stream, launch.env if launch is not None else None), **extra_env}
+    env = {**agent_env(ctx, stream, launch.env if launch is not None else None), **extra_env}
     agent = procs.start_agent(argv, worktree, env, ctx.store.log_path(name),
                               ctx.store.exit_path(name, number), ctx.plan.log_limit,
                               bound=ctx.bound_agents)
@@ -584,17 +569,18 @@ def _launch(ctx: RunContext, stream: Stream) -> Launch | None:
     preset = preset_of(stream)
     if preset is None:
         return None
-    return _written(ctx, stream, preset.launch(_facts(ctx, stream)))
+    return write_launch_files(ctx, stream, preset.launch(stream_facts(ctx, stream)))
 
 
 def _resume_launch(ctx: RunContext, stream: Stream, preset: Preset,
                    session: str) -> Launch | None:
     """The preset's continuation of ``session``; None when its CLI cannot continue one."""
-    launch = preset.resume(_facts(ctx, stream), session)
-    return _written(ctx, stream, launch) if launch is not None else None
+    launch = preset.resume(stream_facts(ctx, stream), session)
+    return write_launch_files(ctx, stream, launch) if launch is not None else None
 
 
-def _facts(ctx: RunContext, stream: Stream) -> StreamFacts:
+def stream_facts(ctx: RunContext, stream: Stream) -> StreamFacts:
+    """What the stream's preset knows of it (also for a person's session, ``wtr attach``)."""
     worktree = ctx.worktree(stream.name)
     return StreamFacts(
         stream=stream.name, worktree=worktree, state_dir=ctx.store.stream_dir(stream.name),
@@ -604,7 +590,8 @@ def _facts(ctx: RunContext, stream: Stream) -> StreamFacts:
         sandbox=stream.sandbox, verify=stream.verify)
 
 
-def _written(ctx: RunContext, stream: Stream, launch: Launch) -> Launch:
+def write_launch_files(ctx: RunContext, stream: Stream, launch: Launch) -> Launch:
+    """The preset's files of a start, written into the stream's folder."""
     state = ctx.store.stream_dir(stream.name)
     for file_name, text in launch.files.items():
         path = state / file_name
@@ -869,7 +856,7 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
     for command in stream.verify:
         log = ctx.store.log_path(name)
         since = statefs.size(log)
-        code = procs.run_logged(command, worktree, _env(ctx, stream), log,
+        code = procs.run_logged(command, worktree, agent_env(ctx, stream), log,
                                 timeout=stream.agent.timeout)
         if code != 0:
             output = feedback.tail(attempt_output(log, since) or "").removeprefix(f"$ {command}")
