@@ -83,6 +83,16 @@ def test_a_line_cut_short_and_an_older_log_keep_their_numbers(tmp_path: Path) ->
     assert [e.seq for e in read_since(path)] == [1, 2, 3, 5]
 
 
+def test_a_line_an_agent_nested_too_deep_is_no_event(tmp_path: Path) -> None:
+    """An agent can write to the run's folder: a line nested beyond what a JSON parser
+    recurses through is skipped, as any junk is, and still counts as a line."""
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"kind": "run.note", "time": "T"}\n' + "[" * 100_000 + "\n"
+                    '{"kind": "run.note", "time": "T"}\n')
+    assert [e.seq for e in read_since(path)] == [1, 3]
+    assert last_seq(path) == 3
+
+
 def test_a_held_lock_or_a_symlink_in_the_logs_place_does_not_stop_the_writer(
         tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"

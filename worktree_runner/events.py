@@ -165,7 +165,7 @@ class Event:
 def _parse(line: bytes, seq: int) -> Event | None:
     try:
         data = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # an agent can write to the log: anything goes
         return None
     return Event.from_json(data, seq) if isinstance(data, dict) else None
 
