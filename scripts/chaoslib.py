@@ -220,8 +220,19 @@ class Chaos:
                 process.kill()
                 out, err = process.communicate()
         if "Traceback" in err:
-            self.violation("traceback", f"wtr {' '.join(args)}: {err.strip().splitlines()[-1]}")
+            self.traceback(f"wtr {' '.join(args)}", err)
         return process.returncode, out
+
+    def traceback(self, command: str, err: str) -> None:
+        """A traceback on wtr's stderr: the violation names the exception (the line after
+        the traceback's frames), and the whole stderr is kept beside the run."""
+        lines = err.strip().splitlines()
+        start = max(i for i, line in enumerate(lines) if line.startswith("Traceback"))
+        raised = next((line for line in lines[start + 1:] if not line.startswith(" ")),
+                      lines[-1])
+        kept = self.folder / f"traceback-{len(self.outcome.violations)}.txt"
+        kept.write_text(err)
+        self.violation("traceback", f"{command}: {raised} (stderr kept in {kept})")
 
     def violation(self, kind: str, detail: str) -> None:
         self.outcome.violations.append((kind, detail))
@@ -275,7 +286,7 @@ class Chaos:
             process.kill()
             _, err = process.communicate()
         if "Traceback" in err:
-            self.violation("traceback", f"wtr run: {err.strip().splitlines()[-1]}")
+            self.traceback("wtr run", err)
 
     def merge_phase(self) -> None:
         kill = self.outcome.fault == "kill_merge"

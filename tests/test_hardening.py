@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.gitrepo import Repo, run_wtr
 from tests.runhelp import agent_plan, records, status, stream_of, wait_for
 
@@ -157,3 +159,37 @@ def test_a_ctrl_c_wrapped_by_python_while_a_module_loads_is_an_interrupt() -> No
         raise AssertionError("Python no longer wraps it: the special case can go")
     assert interrupted(wrapped)
     assert not interrupted(RuntimeError("something else"))
+
+
+CTRL_C_IN_A_FINALIZER = """
+import os, signal, sys, time
+if sys.argv[1] == "kept":
+    from worktree_runner.entry import keep_interrupts
+    keep_interrupts()
+
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # the Ctrl-C lands while __del__ runs
+        time.sleep(0.2)
+
+try:
+    Finalized()
+    time.sleep(2)
+    print("went on")
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+@pytest.mark.parametrize("kept", [False, True])
+def test_a_ctrl_c_during_a_finalizer_stops_the_command_without_a_traceback(kept: bool) -> None:
+    """Found by the chaos harness: a Ctrl-C that landed in a finalizer printed "Exception
+    ignored in ..." with a traceback, and the run went on as if none had come."""
+    done = subprocess.run([sys.executable, "-c", CTRL_C_IN_A_FINALIZER,
+                           "kept" if kept else "python's"],
+                          capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    if kept:
+        assert (done.stdout, done.stderr) == ("interrupted\n", "")
+    else:  # what Python does by itself: why wtr keeps the interrupt
+        assert done.stdout == "went on\n" and "Traceback" in done.stderr

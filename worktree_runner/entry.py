@@ -6,6 +6,7 @@ import sys
 
 
 def main() -> None:
+    keep_interrupts()
     try:
         from worktree_runner.cli import main as command_line
 
@@ -19,6 +20,34 @@ def main() -> None:
         if not interrupted(exc):
             raise
         _interrupted()
+
+
+# How long a Ctrl-C swallowed by a finalizer waits before it is delivered again.
+REDELIVER_SECONDS = 0.05
+
+
+def keep_interrupts() -> None:
+    """A Ctrl-C (or the SIGTERM a run turns into one) that lands while Python runs a
+    finalizer (an object's ``__del__``, a weakref callback, a generator's close) cannot
+    leave it: Python prints "Exception ignored in ..." with a traceback and the command
+    goes on as if nothing came (the chaos harness saw a run do that). Such an interrupt
+    is printed by no one and sent again a moment later, when it stops the command as
+    any Ctrl-C does; every other unraisable exception is reported as before."""
+    report = sys.unraisablehook
+
+    def unraisable(what: "sys.UnraisableHookArgs") -> None:
+        if not isinstance(what.exc_value, KeyboardInterrupt):
+            report(what)
+        elif not sys.is_finalizing():  # exiting anyway: the interrupt changes nothing
+            import os
+            import signal
+            import threading
+
+            later = threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), signal.SIGINT))
+            later.daemon = True
+            later.start()
+
+    sys.unraisablehook = unraisable
 
 
 def _interrupted() -> None:
