@@ -168,11 +168,15 @@ def sync(stream: str | None, repo_dir: Path | None, run_id: str | None, as_json:
 
     \b
     Rebases the stream's own commits (its base commit to its tip) onto the tip of the
-    plan's target, which may hold streams landed since it started. Inside an agent's
-    worktree STREAM defaults to the agent's own (WTR_STREAM). The replay is tried in
-    git's object database first: on a conflict nothing in the worktree changes, the
-    stream is marked blocked with the conflicting files (see 'wtr status'), and the
-    exit code is 3. Refuses while the worktree has uncommitted changes.
+    plan's target, which may hold streams landed since it started. When that replay
+    conflicts on a commit, or the branch holds merge commits, the target is merged into
+    the branch instead (a later commit that fixed an earlier one's conflict counts). A
+    branch that already merged the target's tip just takes it as its new base. Inside an
+    agent's worktree STREAM defaults to the agent's own (WTR_STREAM). All of it is tried
+    in git's object database first: on a conflict nothing in the worktree changes, the
+    conflicting hunks are printed, the stream is marked blocked with the conflicting
+    files (see 'wtr status'), and the exit code is 3. Refuses while the worktree has
+    uncommitted changes.
     Example (an agent, before finishing):  git commit -am wip && wtr sync
     """
     import os
@@ -205,13 +209,19 @@ def sync(stream: str | None, repo_dir: Path | None, run_id: str | None, as_json:
     except SyncConflict as conflict:
         record_conflict(store, conflict)
         if as_json:
-            emit_json({"stream": name, "synced": False, "conflicted_files": conflict.files})
+            emit_json({"stream": name, "synced": False, "conflicted_files": conflict.files,
+                       "hunks": conflict.hunks})
+        else:
+            click.echo(conflict.hunks, err=True)
         raise
     if as_json:
         emit_json({"stream": name, "synced": True, "onto": done.onto, "old_head": done.old_head,
-                   "head": done.new_head, "commits": done.commits})
-    elif done.commits == 0 and done.old_head == done.new_head:
+                   "head": done.new_head, "commits": done.commits, "how": done.how})
+    elif done.how in ("up to date", "contained"):
         click.echo(f"{name} is up to date with {store.record.target} ({done.onto[:12]})")
+    elif done.how == "merged":
+        click.echo(f"{name}: {store.record.target} ({done.onto[:12]}) merged into its branch; "
+                   "its commits stay as they were")
     else:
         click.echo(f"{name}: {done.commits} commit(s) replayed onto {store.record.target} "
                    f"({done.onto[:12]}); the old tip {done.old_head[:12]} stays pinned")

@@ -91,6 +91,11 @@ def is_ancestor(repo: Repository, older: str, newer: str) -> bool:
     return repo.git("merge-base", "--is-ancestor", older, newer, check=False).ok
 
 
+def merge_base(repo: Repository, one: str, other: str) -> str | None:
+    """The best common ancestor of two commits (None: they share no history)."""
+    return repo.git("merge-base", one, other, check=False).stdout.strip() or None
+
+
 def update_ref(repo: Repository, ref: str, new: str, old: str | None = None,
                message: str = "worktree-runner") -> bool:
     """Point ``ref`` at ``new``, only if it still points at ``old`` (compare-and-swap)."""

@@ -39,25 +39,35 @@ def predict(repo: git.Repository, record: RunRecord, order: MergeOrder) -> list[
     predictions = []
     for name in order.streams:
         stream = record.streams[name]
-        prediction = StreamPrediction(name)
-        new_tip = tip
-        for commit in git.commits_between(repo, stream.base_commit or "", stream.head_commit or ""):
-            prediction.commits += 1
-            result = cherry_pick(repo, new_tip, commit)
-            tree = result.tree
-            if tree is None:
-                resolution = rerere.resolve(repo, result)
-                tree = resolution.tree
-                prediction.resolved_by_rerere += resolution.resolved
-            if tree is None:
-                prediction.conflict_commit = commit
-                prediction.conflicts = result.conflicts
-                break
-            new_tip = git.commit_tree(repo, tree, [new_tip], "wtr merge --check")
+        prediction, new_tip = _predict(repo, name, stream.base_commit or "",
+                                       stream.head_commit or "", tip)
         if prediction.clean:
             tip = new_tip
         predictions.append(prediction)
     return predictions
+
+
+def _predict(repo: git.Repository, name: str, base: str, head: str,
+             tip: str) -> tuple[StreamPrediction, str]:
+    """One stream replayed onto ``tip`` as the merge will: commit by commit, or as its net
+    change when its history holds merge commits (a target merged in by a sync)."""
+    prediction = StreamPrediction(name)
+    commits = git.commits_between(repo, base, head)
+    net = bool(base and head) and git.has_merge_commits(repo, base, head)
+    prediction.commits = len(commits)
+    for commit in [head] if net else commits:
+        result = git.net_merge(repo, tip, base, head) if net else cherry_pick(repo, tip, commit)
+        tree = result.tree
+        if tree is None:
+            resolution = rerere.resolve(repo, result)
+            tree = resolution.tree
+            prediction.resolved_by_rerere += resolution.resolved
+        if tree is None:
+            prediction.conflict_commit = commit
+            prediction.conflicts = result.conflicts
+            break
+        tip = git.commit_tree(repo, tree, [tip], "wtr merge --check")
+    return prediction, tip
 
 
 def cherry_pick(repo: git.Repository, tip: str, commit: str) -> git.TreeMerge:
