@@ -1,9 +1,10 @@
 """What an agent is told when its work fails a check it can fix, and what a person adds.
 
-A failed verify or ownership check is told to the same agent session (``feedback:``
-rounds, docs/agents.md): the exact failure, what to do about it, and that the checks run
-again when it exits. ``wtr retry STREAM --message`` continues the session the same way
-with a person's words. Only the text lives here; ``run/stream.py`` starts the round.
+A failed verify or ownership check, or a sync that conflicts with the target, is told to
+the same agent session (``feedback:`` rounds, docs/agents.md): the exact failure, what to
+do about it, and that the checks run again when it exits. ``wtr retry STREAM --message``
+continues the session the same way with a person's words. Only the text lives here;
+``run/stream.py`` starts the round.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from worktree_runner.plan.model import Stream
 from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.run.state import Failure
 
-FED_BACK = ("verify", "ownership")
+FED_BACK = ("verify", "ownership", "sync")
 TAIL_LINES = 40
 TAIL_CHARS = 6000
 
@@ -57,13 +58,23 @@ def tail(output: str) -> str:
     return text[-TAIL_CHARS:]
 
 
+@dataclass(frozen=True)
+class Target:
+    """The target's tip a sync conflicted with: what the agent is asked to merge."""
+
+    name: str
+    commit: str
+
+
 def feedback_message(failure: Failure, stream: Stream, base: str, undo: Sequence[Undo],
-                     round_number: int, rounds: int) -> str:
+                     round_number: int, rounds: int, target: Target | None = None) -> str:
     """The message of feedback round ``round_number`` of ``rounds``."""
     parts = [f"## Your work did not pass its checks (feedback round {round_number} of "
              f"{rounds})", "", f"{failure.kind}: {failure.message}"]
     if failure.kind == "verify":
         parts += _verify_part(failure)
+    elif failure.kind == "sync":
+        parts += _sync_part(failure, stream, target or Target("the target", "<target>"))
     else:
         parts += _ownership_part(stream, base, undo)
     parts += ["", "Fix this in your worktree, commit, and exit with code 0: the checks run "
@@ -83,6 +94,20 @@ def _ownership_part(stream: Stream, base: str, undo: Sequence[Undo]) -> list[str
                  f"{base[:12]}, then commit:"]
     lines += [f"    {item.command(base)}" for item in undo]
     return lines
+
+
+def _sync_part(failure: Failure, stream: Stream, target: Target) -> list[str]:
+    return ["", f"{target.name} has moved since your work started, and its changes meet "
+                "yours. Bring your branch up to date by merging it in, here in your "
+                "worktree:", "", f"    git merge --no-edit {target.commit}",
+            "", "then edit each conflicted file to keep what both sides meant, git add it and "
+                "git commit --no-edit. Do not rebase, reset or amend: your commits stay as "
+                f"they are. The merge brings {target.name}'s own changes, which are not "
+                "yours; your own changes must still stay within these patterns:",
+            *(f"    {pattern}" for pattern in stream.scope),
+            "", f"The conflicts ({failure.files and ', '.join(failure.files)}), as the merge "
+                f"leaves them (<<<<<<< your branch, >>>>>>> {target.name}):",
+            "```", failure.output or "(none shown)", "```"]
 
 
 def person_message(text: str) -> str:

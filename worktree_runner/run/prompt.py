@@ -66,7 +66,10 @@ def _rules(stream: Stream, worktree: str, branch: str) -> list[str]:
         '- Report progress as you go: wtr progress "what you are doing" --percent 40',
         "- Before you finish, and whenever you need work other streams have landed since "
         "you started, commit and run: wtr sync (it replays your commits onto the target; "
-        "on a conflict it changes nothing and exits 3: go on, a human will decide)",
+        "on a conflict it changes nothing, prints the conflicting hunks and exits 3: "
+        + ("merge the target into your branch as it says and resolve them, or go on: you "
+           "will be told them again when you exit)" if stream.feedback_rounds
+           else "go on, a human will decide)"),
         '- If you cannot go on, say why: wtr progress "the reason" --blocked ; '
         "then exit with a non-zero code.",
         "- Exit with code 0 when the work is done.",

@@ -117,11 +117,11 @@ def _conforms(value: Any, hint: Any) -> bool:
 @dataclass
 class Failure:
     # exit_code | timeout | stalled | setup | ownership | verify | interrupted | error
-    # | history | no_changes | budget
+    # | history | no_changes | budget | sync
     kind: str
     message: str
     files: list[str] = field(default_factory=list)
-    output: str | None = None  # verify: the last lines of the failing command's output
+    output: str | None = None  # verify: the failing command's last lines; sync: the hunks
 
 
 @dataclass

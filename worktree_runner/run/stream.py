@@ -495,8 +495,19 @@ def _feedback_round(ctx: RunContext, stream: Stream, failure: Failure) -> Failur
             for path in feedback.outside_scope(failure.files, stream)]
     rounds = stream.feedback_rounds
     message = feedback.feedback_message(failure, stream, base, undo,
-                                        rounds - _rounds_left(ctx, stream) + 1, rounds)
+                                        rounds - _rounds_left(ctx, stream) + 1, rounds,
+                                        _conflicted_target(ctx, stream.name)
+                                        if failure.kind == "sync" else None)
     return _continue(ctx, stream, "feedback", message, {"WTR_FEEDBACK": message})
+
+
+def _conflicted_target(ctx: RunContext, name: str) -> feedback.Target:
+    """The target's tip the stream's last sync conflicted with (its branch, if unknown)."""
+    from worktree_runner.merge.sync import pending_conflict
+
+    target = ctx.store.record.target
+    commit = (pending_conflict(ctx.store, name) or {}).get("onto")
+    return feedback.Target(target, commit if isinstance(commit, str) else target)
 
 
 def _person_round(ctx: RunContext, stream: Stream) -> Failure | None:
@@ -813,9 +824,47 @@ def _adopt_sync(ctx: RunContext, name: str) -> None:
         ctx.store.update_stream(name, "base_synced", base_commit=synced)
 
 
+def _adopt_merged_target(ctx: RunContext, name: str, head: str) -> None:
+    """The agent merged the target into its branch (to settle a sync conflict, or to take
+    work that landed): its work starts from the target's tip it merged now, and what that
+    tip brought is not its own change. (The branch holds target commits its base does not
+    exactly when their best common ancestor is no ancestor of the base.)"""
+    base = ctx.store.record.streams[name].base_commit or ctx.base_commit
+    target = git.ref_commit(ctx.repo, f"refs/heads/{ctx.store.record.target}")
+    merged = git.merge_base(ctx.repo, head, target) if target else None
+    if merged and merged != base and not git.is_ancestor(ctx.repo, merged, base):
+        ctx.store.update_stream(name, "base_merged", base_commit=merged)
+
+
+def _settle_sync(ctx: RunContext, stream: Stream) -> Failure | None:
+    """A sync that conflicted (the agent's ``wtr sync``, or a person's) is tried again once
+    the agent has exited: it goes through if the agent merged the target or fixed what
+    conflicted. With feedback rounds, a conflict still there fails the check (told to the
+    agent, hunks and all); without, it is left to the merge, as the sync said."""
+    from worktree_runner.merge.sync import (
+        SyncConflict,
+        pending_conflict,
+        record_conflict,
+        sync_stream,
+    )
+
+    name = stream.name
+    if not stream.feedback_rounds or pending_conflict(ctx.store, name) is None:
+        return None
+    try:
+        sync_stream(ctx.repo, ctx.store, name, holds_run=True)
+    except SyncConflict as conflict:
+        record_conflict(ctx.store, conflict)
+        return Failure("sync", f"its branch conflicts with {conflict.target_name}'s tip "
+                               f"({conflict.target[:12]}) in {', '.join(conflict.files)}",
+                       list(conflict.files), output=conflict.hunks)
+    return None
+
+
 def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
     """History kept, leftovers committed, every changed path in scope (and no copied file
-    among them), some change made unless allowed, then verify must pass."""
+    among them), some change made unless allowed, a conflicted sync settled, then verify
+    must pass."""
     name, worktree, branch = stream.name, ctx.worktree(stream.name), ctx.branch(stream.name)
     failure, warnings = _check_history(ctx, stream)
     others = [w for w in ctx.store.record.streams[name].warnings if w.get("kind") != "history"]
@@ -830,6 +879,8 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
     record = ctx.store.record.streams[name]
     head = git.ref_commit(ctx.repo, f"refs/heads/{branch}")
     _adopt_sync(ctx, name)
+    if head is not None:
+        _adopt_merged_target(ctx, name, head)
     base = record.base_commit or ctx.base_commit
     changed = git.changed_paths(ctx.repo, base, head or base)
     faults.point("ownership_check", name)
@@ -849,6 +900,9 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
         failure = _no_changes(ctx, stream)
         if failure is not None:
             return failure
+    failure = _settle_sync(ctx, stream)
+    if failure is not None:
+        return failure
     if stream.verify:
         log = ctx.store.log_path(name)
         ctx.store.event("verify_started", stream=name,
