@@ -178,6 +178,7 @@ def sync(stream: str | None, repo_dir: Path | None, run_id: str | None, as_json:
     files (see 'wtr status'), and the exit code is 3. Refuses while the worktree has
     uncommitted changes.
     Example (an agent, before finishing):  git commit -am wip && wtr sync
+    Example (settling a conflict):  git merge main; (edit); git commit -a --no-edit; wtr sync
     """
     import os
 

@@ -167,8 +167,8 @@ class SyncConflict(Halted):
         super().__init__(
             f"sync halted: stream '{name}' conflicts with the target's tip "
             f"({target[:12]}) in {', '.join(files)}; nothing was changed",
-            ["  merge the target into the branch and resolve those files: "
-             f"git merge {target[:12]}, edit, git add, git commit; then sync again,",
+            [f"  merge the target in its worktree (wtr path {name}): git merge {target[:12]}, "
+             "resolve those files, git add, git commit; then sync again,",
              "  or go on without syncing (the merge will ask a human about these files)"])
         self.stream = name
         self.target_name = target_name
