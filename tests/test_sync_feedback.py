@@ -109,6 +109,8 @@ def test_an_agent_that_never_resolves_fails_with_the_conflict_named(
     # nothing lost, nothing rewritten: the branch is the agent's commit on its old base
     assert repo.git("log", "--format=%s", api["branch"]).splitlines()[0] == "api: work"
     assert api["base_commit"] == repo.head("main~1")
+    report = Path(doc["repo"]) / ".git/worktree-runner/runs" / doc["run"] / "report.html"
+    assert "&lt;&lt;&lt;&lt;&lt;&lt;&lt; your branch\nAPI = 2" in report.read_text()
 
 
 def test_a_resolution_outside_the_streams_files_is_an_ownership_failure(

@@ -43,6 +43,7 @@ class StreamDetail:
     report: dict[str, Any] | None = None
     progress: list[tuple[str, str]] = field(default_factory=list)
     verify_tail: str | None = None
+    sync_hunks: str | None = None  # the conflict of its last sync, while one is recorded
     log_tail: str = ""
     attempts: list[dict[str, str]] = field(default_factory=list)
     description: str = ""
@@ -200,6 +201,7 @@ def _detail(store: RunStore, repo: git.Repository | None, plan: Plan | None,
     if row.verify_offset is not None:
         detail.verify_tail = _tail(log, row.verify_offset, lines)
     detail.log_tail = _tail(log, 0, lines) or ""
+    detail.sync_hunks = (doc.get("sync") or {}).get("hunks")
     if tips is not None and repo is not None:
         _diff(detail, repo, doc, tips)
     detail.attempts = [
