@@ -55,7 +55,12 @@ class Kind(StrEnum):
     CLEAN_FINISHED = "clean.finished"
     NOTIFICATION_SENT = "notification.sent"
     NOTIFICATION_FAILED = "notification.failed"
+    REQUEST_CREATED = "request.created"
     REQUEST_ROUTED = "request.routed"
+    REQUEST_DELIVERED = "request.delivered"
+    REQUEST_ANSWERED = "request.answered"
+    REQUEST_ESCALATED = "request.escalated"
+    REQUEST_TIMED_OUT = "request.timed_out"
 
 
 STREAM_ENDS = frozenset({Kind.STREAM_SUCCEEDED, Kind.STREAM_FAILED, Kind.STREAM_BLOCKED})

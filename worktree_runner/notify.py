@@ -42,6 +42,8 @@ _TOPICS = {
     Kind.STREAM_BLOCKED: "attention",
     Kind.LANDING_HALTED: "attention",
     Kind.SYNC_CONFLICT: "attention",
+    Kind.REQUEST_ESCALATED: "attention",
+    Kind.REQUEST_TIMED_OUT: "attention",
     Kind.RUN_FINISHED: "finished",
     Kind.LANDED: "landed",
 }
@@ -60,6 +62,12 @@ def summary(event: Event) -> str:
         return f"{run}: {stream} failed ({failure.get('kind')}: {failure.get('message')})"
     if event.kind == Kind.STREAM_BLOCKED:
         return f"{run}: {stream} is blocked (it depends on '{event.get('blocked_by')}')"
+    if event.kind in (Kind.REQUEST_ESCALATED, Kind.REQUEST_TIMED_OUT):
+        why = event.get("why") or (f"no answer within {event.get('timeout')}s"
+                                   if event.kind == Kind.REQUEST_TIMED_OUT else "")
+        return (f"{run}: {stream}'s change request {event.get('request')} about "
+                f"{event.get('path')} needs a person ({why}); 'wtr answer "
+                f"{event.get('request')} TEXT'")
     if event.kind == Kind.SYNC_CONFLICT:
         return f"{run}: syncing {stream} conflicts in {', '.join(event.get('files') or [])}"
     landing = event.get("landing") or {}

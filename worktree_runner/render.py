@@ -165,7 +165,8 @@ def status_text(doc: dict[str, Any]) -> str:
     lines += ["", "Needs attention:", *(attention or ["  nothing: every stream is fine so far"])]
     lines += [line.rstrip() for line in [*candidate_lines(doc), *eta_lines(doc),
                                          *spend_lines(doc), *merge_lines(doc), *disk_lines(doc),
-                                         *isolation_lines(doc), *notification_lines(doc)]]
+                                         *isolation_lines(doc), *notification_lines(doc),
+                                         *request_lines(doc)]]
     return "\n".join(lines)
 
 def candidate_lines(doc: dict[str, Any]) -> list[str]:
@@ -209,6 +210,20 @@ def notification_lines(doc: dict[str, Any]) -> list[str]:
     last = failed[-1]
     return [printable(f"notifications: {len(failed)} failed; last: {last['topic']} to "
                       f"{last['to']}: {last['error']}")]
+
+
+def request_lines(doc: dict[str, Any]) -> list[str]:
+    """Every change request between streams: who asked, for what, where it went."""
+    requests = doc.get("requests") or []
+    if not requests:
+        return []
+    lines = ["requests (change requests between streams; 'wtr answer ID TEXT'):"]
+    for r in requests:
+        where = r["target"] or "a person"
+        said = f": {r['answer']}" if r.get("answer") else ""
+        lines.append(printable(f"  {r['id']} from {r['from']} about {r['path']}: {r['what']} "
+                               f"-> {r['route']} ({where}), {r['state']}{said}"))
+    return lines
 
 
 def disk_lines(doc: dict[str, Any]) -> list[str]:
@@ -338,6 +353,11 @@ def _attention(doc: dict[str, Any], markdown: bool) -> list[str]:
             items.append(f"{name(s['name'])} reports being blocked: {s['progress']['message']}")
         items += [f"{name(s['name'])} {s['status']} with a warning — {w['kind']}: {w['message']}"
                   for w in s.get("warnings") or []]
+    for r in doc.get("requests") or []:
+        if r["state"] in ("escalated", "timed_out"):
+            items.append(f"request {name(r['id'])} of {r['from']} about {r['path']} needs a "
+                         f"person ({r['answer']}): {r['what']} — answer with "
+                         f"{cmd('wtr answer ' + r['id'] + ' TEXT')}")
     return [f"- {item}" if markdown else f"  {item}" for item in items]
 
 
@@ -393,7 +413,7 @@ def print_status(doc: dict[str, Any]) -> None:
         console.print(_attention(doc, markdown=False)[0].strip(), markup=False,
                       highlight=False, style="yellow")
     for line in [*candidate_lines(doc), *eta_lines(doc), *spend_lines(doc), *merge_lines(doc),
-                 *disk_lines(doc), *notification_lines(doc)]:
+                 *disk_lines(doc), *notification_lines(doc), *request_lines(doc)]:
         console.print(line, markup=False, highlight=False)
     for line in isolation_lines(doc):
         console.print(line, markup=False, highlight=False, style="yellow")

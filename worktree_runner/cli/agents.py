@@ -1,4 +1,4 @@
-"""Commands for agents and their hosts: progress, lock, agent-file, doctor."""
+"""Commands for agents and their hosts: progress, request, answer, lock, agent-file, doctor."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from worktree_runner.cli.base import (
     cli,
     emit_json,
     open_repo,
+    open_store,
     plan_argument,
     plan_path,
     repo_option,
+    run_option,
 )
-from worktree_runner.errors import EXIT_FAILED, BadInput
+from worktree_runner.errors import EXIT_FAILED, EXIT_HALTED, BadInput
 
 if TYPE_CHECKING:
     from worktree_runner.plan.model import Plan
@@ -70,6 +72,67 @@ def progress(message: str, percent: int | None, blocked: bool, repo_dir: Path | 
             raise BadInput(f"--repo {repo_dir} is not the repository of this agent's run "
                            f"(WTR_STATE_DIR is {state_dir})", hint="leave --repo out")
     report_progress(os.environ, message, percent, blocked, lambda: open_repo(repo_dir))
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--what", required=True, metavar="TEXT", help="The change you need, in a sentence.")
+@click.option("--why", required=True, metavar="TEXT", help="What you need it for.")
+@click.option("--wait", is_flag=True, help="Wait for the answer (the owner's work with the "
+              "change, a follow-up stream's end, or a person's answer).")
+@click.option("--timeout", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="With --wait: seconds to wait before a person is asked instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as one JSON document.")
+@repo_option
+def request(path: str, what: str, why: str, wait: bool, timeout: float, as_json: bool,
+            repo_dir: Path | None) -> None:
+    """For agents: ask the stream that owns PATH for a change you may not make.
+
+    \b
+    PATH is relative to the repository's root (your worktree's root). It goes to the
+    owner's prompt if it has not started, into its session when its turn ends if it
+    is running, to a follow-up stream your stream then depends on (and builds on) if
+    it has finished, or to a person if PATH is shared or owned by no stream.
+    Exit codes: 0 recorded (or answered, with --wait); 1 no answer within --timeout
+    (a person was asked; go on or report being blocked); 2 bad input, e.g. PATH is
+    yours (change it yourself); 3 stop: waiting would close a cycle of streams
+    waiting on each other (report being blocked and exit non-zero).
+    Example:  wtr request src/db/models.py --what "add a 'paid' column to Order" \\
+                  --why "the API returns it" --wait
+    """
+    from worktree_runner.coordinate import caller_from_env, request_change
+
+    caller = caller_from_env(os.environ, lambda: open_repo(repo_dir))
+    answer = request_change(caller, path, what, why, wait, timeout)
+    if as_json:
+        emit_json(answer.to_json())
+    else:
+        click.echo(answer.message)
+    if answer.halted:
+        sys.exit(EXIT_HALTED)
+    if answer.state == "timed_out":
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("request_id", metavar="ID")
+@click.argument("text")
+@repo_option
+@run_option
+def answer(request_id: str, text: str, repo_dir: Path | None, run_id: str | None) -> None:
+    """Answer an agent's change request ID (listed by 'wtr status') with TEXT.
+
+    \b
+    For requests that went to a person: a shared or unowned path, a request that
+    timed out, one whose owner failed, or a cycle of waiting streams. An agent
+    waiting for the request gets TEXT as its answer.
+    Example:  wtr answer r3 "leave package.json alone; vendor the helper instead"
+    """
+    from worktree_runner.coordinate import answer_request
+
+    _, store = open_store(repo_dir, run_id)
+    found = answer_request(store, request_id, text)
+    click.echo(f"answered request {found.id} of '{found.requester}' ({found.path})")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

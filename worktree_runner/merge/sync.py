@@ -112,6 +112,24 @@ def sync_stream(repo: git.Repository, store: RunStore, name: str, holds_run: boo
     return Synced(name, target, head, moved.head, moved.commits, how=moved.how)
 
 
+def move_onto(repo: git.Repository, store: RunStore, name: str, worktree: Path, base: str,
+              onto: str, onto_name: str) -> str:
+    """Bring the stream's own commits (``base`` to its HEAD) onto ``onto``, a commit other
+    than the target's tip (a follow-up's result: coordinate/), as ``sync_stream`` brings
+    them onto the target, and record ``onto`` as its base in ``sync.json``. Its new HEAD;
+    raises SyncConflict, changing nothing, on a conflict."""
+    head = git.head_of(worktree)
+    moved = _bring_up_to_date(repo, name, onto_name, onto, base, head)
+    if moved.how == "up to date":
+        return head
+    if moved.head != head:
+        _move(repo, worktree, store.run_id, name, onto_name, head, moved)
+    write_json_atomic(sync_path(store, name), {"base_commit": moved.base, "old_head": head,
+                                               "head": moved.head, "how": moved.how,
+                                               "at": now()})
+    return moved.head
+
+
 def _bring_up_to_date(repo: git.Repository, name: str, target_name: str, target: str,
                       base: str, head: str) -> _Moved:
     if base == target or git.is_ancestor(repo, target, base):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from worktree_runner import git, statefs
+from worktree_runner.coordinate.routing import extend_plan
 from worktree_runner.errors import WtrError
 from worktree_runner.plan.durations import format_duration
 from worktree_runner.plan.load import parse_plan
@@ -130,7 +131,8 @@ def gather(store: RunStore, diffs: bool = False) -> Report:
 
 def _plan(store: RunStore) -> Plan | None:
     try:
-        return parse_plan(store.plan_path.read_text(encoding="utf-8"), Path(store.record.plan))
+        plan = parse_plan(store.plan_path.read_text(encoding="utf-8"), Path(store.record.plan))
+        return extend_plan(plan, store.record.follow_ups)  # (streams requests added)
     except (OSError, WtrError):
         return None
 

@@ -31,11 +31,17 @@ def render_prompt(
     dependencies: Sequence[DependencyWork] = (),
     previous_failure: Failure | None = None,
     report_file: str | None = None,
+    requests: Sequence[str] = (),
 ) -> str:
     parts = [f"# Task: stream '{stream.name}' of plan '{plan.name}'", "", stream.prompt.strip(), ""]
     parts += _rules(stream, worktree, branch)
     if report_file:
         parts += _report_rule(report_file)
+    if requests:
+        parts += ["", "## Change requests from other streams", "",
+                  "Other streams need changes in files you own. Make each one that fits your "
+                  "task, with your work, and commit; if one does not fit, say why in your "
+                  "report.", "", *requests]
     if dependencies:
         parts += ["", "## What the streams before you changed (already in your branch)"]
         parts += [_dependency_line(dep) for dep in dependencies]
@@ -70,6 +76,10 @@ def _rules(stream: Stream, worktree: str, branch: str) -> list[str]:
         + ("merge the target into your branch as it says and resolve them, or go on: you "
            "will be told them again when you exit)" if stream.feedback_rounds
            else "go on, a human will decide)"),
+        "- If you need a change in a file you do not own, ask its owner (never change it "
+        'yourself): wtr request PATH --what "the change" --why "what it is for" '
+        "(add --wait to wait for the answer; exit code 3 means stop: report being blocked "
+        "and exit non-zero)",
         '- If you cannot go on, say why: wtr progress "the reason" --blocked ; '
         "then exit with a non-zero code.",
         "- Exit with code 0 when the work is done.",

@@ -11,7 +11,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worktree_runner import git, procs, sandbox, sparse
+from worktree_runner import git, logs, procs, sandbox, sparse
+from worktree_runner.coordinate.desk import Desk
+from worktree_runner.coordinate.routing import extend_plan
 from worktree_runner.errors import BadInput, Interrupted, WtrError
 from worktree_runner.executors.local import local_streams
 from worktree_runner.plan.analysis import Analysis, analyze
@@ -166,7 +168,22 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
         for agent in list(ctx.agents.values()):
             agent.stop(grace=0)
 
-    hooks = Hooks(blocked=lambda name, by: _blocked(store, name, by), kill_all=kill_all)
+    ctx.desk = Desk(repo, store, plan)
+
+    def poll() -> Plan | None:
+        """Change requests agents made: routed, delivered; the plan if follow-ups came."""
+        assert ctx.desk is not None
+        try:
+            changed = ctx.desk.poll()
+        except Exception as exc:  # coordination must never take the run down
+            logs.debug("change requests could not be handled", error=repr(exc))
+            return None
+        if changed is not None:
+            ctx.plan = changed
+        return changed
+
+    hooks = Hooks(blocked=lambda name, by: _blocked(store, name, by), kill_all=kill_all,
+                  poll=poll)
     store.update_run("run_started", state=RunState.RUNNING.value, runner_pid=os.getpid())
     _publish_missing_ends(store)
     store.reserve_space()
@@ -282,6 +299,7 @@ def fresh_starts(store: RunStore, names: list[str]) -> list[str]:
 
 
 def load_run_plan(store: RunStore) -> Plan:
-    """The plan as it was when the run started (a copy kept in the run folder)."""
+    """The plan as it was when the run started (a copy kept in the run folder), with the
+    follow-up streams change requests added since (coordinate/)."""
     text = store.plan_path.read_text(encoding="utf-8")
-    return parse_plan(text, Path(store.record.plan))
+    return extend_plan(parse_plan(text, Path(store.record.plan)), store.record.follow_ups)

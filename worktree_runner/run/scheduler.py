@@ -9,21 +9,28 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from worktree_runner.plan import graph
 from worktree_runner.plan.model import Plan
 from worktree_runner.run.state import Status
 
 FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.BLOCKED})
+POLL_SECONDS = 0.2  # how often ``Hooks.poll`` is asked, while streams run
+
+
+def _unchanged() -> Plan | None:
+    return None
 
 
 @dataclass
 class Hooks:
-    """What the scheduler reports: a stream became blocked; or asks: stop every agent now."""
+    """What the scheduler reports: a stream became blocked; or asks: stop every agent now,
+    and (several times a second) whether streams were added to the plan."""
 
     blocked: Callable[[str, str], None]
     kill_all: Callable[[], None]
+    poll: Callable[[], Plan | None] = field(default=_unchanged)
 
 
 class Scheduler:
@@ -42,6 +49,19 @@ class Scheduler:
         self.hooks = hooks
         self.limit = limit
         self.stop = stop
+        self.order = {name: i for i, name in enumerate(plan.names)}
+        self.chain = graph.chain_below(plan.dependency_graph())
+        self.added: set[str] = set()  # streams added while the run ran (follow-ups)
+
+    def adopt(self, plan: Plan | None) -> None:
+        """The plan with streams added to it: the new ones are pending."""
+        if plan is None:
+            return
+        for name in plan.names:
+            if name not in self.statuses:
+                self.statuses[name] = Status.PENDING
+                self.added.add(name)
+        self.plan = plan
         self.order = {name: i for i, name in enumerate(plan.names)}
         self.chain = graph.chain_below(plan.dependency_graph())
 
@@ -75,12 +95,13 @@ class Scheduler:
         running: dict[Future[bool], str] = {}
         try:
             while True:
+                self.adopt(self.hooks.poll())
                 self.block_dependents()
                 if not self.stop.is_set():
                     self._launch(executor, running)
                 if not running:
                     return self.statuses
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                done, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
                 for future in done:
                     name = running.pop(future)
                     ok = future.result()
@@ -99,7 +120,10 @@ class Scheduler:
             raise
 
     def slots(self, name: str) -> int:
-        """Agents the stream runs at once: one, or its best-of-N candidates (up to all)."""
+        """Agents the stream runs at once: one, or its best-of-N candidates (up to all).
+        An added stream takes none: the stream that asked for it may be waiting for it."""
+        if name in self.added:
+            return 0
         return min(self.plan.stream(name).attempts, self.limit)
 
     def _launch(self, executor: Executor, running: dict[Future[bool], str]) -> None:

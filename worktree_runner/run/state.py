@@ -224,6 +224,9 @@ class RunRecord:
     budget: dict[str, float | None] | None = None  # the whole run's: {"usd": X, "tokens": N}
     # Notifications that did not arrive (the last few): {"to", "topic", "about", "error", "at"}.
     notify_failures: list[dict[str, Any]] = field(default_factory=list)
+    # Streams change requests added (coordinate/): {"name", "owner", "request",
+    # "requester", "prompt"}, in the order they were added.
+    follow_ups: list[dict[str, Any]] = field(default_factory=list)
     version: int = STATE_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -377,6 +380,19 @@ class RunStore:
             published = self._append(event, stream=name, **facts)
         self._dispatch(published)
         return stream
+
+    def add_stream(self, stream: StreamRecord, **changes: Any) -> None:
+        """A stream added to the run while it runs (a follow-up), and the run's ``changes``,
+        saved at once; its folder is made first."""
+        self.stream_dir(stream.name).mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self.record.streams[stream.name] = stream
+            for key, value in changes.items():
+                setattr(self.record, key, value)
+            self.save()
+            published = self._append("stream_added", stream=stream.name,
+                                     depends_on=stream.depends_on)
+        self._dispatch(published)
 
     def update_streams(self, names: list[str], event: str, **changes: Any) -> None:
         """The same change to several streams, saved once."""

@@ -121,8 +121,16 @@ def status_document(store: RunStore, disk: bool = False) -> dict[str, Any]:
         "usage": total_usage([s.usage for s in record.streams.values()]),
         "budget": record.budget,
         "notifications": {"failed": record.notify_failures},
+        "requests": _requests(store),
         **_eta(store, record, state),
     }
+
+
+def _requests(store: RunStore) -> list[dict[str, Any]]:
+    """The change requests between streams (coordinate/), oldest first."""
+    from worktree_runner.coordinate.book import RequestBook
+
+    return [r.to_json() for r in RequestBook(store.dir).read()]
 
 
 def _eta(store: RunStore, record: RunRecord, state: str) -> dict[str, Any]:

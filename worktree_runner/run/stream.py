@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from worktree_runner import faults, git, procs, rescue, sandbox, sparse, statefs
+from worktree_runner.coordinate.book import Request, round_message
+from worktree_runner.coordinate.desk import Desk
 from worktree_runner.errors import WtrError
 from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
@@ -53,6 +55,7 @@ class RunContext:
     # Agents end with this process (a Dask worker's: the stream's next attempt runs
     # elsewhere, none may run on beside it); a local run's outlive it, for resume to adopt.
     bound_agents: bool = False
+    desk: Desk | None = None  # change requests between streams (coordinate/)
     _copied: list[str] | None = None
     _copied_lock: threading.Lock = field(default_factory=threading.Lock)
     ledger: Ledger = field(init=False)  # what the streams spent, against their budgets
@@ -399,11 +402,17 @@ def _attempts(ctx: RunContext, stream: Stream, last: Failure | None) -> Failure 
         else:
             failure = _attempt(ctx, stream, previous[-1])
         _end_attempt(ctx, stream.name, failure)
+        failure = fed_back(failure)
+        while failure is None and (asked := _requests_due(ctx, stream.name)):
+            failure = fed_back(_request_round(ctx, stream, asked))
+        previous.append(failure)
+        return failure
+
+    def fed_back(failure: Failure | None) -> Failure | None:
         while _rounds_left(ctx, stream) and feedback.fixable(failure, stream):
             assert failure is not None
             failure = _feedback_round(ctx, stream, failure)
             _end_attempt(ctx, stream.name, failure)
-        previous.append(failure)
         return failure
 
     def pause(seconds: float) -> None:
@@ -441,6 +450,8 @@ def _rounds_left(ctx: RunContext, stream: Stream) -> int:
         return 0
     used = 0
     for entry in reversed(ctx.store.record.streams[stream.name].attempt_log):
+        if entry.get("kind") == "request":
+            continue  # (another stream's request is not a failure being fixed)
         if entry.get("kind") != "feedback":
             break
         used += 1
@@ -459,17 +470,37 @@ def _attempt(ctx: RunContext, stream: Stream, previous: Failure | None) -> Failu
         ctx.store.event("strays_killed", stream=name)
     kind = "retry" if ctx.store.record.streams[name].attempt_log else "agent"
     _record_attempt(ctx, stream, kind, None)
-    prompt = _prompt(ctx, stream, previous)
+    asked = (ctx.desk.for_prompt(name, ctx.store.record.streams[name].attempts)
+             if ctx.desk is not None else [])
+    prompt = _prompt(ctx, stream, previous, [r.text() for r in asked])
     prompt_file = ctx.store.prompt_path(name)
     _note_replaced(ctx, name, prompt_file, statefs.write_text(prompt_file, prompt))
     return _start(ctx, stream, prompt, prompt_file, _launch(ctx, stream), {})
 
 
-def _prompt(ctx: RunContext, stream: Stream, previous: Failure | None) -> str:
+def _prompt(ctx: RunContext, stream: Stream, previous: Failure | None,
+            requests: list[str] | None = None) -> str:
     worktree, branch = ctx.worktree(stream.name), ctx.branch(stream.name)
     return render_prompt(ctx.plan, stream, str(worktree), branch,
                          _dependency_work(ctx, stream), previous,
-                         str(ctx.store.report_path(stream.name)))
+                         str(ctx.store.report_path(stream.name)), requests or ())
+
+
+def _requests_due(ctx: RunContext, name: str) -> list[Request]:
+    """Requests of other streams that came while the agent worked: one more round each
+    time its work passes its checks and some are waiting (none once the run stops)."""
+    if ctx.desk is None or ctx.stop.is_set():
+        return []
+    return ctx.desk.next_round(name, ctx.store.record.streams[name].attempts + 1)
+
+
+def _request_round(ctx: RunContext, stream: Stream, asked: list[Request]) -> Failure | None:
+    """The agent's session continued with other streams' requests (attempt kind
+    ``request``); its checks run again when it exits."""
+    message = round_message(asked)
+    failure = _continue(ctx, stream, "request", message, {"WTR_REQUEST": message})
+    _end_attempt(ctx, stream.name, failure)
+    return failure
 
 
 def _record_attempt(ctx: RunContext, stream: Stream, kind: str, resumed: str | None) -> None:
@@ -682,7 +713,25 @@ def _finish_attempt(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Fail
     ctx.store.update_stream(stream.name, "agent_exited", exit_code=agent.exit_code(), pid=None,
                             adopted=False, usage=ctx.store.record.streams[stream.name].usage,
                             session=session or record.session)
-    return failure or ctx.ledger.over(stream.name) or _check_work(ctx, stream)
+    failure = failure or ctx.ledger.over(stream.name)
+    if failure is not None:
+        return failure
+    _settle_follow_ups(ctx, stream.name)
+    return _check_work(ctx, stream)
+
+
+def _settle_follow_ups(ctx: RunContext, name: str) -> None:
+    """The follow-ups the stream asked for and depends on end, and come into its branch,
+    before its work is checked; one that could not come in is a warning."""
+    if ctx.desk is None:
+        return
+    said = ctx.desk.settle_follow_ups(name, ctx.stop)
+    if said:
+        warnings = ctx.store.record.streams[name].warnings
+        ctx.store.update_stream(name, "follow_up_not_brought_in", warnings=[
+            *warnings, *({"kind": "request", "message": text} for text in said)])
+        for text in said:
+            _append_log(ctx, name, f"wtr: {text}")
 
 
 def _note_denials(ctx: RunContext, name: str, denied: list[str]) -> None:
@@ -721,6 +770,8 @@ def _watch(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Failure | Non
             failure = Failure("timeout", f"the agent ran longer than its timeout of {timeout:g}s")
         elif stall is not None and activity.silent_for() > stall:
             failure = Failure("stalled", f"no output and no progress report for {stall:g}s")
+        elif ctx.desk is not None and (halt := ctx.desk.halted(stream.name)) is not None:
+            failure = halt
         else:
             failure = meter.check()
         if failure:

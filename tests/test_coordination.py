@@ -1,0 +1,294 @@
+"""Change requests routed to a file's owner, with real runs of a command agent
+(tests/agents/coord_agent.py) that calls ``wtr request`` on real repositories."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.gitrepo import Repo, run_wtr
+from tests.runhelp import agent_plan, status, stream_of, wait_for
+from worktree_runner.coordinate import Caller, request_change
+from worktree_runner.errors import BadInput
+from worktree_runner.run.state import RunStore
+
+AGENT = Path(__file__).resolve().parent / "agents" / "coord_agent.py"
+PY = sys.executable
+ASK_DB = ("wtr request src/db/models.py --what 'add PAID to the models' "
+          "--why 'the API returns it'")
+
+
+def until_request(number: int = 1) -> str:
+    """Shell: wait until the run holds request r<number>."""
+    return (f"until grep -q '\"r{number}\"' \"$WTR_STATE_DIR/coordination/requests.json\" "
+            "2>/dev/null; do sleep 0.05; done; ")
+
+
+def until_status(stream: str, wanted: str) -> str:
+    """Shell: wait until ``stream`` has status ``wanted`` in the run's state."""
+    check = (f"import json,os,sys; d=json.load(open(os.environ['WTR_STATE_DIR']+"
+             f"'/state.json')); sys.exit(d['streams']['{stream}']['status']!='{wanted}')")
+    return f'until {PY} -c "{check}"; do sleep 0.05; done; '
+
+
+def plan(records: Path, streams: dict[str, dict[str, Any]], **top: Any) -> dict[str, Any]:
+    specs = {}
+    for name, spec in streams.items():
+        spec = dict(spec)
+        env = {"CO_RECORD": str(records), "CO_FIRST": spec.pop("first", ""),
+               "CO_ON_REQUEST": spec.pop("on_request", "")}
+        specs[name] = {**spec, "env": env}
+    return agent_plan(specs, agent={"command": [PY, str(AGENT)], "timeout": 60}, **top)
+
+
+def seen(records: Path, stream: str) -> list[dict[str, Any]]:
+    files = sorted(records.glob(f"{stream}.*.json"), key=lambda f: int(f.name.split(".")[-2]))
+    return [json.loads(f.read_text()) for f in files]
+
+
+def requests(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in doc["requests"]}
+
+
+def state_dir(doc: dict[str, Any]) -> Path:
+    return Path(doc["repo"]) / ".git" / "worktree-runner" / "runs" / doc["run"]
+
+
+def events(doc: dict[str, Any], kind_prefix: str = "request.") -> list[dict[str, Any]]:
+    lines = (state_dir(doc) / "events.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["kind"].startswith(kind_prefix)]
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> Path:
+    folder = tmp_path / "records"
+    folder.mkdir()
+    return folder
+
+
+def test_a_request_to_a_stream_not_started_lands_in_its_prompt(repo: Repo,
+                                                               records: Path) -> None:
+    doc = plan(records, {
+        "api": {"files": ["src/api/**"], "first": f"{ASK_DB}; echo API > src/api/orders.py"},
+        "db": {"files": ["src/db/**"], "depends_on": ["api"],
+               "first": "echo PAID > src/db/models.py"},
+    })
+    ran = run_wtr("run", repo.write_plan(doc), cwd=repo.path)
+    assert ran.returncode == 0, ran.stderr
+    said = seen(records, "api")[0]["output"]
+    assert "went to 'db': it has not started; its prompt carries your request" in said
+    prompt = seen(records, "db")[0]["prompt"]
+    assert "## Change requests from other streams" in prompt
+    assert "Stream 'api' asks (request r1) for a change in src/db/models.py" in prompt
+    assert "What: add PAID to the models" in prompt and "Why: the API returns it" in prompt
+    # every agent is told how to ask
+    assert "wtr request PATH --what" in seen(records, "api")[0]["prompt"]
+    final = status(repo)
+    r1 = requests(final)["r1"]
+    assert (r1["from"], r1["route"], r1["target"], r1["state"]) == (
+        "api", "prompt", "db", "answered")
+    assert [e["kind"] for e in events(final)] == [
+        "request.created", "request.delivered", "request.answered"]
+    assert_bad_requests_refused(repo, final)
+
+
+def assert_bad_requests_refused(repo: Repo, doc: dict[str, Any]) -> None:
+    """After the run: api asks as its agent would, with what it may not ask."""
+    api = stream_of(doc, "api")
+    env = {"WTR_STREAM": "api", "WTR_RUN": doc["run"], "WTR_STATE_DIR": str(state_dir(doc)),
+           "WTR_WORKTREE": api["worktree"]}
+    refused = run_wtr("request", "src/api/orders.py", "--what", "x", "--why", "y",
+                      cwd=repo.path, env=env).one_line_error()
+    assert refused == ("wtr: src/api/orders.py is yours: stream 'api' may change it itself; "
+                       "change it in your worktree and commit")
+    caller = Caller(RunStore(state_dir(doc)), "api", Path(api["worktree"]))
+    for path, said in [
+        ("../outside.txt", "../outside.txt is outside the repository"),
+        ("/etc/passwd", "/etc/passwd is outside the repository"),
+        (os.path.join(api["worktree"], "src/api/new.py"), "src/api/new.py is yours"),
+        (".git/config", "is git's own folder"),
+    ]:
+        with pytest.raises(BadInput, match=re.escape(said)):
+            request_change(caller, path, "x", "y")
+    with pytest.raises(BadInput, match="--what is empty"):
+        request_change(caller, "docs/index.md", " ", "y")
+    assert len(status(repo)["requests"]) == 1  # nothing refused was recorded
+    bare = run_wtr("request", "docs/index.md", "--what", "x", "--why", "y", cwd=repo.path,
+                   env={k: "" for k in env}).one_line_error()
+    assert "WTR_STREAM and WTR_RUN are not set" in bare
+    unknown = run_wtr("answer", "r9", "text", cwd=repo.path).one_line_error()
+    assert "has no request 'r9' (requests: r1)" in unknown
+
+
+def test_a_running_owner_gets_the_request_after_its_turn_and_the_waiter_hears(
+        repo: Repo, records: Path) -> None:
+    doc = plan(records, {
+        "api": {"files": ["src/api/**"],
+                "first": f"{ASK_DB} --wait --timeout 30; echo API > src/api/orders.py"},
+        "db": {"files": ["src/db/**"], "first": until_request() + "echo DB > src/db/notes.py",
+               "on_request": "echo PAID > src/db/models.py"},
+    })
+    ran = run_wtr("run", repo.write_plan(doc), cwd=repo.path)
+    assert ran.returncode == 0, ran.stderr
+    final = status(repo)
+    db = stream_of(final, "db")
+    assert [e["kind"] for e in db["attempt_log"]] == ["agent", "request"]
+    told = seen(records, "db")[1]["request"]
+    assert "Stream 'api' asks (request r1) for a change in src/db/models.py" in told
+    assert repo.git("show", f"{db['branch']}:src/db/models.py") == "PAID"
+    r1 = requests(final)["r1"]
+    assert (r1["route"], r1["target"], r1["state"], r1["answered_by"]) == (
+        "feedback", "db", "answered", "db")
+    said = seen(records, "api")[0]["output"]
+    assert "request r1 (src/db/models.py) answered: 'db' made its work with your request" \
+        in said
+
+
+def test_a_finished_owner_gets_a_follow_up_that_the_requester_builds_on(
+        repo: Repo, records: Path) -> None:
+    follow_up = 'case "$WTR_STREAM" in *+req-*) echo PAID >> src/db/models.py;; ' \
+                '*) echo DB > src/db/models.py;; esac'
+    doc = plan(records, {
+        "db": {"files": ["src/db/**"], "first": follow_up,
+               "verify": ["test -s src/db/models.py"]},
+        "api": {"files": ["src/api/**"],
+                "first": until_status("db", "succeeded") + f"{ASK_DB} --wait --timeout 30; "
+                         "cp src/db/models.py src/api/seen.txt"},
+    }, max_parallel=2)
+    ran = run_wtr("run", repo.write_plan(doc), cwd=repo.path)
+    assert ran.returncode == 0, ran.stderr
+    final = status(repo)
+    names = [s["name"] for s in final["streams"]]
+    assert names == ["db", "api", "db+req-1"]
+    extra, api = stream_of(final, "db+req-1"), stream_of(final, "api")
+    assert extra["status"] == "succeeded" and extra["depends_on"] == ["db"]
+    assert api["depends_on"] == ["db+req-1"]
+    assert "for a change in src/db/models.py" in seen(records, "db+req-1")[0]["prompt"]
+    said = seen(records, "api")[0]["output"]
+    assert "answered: follow-up 'db+req-1' made the change" in said
+    assert "the result of 'db+req-1' is now in your branch" in said
+    # the requester built on it: it saw the follow-up's change in its own worktree
+    assert repo.git("show", f"{api['branch']}:src/api/seen.txt") == "DB\nPAID"
+    assert api["changed_files"] == ["src/api/seen.txt"]  # its own work, nothing of db's
+    merged = run_wtr("merge", cwd=repo.path)
+    assert merged.returncode == 0, merged.stderr
+    assert status(repo)["merge"]["merged"] == ["db", "db+req-1", "api"]
+    assert repo.git("show", "main:src/db/models.py") == "DB\nPAID"
+    assert repo.git("show", "main:src/api/seen.txt") == "DB\nPAID"
+    by_file = {path: repo.git("log", "--format=%s", "main", "--", path).splitlines()
+               for path in ("src/db/models.py", "src/api/seen.txt")}
+    assert by_file["src/db/models.py"][:2] == ["work of db+req-1", "work of db"]
+    assert by_file["src/api/seen.txt"] == ["work of api"]
+    report = repo.path.parent / "report.html"
+    assert run_wtr("report", "-o", report, cwd=repo.path).returncode == 0
+    page = report.read_text()
+    assert "<h2>Coordination needed</h2>" in page
+    assert ('<td class="mono">api</td><td class="mono">src/db/models.py</td>'
+            "<td>add PAID to the models</td>") in page
+    assert 'follow-up <span class="mono">db+req-1</span>' in page
+
+
+def test_a_shared_path_goes_to_a_person_who_answers(repo: Repo, records: Path,
+                                                    tmp_path: Path) -> None:
+    told = tmp_path / "told.jsonl"
+    ask = ("wtr request README.md --what 'mention the API' --why 'users ask' --wait "
+           "--timeout 30; echo API > src/api/orders.py")
+    doc = plan(records, {"api": {"files": ["src/api/**"], "first": ask}},
+               shared=["README.md"],
+               notify=[{"command": f"cat >> '{told}'; echo >> '{told}'", "on": ["attention"]}])
+    answered = threading.Event()
+
+    def person() -> None:
+        def escalated() -> bool:
+            found = run_wtr("status", "--json", cwd=repo.path)
+            return found.returncode == 0 and any(
+                r["state"] == "escalated" for r in found.json()["requests"])
+        wait_for(escalated, timeout=30, poll=0.1)
+        text = run_wtr("status", cwd=repo.path).stdout
+        assert "request r1 of api about README.md needs a person" in text
+        assert "'wtr answer r1 TEXT'" in text
+        result = run_wtr("answer", "r1", "a line at the end, please", cwd=repo.path)
+        assert result.returncode == 0, result.stderr
+        answered.set()
+
+    helper = threading.Thread(target=person)
+    helper.start()
+    ran = run_wtr("run", repo.write_plan(doc), cwd=repo.path)
+    helper.join(30)
+    assert answered.is_set() and ran.returncode == 0, ran.stderr
+    r1 = requests(status(repo))["r1"]
+    assert (r1["route"], r1["target"], r1["state"], r1["answered_by"]) == (
+        "person", None, "answered", "person")
+    assert "answered: a line at the end, please" in seen(records, "api")[0]["output"]
+    note = [json.loads(line) for line in told.read_text().splitlines() if line]
+    escalation = next(n for n in note if n["kind"] == "request.escalated")
+    assert escalation["topic"] == "attention" and escalation["request"] == "r1"
+    assert "needs a person (README.md is shared)" in escalation["message"]
+
+
+def test_two_waiting_requests_in_a_cycle_halt_the_one_closing_it(repo: Repo,
+                                                                 records: Path) -> None:
+    ask_api = ("wtr request src/api/orders.py --what 'an ORDERS type' --why 'models' "
+               "--wait --timeout 8")
+    doc = plan(records, {
+        "api": {"files": ["src/api/**"], "first": f"{ASK_DB} --wait --timeout 8"},
+        "db": {"files": ["src/db/**"], "first": until_request() + ask_api + "; sleep 30"},
+    })
+    started = time.monotonic()
+    ran = run_wtr("run", repo.write_plan(doc), cwd=repo.path, timeout=60)
+    assert time.monotonic() - started < 30  # halted and escalated, not deadlocked
+    assert ran.returncode == 1
+    final = status(repo)
+    db = stream_of(final, "db")
+    assert db["status"] == "failed"
+    assert "would close a cycle of streams waiting on each other (db -> api -> db)" \
+        in db["failure"]["message"]
+    both = requests(final)
+    assert both["r2"]["state"] == "escalated" and both["r2"]["cycle"] == ["db", "api", "db"]
+    # api's request went to db, which halted: a person decides, and api stopped waiting
+    assert both["r1"]["state"] in ("escalated", "timed_out")
+    assert "wtr answer r2 TEXT" in run_wtr("status", cwd=repo.path).stdout
+
+
+def test_an_unanswered_request_times_out_into_an_escalation(repo: Repo, records: Path,
+                                                            tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    doc = plan(records, {
+        "api": {"files": ["src/api/**"],
+                "first": f"{ASK_DB} --wait --timeout 0.5; echo \"exit $?\"; touch '{gate}'; "
+                         "echo API > src/api/orders.py"},
+        "db": {"files": ["src/db/**"],
+               "first": f"until [ -e '{gate}' ]; do sleep 0.05; done; echo DB > "
+                        "src/db/models.py"},
+    })
+    ran = run_wtr("run", repo.write_plan(doc), cwd=repo.path)
+    assert ran.returncode == 0, ran.stderr
+    said = seen(records, "api")[0]["output"]
+    assert "no answer within 0.5s; a person decides" in said and "exit 1" in said
+    r1 = requests(status(repo))["r1"]
+    assert r1["state"] == "timed_out"
+    final = status(repo)
+    assert [e["attempt_kind"] for e in events(final, "stream.attempt_started")
+            if e["stream"] == "db"] == ["agent"]  # never delivered once timed out
+    assert "request.timed_out" in [e["kind"] for e in events(final)]
+
+
+def test_concurrent_requests_are_all_kept(repo: Repo, records: Path) -> None:
+    ask = "for i in 1 2 3; do wtr request docs/index.md --what \"line $i\" --why w; done; "
+    streams = {name: {"files": [f"src/{name}/**"], "first": ask + f"echo X > src/{name}/x.py"}
+               for name in ("api", "db", "ui")}
+    ran = run_wtr("run", repo.write_plan(plan(records, streams)), cwd=repo.path)
+    assert ran.returncode == 0, ran.stderr
+    found = status(repo)["requests"]
+    assert sorted(r["id"] for r in found) == sorted(f"r{i}" for i in range(1, 10))
+    assert sorted((r["from"], r["what"]) for r in found) == sorted(
+        (name, f"line {i}") for name in streams for i in range(1, 4))
+    assert {(r["route"], r["state"]) for r in found} == {("person", "escalated")}
