@@ -9,6 +9,7 @@ import re
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ import pytest
 
 from tests.gitrepo import Repo, run_wtr
 from tests.runhelp import agent_plan, status, stream_of, wait_for
-from worktree_runner.coordinate import Caller, request_change
+from worktree_runner.coordinate import Caller, Request, request_change
+from worktree_runner.coordinate.routing import cycle_closed, waits_graph
 from worktree_runner.errors import BadInput
-from worktree_runner.run.state import RunStore
+from worktree_runner.run.state import RunRecord, RunStore, StreamRecord
 
 AGENT = Path(__file__).resolve().parent / "agents" / "coord_agent.py"
 PY = sys.executable
@@ -150,6 +152,10 @@ def test_a_running_owner_gets_the_request_after_its_turn_and_the_waiter_hears(
     said = seen(records, "api")[0]["output"]
     assert "request r1 (src/db/models.py) answered: 'db' made its work with your request" \
         in said
+    progress = [e["message"] for e in events(final, "stream.progressed")]
+    assert progress[0] == "waiting for the answer to request r1 (db)"  # (renewed: a long
+    assert progress[-1] == "request r1 answered"  # wait is no stall) and how it ended
+    assert set(progress) == {progress[0], progress[-1]}
 
 
 def test_a_finished_owner_gets_a_follow_up_that_the_requester_builds_on(
@@ -292,3 +298,27 @@ def test_concurrent_requests_are_all_kept(repo: Repo, records: Path) -> None:
     assert sorted((r["from"], r["what"]) for r in found) == sorted(
         (name, f"line {i}") for name in streams for i in range(1, 4))
     assert {(r["route"], r["state"]) for r in found} == {("person", "escalated")}
+
+
+def _record(statuses: dict[str, str], depends: dict[str, list[str]]) -> RunRecord:
+    streams = {name: StreamRecord(name=name, branch=f"wtr/r/{name}", worktree=None,
+                                  depends_on=depends.get(name, []), status=status)
+               for name, status in statuses.items()}
+    return RunRecord(run="r", plan="p", repo="/r", base="main", base_commit="0" * 40,
+                     target="main", worktrees_root="/w", max_parallel=2, streams=streams)
+
+
+def test_a_wait_for_a_stream_that_waits_on_the_asker_is_a_cycle() -> None:
+    # api runs; db has not started and depends on api: api waiting for db never ends
+    record = _record({"api": "running", "db": "pending", "ui": "running"}, {"db": ["api"]})
+    graph = waits_graph(record, [])
+    assert cycle_closed(graph, "api", "db") == ["api", "db", "api"]
+    assert cycle_closed(graph, "ui", "db") == []
+    # ui waits for api (a request), api then waiting for ui closes a cycle through it
+    asked = Request("r1", "ui", "src/api/x.py", "w", "y", True, "feedback", "api", "api",
+                    state="delivered")
+    graph = waits_graph(record, [asked])
+    assert cycle_closed(graph, "api", "ui") == ["api", "ui", "api"]
+    # a request that does not wait, or is answered, holds nobody
+    for done in (replace(asked, wait=False), replace(asked, state="answered")):
+        assert cycle_closed(waits_graph(record, [done]), "api", "ui") == []

@@ -299,6 +299,8 @@ def status_markdown(doc: dict[str, Any]) -> str:
         lines += ["", "## Merge", "", *(f"- {line.strip()}" for line in merge)]
     if breaches := isolation_lines(doc):
         lines += ["", "## Isolation", "", *(f"- {line}" for line in breaches)]
+    if asked := request_lines(doc):
+        lines += ["", "## Coordination", "", *(f"- {line.strip()}" for line in asked[1:])]
     lines += _reports_markdown(doc)
     return "\n".join(lines) + "\n"
 

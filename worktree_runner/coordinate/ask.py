@@ -16,7 +16,7 @@ from worktree_runner.events import Kind
 from worktree_runner.plan.load import parse_plan
 from worktree_runner.plan.model import Plan
 from worktree_runner.run import registry
-from worktree_runner.run.state import RunStore, Status
+from worktree_runner.run.state import RunStore, Status, now, read_json, write_json_atomic
 
 from .book import Request, RequestBook, Route, State, change, next_id
 from .move import bring_in
@@ -33,6 +33,7 @@ from .routing import (
 
 DEFAULT_TIMEOUT = 600.0
 POLL_SECONDS = 0.2
+PROGRESS_EVERY = 5.0  # seconds between the progress notes of a waiting agent
 MAX_TEXT = 4000
 
 
@@ -144,18 +145,38 @@ def _escalation(request: Request, plan: Plan, status: str | None) -> str:
 
 def _waited(caller: Caller, book: RequestBook, request_id: str, timeout: float) -> Answer:
     deadline = time.monotonic() + timeout
+    said = 0.0
     while True:
         found = book.find(request_id)
         if found is None:
             raise WtrError(f"request {request_id} is gone from {book.path}")
         if found.state == State.ANSWERED:
+            _waiting(caller, f"request {found.id} answered")
             return _answer(found, waited=True, moved=_bring_in(caller, found))
+        if time.monotonic() - said >= PROGRESS_EVERY:
+            where = found.target or "a person"
+            _waiting(caller, f"waiting for the answer to request {found.id} ({where})")
+            said = time.monotonic()
         if time.monotonic() >= deadline:
             timed_out = _time_out(caller.store, book, request_id, timeout)
             if timed_out is not None:
+                _waiting(caller, f"request {found.id} timed out: a person decides")
                 return _answer(timed_out, waited=True)
         else:
             time.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0.01)))
+
+
+def _waiting(caller: Caller, message: str) -> None:
+    """The wait in the stream's progress, renewed now and then (a wait is not a stall),
+    and how it ended."""
+    path = caller.store.progress_path(caller.stream)
+    before = read_json(path)
+    percent = before.get("percent") if isinstance(before, dict) else None
+    with contextlib.suppress(OSError):
+        write_json_atomic(path, {"percent": percent, "blocked": False, "at": now(),
+                                 "message": message})
+        caller.store.event("progress", stream=caller.stream, percent=percent,
+                           message=message, blocked=False)
 
 
 def _time_out(store: RunStore, book: RequestBook, request_id: str,

@@ -69,7 +69,10 @@ class Desk:
         route = route_for(status)
         if route in (Route.PROMPT, Route.FEEDBACK):
             return  # (its stream's thread delivers it: in its prompt, or one more round)
-        if route == Route.FOLLOW_UP:
+        if route == Route.FOLLOW_UP and self.store.record.executor:
+            self._escalate(request, f"'{request.target}' has finished, and a follow-up "
+                                    "stream runs only on this machine, not on Dask workers")
+        elif route == Route.FOLLOW_UP:
             self._follow_up(request)
         else:
             self._escalate(request, f"'{request.target}' is {status} and cannot take it")

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from worktree_runner import faults, git
+from worktree_runner.coordinate.routing import extend_plan
 from worktree_runner.errors import EXIT_OK, WtrError
 from worktree_runner.events import Event, Kind
 from worktree_runner.merge.desk import Desk, Reply
@@ -34,13 +35,18 @@ from worktree_runner.run.state import RunStore
 
 class Lander:
     def __init__(self, repo: git.Repository, store: RunStore, plan: Plan, auto: bool) -> None:
-        self.repo, self.store, self.plan, self.auto = repo, store, plan, auto
+        self.repo, self.store, self._plan, self.auto = repo, store, plan, auto
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lander")
         self.desk = Desk(store, lambda action, resolver: self._pool.submit(
             self.act, action, resolver).result())
 
         self._closed = threading.Lock()
         self._open = True
+
+    @property
+    def plan(self) -> Plan:
+        """The run's plan with the follow-up streams change requests added so far."""
+        return extend_plan(self._plan, self.store.record.follow_ups)
 
     def start(self) -> None:
         self.store.subscribers.append(self.listen)

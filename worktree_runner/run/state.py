@@ -386,7 +386,8 @@ class RunStore:
         saved at once; its folder is made first."""
         self.stream_dir(stream.name).mkdir(parents=True, exist_ok=True)
         with self._lock:
-            self.record.streams[stream.name] = stream
+            # (a new mapping: a thread going through the old one is not disturbed)
+            self.record.streams = {**self.record.streams, stream.name: stream}
             for key, value in changes.items():
                 setattr(self.record, key, value)
             self.save()
