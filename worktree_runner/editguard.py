@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,8 +97,9 @@ def _not_owned(scope: Scope, relative: str) -> str:
     owned = ", ".join(scope.patterns) or "no file"
     return (f"{relative} is not yours: stream '{scope.stream}' owns only {owned} "
             "(gitignore patterns, relative to your worktree). Leave it unchanged; if the "
-            "task needs it changed, say so in your report (or wtr progress ... --blocked) "
-            "so a person or the stream that owns it can do it.")
+            "task needs it changed, ask the stream that owns it: wtr request "
+            f"{shlex.quote(relative)} --what \"the change\" --why \"what it is for\" "
+            "(add --wait to wait for it).")
 
 
 def _resolved(path: Path) -> Path:
