@@ -34,11 +34,12 @@ def until_request(number: int = 1) -> str:
             "2>/dev/null; do sleep 0.05; done; ")
 
 
-def until_status(stream: str, wanted: str) -> str:
-    """Shell: wait until ``stream`` has status ``wanted`` in the run's state."""
+def until_done(stream: str) -> str:
+    """Shell: wait until ``stream`` has succeeded (or landed) in the run's state."""
     check = (f"import json,os,sys; d=json.load(open(os.environ['WTR_STATE_DIR']+"
-             f"'/state.json')); sys.exit(d['streams']['{stream}']['status']!='{wanted}')")
-    return f'until {PY} -c "{check}"; do sleep 0.05; done; '
+             f"'/state.json')); sys.exit(d['streams']['{stream}']['status'] not in "
+             "('succeeded','merged'))")
+    return f'until {PY} -c "{check}"; do sleep 0.2; done; '
 
 
 def plan(records: Path, streams: dict[str, dict[str, Any]], **top: Any) -> dict[str, Any]:
@@ -166,16 +167,16 @@ def test_a_finished_owner_gets_a_follow_up_that_the_requester_builds_on(
         "db": {"files": ["src/db/**"], "first": follow_up,
                "verify": ["test -s src/db/models.py"]},
         "api": {"files": ["src/api/**"],
-                "first": until_status("db", "succeeded") + f"{ASK_DB} --wait --timeout 30; "
+                "first": until_done("db") + f"{ASK_DB} --wait --timeout 30; "
                          "cp src/db/models.py src/api/seen.txt"},
     }, max_parallel=2)
-    ran = run_wtr("run", repo.write_plan(doc), cwd=repo.path)
+    ran = run_wtr("run", repo.write_plan(doc), "--merge", cwd=repo.path)
     assert ran.returncode == 0, ran.stderr
     final = status(repo)
     names = [s["name"] for s in final["streams"]]
     assert names == ["db", "api", "db+req-1"]
     extra, api = stream_of(final, "db+req-1"), stream_of(final, "api")
-    assert extra["status"] == "succeeded" and extra["depends_on"] == ["db"]
+    assert extra["status"] == "merged" and extra["depends_on"] == ["db"]
     assert api["depends_on"] == ["db+req-1"]
     assert "for a change in src/db/models.py" in seen(records, "db+req-1")[0]["prompt"]
     said = seen(records, "api")[0]["output"]
@@ -184,9 +185,8 @@ def test_a_finished_owner_gets_a_follow_up_that_the_requester_builds_on(
     # the requester built on it: it saw the follow-up's change in its own worktree
     assert repo.git("show", f"{api['branch']}:src/api/seen.txt") == "DB\nPAID"
     assert api["changed_files"] == ["src/api/seen.txt"]  # its own work, nothing of db's
-    merged = run_wtr("merge", cwd=repo.path)
-    assert merged.returncode == 0, merged.stderr
-    assert status(repo)["merge"]["merged"] == ["db", "db+req-1", "api"]
+    # landed as each succeeded (run --merge), the follow-up before the stream that asked
+    assert final["merge"]["merged"] == ["db", "db+req-1", "api"]
     assert repo.git("show", "main:src/db/models.py") == "DB\nPAID"
     assert repo.git("show", "main:src/api/seen.txt") == "DB\nPAID"
     by_file = {path: repo.git("log", "--format=%s", "main", "--", path).splitlines()
@@ -243,24 +243,39 @@ def test_a_shared_path_goes_to_a_person_who_answers(repo: Repo, records: Path,
 def test_two_waiting_requests_in_a_cycle_halt_the_one_closing_it(repo: Repo,
                                                                  records: Path) -> None:
     ask_api = ("wtr request src/api/orders.py --what 'an ORDERS type' --why 'models' "
-               "--wait --timeout 8")
+               "--wait --timeout 60")
     doc = plan(records, {
-        "api": {"files": ["src/api/**"], "first": f"{ASK_DB} --wait --timeout 8"},
-        "db": {"files": ["src/db/**"], "first": until_request() + ask_api + "; sleep 30"},
+        "api": {"files": ["src/api/**"],
+                "first": f"{ASK_DB} --wait --timeout 60; echo API > src/api/orders.py"},
+        "db": {"files": ["src/db/**"], "first": until_request() + ask_api + "; sleep 120"},
     })
+
+    def person() -> None:  # once db has halted, a person answers what api waits for
+        def halted() -> bool:
+            found = run_wtr("status", "--json", cwd=repo.path)
+            return found.returncode == 0 and any(
+                s["name"] == "db" and s["status"] == "failed" for s in found.json()["streams"])
+        wait_for(halted, timeout=60, poll=0.2)
+        run_wtr("answer", "r1", "db halted; go on without it", cwd=repo.path)
+
+    helper = threading.Thread(target=person)
+    helper.start()
     started = time.monotonic()
-    ran = run_wtr("run", repo.write_plan(doc), cwd=repo.path, timeout=60)
-    assert time.monotonic() - started < 30  # halted and escalated, not deadlocked
+    ran = run_wtr("run", repo.write_plan(doc), cwd=repo.path, timeout=100)
+    helper.join(60)
+    # db halted (not 60 s of waiting, nor its 120 s of sleep): escalated, not deadlocked
+    assert time.monotonic() - started < 50
     assert ran.returncode == 1
     final = status(repo)
-    db = stream_of(final, "db")
-    assert db["status"] == "failed"
+    db, api = stream_of(final, "db"), stream_of(final, "api")
+    assert db["status"] == "failed" and api["status"] == "succeeded"
     assert "would close a cycle of streams waiting on each other (db -> api -> db)" \
         in db["failure"]["message"]
+    assert "exit code 3 means stop" in (state_dir(final) / "streams/db/prompt.md").read_text()
     both = requests(final)
     assert both["r2"]["state"] == "escalated" and both["r2"]["cycle"] == ["db", "api", "db"]
-    # api's request went to db, which halted: a person decides, and api stopped waiting
-    assert both["r1"]["state"] in ("escalated", "timed_out")
+    assert (both["r1"]["state"], both["r1"]["answered_by"]) == ("answered", "person")
+    assert "answered: db halted; go on without it" in seen(records, "api")[0]["output"]
     assert "wtr answer r2 TEXT" in run_wtr("status", cwd=repo.path).stdout
 
 

@@ -42,6 +42,7 @@ def test_a_write_to_another_file_of_the_worktree_is_refused_with_what_to_do(
     assert reason.startswith("README.md is not yours: stream 'api' owns only "
                              "src/api/**, docs/api.md")
     assert "Leave it unchanged" in reason and "report" in reason
+    assert 'wtr request README.md --what "the change" --why "what it is for"' in reason
 
 
 def test_relative_paths_are_read_from_the_calls_cwd(scope: Scope) -> None:

@@ -99,7 +99,7 @@ def _not_owned(scope: Scope, relative: str) -> str:
             "(gitignore patterns, relative to your worktree). Leave it unchanged; if the "
             "task needs it changed, ask the stream that owns it: wtr request "
             f"{shlex.quote(relative)} --what \"the change\" --why \"what it is for\" "
-            "(add --wait to wait for it).")
+            "(add --wait to wait for it), or say so in your report.")
 
 
 def _resolved(path: Path) -> Path:

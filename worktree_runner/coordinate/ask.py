@@ -108,8 +108,10 @@ def request_change(caller: Caller, path: str, what: str, why: str, wait: bool = 
     with book.editing() as requests:
         cycle = (cycle_closed(waits_graph(record, requests), caller.stream, owner)
                  if wait and owner else [])
+        to_person = bool(cycle) or route == Route.PERSON
         request = Request(next_id(requests), caller.stream, where, what, why, wait,
-                          Route.PERSON.value if cycle else route.value, owner, owner)
+                          Route.PERSON.value if to_person else route.value,
+                          None if to_person else owner, owner)
         if cycle or request.route == Route.PERSON:
             request.state = State.ESCALATED.value
             request.cycle = cycle
@@ -126,7 +128,7 @@ def request_change(caller: Caller, path: str, what: str, why: str, wait: bool = 
 def _text(name: str, value: str) -> str:
     value = value.strip()
     if not value:
-        raise BadInput(f"--{name} is empty", hint=f"say {name} you need in a sentence")
+        raise BadInput(f"--{name} is empty", hint=f"give --{name} a sentence")
     if len(value) > MAX_TEXT:
         raise BadInput(f"--{name} is {len(value)} characters; at most {MAX_TEXT}",
                        hint="say it shorter, or write the detail in your report")
@@ -198,8 +200,8 @@ def _bring_in(caller: Caller, request: Request) -> str | None:
         return None
     store = caller.store
     record = store.load()
-    if record.streams.get(request.target) is None or \
-            record.streams[request.target].status != Status.SUCCEEDED.value:
+    done = record.streams.get(request.target)
+    if done is None or done.status not in (Status.SUCCEEDED.value, Status.MERGED.value):
         return None
     try:
         return bring_in(git.open_repository(Path(record.repo)), store, caller.stream,
@@ -242,7 +244,7 @@ def _where(request: Request) -> str:
 
 def answer_request(store: RunStore, request_id: str, text: str) -> Request:
     """A person's answer to a request: the waiting agent gets ``text``."""
-    text = _text("text", text) if text.strip() else ""
+    text = text.strip()
     if not text:
         raise BadInput("the answer is empty", hint="say what the agent should do")
     book = RequestBook(store.dir)
