@@ -124,11 +124,17 @@ def assert_bad_requests_refused(repo: Repo, doc: dict[str, Any]) -> None:
     with pytest.raises(BadInput, match="--what is empty"):
         request_change(caller, "docs/index.md", " ", "y")
     assert len(status(repo)["requests"]) == 1  # nothing refused was recorded
+    unowned = run_wtr("request", "docs/index.md", "--what", "a line", "--why", "y", "--json",
+                      cwd=repo.path, env=env)
+    assert unowned.returncode == 0, unowned.stderr
+    assert {k: unowned.json()[k] for k in ("id", "route", "target", "owner", "state")} == {
+        "id": "r2", "route": "person", "target": None, "owner": None, "state": "escalated"}
+    assert "went to a person (docs/index.md is owned by no stream)" in unowned.json()["message"]
     bare = run_wtr("request", "docs/index.md", "--what", "x", "--why", "y", cwd=repo.path,
                    env={k: "" for k in env}).one_line_error()
     assert "WTR_STREAM and WTR_RUN are not set" in bare
     unknown = run_wtr("answer", "r9", "text", cwd=repo.path).one_line_error()
-    assert "has no request 'r9' (requests: r1)" in unknown
+    assert "has no request 'r9' (requests: r1, r2)" in unknown
 
 
 def test_a_running_owner_gets_the_request_after_its_turn_and_the_waiter_hears(
@@ -200,6 +206,46 @@ def test_a_finished_owner_gets_a_follow_up_that_the_requester_builds_on(
     assert ('<td class="mono">api</td><td class="mono">src/db/models.py</td>'
             "<td>add PAID to the models</td>") in page
     assert 'follow-up <span class="mono">db+req-1</span>' in page
+
+
+def test_follow_ups_go_through_the_gates_and_askers_that_did_not_wait_build_on_them(
+        repo: Repo, records: Path) -> None:
+    # a follow-up asked to go OUTSIDE its files fails its ownership check; the other works
+    follow_up = ('case "$WTR_STREAM" in *+req-*) if grep -q OUTSIDE "$WTR_PROMPT_FILE"; '
+                 'then echo SLIP > src/api/orders.py; else echo PAID >> {path}; fi;; '
+                 '*) echo FIRST > {path};; esac')
+    ask = ("{wait}wtr request {path} --what '{what}' --why w; ")
+    doc = plan(records, {
+        "db": {"files": ["src/db/**"], "first": follow_up.format(path="src/db/models.py")},
+        "doc": {"files": ["docs/**"], "first": follow_up.format(path="docs/index.md")},
+        "api": {"files": ["src/api/**"], "first": ask.format(
+            wait=until_done("db"), path="src/db/models.py", what="OUTSIDE the models")
+            + "echo A > src/api/a.py"},
+        "ui": {"files": ["src/ui/**"], "first": ask.format(
+            wait=until_done("doc"), path="docs/index.md", what="add PAID")
+            + "echo U > src/ui/u.py"},
+    })
+    ran = run_wtr("run", repo.write_plan(doc), cwd=repo.path)
+    assert ran.returncode == 1  # the follow-up that went outside its files failed
+    final = status(repo)
+    asked = {r["from"]: r for r in final["requests"]}
+    assert (asked["api"]["target"], asked["ui"]["target"]) == ("db+req-1", "doc+req-1")
+    bad, good, ui = (stream_of(final, n) for n in ("db+req-1", "doc+req-1", "ui"))
+    assert bad["failure"]["kind"] == "ownership" and bad["failure"]["files"] == [
+        "src/api/orders.py"]
+    assert asked["api"]["state"] == "escalated" and "took the request but failed: changed " \
+        "1 file outside its files: src/api/orders.py" in asked["api"]["answer"]
+    assert good["status"] == "succeeded" and asked["ui"]["state"] == "answered"
+    # ui did not wait: its branch moved onto the follow-up's result when its attempt ended
+    assert repo.git("merge-base", good["head_commit"], ui["head_commit"]) == \
+        good["head_commit"]
+    assert ui["base_commit"] == good["head_commit"] and ui["changed_files"] == ["src/ui/u.py"]
+    merged = run_wtr("merge", cwd=repo.path)
+    assert merged.returncode == 0, merged.stderr
+    landing = status(repo)["merge"]
+    assert landing["merged"] == ["db", "doc", "doc+req-1", "ui"]
+    assert set(landing["left_out"]) == {"api", "db+req-1"}  # api depends on the failed one
+    assert repo.git("show", "main:docs/index.md") == "FIRST\nPAID"
 
 
 def test_a_shared_path_goes_to_a_person_who_answers(repo: Repo, records: Path,

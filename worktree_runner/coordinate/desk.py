@@ -101,7 +101,9 @@ class Desk:
 
     def _halt(self, request: Request) -> None:
         """The requester closed a cycle of waiting streams: it stops, the cycle named."""
-        if request.requester in self.halted_once:
+        asking = self.store.record.streams.get(request.requester)
+        if request.requester in self.halted_once or asking is None \
+                or asking.status != Status.RUNNING.value:
             return
         self.halted_once.add(request.requester)
         cycle = " -> ".join(request.cycle)
