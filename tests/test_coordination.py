@@ -17,7 +17,7 @@ import pytest
 
 from tests.gitrepo import Repo, run_wtr
 from tests.runhelp import agent_plan, status, stream_of, wait_for
-from worktree_runner.coordinate import Caller, Request, request_change
+from worktree_runner.coordinate import Caller, Request, RequestBook, request_change
 from worktree_runner.coordinate.routing import cycle_closed, waits_graph
 from worktree_runner.errors import BadInput
 from worktree_runner.run.state import RunRecord, RunStore, StreamRecord
@@ -123,7 +123,7 @@ def assert_bad_requests_refused(repo: Repo, doc: dict[str, Any]) -> None:
             request_change(caller, path, "x", "y")
     with pytest.raises(BadInput, match="--what is empty"):
         request_change(caller, "docs/index.md", " ", "y")
-    assert len(status(repo)["requests"]) == 1  # nothing refused was recorded
+    assert len(RequestBook(state_dir(doc)).read()) == 1  # nothing refused was recorded
     unowned = run_wtr("request", "docs/index.md", "--what", "a line", "--why", "y", "--json",
                       cwd=repo.path, env=env)
     assert unowned.returncode == 0, unowned.stderr
@@ -266,6 +266,8 @@ def test_a_shared_path_goes_to_a_person_who_answers(repo: Repo, records: Path,
         wait_for(escalated, timeout=30, poll=0.1)
         text = run_wtr("status", cwd=repo.path).stdout
         assert "request r1 of api about README.md needs a person" in text
+        assert ("  r1 from api about README.md: mention the API -> person, escalated: "
+                "README.md is shared") in text.splitlines()
         assert "'wtr answer r1 TEXT'" in text
         result = run_wtr("answer", "r1", "a line at the end, please", cwd=repo.path)
         assert result.returncode == 0, result.stderr

@@ -219,10 +219,10 @@ def request_lines(doc: dict[str, Any]) -> list[str]:
         return []
     lines = ["requests (change requests between streams; 'wtr answer ID TEXT'):"]
     for r in requests:
-        where = r["target"] or "a person"
+        where = f" ({r['target']})" if r["target"] else ""
         said = f": {r['answer']}" if r.get("answer") else ""
         lines.append(printable(f"  {r['id']} from {r['from']} about {r['path']}: {r['what']} "
-                               f"-> {r['route']} ({where}), {r['state']}{said}"))
+                               f"-> {r['route']}{where}, {r['state']}{said}"))
     return lines
 
 

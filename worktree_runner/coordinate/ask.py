@@ -188,8 +188,9 @@ def _time_out(store: RunStore, book: RequestBook, request_id: str,
         found = next(r for r in requests if r.id == request_id)
         if found.state == State.ANSWERED:
             return None
+        why = f"{found.answer}; " if found.state == State.ESCALATED and found.answer else ""
         change(found, state=State.TIMED_OUT.value,
-               answer=f"no answer within {timeout:g}s; a person decides")
+               answer=f"{why}no answer within {timeout:g}s; a person decides")
     _publish(store, Kind.REQUEST_TIMED_OUT, found, timeout=timeout)
     return found
 
