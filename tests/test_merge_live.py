@@ -334,3 +334,29 @@ def test_a_dependency_landed_before_its_dependent_starts_is_still_in_its_base(
     for name in ("db", "ui"):
         head = stream_of(doc, name)["head_commit"]
         repo.git("merge-base", "--is-ancestor", head, api_base)  # (raises if not)
+
+
+def test_a_resumed_run_starts_a_stream_whose_dependency_already_landed(
+        repo: Repo, tmp_path: Path) -> None:
+    """Under run --merge, db lands while api (depends on db) is kept waiting by ui, which it
+    may not run beside; the runner is killed. The resumed run must start api: a landed
+    dependency succeeded (the scheduler once saw only 'succeeded', and the run finished with
+    api pending and nothing said)."""
+    go = tmp_path / "ui-may-finish"
+    plan = agent_plan({
+        "db": CHAIN["db"],
+        "ui": {**CHAIN["ui"], "env": {**CHAIN["ui"]["env"], "AGENT_WAIT_FOR": str(go)}},
+        "api": {**CHAIN["api"], "conflicts_with": ["ui"]},
+    })
+    runner = start_run(repo, plan, "--merge")
+    wait_for(lambda: stream_status(repo, "db") == "merged", "db to land")
+    runner.kill()
+    runner.wait()
+    assert stream_status(repo, "api") == "pending"
+    go.touch()
+    resumed = run_wtr("resume", "--merge", cwd=repo.path)
+    assert resumed.returncode == 0, resumed.stderr
+    doc = status(repo)
+    assert {s["name"]: s["status"] for s in doc["streams"]} == {
+        "db": "merged", "ui": "merged", "api": "merged"}
+    assert repo.git("show", "main:src/api/orders.py").strip() == "API = 2"

@@ -15,7 +15,9 @@ from worktree_runner.plan import graph
 from worktree_runner.plan.model import Plan
 from worktree_runner.run.state import Status
 
-FINISHED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.BLOCKED})
+# A stream that landed (``run --merge``) succeeded first: a resumed run must see it so.
+SUCCEEDED = frozenset({Status.SUCCEEDED, Status.MERGED})
+FINISHED = SUCCEEDED | {Status.FAILED, Status.BLOCKED}
 POLL_SECONDS = 0.2  # how often ``Hooks.poll`` is asked, while streams run
 
 
@@ -70,7 +72,7 @@ class Scheduler:
         candidates = [
             s for s in self.plan.streams
             if self.statuses[s.name] == Status.PENDING
-            and all(self.statuses[d] == Status.SUCCEEDED for d in s.depends_on)
+            and all(self.statuses[d] in SUCCEEDED for d in s.depends_on)
             and all(self.statuses[w] in FINISHED for w in s.waits_for)
         ]
         candidates.sort(key=lambda s: (-self.chain[s.name], self.order[s.name]))
