@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -30,38 +31,51 @@ class HeldLock:
     """
 
     def __init__(self, path: Path) -> None:
-        self.lock = FileLock(str(path))
+        # Not thread-local: an MCP server (wtr mcp) may take it in one worker thread and
+        # give it back in another; the lock belongs to the process, as the kernel sees it.
+        self.lock = FileLock(str(path), thread_local=False)
         self.note = path.with_suffix(".holder")
 
     def acquire(self, timeout: float, holder: Mapping[str, object]) -> bool:
         """Take the lock, waiting up to ``timeout`` seconds with backoff; False if busy."""
+        if not self._try() and not self._wait_for(timeout):
+            return False
+        self._write_note(holder)
+        return True
+
+    async def acquire_async(self, timeout: float, holder: Mapping[str, object]) -> bool:
+        """:meth:`acquire` for an event loop: the waits are the loop's, so a caller that is
+        cancelled (a client gives up on its request) leaves without ever taking the lock."""
+        from tenacity import AsyncRetrying, RetryError
+
+        if not self._try():
+            try:
+                async for attempt in AsyncRetrying(**_backoff(timeout)):
+                    with attempt:
+                        self.lock.acquire(timeout=0)
+            except RetryError:
+                return False
+        self._write_note(holder)
+        return True
+
+    def _try(self) -> bool:
         try:
             self.lock.acquire(timeout=0)
         except Timeout:
-            if not self._wait_for(timeout):
-                return False
+            return False
+        return True
+
+    def _write_note(self, holder: Mapping[str, object]) -> None:
         pid = os.getpid()
         self.note.write_text(json.dumps({"pid": pid, "pid_start": process_start_time(pid),
                                          "since": time.time(), **holder}))
-        return True
 
     def _wait_for(self, timeout: float) -> bool:
-        """The lock was busy: try again with backoff. (tenacity is imported only here: it
-        imports tornado when that is installed, a tenth of a second of every command.)"""
-        from tenacity import (
-            RetryError,
-            Retrying,
-            retry_if_exception_type,
-            stop_after_delay,
-            wait_random_exponential,
-        )
+        """The lock was busy: try again with backoff."""
+        from tenacity import RetryError, Retrying
 
         try:
-            for attempt in Retrying(
-                retry=retry_if_exception_type(Timeout),
-                wait=wait_random_exponential(multiplier=0.05, max=2.0),
-                stop=stop_after_delay(timeout),
-            ):
+            for attempt in Retrying(**_backoff(timeout)):
                 with attempt:
                     self.lock.acquire(timeout=0)
         except RetryError:
@@ -100,6 +114,22 @@ class HeldLock:
             return {}
         data["since"] = time.strftime("%H:%M:%S", time.localtime(float(data.get("since", 0))))
         return data
+
+
+def _backoff(timeout: float) -> dict[str, Any]:
+    """How a busy lock is tried again: exponential backoff with jitter, up to ``timeout``.
+    (tenacity is imported only here: it imports tornado when that is installed, a tenth of
+    a second of every command.)"""
+    from tenacity import retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+    return {"retry": retry_if_exception_type(Timeout),
+            "wait": wait_random_exponential(multiplier=0.05, max=2.0),
+            "stop": stop_after_delay(timeout)}
+
+
+def describe_holder(lock: HeldLock) -> str:
+    """Who holds ``lock``, in words: "stream api of run r-1 (pid 12, since 10:01:02)"."""
+    return _describe(lock.holder())
 
 
 def lock_path(repo: git.Repository, name: str) -> Path:

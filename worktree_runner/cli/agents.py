@@ -1,4 +1,5 @@
-"""Commands for agents and their hosts: progress, request, answer, lock, agent-file, doctor."""
+"""Commands for agents and their hosts: progress, request, answer, lock, mcp, agent-file,
+doctor."""
 
 from __future__ import annotations
 
@@ -133,6 +134,26 @@ def answer(request_id: str, text: str, repo_dir: Path | None, run_id: str | None
     _, store = open_store(repo_dir, run_id)
     found = answer_request(store, request_id, text)
     click.echo(f"answered request {found.id} of '{found.requester}' ({found.path})")
+
+
+@cli.command()
+def mcp() -> None:
+    """For agents: an MCP server (stdio) serving the stream of WTR_STREAM.
+
+    \b
+    Tools: progress, report, lock, unlock, owner, streams (docs/agents.md).
+    A preset agent whose CLI speaks MCP is given this server in its own config
+    for the run (claude, codex, opencode; gemini under sandbox: true); 'mcp:
+    false' in the plan turns that off. Started by the agent's CLI, bound to the
+    stream its environment names (WTR_STATE_DIR, WTR_STREAM, WTR_WORKTREE).
+    It ends when the CLI closes its stdin or exits, and gives back its locks.
+    """
+    from worktree_runner.mcp.binding import bind
+
+    binding = bind(os.environ)  # (before the SDK loads: a wrong start says so at once)
+    from worktree_runner.mcp.server import serve
+
+    serve(binding)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

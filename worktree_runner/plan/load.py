@@ -49,14 +49,14 @@ TOP_KEYS = frozenset(
     {"version", "name", "base", "target", "max_parallel", "worktrees_dir", "agent", "setup",
      "teardown", "copy", "verify", "shared", "streams", "port_range", "executor",
      "coupling", "pool", "keep_ignored", "sparse",
-     "allow_empty", "log_limit", "sandbox", "writable", "feedback", "budget", "notify"}
+     "allow_empty", "log_limit", "sandbox", "writable", "feedback", "budget", "notify", "mcp"}
 )
 AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout", "retries", "env"})
 COUPLING_KEYS = frozenset({"min_support", "min_confidence", "hot_share", "commits", "since"})
 STREAM_KEYS = frozenset(
     {"description", "files", "prompt", "depends_on", "conflicts_with", "shared", "verify",
      "on_failure", "agent", "sparse", "context", "allow_empty", "sandbox", "writable",
-     "attempts", "choose", "agents", "feedback", "budget"}
+     "attempts", "choose", "agents", "feedback", "budget", "mcp"}
 )
 BUDGET_KEYS = frozenset({"usd", "tokens"})
 ON_FAILURE = ("continue", "stop")
@@ -145,6 +145,7 @@ class _Reader:
         self.warnings: list[str] = []
         self.allow_empty = True
         self.feedback: int | None = None
+        self.mcp = True
 
     def fail(self, path: KeyPath, message: str) -> None:
         self.doc.problem(path, message)
@@ -192,6 +193,7 @@ class _Reader:
         shared = self.get(top, root, "shared", _patterns, NO_TEXTS)
         self.allow_empty = self.get(top, root, "allow_empty", _bool, True)
         self.feedback = self.get(top, root, "feedback", _feedback_rounds, None)
+        self.mcp = self.get(top, root, "mcp", _bool, True)
         box = (self.get(top, root, "sandbox", _bool, False),
                self.get(top, root, "writable", _writable, NO_TEXTS))
         streams = self._streams(top, default_agent, shared, box)
@@ -320,6 +322,7 @@ class _Reader:
             allow_empty=self.get(fields, path, "allow_empty", _bool, self.allow_empty),
             feedback=self.get(fields, path, "feedback", _feedback_rounds, self.feedback),
             sandbox=self.get(fields, path, "sandbox", _bool, box[0]),
+            mcp=self.get(fields, path, "mcp", _bool, self.mcp),
             writable=(*box[1], *self.get(fields, path, "writable", _writable, NO_TEXTS)),
             attempts=attempts,
             choose=self._choose(fields, path, attempts),

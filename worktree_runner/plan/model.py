@@ -130,6 +130,7 @@ class Stream:
     allow_empty: bool = True
     feedback: int | None = None  # None: DEFAULT_FEEDBACK for a preset, 0 for a command
     sandbox: bool = False  # run the agent under bubblewrap (worktree_runner/sandbox.py)
+    mcp: bool = True  # give a preset agent whose CLI speaks MCP the server ``wtr mcp``
     writable: tuple[str, ...] = ()  # more paths writable in the sandbox (~ allowed)
     budget: Budget | None = None
     # Streams declared earlier that this one may not run beside (conflicts_with or a
