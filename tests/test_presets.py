@@ -93,6 +93,7 @@ def test_each_preset_runs_its_program_with_the_exact_arguments(
                       agent={"preset": preset, "args": ["--model", "big one"],
                              "env": {"RECORD_DIR": str(record_dir)}})
     plan["agent"].pop("command")
+    plan["mcp"] = False  # (what wtr mcp adds to the argv: tests/test_mcp_config.py)
     doc = run_with_path(repo, plan, stand_ins)
     db = stream_of(doc, "db")
     assert db["status"] == "succeeded", db["failure"]

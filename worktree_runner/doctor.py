@@ -37,6 +37,7 @@ class AgentCheck:
     variables_missing: list[list[str]] = field(default_factory=list)  # groups none of is set
     problems: list[str] = field(default_factory=list)  # it cannot run
     warnings: list[str] = field(default_factory=list)  # it may run, untested or unconfigured
+    mcp: str | None = None  # how its CLI is given `wtr mcp`, or None when it is not
 
     @property
     def ok(self) -> bool:
@@ -48,7 +49,7 @@ class AgentCheck:
                 "tested": list(self.tested) if self.tested else None,
                 "in_tested_range": self.in_range, "variables_set": self.variables_set,
                 "variables_missing": self.variables_missing, "ok": self.ok,
-                "problems": self.problems, "warnings": self.warnings}
+                "problems": self.problems, "warnings": self.warnings, "mcp": self.mcp}
 
     @property
     def in_range(self) -> bool | None:
@@ -133,6 +134,7 @@ def examine(plan: Plan | None, env: Mapping[str, str] | None = None,
         check.path = shutil.which(program, path=env.get("PATH", ""))
         preset = PRESETS.get(name) if (not streams or any(
             a.command is None and a.preset == name for a in streams[0].agents_used())) else None
+        check.mcp = _mcp(preset, streams)
         if check.path is None:
             hint = install_hint(preset) if preset else "install it or change the agent"
             check.problems.append(f"'{program}' is not on PATH ({hint})")
@@ -141,6 +143,16 @@ def examine(plan: Plan | None, env: Mapping[str, str] | None = None,
             _check_variables(check, preset, {**env, **extra}, home)
         checks.append(check)
     return checks
+
+
+def _mcp(preset: Preset | None, streams: list[Stream]) -> str | None:
+    """How the preset's CLI gets ``wtr mcp``: for the plan's streams when there is a plan
+    (None when none of them gets it: ``mcp: false``, a sandbox it needs...)."""
+    if preset is None or not preset.mcp_config:
+        return None
+    if streams and not any(s.mcp and preset.gets_mcp(s.sandbox) for s in streams):
+        return None
+    return preset.mcp_config
 
 
 def _check_version(check: AgentCheck, preset: Preset, env: Mapping[str, str]) -> None:

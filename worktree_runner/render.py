@@ -526,6 +526,8 @@ def doctor_report(checks: list[AgentCheck]) -> str:
             facts.append(f"tested {check.tested[0]}")
         if check.variables_set:
             facts.append("set: " + ", ".join(check.variables_set))
+        if check.mcp:
+            facts.append("gets wtr mcp")
         used = f" (streams: {', '.join(check.streams)})" if check.streams else ""
         lines.append(f"{mark:<4} {check.name:<{width}}  {'; '.join(facts)}{used}")
         lines += [f"     {' ' * width}  - {text}" for text in [*check.problems, *check.warnings]]

@@ -10,6 +10,8 @@ the stream's prompt ("You work in the git worktree ..."; "# Task: stream '...'")
 A turn is one model answer, one of:
     {"shell": "git commit -am 'x'"}                 a call of the CLI's shell tool
     {"tool": "Write", "input": {"file_path": ...}}  a call of any tool, by name
+    {"mcp": "progress", "input": {...}}             a call of a tool of the MCP server
+                                                    ``wtr``, by its name on that server
     {"text": "Done."}                               the final message (no tool call)
 Past the last turn the server answers with the last text turn (or "Done.").
 
@@ -114,6 +116,16 @@ class Script:
         else:
             chosen = next((t for t in reversed(self.turns) if "text" in t), {"text": "Done."})
         return fill(chosen, placeholders(request_text))
+
+
+def mcp_tool(offered: list[str], tool: str, default: str) -> str:
+    """The name a CLI gives tool ``tool`` of the MCP server ``wtr`` among the ``offered``
+    tools (``mcp__wtr__progress``, ``wtr__progress``...); ``default`` when it offers none,
+    as a model may still call a tool its prompt names (the CLI then answers with an error)."""
+    for name in offered:
+        if "wtr" in name and name.endswith(tool) and name != tool:
+            return name
+    return default
 
 
 def placeholders(request_text: str) -> dict[str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worktree_runner.presets.aider import AIDER
-from worktree_runner.presets.base import PLACEHOLDERS, Launch, Preset, StreamFacts
+from worktree_runner.presets.base import PLACEHOLDERS, Launch, McpServer, Preset, StreamFacts
 from worktree_runner.presets.claude import CLAUDE
 from worktree_runner.presets.codex import CODEX
 from worktree_runner.presets.gemini import GEMINI
@@ -11,4 +11,4 @@ from worktree_runner.presets.opencode import OPENCODE
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (CLAUDE, CODEX, AIDER, GEMINI, OPENCODE)}
 
-__all__ = ["PLACEHOLDERS", "PRESETS", "Launch", "Preset", "StreamFacts"]
+__all__ = ["PLACEHOLDERS", "PRESETS", "Launch", "McpServer", "Preset", "StreamFacts"]

@@ -20,6 +20,26 @@ PLACEHOLDERS = ("prompt_file", "prompt", "stream", "worktree", "branch")
 
 
 @dataclass(frozen=True)
+class McpServer:
+    """How an agent's CLI starts ``wtr mcp`` for its stream: the Python and worktree_runner
+    the runner itself is, with the stream's variables (a CLI may start its servers with
+    fewer variables than it has itself)."""
+
+    command: str
+    args: tuple[str, ...]
+    env: Mapping[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry most CLIs' JSON configs take (``mcpServers``)."""
+        return {"command": self.command, "args": list(self.args), "env": dict(self.env)}
+
+
+MCP_NAME = "wtr"  # the server's name in every CLI's config: its tools are wtr's
+MCP_START_SECONDS = 30  # what a CLI waits for the server to start (a busy machine is slow)
+MCP_CALL_SECONDS = 660  # what it waits for one call: a lock may be waited for 600 s
+
+
+@dataclass(frozen=True)
 class StreamFacts:
     """What a preset may know of the stream it starts an agent for."""
 
@@ -37,6 +57,7 @@ class StreamFacts:
     # are read-only, so a CLI that writes its own state under HOME must be given another home.
     sandbox: bool = False
     verify: tuple[str, ...] = ()  # the stream's verify commands (shell text, run in the worktree)
+    mcp: McpServer | None = None  # the server to give the CLI; None: none (mcp: false)
 
 
 @dataclass(frozen=True)
@@ -129,6 +150,12 @@ class Preset:
     permissions: str = ""  # the trade-off its argv makes with the CLI's own approvals
     broken: Mapping[str, str] = MappingProxyType({})  # version -> what breaks in it
     refused: Mapping[str, str] = MappingProxyType({})  # flag in `args` -> why it cannot work
+    # How the CLI is given ``wtr mcp`` for a run, in words ("" when it is not).
+    mcp_config: str = ""
+
+    def gets_mcp(self, sandbox: bool) -> bool:
+        """Whether an agent of this CLI gets ``wtr mcp`` (``sandbox``: the stream's)."""
+        return bool(self.mcp_config)
 
     def launch(self, facts: StreamFacts) -> Launch:
         return Launch(self.argv)

@@ -20,6 +20,8 @@ from typing import Any
 
 from worktree_runner.editguard import WRITING_TOOLS, Scope
 from worktree_runner.presets.base import (
+    MCP_NAME,
+    MCP_START_SECONDS,
     Launch,
     Preset,
     StreamFacts,
@@ -30,6 +32,7 @@ from worktree_runner.presets.base import (
 )
 
 SETTINGS_FILE = "claude-settings.json"
+MCP_FILE = "claude-mcp.json"  # --mcp-config: this run's MCP server (wtr mcp)
 SCOPE_FILE = "claude-scope.json"
 CONFIG_DIR = "claude-config"  # CLAUDE_CONFIG_DIR under sandbox: true (HOME is read-only)
 
@@ -55,6 +58,8 @@ class _Claude(Preset):
                    "write anywhere the user can: pair it with sandbox: true. As root, "
                    "IS_SANDBOX=1 is set (Claude Code refuses the mode as root otherwise).")
     broken = MappingProxyType({})
+    mcp_config = ("--mcp-config with this run's file (the user's own MCP servers stay; "
+                  "--strict-mcp-config in args keeps only wtr's)")
 
     def launch(self, facts: StreamFacts) -> Launch:
         settings = facts.state_dir / SETTINGS_FILE
@@ -64,7 +69,20 @@ class _Claude(Preset):
         if facts.sandbox:
             env["CLAUDE_CONFIG_DIR"] = str(facts.state_dir / CONFIG_DIR)
         files = {SETTINGS_FILE: self.settings(facts), SCOPE_FILE: scope_of(facts).dump()}
-        return Launch((*self.argv, "--settings", str(settings)), env, files)
+        if facts.mcp is not None:
+            # alwaysLoad: -p waits for it before the first request (else the first turns
+            # find "wtr still connecting"), at most MCP_TIMEOUT; the user's servers don't.
+            files[MCP_FILE] = json.dumps({"mcpServers": {MCP_NAME: {
+                "type": "stdio", **facts.mcp.to_json(), "alwaysLoad": True}}}, indent=1)
+            env["MCP_TIMEOUT"] = str(MCP_START_SECONDS * 1000)
+        return Launch((*self.argv, *self._mcp_flags(facts), "--settings", str(settings)),
+                      env, files)
+
+    def _mcp_flags(self, facts: StreamFacts) -> tuple[str, ...]:
+        """--mcp-config takes several files: the option after it ends the list."""
+        if facts.mcp is None:
+            return ()
+        return ("--mcp-config", str(facts.state_dir / MCP_FILE))
 
     def settings(self, facts: StreamFacts) -> str:
         """This run's settings: the hook that refuses writes outside the stream's files."""
@@ -123,7 +141,7 @@ class _Claude(Preset):
         """Claude Code's terminal interface (no ``-p``) with this run's settings and
         permission mode; ``--resume`` opens the stream's conversation."""
         first = self.launch(facts)
-        argv = ("claude", "--permission-mode", "bypassPermissions",
+        argv = ("claude", "--permission-mode", "bypassPermissions", *self._mcp_flags(facts),
                 "--settings", str(facts.state_dir / SETTINGS_FILE))
         return Launch((*argv, *(("--resume", session) if session else ())), first.env,
                       first.files)

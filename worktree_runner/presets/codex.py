@@ -12,6 +12,7 @@ not copied, the model provider's key comes from the environment there.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -19,6 +20,9 @@ from types import MappingProxyType
 from typing import Any
 
 from worktree_runner.presets.base import (
+    MCP_CALL_SECONDS,
+    MCP_NAME,
+    MCP_START_SECONDS,
     Launch,
     Preset,
     StreamFacts,
@@ -80,8 +84,14 @@ class _Codex(Preset):
                    "workspace-write sandbox keeps a linked worktree's git metadata read-only, "
                    "and it does not nest inside bubblewrap.)")
 
+    mcp_config = ("-c mcp_servers.wtr.* options on its command line (the user's "
+                  "config.toml is not touched)")
+
     def launch(self, facts: StreamFacts) -> Launch:
-        return self.home_of_its_own(facts, "CODEX_HOME", SANDBOX_HOME, _user_home(), CARRIED)
+        home = self.home_of_its_own(facts, "CODEX_HOME", SANDBOX_HOME, _user_home(), CARRIED)
+        prompt = home.argv.index("{prompt}")
+        argv = (*home.argv[:prompt], *mcp_options(facts), *home.argv[prompt:])
+        return Launch(argv, home.env, home.files)
 
     def session(self, output: str) -> str | None:
         """The ``thread_id`` of its ``thread.started`` event (a resumed thread keeps its id)."""
@@ -130,9 +140,27 @@ class _Codex(Preset):
         worktree, with the approvals the headless run had."""
         home = self.launch(facts)
         flags = ("--dangerously-bypass-approvals-and-sandbox", "--cd", "{worktree}",
-                 "-c", "allow_login_shell=false")
+                 "-c", "allow_login_shell=false", *mcp_options(facts))
         argv = ("codex", "resume", *flags, session) if session else ("codex", *flags)
         return Launch(argv, home.env, home.files)
+
+
+def mcp_options(facts: StreamFacts) -> tuple[str, ...]:
+    """``-c`` overrides (TOML values) that give codex ``wtr mcp`` for this run only. Codex
+    starts an MCP server with a few variables of its own (PATH, HOME...), so the stream's
+    are given in ``env``. ``codex exec`` sends its first request without waiting for an
+    optional server unless given a grace period (a ``required`` one that fails would fail
+    the whole attempt); a server that never answers costs that grace once, no more."""
+    if facts.mcp is None:
+        return ()
+    key = f"mcp_servers.{MCP_NAME}"
+    env = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in facts.mcp.env.items())
+    values = {f"{key}.command": json.dumps(facts.mcp.command),
+              f"{key}.args": json.dumps(list(facts.mcp.args)), f"{key}.env": f"{{ {env} }}",
+              f"{key}.startup_timeout_sec": str(MCP_START_SECONDS),
+              f"{key}.tool_timeout_sec": str(MCP_CALL_SECONDS),
+              "mcp_optional_startup_grace_ms": str(MCP_START_SECONDS * 1000)}
+    return tuple(part for name, value in values.items() for part in ("-c", f"{name}={value}"))
 
 
 def _user_home() -> Path:

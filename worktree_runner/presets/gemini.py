@@ -24,11 +24,15 @@ them and every folder above), so everything else here is a flag.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from worktree_runner.presets.base import (
+    MCP_CALL_SECONDS,
+    MCP_NAME,
     Launch,
+    McpServer,
     Preset,
     StreamFacts,
     json_lines,
@@ -73,9 +77,20 @@ class _Gemini(Preset):
                    ".gemini/ settings, commands and MCP servers load): pair it with "
                    "sandbox: true")
 
+    mcp_config = ("under sandbox: true only, the mcpServers of the settings.json in its home "
+                  "of the run (0.61.0 reads no per-run settings otherwise)")
+
+    def gets_mcp(self, sandbox: bool) -> bool:
+        return sandbox
+
     def launch(self, facts: StreamFacts) -> Launch:
-        return self.home_of_its_own(facts, "GEMINI_CLI_HOME", SANDBOX_HOME,
+        home = self.home_of_its_own(facts, "GEMINI_CLI_HOME", SANDBOX_HOME,
                                     Path.home() / ".gemini", CARRIED, inside=".gemini")
+        if facts.mcp is None or not facts.sandbox:
+            return home
+        name = f"{SANDBOX_HOME}/.gemini/settings.json"
+        settings = with_mcp_server(home.files.get(name, "{}"), facts.mcp)
+        return Launch(home.argv, home.env, {**home.files, name: settings})
 
     def session(self, output: str) -> str | None:
         """The ``session_id`` of its stream-json ``init`` record."""
@@ -119,6 +134,21 @@ class _Gemini(Preset):
             elif (text := _assistant_text(record)) is not None:
                 chunks.append(text)
         return text_of("".join(chunks))
+
+
+def with_mcp_server(settings: str, server: McpServer) -> str:
+    """The user's settings (a copy) with ``wtr mcp`` among its ``mcpServers``; settings that
+    cannot be read as a JSON object are kept as they are, without it."""
+    try:
+        document = json.loads(settings)
+    except ValueError:
+        return settings
+    if not isinstance(document, dict):
+        return settings
+    servers = document.get("mcpServers")
+    servers = dict(servers) if isinstance(servers, dict) else {}
+    servers[MCP_NAME] = {**server.to_json(), "timeout": MCP_CALL_SECONDS * 1000}
+    return json.dumps({**document, "mcpServers": servers}, indent=1)
 
 
 def _assistant_text(record: dict[str, Any]) -> str | None:

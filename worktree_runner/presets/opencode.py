@@ -38,6 +38,8 @@ from types import MappingProxyType
 from typing import Any
 
 from worktree_runner.presets.base import (
+    MCP_NAME,
+    MCP_START_SECONDS,
     Launch,
     Preset,
     StreamFacts,
@@ -108,6 +110,7 @@ class _Opencode(Preset):
         "-i": "interactive mode waits for a person",
         "--interactive": "interactive mode waits for a person",
     })
+    mcp_config = "the mcp entry of this run's config file (OPENCODE_CONFIG)"
     permissions = ("edits, shell commands and paths outside the worktree are allowed without "
                    "asking (permission: allow in this run's config): the agent runs its tests, "
                    "git commit, wtr progress and wtr lock, and a shell command can write "
@@ -120,7 +123,13 @@ class _Opencode(Preset):
             env["XDG_DATA_HOME"] = str(facts.state_dir / DATA_DIR)
             env["XDG_STATE_HOME"] = str(facts.state_dir / STATE_DIR)
             env["XDG_CACHE_HOME"] = str(facts.state_dir / CACHE_DIR)
-        config = {**RUN_CONFIG, "instructions": [str(facts.worktree / n) for n in INSTRUCTIONS]}
+        config: dict[str, Any] = {
+            **RUN_CONFIG, "instructions": [str(facts.worktree / n) for n in INSTRUCTIONS]}
+        if facts.mcp is not None:
+            config["mcp"] = {MCP_NAME: {
+                "type": "local", "command": [facts.mcp.command, *facts.mcp.args],
+                "environment": dict(facts.mcp.env), "enabled": True,
+                "timeout": MCP_START_SECONDS * 1000}}
         return Launch(self.argv, env, {CONFIG_FILE: json.dumps(config, indent=1)})
 
     def session(self, output: str) -> str | None:

@@ -32,11 +32,14 @@ def render_prompt(
     previous_failure: Failure | None = None,
     report_file: str | None = None,
     requests: Sequence[str] = (),
+    mcp: bool = False,
 ) -> str:
     parts = [f"# Task: stream '{stream.name}' of plan '{plan.name}'", "", stream.prompt.strip(), ""]
     parts += _rules(stream, worktree, branch)
     if report_file:
         parts += _report_rule(report_file)
+    if mcp:
+        parts += _mcp_tools()
     if requests:
         parts += ["", "## Change requests from other streams", "",
                   "Other streams need changes in files you own. Make each one that fits your "
@@ -98,6 +101,20 @@ def _report_rule(report_file: str) -> list[str]:
         "(also in $WTR_REPORT; it is outside your worktree and is not committed): what you "
         "completed, what blocks you, the tests you ran and their results. If you run "
         "sub-agents, gather what they return there.",
+    ]
+
+
+def _mcp_tools() -> list[str]:
+    return [
+        "",
+        "## Tools of this run (the MCP server 'wtr')",
+        "You also have these tools; they do what the commands above do, and more:",
+        "- progress(message, percent, blocked): report progress (as wtr progress)",
+        "- report(markdown): save your report (as writing the report file)",
+        "- lock(name, timeout) / unlock(name): a lock shared by every agent (as wtr lock)",
+        "- owner(path): who owns a file and whether you may change it: ask before you "
+        "change a file you are not sure about",
+        "- streams(): what the other streams are doing and which files they changed",
     ]
 
 

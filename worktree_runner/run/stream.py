@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 import traceback
@@ -21,7 +22,7 @@ from worktree_runner.errors import WtrError
 from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.pool import Pool
-from worktree_runner.presets import PRESETS, Launch, Preset, StreamFacts
+from worktree_runner.presets import PRESETS, Launch, McpServer, Preset, StreamFacts
 from worktree_runner.run import feedback, handover
 from worktree_runner.run.agent_report import fill_from_final_message
 from worktree_runner.run.budget import Ledger, Meter, attempt_usage
@@ -483,7 +484,8 @@ def _prompt(ctx: RunContext, stream: Stream, previous: Failure | None,
     worktree, branch = ctx.worktree(stream.name), ctx.branch(stream.name)
     return render_prompt(ctx.plan, stream, str(worktree), branch,
                          _dependency_work(ctx, stream), previous,
-                         str(ctx.store.report_path(stream.name)), requests or ())
+                         str(ctx.store.report_path(stream.name)), requests or (),
+                         mcp=gets_mcp(stream))
 
 
 def _requests_due(ctx: RunContext, name: str) -> list[Request]:
@@ -629,7 +631,27 @@ def stream_facts(ctx: RunContext, stream: Stream) -> StreamFacts:
         git_dir=git.git_dir_of(worktree), git_common_dir=ctx.repo.common_dir,
         scope=stream.scope, wtr_bin=ctx.bin_dir, run_state_dir=ctx.store.dir,
         locks_dir=ctx.repo.state_dir / "locks", as_root=os.geteuid() == 0,
-        sandbox=stream.sandbox, verify=stream.verify)
+        sandbox=stream.sandbox, verify=stream.verify,
+        mcp=mcp_server(ctx, stream) if gets_mcp(stream) else None)
+
+
+def gets_mcp(stream: Stream) -> bool:
+    """Whether the stream's agent is given ``wtr mcp``: a preset whose CLI takes it, unless
+    the plan says ``mcp: false``."""
+    preset = preset_of(stream)
+    return stream.mcp and preset is not None and preset.gets_mcp(stream.sandbox)
+
+
+def mcp_server(ctx: RunContext, stream: Stream) -> McpServer:
+    """``wtr mcp`` as the shim in the agents' PATH starts wtr: this very Python and
+    installation (``PYTHONPATH`` too, when it names where that is)."""
+    env = {"WTR_RUN": ctx.run_id, "WTR_STREAM": stream.name,
+           "WTR_STATE_DIR": str(ctx.store.dir),
+           "WTR_WORKTREE": str(ctx.worktree(stream.name)),
+           "WTR_REPORT": str(ctx.store.report_path(stream.name))}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return McpServer(sys.executable, ("-P", "-m", "worktree_runner", "mcp"), env)
 
 
 def write_launch_files(ctx: RunContext, stream: Stream, launch: Launch) -> Launch:

@@ -15,6 +15,7 @@ from tests.conformance.modelserver import (
     Reply,
     Request,
     Script,
+    mcp_tool,
     sse,
 )
 
@@ -58,6 +59,10 @@ def content_block(turn: dict[str, Any], tools: list[Any]) -> dict[str, Any]:
         return _tool_use(name, {"command": turn["shell"], "description": "scripted command"})
     if "tool" in turn:
         return _tool_use(turn["tool"], turn.get("input") or {})
+    if "mcp" in turn:
+        names = [str(t.get("name", "")) for t in tools if isinstance(t, dict)]
+        return _tool_use(mcp_tool(names, turn["mcp"], f"mcp__wtr__{turn['mcp']}"),
+                         turn.get("input") or {})
     return {"type": "text", "text": turn.get("text", "Done.")}
 
 

@@ -22,6 +22,7 @@ from tests.conformance.modelserver import (
     Reply,
     Request,
     Script,
+    mcp_tool,
     sse,
 )
 
@@ -51,12 +52,17 @@ class ResponsesProtocol(Protocol):
 
 
 def _tools(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The offered tools by name; a tool of a namespace (codex puts an MCP server's tools
+    in one, ``mcp__wtr``) as ``<namespace>__<tool>``."""
     found = {}
     for tool in body.get("tools") or ():
         if isinstance(tool, dict):
             name = tool.get("name") or tool.get("type")
             if isinstance(name, str):
                 found[name] = tool
+            for inner in tool.get("tools") or () if tool.get("type") == "namespace" else ():
+                if isinstance(inner, dict) and isinstance(inner.get("name"), str):
+                    found[f"{name}__{inner['name']}"] = {**inner, "namespace": name}
     return found
 
 
@@ -75,6 +81,9 @@ def output_item(turn: dict[str, Any], tools: dict[str, dict[str, Any]]) -> dict[
         return call_item(name, shell_input(tools[name], turn["shell"]), tools[name])
     if "tool" in turn:
         return call_item(turn["tool"], turn.get("input") or {}, tools.get(turn["tool"], {}))
+    if "mcp" in turn:
+        name = mcp_tool(list(tools), turn["mcp"], f"mcp__wtr__{turn['mcp']}")
+        return call_item(name, turn.get("input") or {}, tools.get(name, {}))
     return message_item(str(turn.get("text", "Done.")))
 
 
@@ -94,7 +103,9 @@ def call_item(name: str, arguments: dict[str, Any] | str, tool: dict[str, Any]) 
         text = arguments if isinstance(arguments, str) else str(arguments.get("input", ""))
         return {"type": "custom_tool_call", "id": f"ctc_{n}", "call_id": f"call_{n}",
                 "name": name, "input": text, "status": "completed"}
-    return {"type": "function_call", "id": f"fc_{n}", "call_id": f"call_{n}", "name": name,
+    named = ({"namespace": tool["namespace"], "name": tool["name"]} if "namespace" in tool
+             else {"name": name})
+    return {"type": "function_call", "id": f"fc_{n}", "call_id": f"call_{n}", **named,
             "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
             "status": "completed"}
 

@@ -1,0 +1,134 @@
+"""``wtr mcp`` with the real claude and codex CLIs, through ``wtr run``.
+
+The preset gives the CLI the server in the run's own config (claude ``--mcp-config``,
+codex ``-c mcp_servers.wtr.*``); the scripted model calls its tools by the names the CLI
+offers them under. Checked in wtr's state and in what reached the model server: progress
+in ``status --json``, a lock held (its holder note, read by the agent's shell while it
+holds it) and given back, ``owner()`` refusing the other stream's file, ``streams()``
+naming the other stream. Then, with claude: a server killed in the middle of the run and
+a server that never answers the handshake leave the agent to finish its work.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conformance import test_claude, test_codex
+from tests.conformance.harness import STREAMS, run_conformance
+from tests.conformance.modelserver import Script, fill, placeholders
+from worktree_runner.locks import HeldLock
+
+GATEWAYS = {"claude": test_claude.gateway, "codex": test_codex.gateway}
+LOCKS = '"$(git rev-parse --path-format=absolute --git-common-dir)/worktree-runner/locks"'
+COMMIT = {"shell": "mkdir -p src/{stream} && printf 'def value():\\n    return 42\\n' > "
+                   "src/{stream}/feature.py && git add src/{stream} && "
+                   'git commit -q -m "{stream}: add feature"'}
+
+
+class PerStream(Script):
+    """Turns of each stream's own (``{other}`` is the other stream of the plan)."""
+
+    def __init__(self, turns: dict[str, list[dict[str, Any]]]) -> None:
+        super().__init__(next(iter(turns.values())))
+        self.by_stream = turns
+
+    def turn(self, request_text: str, tool_results: int) -> dict[str, Any]:
+        found = placeholders(request_text)
+        stream = found.get("stream", STREAMS[0])
+        turns = self.by_stream[stream]
+        chosen = (turns[tool_results] if tool_results < len(turns)
+                  else next(t for t in reversed(turns) if "text" in t))
+        other = next(s for s in STREAMS if s != stream)
+        return fill(chosen, {**found, "other": other})
+
+
+TOOL_TURNS = [
+    {"mcp": "progress", "input": {"message": "mcp progress {stream}", "percent": 30}},
+    {"mcp": "lock", "input": {"name": "mcp-conformance", "timeout": 120}},
+    {"shell": f"cat {LOCKS}/mcp-conformance.holder"},
+    {"mcp": "unlock", "input": {"name": "mcp-conformance"}},
+    {"mcp": "owner", "input": {"path": "src/{other}/feature.py"}},
+    {"mcp": "streams", "input": {}},
+    COMMIT,
+    {"text": "REPORT {stream}: done through wtr's tools."},
+]
+
+
+@pytest.mark.parametrize("preset", sorted(GATEWAYS))
+def test_the_agent_uses_wtrs_tools_through_its_cli(preset: str) -> None:
+    outcome = run_conformance(preset, "checkout", GATEWAYS[preset],
+                              script=PerStream({s: TOOL_TURNS for s in STREAMS}))
+    assert outcome.exit_code == 0, outcome.describe()
+    sent = outcome.server.sent_back()
+    for name in STREAMS:
+        other = next(s for s in STREAMS if s != name)
+        stream = outcome.stream(name)
+        assert stream["status"] == "succeeded", (stream["failure"], outcome.describe())
+        assert stream["progress"]["message"] == f"mcp progress {name}", stream["progress"]
+        assert f"recorded for stream {name} (30%): mcp progress {name}" in sent
+        assert f'"stream": "{name}", "run": "{outcome.status["run"]}", "via": "wtr mcp"' in sent
+        refusal = f"owned by {other}: changing it fails your stream's ownership check"
+        assert refusal in sent, outcome.describe()
+        assert f'"you": "{name}"' in sent  # streams(), as each stream saw it
+    assert "you hold lock 'mcp-conformance' now" in sent
+    assert "lock 'mcp-conformance' released" in sent
+    locks = outcome.ws.repo / ".git" / "worktree-runner" / "locks"
+    assert (locks / "mcp-conformance.lock").exists()
+    assert not (locks / "mcp-conformance.holder").exists()  # given back, note and all
+    requests = [r for r in outcome.server.requests if "wtr" in r["body"]]
+    assert requests, "the CLI never offered the model a tool of wtr's"
+
+
+KILL_SERVER = ('kill -9 "$(python3 -c "import json,sys; '
+               "print(json.load(open(sys.argv[1]))['pid'])\" "
+               f'{LOCKS}/mcp-killed.holder)"')
+KILLED_TURNS = [
+    {"mcp": "progress", "input": {"message": "before the server died", "percent": 20}},
+    {"mcp": "lock", "input": {"name": "mcp-killed", "timeout": 30}},
+    {"shell": KILL_SERVER},
+    {"mcp": "progress", "input": {"message": "after the server died", "percent": 60}},
+    COMMIT,
+    {"text": "REPORT {stream}: finished without wtr's tools."},
+]
+HUNG_TURNS = [
+    {"mcp": "progress", "input": {"message": "nobody answers this", "percent": 20}},
+    COMMIT,
+    {"text": "REPORT {stream}: finished without wtr's tools."},
+]
+
+
+def test_a_dead_or_hung_server_never_hangs_the_agent(tmp_path: Path) -> None:
+    """alpha's server dies (SIGKILL) after a lock and a progress call; beta's never answers
+    the handshake (it pauses before serving, the way a wedged server would). Both agents
+    go on, commit and finish; the dead server's lock is free again."""
+    pause = tmp_path / "hold-the-server"
+    pause.write_text("")
+    agent = {"env": {"WTR_PAUSE": "mcp_serving:beta", "WTR_PAUSE_FILE": str(pause),
+                     "MCP_TIMEOUT": "5000"}}
+    started = time.monotonic()
+    try:
+        outcome = run_conformance("claude", "checkout", test_claude.gateway, agent=agent,
+                                  script=PerStream({"alpha": KILLED_TURNS,
+                                                    "beta": HUNG_TURNS}))
+    finally:
+        pause.unlink()
+    took = time.monotonic() - started
+    assert outcome.exit_code == 0, outcome.describe()
+    assert took < 240, took
+    for name in STREAMS:
+        stream = outcome.stream(name)
+        assert stream["status"] == "succeeded", (stream["failure"], outcome.describe())
+        assert stream["changed_files"] == [f"src/{name}/feature.py"]
+    assert outcome.stream("alpha")["progress"]["message"] == "before the server died"
+    assert outcome.stream("beta")["progress"]["message"] is None
+    assert Path(f"{pause}.reached").exists()  # beta's server did start, and hung
+    locks = outcome.ws.repo / ".git" / "worktree-runner" / "locks"
+    holder = json.loads((locks / "mcp-killed.holder").read_text())  # (killed: no cleanup)
+    assert holder["stream"] == "alpha"
+    lock = HeldLock(locks / "mcp-killed.lock")
+    assert not lock.held() and not lock.busy()  # the kernel gave it back
