@@ -7,7 +7,9 @@ mode as root unless ``IS_SANDBOX=1``, set only then. ``--settings`` adds, for th
 only, a PreToolUse hook (``wtr hook claude-pre-tool-use``) that refuses a Write or Edit
 outside the stream's files; the user's own settings files are left as they are.
 ``stream-json`` output ends with a ``result`` record: usage, cost, turns, final message,
-and the tool calls that were denied.
+and the tool calls that were denied. ``--mcp-config`` gives it ``wtr mcp`` for this run
+(``alwaysLoad``: ``-p`` does not wait for an MCP server otherwise, and its first turns
+would find the tools still connecting).
 """
 
 from __future__ import annotations

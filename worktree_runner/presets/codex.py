@@ -8,6 +8,9 @@ Codex opens files in its home (``$CODEX_HOME``, else ``~/.codex``) for writing a
 starts. Under ``sandbox: true`` (HOME read-only) its home is a folder in the stream's state
 holding a copy of the user's ``config.toml`` and ``AGENTS.md``; a login (``auth.json``) is
 not copied, the model provider's key comes from the environment there.
+
+``wtr mcp`` is given as ``-c mcp_servers.wtr.*`` options, for this run only; codex offers
+an MCP server's tools to the model in a namespace (``mcp__wtr``).
 """
 
 from __future__ import annotations
