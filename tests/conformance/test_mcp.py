@@ -1,7 +1,8 @@
-"""``wtr mcp`` with the real claude and codex CLIs, through ``wtr run``.
+"""``wtr mcp`` with the real agent CLIs, through ``wtr run``.
 
 The preset gives the CLI the server in the run's own config (claude ``--mcp-config``,
-codex ``-c mcp_servers.wtr.*``); the scripted model calls its tools by the names the CLI
+codex ``-c mcp_servers.wtr.*``, opencode's run config, gemini's settings in its home of
+the run under ``sandbox: true``); the scripted model calls its tools by the names the CLI
 offers them under. Checked in wtr's state and in what reached the model server: progress
 in ``status --json``, a lock held (its holder note, read by the agent's shell while it
 holds it) and given back, ``owner()`` refusing the other stream's file, ``streams()``
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conformance import test_claude, test_codex
+from tests.conformance import test_claude, test_codex, test_gemini, test_opencode
 from tests.conformance.harness import STREAMS, run_conformance
 from tests.conformance.modelserver import Script, fill, placeholders
 from tests.runhelp import alive
@@ -83,6 +84,34 @@ def test_the_agent_uses_wtrs_tools_through_its_cli(preset: str) -> None:
     assert not (locks / "mcp-conformance.holder").exists()  # given back, note and all
     requests = [r for r in outcome.server.requests if "wtr" in r["body"]]
     assert requests, "the CLI never offered the model a tool of wtr's"
+
+
+SHORT_TURNS = [
+    {"mcp": "progress", "input": {"message": "mcp progress {stream}", "percent": 30}},
+    {"mcp": "owner", "input": {"path": "src/{other}/feature.py"}},
+    COMMIT,
+    {"text": "REPORT {stream}: done through wtr's tools."},
+]
+
+
+@pytest.mark.parametrize(("preset", "variant"), [("opencode", "checkout"),
+                                                 ("gemini", "sandbox")])
+def test_opencode_and_gemini_find_the_server_where_wtr_put_it(preset: str,
+                                                              variant: str) -> None:
+    """opencode reads it from the run's OPENCODE_CONFIG; gemini, under sandbox: true, from
+    the settings.json of its home of the run (the server then runs in the sandbox too)."""
+    gateway = {"opencode": test_opencode.gateway, "gemini": test_gemini.gateway}[preset]
+    outcome = run_conformance(preset, variant, gateway,
+                              script=PerStream({s: SHORT_TURNS for s in STREAMS}))
+    assert outcome.exit_code == 0, outcome.describe()
+    sent = outcome.server.sent_back()
+    for name in STREAMS:
+        other = next(s for s in STREAMS if s != name)
+        stream = outcome.stream(name)
+        assert stream["status"] == "succeeded", (stream["failure"], outcome.describe())
+        assert stream["progress"]["message"] == f"mcp progress {name}", stream["progress"]
+        assert f"recorded for stream {name} (30%): mcp progress {name}" in sent
+        assert f"owned by {other}: changing it fails" in sent
 
 
 KILL_SERVER = ('kill -9 "$(python3 -c "import json,sys; '

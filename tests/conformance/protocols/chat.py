@@ -22,6 +22,7 @@ from tests.conformance.modelserver import (
     Reply,
     Request,
     Script,
+    mcp_tool,
     sse,
 )
 
@@ -109,6 +110,8 @@ def assistant_message(turn: dict[str, Any], tools: dict[str, dict[str, Any]]
         call = (name, shell_arguments(turn["shell"], tools[name]))
     elif "tool" in turn:
         call = (turn["tool"], turn.get("input") or {})
+    elif "mcp" in turn:
+        call = (mcp_tool(list(tools), turn["mcp"], f"wtr_{turn['mcp']}"), turn.get("input") or {})
     else:
         return {"role": "assistant", "content": turn.get("text", "Done.")}
     return {"role": "assistant", "content": None, "tool_calls": [{

@@ -22,6 +22,7 @@ from tests.conformance.modelserver import (
     Reply,
     Request,
     Script,
+    mcp_tool,
     sse,
 )
 
@@ -123,6 +124,9 @@ def parts_for(turn: dict[str, Any], tools: list[str]) -> list[dict[str, Any]]:
         return [call(shell, {"command": turn["shell"]})]
     if "tool" in turn:
         return [call(turn["tool"], turn.get("input") or {})]
+    if "mcp" in turn:
+        return [call(mcp_tool(list(tools), turn["mcp"], f"mcp_wtr_{turn['mcp']}"),
+                     turn.get("input") or {})]
     return [{"text": turn.get("text", "Done.")}]
 
 
