@@ -149,7 +149,8 @@ def test_an_agent_reports_and_asks_about_files_and_streams(live: LiveRun) -> Non
                 "empty": await call(client, "progress", message="   "),
                 "too_far": await call(client, "progress", message="x", percent=140),
                 "no_report": await call(client, "report", markdown=""),
-                "long_wait": await call(client, "lock", name="x", timeout=601)}
+                "long_wait": await call(client, "lock", name="x", timeout=601),
+                "not_a_number": await call(client, "progress", message="x", percent="half")}
             before = state.read_bytes()
             said["streams"] = await call(client, "streams")
             said["unchanged"] = state.read_bytes() == before
@@ -165,8 +166,10 @@ def test_an_agent_reports_and_asks_about_files_and_streams(live: LiveRun) -> Non
 
     assert said["progress"] == (False, "recorded for stream api (40%): writing the orders API")
     assert not said["report"][0] and "report saved" in said["report"][1]
-    for failed, text in (said[k] for k in ("empty", "too_far", "no_report", "long_wait")):
+    for failed, text in (said[k] for k in ("empty", "too_far", "no_report", "long_wait",
+                                           "not_a_number")):
         assert failed and len(text.splitlines()) == 1, text
+    assert "percent: Input should be a valid integer" in said["not_a_number"][1]
     assert "message is empty" in said["empty"][1] and "0-100" in said["too_far"][1]
     assert "report is empty" in said["no_report"][1] and "0-600" in said["long_wait"][1]
     api = live.stream("api")

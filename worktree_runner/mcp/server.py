@@ -18,7 +18,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from worktree_runner import faults
 from worktree_runner.errors import WtrError
@@ -73,8 +73,24 @@ streams it depends on, and the files its commits have changed so far. Read-only.
 find out whether work you depend on is done, or who is changing a file you need."""
 
 
+class _Server(MCPServer):
+    """Arguments that do not fit a tool's schema are told in one line, as every other
+    failure is (the SDK would pass pydantic's report of several lines on)."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if not isinstance(exc.__cause__, ValidationError):
+                raise
+            wrong = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                              for e in exc.__cause__.errors())
+            raise ToolError(f"Error executing tool {name}: {wrong}") from None
+
+
 def build(binding: Binding, book: tools.LockBook) -> MCPServer:
-    server = MCPServer(name="wtr", instructions=INSTRUCTIONS)
+    server = _Server(name="wtr", instructions=INSTRUCTIONS)
 
     @_answers
     def progress(message: Annotated[str, Field(description="What you are doing now.")],
