@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,7 +232,10 @@ def test_locks_are_the_runs_and_never_outlive_their_server(live: LiveRun) -> Non
                 seen["again"] = await call(first, "lock", name="migrations")
                 seen["holder"] = json.loads(note.read_text())
                 seen["cli_refused"] = await anyio.to_thread.run_sync(wtr_lock, "0.2")
-                seen["busy"] = await call(second, "lock", name="migrations", timeout=0.3)
+                async with anyio.create_task_group() as both:  # (one agent, two calls)
+                    for key in ("busy", "twice"):
+                        both.start_soon(_into, seen, key,
+                                        call(second, "lock", name="migrations", timeout=0.3))
                 seen["not_mine"] = await call(second, "unlock", name="migrations")
                 seen["released"] = await call(first, "unlock", name="migrations")
                 seen["second"] = await call(second, "lock", name="migrations", timeout=5)
@@ -251,8 +254,9 @@ def test_locks_are_the_runs_and_never_outlive_their_server(live: LiveRun) -> Non
     assert seen["holder"]["stream"] == "api" and seen["holder"]["via"] == "wtr mcp"
     assert seen["cli_refused"].returncode == 1
     assert "stream api of run plan-1" in seen["cli_refused"].stderr
-    failed, text = seen["busy"]
-    assert failed and "still held after 0.3s, by stream api of run plan-1" in text
+    waits = sorted([seen["busy"], seen["twice"]], key=lambda answer: "already" in answer[1])
+    assert waits[0][0] and "still held after 0.3s, by stream api of run plan-1" in waits[0][1]
+    assert waits[1][0] and "already waiting for lock 'migrations'" in waits[1][1]
     assert seen["not_mine"][0] and "you do not hold lock 'migrations'" in seen["not_mine"][1]
     assert not seen["released"][0] and not seen["second"][0]
     assert seen["bad_name"][0] and "not a valid lock name" in seen["bad_name"][1]
@@ -272,6 +276,10 @@ def test_outside_a_run_it_says_what_it_is_for(live: LiveRun) -> None:
         "WTR_WORKTREE are not all set; a preset agent gets it in its MCP config; see "
         "docs/agents.md"]
     assert done.stdout == ""
+
+
+async def _into(seen: dict[str, Any], key: str, answer: Awaitable[tuple[bool, str]]) -> None:
+    seen[key] = await answer
 
 
 ORPHANING_PARENT = """

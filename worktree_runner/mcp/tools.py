@@ -143,18 +143,27 @@ class LockBook:
     def __init__(self, binding: Binding) -> None:
         self.binding = binding
         self.held: dict[str, HeldLock] = {}
+        self.waiting: set[str] = set()  # (two calls at once would wait for each other)
 
     async def take(self, name: str, timeout: float) -> str:
         if name in self.held:
             return f"you already hold lock '{name}'"
+        if name in self.waiting:
+            raise BadInput(f"you are already waiting for lock '{name}' in another call")
+        self.waiting.add(name)
+        try:
+            return await self._take(name, timeout)
+        finally:
+            self.waiting.discard(name)
+
+    async def _take(self, name: str, timeout: float) -> str:
         if not 0 <= timeout <= MAX_LOCK_WAIT:
             raise BadInput(f"timeout must be 0-{MAX_LOCK_WAIT:g} seconds, not {timeout:g}")
-        wait = timeout
         lock = HeldLock(_lock_file(self.binding, name))
         holder = {"stream": self.binding.stream, "run": self.binding.store.run_id,
                   "via": "wtr mcp"}
-        if not await lock.acquire_async(wait, holder):
-            raise WtrError(f"lock '{name}' is still held after {wait:g}s, by "
+        if not await lock.acquire_async(timeout, holder):
+            raise WtrError(f"lock '{name}' is still held after {timeout:g}s, by "
                            f"{describe_holder(lock)}; do other work and try again later")
         self.held[name] = lock
         return (f"you hold lock '{name}' now; call unlock('{name}') as soon as the work it "
