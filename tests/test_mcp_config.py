@@ -157,6 +157,9 @@ def test_doctor_says_which_agents_get_the_server(repo: Repo) -> None:
     assert mcp["aider"] is None
     assert "--mcp-config" in mcp["claude"] and "mcp_servers.wtr" in mcp["codex"]
     assert "sandbox: true" in mcp["gemini"] and "OPENCODE_CONFIG" in mcp["opencode"]
+    said = run_wtr("doctor", cwd=repo.path).stdout
+    assert "gets wtr mcp under sandbox: true" in next(
+        line for line in said.splitlines() if line[5:].startswith("gemini"))
     plan = agent_plan({"db": {"files": ["src/db/**"]}}, agent={"preset": "claude"}, mcp=False)
     plan["agent"].pop("command")
     off = run_wtr("doctor", repo.write_plan(plan), "--json", cwd=repo.path).json()

@@ -38,6 +38,7 @@ class AgentCheck:
     problems: list[str] = field(default_factory=list)  # it cannot run
     warnings: list[str] = field(default_factory=list)  # it may run, untested or unconfigured
     mcp: str | None = None  # how its CLI is given `wtr mcp`, or None when it is not
+    mcp_only: str = ""  # when not always: "under sandbox: true"
 
     @property
     def ok(self) -> bool:
@@ -135,6 +136,8 @@ def examine(plan: Plan | None, env: Mapping[str, str] | None = None,
         preset = PRESETS.get(name) if (not streams or any(
             a.command is None and a.preset == name for a in streams[0].agents_used())) else None
         check.mcp = _mcp(preset, streams)
+        if check.mcp and preset is not None and not streams and not preset.gets_mcp(False):
+            check.mcp_only = "under sandbox: true"
         if check.path is None:
             hint = install_hint(preset) if preset else "install it or change the agent"
             check.problems.append(f"'{program}' is not on PATH ({hint})")

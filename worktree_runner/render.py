@@ -527,7 +527,7 @@ def doctor_report(checks: list[AgentCheck]) -> str:
         if check.variables_set:
             facts.append("set: " + ", ".join(check.variables_set))
         if check.mcp:
-            facts.append("gets wtr mcp")
+            facts.append(" ".join(filter(None, ("gets wtr mcp", check.mcp_only))))
         used = f" (streams: {', '.join(check.streams)})" if check.streams else ""
         lines.append(f"{mark:<4} {check.name:<{width}}  {'; '.join(facts)}{used}")
         lines += [f"     {' ' * width}  - {text}" for text in [*check.problems, *check.warnings]]
