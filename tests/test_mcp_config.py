@@ -63,6 +63,8 @@ while True:
 server.stdin.close()
 server.wait(timeout=30)
 print(json.dumps(answer))
+if "error" in answer or answer["result"].get("isError"):
+    sys.exit(3)
 target = Path(os.environ["WTR_FILES"].splitlines()[0].replace("**", "by-agent.txt"))
 target.parent.mkdir(parents=True, exist_ok=True)
 target.write_text("x\\n")
@@ -87,8 +89,10 @@ PRESETS_WITH_MCP = {"db": "claude", "api": "codex", "ui": "opencode"}
 
 def _run(repo: Repo, stand_ins: Path, streams: dict[str, str], **top: object
          ) -> dict[str, object]:
-    """Run one stream per preset (``streams``: stream -> preset); the status."""
-    plan = agent_plan({name: {"files": [f"src/{name}/**"], "agent": {"preset": preset}}
+    """Run one stream per preset (``streams``: stream -> preset; a stream named ``best``
+    runs two candidates); the status."""
+    plan = agent_plan({name: {"files": [f"src/{name}/**"], "agent": {"preset": preset},
+                              **({"attempts": 2} if name == "best" else {})}
                        for name, preset in streams.items()}, **top)
     plan["agent"].pop("command")
     path = f"{stand_ins}{os.pathsep}{os.environ['PATH']}"
@@ -98,7 +102,10 @@ def _run(repo: Repo, stand_ins: Path, streams: dict[str, str], **top: object
 
 def test_the_cli_finds_the_server_in_its_config_and_reaches_the_stream(
         repo: Repo, stand_ins: Path) -> None:
-    doc = _run(repo, stand_ins, PRESETS_WITH_MCP)
+    doc = _run(repo, stand_ins, {**PRESETS_WITH_MCP, "best": "claude"})
+    best = stream_of(doc, "best")  # (a candidate's server: its own state, the run's plan)
+    assert best["status"] == "succeeded", best["candidates"]
+    assert all(c["status"] == "succeeded" for c in best["candidates"]), best["candidates"]
     for name, preset in PRESETS_WITH_MCP.items():
         stream = stream_of(doc, name)
         assert stream["status"] == "succeeded", stream["failure"]

@@ -12,14 +12,11 @@ from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.run import registry
 from worktree_runner.run.state import RunStore
 
-# What the server needs of the agent's environment; a CLI that starts its MCP servers with
-# a reduced environment (codex) is given these in its config.
-VARIABLES = ("WTR_RUN", "WTR_STREAM", "WTR_STATE_DIR", "WTR_WORKTREE", "WTR_REPORT")
-
 
 @dataclass(frozen=True)
 class Binding:
-    store: RunStore
+    store: RunStore  # the stream's state (a best-of-N candidate's own)
+    run: RunStore  # the run's: its plan and every stream
     stream: str
     worktree: Path
     repo: git.Repository
@@ -28,7 +25,7 @@ class Binding:
     @property
     def env(self) -> dict[str, str]:
         """The variables ``wtr progress`` reads, naming this stream."""
-        return {"WTR_RUN": self.store.run_id, "WTR_STREAM": self.stream,
+        return {"WTR_RUN": self.run.run_id, "WTR_STREAM": self.stream,
                 "WTR_STATE_DIR": str(self.store.dir)}
 
     @property
@@ -49,8 +46,18 @@ def bind(env: Mapping[str, str]) -> Binding:
         raise BadInput(f"WTR_STATE_DIR {state_dir} is not the folder of a run")
     if stream not in store.load().streams:
         raise registry.unknown_stream(store, stream)
-    return Binding(store, stream, Path(worktree), git.open_repository(worktree),
-                   _run_plan(store))
+    run = RunStore(_run_folder(store.dir))
+    return Binding(store, run, stream, Path(worktree), git.open_repository(worktree),
+                   _run_plan(run))
+
+
+def _run_folder(state_dir: Path) -> Path:
+    """A best-of-N candidate's state folder lies in its stream's folder of the run
+    (``streams/<name>/candidates/<K>``): the run's is the nearest holding the plan."""
+    for folder in (state_dir, *list(state_dir.parents)[:4]):
+        if (folder / "plan.yaml").is_file() and (folder / "state.json").is_file():
+            return folder
+    return state_dir
 
 
 def _run_plan(store: RunStore) -> Plan:

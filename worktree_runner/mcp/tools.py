@@ -57,7 +57,7 @@ def owner(binding: Binding, path: str) -> dict[str, Any]:
     plan, mine = binding.plan, binding.spec
     owners = [s.name for s in plan.streams if compile_patterns(s.files).match_file(relative)]
     shared = compile_patterns(plan.shared).match_file(relative)
-    copied = relative in binding.store.record.copied
+    copied = relative in binding.run.record.copied
     allowed = compile_patterns(mine.scope).match_file(relative) and not copied
     return {"path": relative, "owners": owners, "shared": shared,
             "shared_with": [s.name for s in plan.streams
@@ -103,14 +103,14 @@ def _why(me: str, owners: list[str], shared: bool, my_shared: tuple[str, ...],
 
 def streams(binding: Binding) -> list[dict[str, Any]]:
     """The other streams: status, progress, what they own and what their commits changed."""
-    record = binding.store.load()
+    record = binding.run.load()
     return [_stream_view(binding, binding.plan.stream(name) if name in binding.plan.names
                          else None, entry)
             for name, entry in record.streams.items() if name != binding.stream]
 
 
 def _stream_view(binding: Binding, spec: Any, entry: StreamRecord) -> dict[str, Any]:
-    progress_seen = binding.store.progress(entry.name) or {}
+    progress_seen = binding.run.progress(entry.name) or {}
     return {
         "name": entry.name, "status": entry.status,
         "description": spec.description if spec is not None else "",
@@ -160,7 +160,7 @@ class LockBook:
         if not 0 <= timeout <= MAX_LOCK_WAIT:
             raise BadInput(f"timeout must be 0-{MAX_LOCK_WAIT:g} seconds, not {timeout:g}")
         lock = HeldLock(_lock_file(self.binding, name))
-        holder = {"stream": self.binding.stream, "run": self.binding.store.run_id,
+        holder = {"stream": self.binding.stream, "run": self.binding.run.run_id,
                   "via": "wtr mcp"}
         if not await lock.acquire_async(timeout, holder):
             raise WtrError(f"lock '{name}' is still held after {timeout:g}s, by "
