@@ -71,7 +71,7 @@ def test_the_agent_uses_wtrs_tools_through_its_cli(preset: str) -> None:
         other = next(s for s in STREAMS if s != name)
         stream = outcome.stream(name)
         assert stream["status"] == "succeeded", (stream["failure"], outcome.describe())
-        assert stream["progress"]["message"] == f"mcp progress {name}", stream["progress"]
+        assert stream["progress"]["message"] == f"mcp progress {name}", outcome.describe()
         assert f"recorded for stream {name} (30%): mcp progress {name}" in sent
         assert f'"stream": "{name}", "run": "{outcome.status["run"]}", "via": "wtr mcp"' in sent
         refusal = f"owned by {other}: changing it fails your stream's ownership check"
@@ -109,7 +109,7 @@ def test_opencode_and_gemini_find_the_server_where_wtr_put_it(preset: str,
         other = next(s for s in STREAMS if s != name)
         stream = outcome.stream(name)
         assert stream["status"] == "succeeded", (stream["failure"], outcome.describe())
-        assert stream["progress"]["message"] == f"mcp progress {name}", stream["progress"]
+        assert stream["progress"]["message"] == f"mcp progress {name}", outcome.describe()
         assert f"recorded for stream {name} (30%): mcp progress {name}" in sent
         assert f"owned by {other}: changing it fails" in sent
 
@@ -140,8 +140,9 @@ def test_a_dead_or_hung_server_never_hangs_the_agent(tmp_path: Path) -> None:
     progress lands through a new one.)"""
     pause = tmp_path / "hold-the-server"
     pause.write_text("")
+    wait = "15000"  # (ms: for beta's server to answer, and for alpha's on a busy machine)
     agent = {"env": {"WTR_PAUSE": "mcp_serving:beta", "WTR_PAUSE_FILE": str(pause),
-                     "MCP_TIMEOUT": "5000"}}
+                     "MCP_TIMEOUT": wait, "MCP_CONNECT_TIMEOUT_MS": wait}}
     started = time.monotonic()
     try:
         outcome = run_conformance("claude", "checkout", test_claude.gateway, agent=agent,

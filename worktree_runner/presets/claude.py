@@ -73,10 +73,11 @@ class _Claude(Preset):
         files = {SETTINGS_FILE: self.settings(facts), SCOPE_FILE: scope_of(facts).dump()}
         if facts.mcp is not None:
             # alwaysLoad: -p waits for it before the first request (else the first turns
-            # find "wtr still connecting"), at most MCP_TIMEOUT; the user's servers don't.
+            # find "wtr still connecting"), at most MCP_CONNECT_TIMEOUT_MS (5 s unless set:
+            # too short for a busy machine); the user's servers are not waited for.
             files[MCP_FILE] = json.dumps({"mcpServers": {MCP_NAME: {
                 "type": "stdio", **facts.mcp.to_json(), "alwaysLoad": True}}}, indent=1)
-            env["MCP_TIMEOUT"] = str(MCP_START_SECONDS * 1000)
+            env["MCP_TIMEOUT"] = env["MCP_CONNECT_TIMEOUT_MS"] = str(MCP_START_SECONDS * 1000)
         return Launch((*self.argv, *self._mcp_flags(facts), "--settings", str(settings)),
                       env, files)
 
