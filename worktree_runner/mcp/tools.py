@@ -17,6 +17,7 @@ from worktree_runner import git, statefs
 from worktree_runner.errors import BadInput, WtrError
 from worktree_runner.locks import HeldLock, describe_holder, lock_path
 from worktree_runner.mcp.binding import Binding
+from worktree_runner.plan.model import Stream
 from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.run.progress import report_progress
 from worktree_runner.run.state import Status, StreamRecord
@@ -96,9 +97,10 @@ def _why(me: str, owners: list[str], shared: bool, my_shared: tuple[str, ...],
                                             f" (yours lists: {', '.join(my_shared)})"))
     if owners:
         return (f"owned by {', '.join(owners)}: changing it fails your stream's ownership "
-                "check; ask that stream's owner (or a person) for the change instead")
-    return ("no stream owns it: changing it fails your stream's ownership check; a person "
-            "must add it to a stream's files")
+                "check; ask its owner for the change instead (wtr request PATH --what ... "
+                "--why ...)")
+    return ("no stream owns it: changing it fails your stream's ownership check; ask a "
+            "person for it (wtr request PATH --what ... --why ...)")
 
 
 def streams(binding: Binding) -> list[dict[str, Any]]:
@@ -109,7 +111,7 @@ def streams(binding: Binding) -> list[dict[str, Any]]:
             for name, entry in record.streams.items() if name != binding.stream]
 
 
-def _stream_view(binding: Binding, spec: Any, entry: StreamRecord) -> dict[str, Any]:
+def _stream_view(binding: Binding, spec: Stream | None, entry: StreamRecord) -> dict[str, Any]:
     progress_seen = binding.run.progress(entry.name) or {}
     return {
         "name": entry.name, "status": entry.status,
