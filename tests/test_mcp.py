@@ -159,7 +159,8 @@ def test_an_agent_reports_and_asks_about_files_and_streams(live: LiveRun) -> Non
         return listed, said
 
     listed, said = anyio.run(scenario)
-    assert sorted(listed) == ["lock", "owner", "progress", "report", "streams", "unlock"]
+    assert sorted(listed) == ["lock", "owner", "progress", "report", "request_change",
+                              "streams", "unlock"]
     assert "blocked" in listed["progress"].input_schema["properties"]
     assert "may_change" in (listed["owner"].description or "")
     assert "unlock" in (listed["lock"].description or "")

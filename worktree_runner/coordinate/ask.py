@@ -4,6 +4,7 @@ MCP tool) and a person's answer (``wtr answer``)."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -91,9 +92,11 @@ def plan_of(store: RunStore) -> Plan:
 
 
 def request_change(caller: Caller, path: str, what: str, why: str, wait: bool = False,
-                   timeout: float = DEFAULT_TIMEOUT) -> Answer:
+                   timeout: float = DEFAULT_TIMEOUT,
+                   stop: threading.Event | None = None) -> Answer:
     """Ask the owner of ``path`` for a change; with ``wait``, until it is answered or
-    ``timeout`` seconds pass (then a person is asked)."""
+    ``timeout`` seconds pass (then a person is asked), or ``stop`` is set (the asker is
+    gone: the request no longer waits)."""
     what, why = _text("what", what), _text("why", why)
     store = caller.store
     record, plan = store.load(), plan_of(store)
@@ -122,7 +125,7 @@ def request_change(caller: Caller, path: str, what: str, why: str, wait: bool = 
         _publish(store, Kind.REQUEST_ESCALATED, request, why=request.answer, cycle=cycle)
     if cycle or not wait:
         return _answer(request, waited=False)
-    return _waited(caller, book, request.id, timeout)
+    return _waited(caller, book, request.id, timeout, stop or threading.Event())
 
 
 def _text(name: str, value: str) -> str:
@@ -145,7 +148,8 @@ def _escalation(request: Request, plan: Plan, status: str | None) -> str:
     return f"its owner '{request.owner}' is {status}"
 
 
-def _waited(caller: Caller, book: RequestBook, request_id: str, timeout: float) -> Answer:
+def _waited(caller: Caller, book: RequestBook, request_id: str, timeout: float,
+            stop: threading.Event) -> Answer:
     deadline = time.monotonic() + timeout
     said = 0.0
     while True:
@@ -164,8 +168,16 @@ def _waited(caller: Caller, book: RequestBook, request_id: str, timeout: float) 
             if timed_out is not None:
                 _waiting(caller, f"request {found.id} timed out: a person decides")
                 return _answer(timed_out, waited=True)
-        else:
-            time.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0.01)))
+        elif stop.wait(min(POLL_SECONDS, max(deadline - time.monotonic(), 0.01))):
+            return _answer(_gave_up(book, request_id), waited=False)
+
+
+def _gave_up(book: RequestBook, request_id: str) -> Request:
+    """Nobody waits for the answer any more: no cycle of waiting streams counts it."""
+    with book.editing() as requests:
+        found = next(r for r in requests if r.id == request_id)
+        change(found, wait=False)
+    return found
 
 
 def _waiting(caller: Caller, message: str) -> None:

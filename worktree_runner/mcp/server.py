@@ -33,7 +33,8 @@ INSTRUCTIONS = """\
 You are one agent of a wtr run: several agents work on one repository at once, each on
 its own stream (its own branch, worktree and files). These tools connect you to the run:
 report progress and your final report, take a named lock shared by every agent, ask who
-owns a file before you change it, and see what the other streams are doing."""
+owns a file before you change it, ask its owner for a change you may not make, and see
+what the other streams are doing."""
 
 PROGRESS = """\
 Record how far your stream has got, for the people watching the run (wtr status, the run
@@ -71,6 +72,21 @@ See the other streams of this run: for each, its status (pending, running, succe
 failed, blocked, merged), its latest progress message, the file patterns it owns, the
 streams it depends on, and the files its commits have changed so far. Read-only. Use it to
 find out whether work you depend on is done, or who is changing a file you need."""
+
+
+REQUEST_CHANGE = """\
+Ask for a change in a file you do not own (owner(path) says may_change false): never
+change it yourself. wtr routes the request: into the owner stream's prompt if it has not
+started; to the owner's agent once its current turn ends if it is running; to a follow-up
+stream of the owner's files if it has finished (your stream then depends on it and its
+result comes into your branch); to a person if the path is shared or owned by no stream.
+wait=true waits (up to `timeout` seconds, at most 600) for the answer: the owner's work
+with the change passed its checks, the follow-up ended, or a person answered; past the
+timeout a person decides. Returns JSON: `message` (what happened and what to do now),
+`id`, `route` (prompt, feedback, follow_up, person), `target`, `state` (pending,
+delivered, answered, escalated, timed_out) and `answer`. Fails, telling you to stop, when
+waiting would close a cycle of streams waiting on each other: then report being blocked
+and exit with an error."""
 
 
 class _Server(MCPServer):
@@ -123,12 +139,25 @@ def build(binding: Binding, book: tools.LockBook) -> MCPServer:
               ) -> dict[str, Any]:
         return tools.owner(binding, path)
 
+    @_answers_async
+    async def request_change(
+            path: Annotated[str, Field(description=(
+                "The file, relative to your worktree's root (e.g. src/db/models.py)."))],
+            what: Annotated[str, Field(description="The change you need, in a sentence.")],
+            why: Annotated[str, Field(description="What you need it for.")],
+            wait: Annotated[bool, Field(description=(
+                "True to wait for the answer before going on."))] = False,
+            timeout: Annotated[float, Field(description=(
+                "With wait: seconds to wait before a person is asked (0-600)."))] = 600
+            ) -> dict[str, Any]:
+        return await tools.request_change(binding, path, what, why, wait, timeout)
+
     @_answers
     def streams() -> dict[str, Any]:
         return {"you": binding.stream, "streams": tools.streams(binding)}
 
     for fn, text in ((progress, PROGRESS), (report, REPORT), (lock, LOCK), (unlock, UNLOCK),
-                     (owner, OWNER), (streams, STREAMS)):
+                     (owner, OWNER), (request_change, REQUEST_CHANGE), (streams, STREAMS)):
         server.add_tool(fn, description=text, structured_output=False)
     return server
 

@@ -1,19 +1,24 @@
 """What each tool of ``wtr mcp`` does, as plain functions raising the project's errors.
 
 ``progress`` is ``wtr progress``, ``report`` is a write of ``WTR_REPORT``, the locks are
-``wtr lock``'s, and ``owner`` applies the rules of the ownership check: a stream may change
-what its ``files`` or its ``shared`` entries match, and never a file brought in by ``copy``.
-Everything about other streams is read, never written.
+``wtr lock``'s, ``owner`` applies the rules of the ownership check: a stream may change
+what its ``files`` or its ``shared`` entries match, and never a file brought in by ``copy``,
+and ``request_change`` is ``wtr request``. Everything else about other streams is read,
+never written.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
+import threading
 from pathlib import Path
 from typing import Any
 
-from worktree_runner import git, statefs
+import anyio
+
+from worktree_runner import coordinate, git, statefs
 from worktree_runner.errors import BadInput, WtrError
 from worktree_runner.locks import HeldLock, describe_holder, lock_path
 from worktree_runner.mcp.binding import Binding
@@ -50,6 +55,25 @@ def report(binding: Binding, markdown: str) -> str:
         raise WtrError(f"cannot write the report {path}: {exc.strerror}") from None
     return (f"report saved ({len(markdown)} characters) to {path}; a second call replaces "
             "it. People see it in wtr status and the run report.")
+
+
+async def request_change(binding: Binding, path: str, what: str, why: str, wait: bool,
+                         timeout: float) -> dict[str, Any]:
+    """``wtr request``: the blocking wait runs in a thread, so the server's other tools
+    (and its end) go on meanwhile; a call given up (cancelled) stops waiting."""
+    if not 0 <= timeout <= MAX_LOCK_WAIT:
+        raise BadInput(f"timeout must be 0-{MAX_LOCK_WAIT:g} seconds, not {timeout:g}")
+    caller = coordinate.Caller(binding.run, binding.stream, binding.worktree)
+    stop = threading.Event()
+    ask = functools.partial(coordinate.request_change, caller, path, what, why, wait,
+                            timeout, stop)
+    try:
+        answer = await anyio.to_thread.run_sync(ask, abandon_on_cancel=True)
+    finally:
+        stop.set()
+    if answer.halted:
+        raise WtrError(answer.message)
+    return {"message": answer.message, **answer.to_json()}
 
 
 def owner(binding: Binding, path: str) -> dict[str, Any]:

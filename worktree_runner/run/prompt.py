@@ -35,7 +35,7 @@ def render_prompt(
     mcp: bool = False,
 ) -> str:
     parts = [f"# Task: stream '{stream.name}' of plan '{plan.name}'", "", stream.prompt.strip(), ""]
-    parts += _rules(stream, worktree, branch)
+    parts += _rules(stream, worktree, branch, mcp)
     if report_file:
         parts += _report_rule(report_file)
     if mcp:
@@ -58,7 +58,7 @@ def render_prompt(
     return "\n".join(parts).rstrip() + "\n"
 
 
-def _rules(stream: Stream, worktree: str, branch: str) -> list[str]:
+def _rules(stream: Stream, worktree: str, branch: str, mcp: bool) -> list[str]:
     lines = [
         "## Rules",
         f"- You work in the git worktree {worktree}, on branch {branch}. Stay in it.",
@@ -79,10 +79,7 @@ def _rules(stream: Stream, worktree: str, branch: str) -> list[str]:
         + ("merge the target into your branch as it says and resolve them, or go on: you "
            "will be told them again when you exit)" if stream.feedback_rounds
            else "go on, a human will decide)"),
-        "- If you need a change in a file you do not own, ask its owner (never change it "
-        'yourself): wtr request PATH --what "the change" --why "what it is for" '
-        "(add --wait to wait for the answer; exit code 3 means stop: report being blocked "
-        "and exit non-zero)",
+        _ask_rule(mcp),
         '- If you cannot go on, say why: wtr progress "the reason" --blocked ; '
         "then exit with a non-zero code.",
         "- Exit with code 0 when the work is done.",
@@ -91,6 +88,18 @@ def _rules(stream: Stream, worktree: str, branch: str) -> list[str]:
         lines.append("- These commands must pass in your worktree afterwards: "
                      + "; ".join(stream.verify))
     return lines
+
+
+def _ask_rule(mcp: bool) -> str:
+    if mcp:
+        return ("- If you need a change in a file you do not own, ask its owner (never change "
+                "it yourself) with the tool request_change(path, what, why, wait) of the MCP "
+                "server 'wtr' (see below); if it fails telling you to stop, report being "
+                "blocked and exit non-zero")
+    return ("- If you need a change in a file you do not own, ask its owner (never change it "
+            'yourself): wtr request PATH --what "the change" --why "what it is for" '
+            "(add --wait to wait for the answer; exit code 3 means stop: report being blocked "
+            "and exit non-zero)")
 
 
 def _report_rule(report_file: str) -> list[str]:
@@ -114,6 +123,9 @@ def _mcp_tools() -> list[str]:
         "- lock(name, timeout) / unlock(name): a lock shared by every agent (as wtr lock)",
         "- owner(path): who owns a file and whether you may change it: ask before you "
         "change a file you are not sure about",
+        "- request_change(path, what, why, wait, timeout): ask the owner of a file you may "
+        "not change for a change (as wtr request); it says where the request went and, "
+        "with wait=true, the answer",
         "- streams(): what the other streams are doing and which files they changed",
     ]
 
