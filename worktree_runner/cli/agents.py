@@ -141,7 +141,8 @@ def mcp() -> None:
     """For agents: an MCP server (stdio) serving the stream of WTR_STREAM.
 
     \b
-    Tools: progress, report, lock, unlock, owner, streams (docs/agents.md).
+    Tools: progress, report, lock, unlock, owner, streams, request_change
+    (docs/agents.md, docs/coordination.md).
     A preset agent whose CLI speaks MCP is given this server in its own config
     for the run (claude, codex, opencode; gemini under sandbox: true); 'mcp:
     false' in the plan turns that off. Started by the agent's CLI, bound to the
