@@ -182,6 +182,7 @@ def test_the_prompt_names_the_tools_only_when_the_agent_has_them(repo: Repo) -> 
     assert "lock(name, timeout) / unlock(name)" in with_tools
     assert "wtr progress" in with_tools  # the shell commands stay
     assert "with the tool request_change(path, what, why, wait)" in with_tools
-    assert "wtr request PATH" not in with_tools
-    assert "wtr request PATH" in render_prompt(plan, stream, "/wt", "wtr/p-1/db")
+    assert "if you do not have it, with: wtr request PATH" in with_tools
+    assert "with the tool request_change" not in render_prompt(plan, stream, "/wt",
+                                                                "wtr/p-1/db")
     assert "Tools of this run" not in render_prompt(plan, stream, "/wt", "wtr/p-1/db")

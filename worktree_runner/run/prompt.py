@@ -94,8 +94,9 @@ def _ask_rule(mcp: bool) -> str:
     if mcp:
         return ("- If you need a change in a file you do not own, ask its owner (never change "
                 "it yourself) with the tool request_change(path, what, why, wait) of the MCP "
-                "server 'wtr' (see below); if it fails telling you to stop, report being "
-                "blocked and exit non-zero")
+                "server 'wtr' (see below), or, if you do not have it, with: wtr request PATH "
+                '--what "the change" --why "what it is for" [--wait]. If it tells you to stop '
+                "(a tool error, or exit code 3), report being blocked and exit non-zero")
     return ("- If you need a change in a file you do not own, ask its owner (never change it "
             'yourself): wtr request PATH --what "the change" --why "what it is for" '
             "(add --wait to wait for the answer; exit code 3 means stop: report being blocked "
