@@ -6,7 +6,8 @@ each stream, as the agent's CLI would start them. What the routes do with a requ
 shown with real CLIs in tests/conformance/test_coordination.py; here: the tool's answers
 and refusals, two waiting requests that close a cycle (escalated, the one closing it
 halted, the other answered by a person: nobody deadlocked), a waiting call that does not
-hold up the server's other tools, and a server that ends while a call waits.
+hold up the server's other tools, a wait that runs out (an answer, not an error), and a
+server that ends while a call waits.
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ def test_a_cycle_of_waiting_requests_is_escalated_and_nobody_is_stuck(live: Live
                 await anyio.to_thread.run_sync(lambda: wait_for(
                     lambda: status_of(live, "db") == "failed", timeout=30))
                 said["answered"] = live.wtr("answer", "r2", "db halted; go on without it")
+            said["timed_out"] = await call(api, "request_change", path="README.md",
+                                           what="a line", why="docs", wait=True, timeout=0.3)
 
     anyio.run(scenario)
     assert "follow-up" in said["described"] and "wait=true" in said["described"]
@@ -149,6 +152,9 @@ def test_a_cycle_of_waiting_requests_is_escalated_and_nobody_is_stuck(live: Live
                                  "without it")
     requests = book(live)
     assert requests["r3"]["cycle"] == ["db", "api", "db"]
+    failed, text = said["timed_out"]  # an answer, not an error: the agent goes on
+    assert not failed and json.loads(text)["state"] == "timed_out"
+    assert "no answer within 0.3s; a person decides" in json.loads(text)["message"]
     assert requests["r3"]["state"] == "escalated"
 
 
@@ -192,4 +198,4 @@ def test_a_server_ends_while_a_call_waits_and_the_request_waits_no_more(
 def waiting(run: LiveRun) -> str | None:
     """The open request of api's about README.md that waits, if there is one."""
     return next((r["id"] for r in book(run).values() if r["from"] == "api" and r["wait"]
-                 and r["path"] == "README.md" and r["state"] != "answered"), None)
+                 and r["path"] == "README.md" and r["state"] == "escalated"), None)
