@@ -2,14 +2,15 @@
 
 One run per CLI, four streams of the plan and the scripted model calling wtr's MCP tool
 ``request_change``. ``model`` finishes first; then ``db`` and ``api`` start from it, and
-``docs`` waits for ``api``. ``api`` asks three owners for a change, each in another state:
+``docs`` waits for a free place (``max_parallel: 2``). ``api`` asks three owners for a
+change, each in another state:
 
+- ``docs`` has not started: the request lands in its prompt (seen in its first request);
 - ``db`` is running: the request reaches db's same session as a new round once its turn
   has ended (the model holds db's last answer until the request is recorded), and db
   makes the change; api waits for that answer;
 - ``model`` has finished: a follow-up stream ``model+req-1`` makes the change, api waits
-  for it and, its worktree moved onto the follow-up's result, builds on it;
-- ``docs`` has not started: the request lands in its prompt (seen in its first request).
+  for it and, its worktree moved onto the follow-up's result, builds on it.
 
 ``wtr merge`` then lands every stream: main holds each change, each committed on its
 owner's branch.
@@ -51,14 +52,14 @@ TURNS: dict[str, list[list[dict[str, Any]]]] = {
          {"text": "REPORT db: PAID added, as api asked."}]],
     "api": [[
         {"mcp": "request_change", "input": {
+            "path": "src/docs/index.md", "what": "document GET /orders/paid",
+            "why": "api adds that endpoint"}},
+        {"mcp": "request_change", "input": {
             "path": "src/db/feature.py", "what": "add PAID = True",
             "why": "orders say whether they are paid", "wait": True, "timeout": 400}},
         {"mcp": "request_change", "input": {
             "path": "src/model/feature.py", "what": "add def paid() returning a marker",
             "why": "the API calls it", "wait": True, "timeout": 400}},
-        {"mcp": "request_change", "input": {
-            "path": "src/docs/index.md", "what": "document GET /orders/paid",
-            "why": "api adds that endpoint"}},
         {"shell": "cat src/model/feature.py && mkdir -p src/api && printf 'from "
                   "src.model.feature import paid\\n' > src/api/feature.py && git add src/api "
                   "&& git commit -q -m 'api: GET /orders/paid'"},
@@ -110,11 +111,11 @@ def _plan(preset: str) -> dict[str, Any]:
         return {"files": [files], "prompt": prompt, "depends_on": list(after)}
 
     return {"version": 1, "name": "coordination",
-            "agent": {"preset": preset, "timeout": 500},
+            "agent": {"preset": preset, "timeout": 500}, "max_parallel": 2,
             "streams": {"model": stream("src/model/**", "Add value() to src/model."),
                         "db": stream("src/db/**", "Add the tables.", "model"),
                         "api": stream("src/api/**", "Add GET /orders/paid.", "model"),
-                        "docs": stream("src/docs/**", "Document the API.", "api")}}
+                        "docs": stream("src/docs/**", "Document the API.", "model")}}
 
 
 def _first_request(sent: list[dict[str, Any]], stream: str) -> str:
@@ -147,31 +148,31 @@ def test_requests_reach_their_owners_in_every_state(preset: str) -> None:
     requests = {r["id"]: r for r in status["requests"]}
     routes = {k: (r["route"], r["target"], r["state"], r["answered_by"])
               for k, r in requests.items()}
-    assert routes == {"r1": ("feedback", "db", "answered", "db"),
-                      "r2": ("follow_up", "model+req-1", "answered", "model+req-1"),
-                      "r3": ("prompt", "docs", "answered", "docs")}, requests
+    assert routes == {"r1": ("prompt", "docs", "answered", "docs"),
+                      "r2": ("feedback", "db", "answered", "db"),
+                      "r3": ("follow_up", "model+req-1", "answered", "model+req-1")}, requests
 
     # db: the request came as a second round of its same session, and db made the change
     db = streams["db"]
     assert [e["kind"] for e in db["attempt_log"]] == ["agent", "request"], db["attempt_log"]
     assert db["session"] and db["attempt_log"][1]["resumed"] == db["session"]
     assert any(ROUND_START in e["body"] and "DB ROUND ONE" in e["body"]
-               and "(request r1) for a change in src/db/feature.py" in e["body"]
+               and "(request r2) for a change in src/db/feature.py" in e["body"]
                and "# Task: stream 'db'" in e["body"] for e in sent), "not the same session"
     said = "\n".join(e["body"] for e in sent if "# Task: stream 'api'" in e["body"])
-    assert "request r1 (src/db/feature.py) answered: 'db' made its work" in said
+    assert "request r2 (src/db/feature.py) answered: 'db' made its work" in said
 
     # model: a follow-up made the change; api depends on it and built on its result
     assert "model+req-1" in streams["api"]["depends_on"]
-    assert "request r2 (src/model/feature.py) answered: follow-up 'model+req-1'" in said
+    assert "request r3 (src/model/feature.py) answered: follow-up 'model+req-1'" in said
     assert MARK in said  # api's `cat` saw the follow-up's paid() in its worktree
     assert streams["api"]["changed_files"] == ["src/api/feature.py"]
 
     # docs: not started when asked; the request was in its prompt from the first request
     first = _first_request(sent, "docs")
-    assert "Stream 'api' asks (request r3) for a change in src/docs/index.md" in first
+    assert "Stream 'api' asks (request r1) for a change in src/docs/index.md" in first
     assert "document GET /orders/paid" in first
-    assert "request r3 (src/docs/index.md) went to 'docs': it has not started" in said
+    assert "request r1 (src/docs/index.md) went to 'docs': it has not started" in said
 
     # the merged result: every change on main, each committed on its owner's branch
     assert merged.returncode == 0, told
