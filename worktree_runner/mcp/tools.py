@@ -29,6 +29,7 @@ from worktree_runner.run.state import Status, StreamRecord
 
 MAX_REPORT_CHARS = 256 * 1024
 MAX_LOCK_WAIT = 600.0
+MAX_REQUEST_WAIT = 600.0  # (below MCP_CALL_SECONDS, what codex is given for one call)
 
 
 def progress(binding: Binding, message: str, percent: int | None, blocked: bool) -> str:
@@ -61,8 +62,8 @@ async def request_change(binding: Binding, path: str, what: str, why: str, wait:
                          timeout: float) -> dict[str, Any]:
     """``wtr request``: the blocking wait runs in a thread, so the server's other tools
     (and its end) go on meanwhile; a call given up (cancelled) stops waiting."""
-    if not 0 <= timeout <= MAX_LOCK_WAIT:
-        raise BadInput(f"timeout must be 0-{MAX_LOCK_WAIT:g} seconds, not {timeout:g}")
+    if not 0 <= timeout <= MAX_REQUEST_WAIT:
+        raise BadInput(f"timeout must be 0-{MAX_REQUEST_WAIT:g} seconds, not {timeout:g}")
     caller = coordinate.Caller(binding.run, binding.stream, binding.worktree)
     stop = threading.Event()
     ask = functools.partial(coordinate.request_change, caller, path, what, why, wait,
