@@ -385,3 +385,7 @@ def test_a_wait_for_a_stream_that_waits_on_the_asker_is_a_cycle() -> None:
     # a request that does not wait, or is answered, holds nobody
     for done in (replace(asked, wait=False), replace(asked, state="answered")):
         assert cycle_closed(waits_graph(record, [done]), "api", "ui") == []
+    # nor does one whose stream stopped while it waited (its agent, or its MCP server, was
+    # ended by a signal and could not say so)
+    stopped = _record({"api": "running", "db": "pending", "ui": "failed"}, {"db": ["api"]})
+    assert cycle_closed(waits_graph(stopped, [asked]), "api", "ui") == []

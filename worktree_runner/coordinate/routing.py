@@ -78,10 +78,13 @@ def route_for(status: str | None) -> Route:
 
 def waits_graph(record: RunRecord, requests: Iterable[Request]) -> nx.DiGraph[str]:
     """Who waits for whom now: a stream blocked in a waiting request for the stream it
-    went to, and a stream not yet started for each dependency that has not finished."""
+    went to, and a stream not yet started for each dependency that has not finished. (A
+    requester no longer running waits for nothing: its agent was stopped mid-wait.)"""
     graph: nx.DiGraph[str] = nx.DiGraph()
+    running = {n for n, s in record.streams.items() if s.status == Status.RUNNING.value}
     for request in requests:
-        if request.wait and request.open and request.target and not request.cycle:
+        if request.wait and request.open and request.target and not request.cycle \
+                and request.requester in running:
             graph.add_edge(request.requester, request.target)
     for name, stream in record.streams.items():
         if stream.status != Status.PENDING.value:
