@@ -65,7 +65,7 @@ Before you change a file, ask who owns it in the run's plan. PATH is relative to
 worktree's root (or absolute inside it). Returns JSON: `owners` (the streams whose files
 match it), `shared` (a path no one stream owns), `may_change` (whether YOUR stream may
 change it: a change you may not make fails your stream's ownership check) and `why`.
-If you may not, do not change it: ask its owner for the change (`wtr request`)."""
+If you may not, do not change it: ask its owner for the change (request_change)."""
 
 STREAMS = """\
 See the other streams of this run: for each, its status (pending, running, succeeded,

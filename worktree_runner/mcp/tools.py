@@ -122,10 +122,10 @@ def _why(me: str, owners: list[str], shared: bool, my_shared: tuple[str, ...],
                                             f" (yours lists: {', '.join(my_shared)})"))
     if owners:
         return (f"owned by {', '.join(owners)}: changing it fails your stream's ownership "
-                "check; ask its owner for the change instead (wtr request PATH --what ... "
-                "--why ...)")
+                "check; ask its owner for the change instead (request_change, or wtr "
+                "request PATH --what ... --why ...)")
     return ("no stream owns it: changing it fails your stream's ownership check; ask a "
-            "person for it (wtr request PATH --what ... --why ...)")
+            "person for it (request_change, or wtr request PATH --what ... --why ...)")
 
 
 def streams(binding: Binding) -> list[dict[str, Any]]:
