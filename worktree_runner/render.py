@@ -270,6 +270,8 @@ def isolation_lines(doc: dict[str, Any]) -> list[str]:
     lines = []
     for breach in doc.get("isolation") or []:
         who = (f"by {breach['stream']}" if breach.get("stream")
+               else f"by hand in {', '.join(breach['by_hand'])} (no agent's doing)"
+               if breach.get("by_hand")
                else f"while {', '.join(breach.get('suspects') or []) or 'no agent'} ran")
         lines.append(printable(f"outside the worktrees, {who}: "
                                + "; ".join(breach.get("changes") or [])))

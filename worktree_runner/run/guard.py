@@ -4,7 +4,8 @@ the shared hooks and config.
 A snapshot is taken when a run starts and compared when a stream ends (a look that could
 blame nobody waits until no other stream runs). A change is blamed on a stream only when
 that stream was the only one running since the last look; otherwise it is reported on the
-run with the streams that could have made it. Refs that
+run with the streams that could have made it. A branch a person moved in a checkout of
+their own (run/by_hand.py) is never blamed: it is reported on the run as theirs. Refs that
 moved or vanished keep their old tip under ``refs/worktree-runner/isolation/<run>/``.
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 from worktree_runner import faults, git
 from worktree_runner.merge.moves import Move, explains, landing_lock
 from worktree_runner.merge.moves import recorded as moves_of
+from worktree_runner.run import by_hand
 from worktree_runner.run.state import RunStore, now, read_json, write_json_atomic
 
 MESSAGE_CHANGES = 8
@@ -263,16 +265,43 @@ class Guard:
 
     def _compare(self, before: Snapshot, suspects: set[str], stream: str | None) -> list[str]:
         after = self._take()
-        ruled = self._ruled_by_landings(before, after)
-        expected = replace(before, refs=self._expected_refs(before, after),
+        refs = self._expected_refs(before, after)
+        hand = self._by_hand(refs, after, before.head)
+        ruled = self._ruled_by_landings(before, after) | hand.paths
+        expected = replace(before, refs={**refs, **hand.refs}, head=hand.head,
                            checkout=_without(before.checkout, ruled))
         changes = differences(self.repo, expected,
                               replace(after, checkout=_without(after.checkout, ruled)),
                               self._hooks_dir)
+        if hand.changes:
+            self._record_by_hand(refs, after.refs, hand)
         if changes:
             self._record(expected.refs, after.refs, changes, suspects, stream)
         write_json_atomic(self.path, asdict(after))
         return changes
+
+    def _by_hand(self, refs: dict[str, str], after: Snapshot, head: str) -> ByHand:
+        """What a person did in a checkout of their own since the last look (run/by_hand.py):
+        branches they moved there, and the files of the main checkout those moves changed
+        (a commit there takes its files out of ``git status``), the branch they switched
+        the main checkout to. Never blamed on a stream: reported on the run."""
+        hand = ByHand(head=head)
+        root = Path(self.store.record.worktrees_root)
+        for ref in sorted(refs.keys() & after.refs.keys()):
+            old, new = refs[ref], after.refs[ref]
+            where = old != new and by_hand.moved_by_hand(self.repo, ref, old, new, root)
+            if not where:
+                continue
+            hand.refs[ref] = new
+            hand.changes += ref_changes({ref: old}, {ref: new})
+            hand.checkouts.add(str(where))
+            if where == self.repo.root:
+                hand.paths |= set(git.changed_paths(self.repo, old, new))
+        if after.head != head and by_hand.switched_by_hand(self.repo, head, after.head):
+            hand.changes.append(f"the main checkout's HEAD changed from {head} to {after.head}")
+            hand.checkouts.add(str(self.repo.root))
+            hand.head = after.head
+        return hand
 
     def _expected_refs(self, before: Snapshot, after: Snapshot) -> dict[str, str]:
         """The refs as wtr left them: as the last look found them, moved by exactly the
@@ -328,11 +357,32 @@ class Guard:
 
     def _record(self, before: dict[str, str], after: dict[str, str], changes: list[str],
                 suspects: set[str], stream: str | None) -> None:
+        self._keep_old_tips(before, after)
+        entry = {"at": now(), "stream": stream, "suspects": sorted(suspects), "changes": changes}
+        self.store.update_run("isolation_breach", isolation=[*self.store.record.isolation, entry])
+
+    def _record_by_hand(self, before: dict[str, str], after: dict[str, str],
+                        hand: ByHand) -> None:
+        self._keep_old_tips({ref: before[ref] for ref in hand.refs}, after)
+        entry = {"at": now(), "stream": None, "suspects": [], "changes": hand.changes,
+                 "by_hand": sorted(hand.checkouts)}
+        self.store.update_run("moved_by_hand", isolation=[*self.store.record.isolation, entry])
+
+    def _keep_old_tips(self, before: dict[str, str], after: dict[str, str]) -> None:
         number = len(self.store.record.isolation) + 1
         for ref, old in before.items():
             if after.get(ref) != old:
                 git.update_ref(self.repo, f"refs/worktree-runner/isolation/{self.store.run_id}/"
                                           f"{number}/{ref.removeprefix('refs/')}", old)
-        entry = {"at": now(), "stream": stream, "suspects": sorted(suspects), "changes": changes}
-        self.store.update_run("isolation_breach", isolation=[*self.store.record.isolation, entry])
+
+
+@dataclass
+class ByHand:
+    """What a person did by hand since the last look (``Guard._by_hand``)."""
+
+    head: str  # what the main checkout's HEAD names, as the person left it
+    refs: dict[str, str] = field(default_factory=dict)  # branch -> the tip they moved it to
+    paths: set[str] = field(default_factory=set)  # main checkout files their commits changed
+    changes: list[str] = field(default_factory=list)
+    checkouts: set[str] = field(default_factory=set)  # where they did it
 

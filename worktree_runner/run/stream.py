@@ -23,7 +23,7 @@ from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.pool import Pool
 from worktree_runner.presets import PRESETS, Launch, McpServer, Preset, StreamFacts
-from worktree_runner.run import feedback, handover
+from worktree_runner.run import by_hand, feedback, handover
 from worktree_runner.run.agent_report import fill_from_final_message
 from worktree_runner.run.budget import Ledger, Meter, attempt_usage
 from worktree_runner.run.guard import Guard
@@ -346,6 +346,8 @@ def agent_env(ctx: RunContext, stream: Stream,
             "WTR_REPORT": str(ctx.store.report_path(stream.name)),
             "WTR_PORT": str(ctx.plan.port(stream.name)),
             "COMPOSE_PROJECT_NAME": compose_project_name(ctx.run_id, stream.name),
+            # (its git commands made in a person's checkout are then told from theirs)
+            "GIT_REFLOG_ACTION": by_hand.marker(ctx.run_id, stream.name),
             **_ignore_copied(ctx),
         },
         ctx.bin_dir,
