@@ -119,14 +119,41 @@ def test_smallest_keeps_the_smallest_passing_diff(repo: Repo) -> None:
     assert stream_of(doc, "api")["changed_files"] == ["src/api/ok"]
 
 
-def test_first_keeps_the_first_to_pass(repo: Repo) -> None:
+def test_first_keeps_the_first_to_pass_and_stops_the_others(
+        repo: Repo, tmp_path: Path) -> None:
+    """Candidate 1 commits, then works on for a minute; candidate 2 passes at once;
+    candidate 3 waits for a place: 1 is stopped, its commit archived; 3 never starts."""
+    folders = [tmp_path / f"rec{k}" for k in (1, 2, 3)]
+    for folder in folders:
+        folder.mkdir()
     plan = best_of([
-        candidate(AGENT_WRITE="src/api/ok=yes", AGENT_SLEEP="3"),
-        candidate(AGENT_WRITE="src/api/ok=yes;src/api/b.py=B"),
+        candidate(AGENT_RECORD=str(folders[0]), AGENT_WRITE="src/api/ok=yes;src/api/a=A",
+                  AGENT_SLEEP="60"),
+        candidate(AGENT_RECORD=str(folders[1]), AGENT_WRITE="src/api/ok=yes;src/api/b.py=B"),
+        candidate(AGENT_RECORD=str(folders[2]), AGENT_WRITE="src/api/ok=yes"),
     ], choose="first")
-    result, doc = run(repo, plan)
+    result, doc = run(repo, plan, "--max-parallel", "2")
     assert result.returncode == 0, result.stderr
-    assert [c["chosen"] for c in candidates(doc)] == [False, True]
+    run_id, found = doc["run"], candidates(doc)
+    assert [c["chosen"] for c in found] == [False, True, False]
+    stopped = "stopped: candidate 2 passed its gates first (choose: first)"
+    for entry in (found[0], found[2]):
+        assert entry["status"] == "failed" and entry["stopped"] is True
+        assert entry["failure"]["kind"] == "interrupted"
+        assert entry["failure"]["message"] == stopped
+    assert not records(folders[0], "api", "end")  # stopped while it worked
+    assert not alive(records(folders[0], "api")[0]["pid"])
+    assert not records(folders[2], "api")  # never started
+    # what the stopped one made is archived, as any candidate not kept
+    assert found[0]["archive"] == f"{ARCHIVE}/{run_id}/api+attempt-1"
+    assert repo.git("show", f"{found[0]['archive']}:src/api/a") == "A"
+    assert found[2]["archive"] is None
+    assert repo.git("show", f"wtr/{run_id}/api:src/api/b.py") == "B"
+    log = run_wtr("logs", "api", cwd=repo.path).stdout
+    assert "--- candidate 3 ended: not started: candidate 2 passed its gates first" in log
+    cleaned = run_wtr("clean", cwd=repo.path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert repo.git("show", f"{ARCHIVE}/{run_id}/api+attempt-1:src/api/a") == "A"
 
 
 def judge_script(tmp_path: Path, body: str) -> list[str]:
@@ -282,6 +309,14 @@ def test_wtr_check_reports_the_candidates_and_rejects_bad_values(repo: Repo) -> 
     ):
         assert expected in errors, errors
 
+    # each candidate needs a port of its own: 1 + 3 here, and the range holds 3
+    tight = {**good, "port_range": "5000-5002"}
+    result = run_wtr("check", repo.write_plan(tight), cwd=repo.path)
+    assert result.returncode == 2
+    assert result.error_lines()[-1].endswith(
+        "port_range: gives 3 ports where 4 are needed: each stream, and each candidate "
+        "of a best-of-N stream, needs its own"), result.stderr
+
 
 def test_none_passing_fails_the_stream_with_each_failure_and_a_retry_runs_them_again(
         repo: Repo, tmp_path: Path) -> None:
@@ -316,7 +351,7 @@ def test_candidates_take_their_places_in_max_parallel(repo: Repo, tmp_path: Path
     plan = best_of([candidate(AGENT_RECORD=str(folders["c1"]), AGENT_SLEEP="1",
                               AGENT_WRITE="src/api/ok=yes"),
                     candidate(AGENT_RECORD=str(folders["c2"]), AGENT_SLEEP="1",
-                              AGENT_WRITE="src/api/ok=yes")])
+                              AGENT_WRITE="src/api/ok=yes")], choose="smallest")
     plan["max_parallel"] = 2
     plan["streams"]["ui"] = {"files": ["src/ui/**"], "prompt": "ui", "agent": {"env": {
         "AGENT_RECORD": str(folders["ui"]), "AGENT_WRITE": "src/ui/view.py=UI = 2"}}}
@@ -326,6 +361,11 @@ def test_candidates_take_their_places_in_max_parallel(repo: Repo, tmp_path: Path
     ui_started = records(folders["ui"], "ui")[0]["time"]
     ended = [records(folders[c], "api", "end")[0]["time"] for c in ("c1", "c2")]
     assert ui_started > max(ended)  # the two candidates held both places
+    # every stream, and every candidate, has a port and a Compose project of its own
+    seen = [records(folders[c], name)[0]["env"] for c, name in
+            (("c1", "api"), ("c2", "api"), ("ui", "ui"))]
+    assert [env["WTR_PORT"] for env in seen] == ["41002", "41003", "41001"]
+    assert len({env["COMPOSE_PROJECT_NAME"] for env in seen}) == 3
 
 
 def test_ctrl_c_stops_every_candidate_and_resume_finishes(repo: Repo, tmp_path: Path) -> None:
@@ -431,8 +471,8 @@ def test_more_candidates_than_max_parallel_run_that_many_at_a_time(
         folder.mkdir()
     plan = best_of([candidate(AGENT_RECORD=str(f), AGENT_SLEEP="1",
                               AGENT_WRITE=f"src/api/ok=yes;src/api/n={k}")
-                    for k, f in enumerate(folders, 1)])
-    result, doc = run(repo, plan, "--max-parallel", "2")
+                    for k, f in enumerate(folders, 1)], choose="smallest")  # (not first: it
+    result, doc = run(repo, plan, "--max-parallel", "2")  # stops the others once one passes)
     assert result.returncode == 0, result.stderr
     spans = sorted((records(f, "api")[0]["time"], records(f, "api", "end")[0]["time"])
                    for f in folders)

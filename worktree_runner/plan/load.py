@@ -31,6 +31,7 @@ from worktree_runner.plan.model import (
     Notify,
     Plan,
     Stream,
+    ports_needed,
 )
 from worktree_runner.plan.patterns import pattern_error
 from worktree_runner.plan.shell import quoted_placeholder, shell_script_placeholder
@@ -214,7 +215,7 @@ class _Reader:
             copy=self.get(top, root, "copy", _patterns, NO_TEXTS),
             verify=self.get(top, root, "verify", _commands, NO_TEXTS),
             shared=shared,
-            port_range=self._port_range(top, len(streams)),
+            port_range=self._port_range(top, ports_needed(streams)),
             log_limit=self.get(top, root, "log_limit", _byte_size, DEFAULT_LOG_LIMIT),
             executor=self.get(top, root, "executor", executor_from, Executor()),
             coupling=self._coupling(top.get("coupling", _MISSING)),
@@ -227,11 +228,12 @@ class _Reader:
             lines=MappingProxyType({".".join(k): v for k, v in self.doc.lines.items()}),
         )
 
-    def _port_range(self, top: dict[str, Any], streams: int) -> tuple[int, int]:
+    def _port_range(self, top: dict[str, Any], needed: int) -> tuple[int, int]:
         ports = self.get(top, (), "port_range", _port_range, DEFAULT_PORT_RANGE)
-        if ports[1] - ports[0] + 1 < streams:
-            self.fail(("port_range",), f"gives {ports[1] - ports[0] + 1} ports for {streams} "
-                                       "streams; each stream needs its own")
+        if ports[1] - ports[0] + 1 < needed:
+            self.fail(("port_range",), f"gives {ports[1] - ports[0] + 1} ports where {needed} "
+                                       "are needed: each stream, and each candidate of a "
+                                       "best-of-N stream, needs its own")
         return ports
 
     def _coupling(self, raw: Any) -> Coupling | None:

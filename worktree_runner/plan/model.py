@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -218,9 +218,14 @@ class Plan:
     def _index(self) -> dict[str, int]:
         return {s.name: i for i, s in enumerate(self.streams)}
 
-    def port(self, name: str) -> int:
-        """The stream's own port (WTR_PORT): distinct for every stream of the plan."""
-        return self.port_range[0] + self._index[name]
+    def port(self, name: str, attempt: int | None = None) -> int:
+        """The stream's own port (WTR_PORT): distinct for every stream of the plan; with
+        ``attempt``, candidate ``attempt`` of a best-of-N stream's, after every stream's."""
+        index = self._index[name]
+        if attempt is None:
+            return self.port_range[0] + index
+        before = sum(candidate_ports(s) for s in self.streams[:index])
+        return self.port_range[0] + len(self.streams) + before + attempt - 1
 
     def stream(self, name: str) -> Stream:
         return self.streams[self._index[name]]
@@ -240,3 +245,13 @@ class Plan:
         if self.worktrees_dir is None:
             return repo_root.parent / f"{repo_root.name}.worktrees"
         return (repo_root / self.worktrees_dir).resolve()
+
+
+def candidate_ports(stream: Stream) -> int:
+    """Ports a stream's candidates take beside the stream's own (none for one agent)."""
+    return stream.attempts if stream.attempts > 1 else 0
+
+
+def ports_needed(streams: Sequence[Stream]) -> int:
+    """Ports a plan hands out: one a stream, one a candidate of a best-of-N stream."""
+    return len(streams) + sum(map(candidate_ports, streams))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from worktree_runner.run.state import (
 from worktree_runner.run.stream import (
     RunContext,
     StartConflict,
+    compose_project_name,
     live_stream,
     run_stream,
     stream_base,
@@ -46,6 +47,7 @@ from worktree_runner.run.usage import add_usage
 
 SEPARATOR = "+attempt-"  # '+' is never in a stream name: no candidate is mistaken for one
 JUDGE_TIMEOUT = 600.0
+STOP_POLL = 0.2  # how often a waiting candidate looks whether the run was stopped
 ENDED = (Status.SUCCEEDED.value, Status.FAILED.value)
 
 
@@ -86,12 +88,19 @@ class CandidateContext(RunContext):
     """A run context in which the stream's branch and worktree are the candidate's."""
 
     attempt: int = 1
+    candidate_port: int = 0  # from the whole plan (``plan`` here is the candidate's)
 
     def branch(self, name: str) -> str:
         return candidate_branch(self.run_id, name, self.attempt)
 
     def worktree(self, name: str) -> Path:
         return self.worktrees_root / self.run_id / label(name, self.attempt)
+
+    def port(self, name: str) -> int:
+        return self.candidate_port
+
+    def compose_project(self, name: str) -> str:
+        return compose_project_name(self.run_id, label(name, self.attempt))
 
 
 class _Labelled(dict[str, procs.Agent]):
@@ -186,7 +195,7 @@ def _plan_candidates(ctx: RunContext, stream: Stream) -> None:
          "worktree": str(ctx.worktrees_root / ctx.run_id / label(stream.name, k)),
          "agent": stream.candidate_names()[k - 1], "status": Status.PENDING.value, "failure": None,
          "head_commit": None, "diff_stat": None, "chosen": False, "archive": None,
-         "ended_at": None}
+         "ended_at": None, "stopped": False}
         for k in range(1, stream.attempts + 1)
     ]
     ctx.store.update_stream(stream.name, "candidates_planned", candidates=entries)
@@ -214,23 +223,61 @@ def _chosen(ctx: RunContext, name: str) -> int | None:
 # -- the candidates --------------------------------------------------------------------
 
 
+class _Decided(threading.Event):
+    """The candidates' stop: set when the run stops, or when ``choose: first`` has its
+    candidate (the others are stopped then, their work archived as any not kept)."""
+
+    def __init__(self, run_stop: threading.Event) -> None:
+        super().__init__()
+        self.run_stop = run_stop
+
+    def is_set(self) -> bool:
+        return super().is_set() or self.run_stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            super().wait(STOP_POLL if left is None else min(left, STOP_POLL))
+        return True
+
+    @property
+    def decided(self) -> bool:
+        """Set by a choice, not by the run stopping."""
+        return super().is_set() and not self.run_stop.is_set()
+
+
 def _run_candidates(ctx: RunContext, stream: Stream, base: str, again: bool) -> None:
     """Each candidate not yet ended (with ``again``: not yet passed) runs to its end,
-    as many at once as ``max_parallel`` allows."""
+    as many at once as ``max_parallel`` allows; with ``choose: first``, until one passes."""
     attempts = list(range(1, stream.attempts + 1))
+    first = stream.choose.kind == "first"
+    decided = _Decided(ctx.stop)
+    if first and _passed(ctx, stream.name):
+        decided.set()  # (a runner killed once one had passed: the others are not run again)
     # (the scheduler gave the stream at most max_parallel places: more candidates queue)
     places = min(len(attempts), ctx.store.record.max_parallel)
     with ThreadPoolExecutor(max_workers=places,
                             thread_name_prefix=f"{stream.name}+") as pool:
-        for attempt, outcome in zip(attempts, pool.map(
-                lambda k: _run_candidate(ctx, stream, k, base, again), attempts), strict=True):
+        running = {pool.submit(_run_candidate, ctx, stream, k, base, again, decided): k
+                   for k in attempts}
+        for future in as_completed(running):
+            attempt, outcome = running[future], future.result()
+            if first and attempt in _passed(ctx, stream.name):
+                decided.set()
             log = CandidateStore(ctx.store, stream.name, attempt).log_path(stream.name)
             _log(ctx, stream.name, f"--- candidate {attempt} ended: {outcome} "
                                    f"(its log: {log}) ---")
 
 
+def _passed(ctx: RunContext, name: str) -> list[int]:
+    return [c["attempt"] for c in _entries(ctx, name) if c["status"] == Status.SUCCEEDED.value]
+
+
 def _run_candidate(ctx: RunContext, stream: Stream, attempt: int, base: str,
-                   again: bool) -> str:
+                   again: bool, decided: _Decided) -> str:
     store = CandidateStore(ctx.store, stream.name, attempt)
     cplan = candidate_plan(ctx.plan, stream, attempt)
     if not statefs.is_file(store.state_path):
@@ -238,17 +285,37 @@ def _run_candidate(ctx: RunContext, stream: Stream, attempt: int, base: str,
         store.save(_first_record(ctx, stream, attempt, base))
     own = store.record.streams[stream.name]
     ran = own.status not in ENDED or _redo(own, again)
+    if ran and decided.decided:
+        return _not_needed(ctx, stream.name, attempt, store)
     if ran:
         recovered = recover.reconcile(store, cplan, retry_failed=again)
         _update(ctx, stream.name, attempt, status=Status.RUNNING.value, failure=None)
         cctx = CandidateContext(
             repo=ctx.repo, plan=cplan, store=store, base_commit=base,
             worktrees_root=ctx.worktrees_root, bin_dir=ctx.bin_dir,
-            guard=_WithinStream(ctx.guard), stop=ctx.stop, recovered=recovered,
+            guard=_WithinStream(ctx.guard), stop=decided, recovered=recovered,
             copy_patterns=ctx.copy_patterns, bound_agents=ctx.bound_agents,
-            agents=_Labelled(ctx.agents, attempt), attempt=attempt)
+            agents=_Labelled(ctx.agents, attempt), attempt=attempt,
+            candidate_port=ctx.plan.port(stream.name, attempt))
         run_stream(cctx, stream.name)
-    return _record_outcome(ctx, stream.name, attempt, store.record.streams[stream.name], ran)
+    own = store.record.streams[stream.name]
+    if ran and decided.decided and own.status != Status.SUCCEEDED.value:
+        return _not_needed(ctx, stream.name, attempt, store)
+    return _record_outcome(ctx, stream.name, attempt, own, ran)
+
+
+def _not_needed(ctx: RunContext, name: str, attempt: int, store: CandidateStore) -> str:
+    """A candidate stopped (or never started) because another passed first: recorded as
+    stopped; what it made stays on its branch and in its worktree, archived as any loser."""
+    winner = min(_passed(ctx, name), key=lambda k: _entries(ctx, name)[k - 1]["ended_at"] or 0)
+    why = f"stopped: candidate {winner} passed its gates first (choose: first)"
+    own = store.record.streams[name]
+    store.update_stream(name, None, status=Status.FAILED.value,
+                        failure=Failure("interrupted", why))
+    _record_outcome(ctx, name, attempt, store.record.streams[name], ran=True)
+    _update(ctx, name, attempt, stopped=True)
+    ctx.store.event("candidate_stopped", stream=name, candidate=attempt, by=winner)
+    return why if own.attempts else f"not started: candidate {winner} passed its gates first"
 
 
 def _redo(own: StreamRecord, again: bool) -> bool:

@@ -74,6 +74,14 @@ class RunContext:
     def worktree(self, name: str) -> Path:
         return self.worktrees_root / self.run_id / name
 
+    def port(self, name: str) -> int:
+        """The stream's ``WTR_PORT``."""
+        return self.plan.port(name)
+
+    def compose_project(self, name: str) -> str:
+        """The stream's ``COMPOSE_PROJECT_NAME``."""
+        return compose_project_name(self.run_id, name)
+
     def copied(self) -> list[str]:
         """Untracked files of the main worktree that ``copy`` or ``.worktreeinclude``
         select; found once per run, used when preparing and checking every stream."""
@@ -344,8 +352,8 @@ def agent_env(ctx: RunContext, stream: Stream,
             "WTR_FILES": "\n".join(stream.files),
             "WTR_STATE_DIR": str(ctx.store.dir),
             "WTR_REPORT": str(ctx.store.report_path(stream.name)),
-            "WTR_PORT": str(ctx.plan.port(stream.name)),
-            "COMPOSE_PROJECT_NAME": compose_project_name(ctx.run_id, stream.name),
+            "WTR_PORT": str(ctx.port(stream.name)),
+            "COMPOSE_PROJECT_NAME": ctx.compose_project(stream.name),
             # (its git commands made in a person's checkout are then told from theirs)
             "GIT_REFLOG_ACTION": by_hand.marker(ctx.run_id, stream.name),
             **_ignore_copied(ctx),
