@@ -116,6 +116,18 @@ def test_budgets_are_checked_in_the_plan(repo: Repo) -> None:
     assert result.returncode == 2 and "budget.dollars: unknown key" in result.stderr
 
 
+def test_check_warns_that_on_dask_the_run_budget_misses_what_runs_beside(repo: Repo) -> None:
+    streams = {"api": {"files": ["src/api/**"]}}
+    dask = {"kind": "dask", "scheduler": "local:2", "remote": str(repo.path)}
+    warned = run_wtr("check", repo.write_plan(agent_plan(streams, executor=dask,
+                                                         budget={"usd": 5})), cwd=repo.path)
+    assert warned.returncode == 0, warned.stderr
+    assert "the run's 'budget' with the Dask executor" in warned.stdout + warned.stderr
+    quiet = run_wtr("check", repo.write_plan(agent_plan(streams, executor=dask)),
+                    cwd=repo.path)
+    assert "budget" not in quiet.stdout + quiet.stderr
+
+
 def test_claude_reports_usage_as_it_goes_and_its_result_at_the_end() -> None:
     claude = PRESETS["claude"]
     message = ('{"type":"assistant","message":{"id":"m%d","usage":{"input_tokens":%d,'
@@ -134,6 +146,7 @@ def test_each_best_of_n_candidate_is_held_to_the_streams_budget(repo: Repo) -> N
     write = "src/api/orders.py=ORDERS = [1]"
     plan = agent_plan({"api": {
         "files": ["src/api/**"], "attempts": 2, "budget": {"tokens": 500},
+        "choose": "smallest",  # (with 'first', candidate 2 passing would stop candidate 1)
         "agents": [{"env": {"AGENT_SPEND": "100,100,0.001", "AGENT_WRITE": write}},  # too much
                    {"env": {"AGENT_SPEND": "100,2,0.001", "AGENT_WRITE": write}}]}})  # 202
     assert _run(repo, plan) == 0
@@ -142,3 +155,32 @@ def test_each_best_of_n_candidate_is_held_to_the_streams_budget(repo: Repo) -> N
              for c in api["candidates"]]
     assert kinds == [(1, "budget", False), (2, None, True)]
     assert api["budget"] == {"usd": None, "tokens": 500}
+
+
+def test_the_run_budget_counts_every_candidates_spend(repo: Repo, tmp_path: Path) -> None:
+    """Each candidate alone stays under the run's budget, the two together do not: the
+    second is stopped, and no stream starts after them."""
+    first_done, rec = tmp_path / "first-done", tmp_path / "rec"
+    rec.mkdir()
+    write = "src/api/orders.py=ORDERS = [1]"
+    plan = agent_plan({
+        "api": {"files": ["src/api/**"], "attempts": 2, "choose": "smallest", "agents": [
+            {"env": {"AGENT_SPEND": "100,5,0.001", "AGENT_WRITE": write,  # 505 tokens
+                     "AGENT_SHELL": f"touch {first_done}"}},
+            {"env": {"AGENT_SPEND": "100,6,0.001", "AGENT_WRITE": write,  # 606 tokens
+                     "AGENT_WAIT_FOR": str(first_done)}}]},
+        "ui": {"files": ["src/ui/**"], "conflicts_with": ["api"],
+               "env": {"AGENT_RECORD": str(rec), "AGENT_WRITE": "src/ui/u.py=U"}},
+    }, budget={"tokens": 1000})
+    assert _run(repo, plan) == 1
+    doc = status(repo)
+    api = stream_of(doc, "api")
+    found = [(c["attempt"], c["status"], (c["failure"] or {}).get("kind"))
+             for c in api["candidates"]]
+    assert found == [(1, "succeeded", None), (2, "failed", "budget")]
+    assert "the run's budget is spent" in api["candidates"][1]["failure"]["message"]
+    assert api["status"] == "succeeded"  # (candidate 1 passed before the budget ran out)
+    assert api["usage"]["input_tokens"] + api["usage"]["output_tokens"] > 1000
+    ui = stream_of(doc, "ui")
+    assert ui["failure"]["kind"] == "budget" and not records(rec, "ui")
+    assert doc["usage"] == api["usage"]

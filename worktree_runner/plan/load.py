@@ -137,6 +137,12 @@ def parse_plan(text: str, path: Path) -> Plan:
     return plan
 
 
+DASK_BUDGET_WARNING = (
+    "the run's 'budget' with the Dask executor: a stream on a worker counts its own spend "
+    "and what the run had spent when it was handed to the worker, not what streams running "
+    "on other workers meanwhile spend; the run can pass its budget by that much")
+
+
 class _Reader:
     """Turns a parsed document into a Plan, recording a problem for each broken rule."""
 
@@ -202,6 +208,10 @@ class _Reader:
         self.warnings += [f"stream '{s.name}' lists 'context' but is not sparse; it has no "
                           "effect (add 'sparse: true')" for s in streams
                           if s.context and not (sparse if s.sparse is None else s.sparse)]
+        executor = self.get(top, root, "executor", executor_from, Executor())
+        budget = self._budget(top, root)
+        if budget is not None and executor.kind == "dask":
+            self.warnings.append(DASK_BUDGET_WARNING)
         return Plan(
             path=self.path.resolve(),
             name=name,
@@ -217,12 +227,12 @@ class _Reader:
             shared=shared,
             port_range=self._port_range(top, ports_needed(streams)),
             log_limit=self.get(top, root, "log_limit", _byte_size, DEFAULT_LOG_LIMIT),
-            executor=self.get(top, root, "executor", executor_from, Executor()),
+            executor=executor,
             coupling=self._coupling(top.get("coupling", _MISSING)),
             pool=self.get(top, root, "pool", _non_negative_int, None),
             keep_ignored=self.get(top, root, "keep_ignored", _patterns, NO_TEXTS),
             sparse=sparse,
-            budget=self._budget(top, root),
+            budget=budget,
             notify=self.get(top, root, "notify", notify_entries, ()),
             warnings=tuple(self.warnings),
             lines=MappingProxyType({".".join(k): v for k, v in self.doc.lines.items()}),

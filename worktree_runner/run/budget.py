@@ -69,11 +69,14 @@ def attempt_usage(preset: Preset | None, output: str, live: bool) -> Usage | Non
 
 class Ledger:
     """What a run's streams spent: their finished attempts (in the state) and their
-    running ones (read live). Shared by the threads of a run."""
+    running ones (read live); a best-of-N stream's, while its candidates run, is what each
+    candidate spent (``split`` to ``fold``). Shared by the threads of a run."""
 
     def __init__(self, store: RunStore) -> None:
         self.store = store
         self._live: dict[str, Usage] = {}
+        # best-of-N stream -> candidate -> [what its attempts spent, what its running one has]
+        self._parts: dict[str, dict[int, list[Usage | None]]] = {}
         self._lock = threading.Lock()
 
     def running(self, name: str, usage: Usage | None) -> None:
@@ -91,34 +94,91 @@ class Ledger:
             self.store.update_stream(name, usage=add_usage(record.usage, usage))
             self._live.pop(name, None)
 
+    def split(self, name: str, spent: Mapping[int, Usage | None]) -> None:
+        """Stream ``name``'s candidates start: from now its spend is theirs (what each
+        has spent so far, ``spent``), until ``fold``."""
+        with self._lock:
+            self._parts[name] = {attempt: [usage, None] for attempt, usage in spent.items()}
+
+    def candidate(self, name: str, attempt: int, spent: Usage | None,
+                  running: Usage | None) -> None:
+        """What candidate ``attempt`` of ``name`` has spent in its ended attempts, and
+        in its running one so far."""
+        with self._lock:
+            self._parts.setdefault(name, {})[attempt] = [spent, running]
+
+    def fold(self, name: str, usage: Usage | None, **changes: Any) -> None:
+        """The candidates of ``name`` ended: their spend, ``usage``, is the stream's."""
+        with self._lock:
+            self.store.update_stream(name, None, usage=usage, **changes)
+            self._parts.pop(name, None)
+
+    def _spend(self, name: str) -> Usage | None:
+        parts = self._parts.get(name)
+        if parts is not None:
+            return total_usage([add_usage(spent, live) for spent, live in parts.values()])
+        return add_usage(self.store.record.streams[name].usage, self._live.get(name))
+
     def stream_spend(self, name: str) -> Usage | None:
         with self._lock:
-            return add_usage(self.store.record.streams[name].usage, self._live.get(name))
+            return self._spend(name)
 
     def run_spend(self) -> Usage | None:
         with self._lock:
-            return total_usage([add_usage(s.usage, self._live.get(n))
-                                for n, s in self.store.record.streams.items()])
+            return total_usage([self._spend(name) for name in self.store.record.streams])
+
+    def budgets(self, name: str) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
+        """The budgets in force: stream ``name``'s and the run's."""
+        record = self.store.record
+        return record.streams[name].budget, record.budget
 
     def limited(self, name: str) -> bool:
         """Whether stream ``name``, or the run, has a budget."""
-        record = self.store.record
-        return bool(record.budget or record.streams[name].budget)
+        return any(self.budgets(name))
 
     def over(self, name: str) -> Failure | None:
         """The budget failure of stream ``name``, when it or the run is past its budget."""
-        record = self.store.record
-        spent = overspent(record.streams[name].budget, self.stream_spend(name))
+        own, run = self.budgets(name)
+        spent = overspent(own, self.stream_spend(name))
         if spent is not None:
             return Failure("budget", f"the agent spent {spent}, its stream's budget; to go "
                                      f"on, raise it: 'wtr retry {name} --budget-usd X' (or "
                                      "--budget-tokens N)")
-        spent = overspent(record.budget, self.run_spend())
+        spent = overspent(run, self.run_spend())
         if spent is not None:
             return Failure("budget", f"the run's budget is spent ({spent}); raise it with "
-                                     f"'wtr resume --run {record.run} --retry-failed "
+                                     f"'wtr resume --run {self.store.run_id} --retry-failed "
                                      "--budget-usd X' (or --budget-tokens N)")
         return None
+
+
+class CandidateLedger(Ledger):
+    """The ledger of one candidate of a best-of-N stream (its own state): what it spends is
+    told to the run's ledger as it goes, so the run's budget counts every candidate's
+    spend, and every other stream's counts it; the budgets in force are the run's state's.
+    The stream's budget is each candidate's own."""
+
+    def __init__(self, store: RunStore, outer: Ledger, attempt: int) -> None:
+        super().__init__(store)
+        self.outer, self.attempt = outer, attempt
+
+    def _tell(self, name: str) -> None:
+        spent = self.store.record.streams[name].usage
+        self.outer.candidate(name, self.attempt, spent, self._live.get(name))
+
+    def running(self, name: str, usage: Usage | None) -> None:
+        super().running(name, usage)
+        self._tell(name)
+
+    def settle(self, name: str, usage: Usage | None) -> None:
+        super().settle(name, usage)
+        self._tell(name)
+
+    def run_spend(self) -> Usage | None:
+        return self.outer.run_spend()
+
+    def budgets(self, name: str) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
+        return self.outer.budgets(name)
 
 
 class Meter:

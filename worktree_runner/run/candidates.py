@@ -27,6 +27,7 @@ from worktree_runner.errors import BadInput, WtrError
 from worktree_runner.events import Event
 from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.run import recover
+from worktree_runner.run.budget import CandidateLedger, Ledger
 from worktree_runner.run.guard import Guard
 from worktree_runner.run.state import (
     Failure,
@@ -89,6 +90,11 @@ class CandidateContext(RunContext):
 
     attempt: int = 1
     candidate_port: int = 0  # from the whole plan (``plan`` here is the candidate's)
+    run_ledger: Ledger | None = None  # the run's, which the candidate's spend is told to
+
+    def __post_init__(self) -> None:
+        assert self.run_ledger is not None
+        self.ledger = CandidateLedger(self.store, self.run_ledger, self.attempt)
 
     def branch(self, name: str) -> str:
         return candidate_branch(self.run_id, name, self.attempt)
@@ -154,12 +160,11 @@ def _best_of(ctx: RunContext, stream: Stream, again: bool) -> Failure | None:
     _plan_candidates(ctx, stream)
     if _chosen(ctx, stream.name) is None:
         _run_candidates(ctx, stream, base, again)
+        entries = _entries(ctx, stream.name)
+        ctx.ledger.fold(stream.name, spent(entries), attempts=started(entries))
         if ctx.stop.is_set():
             return Failure("interrupted", "the run was stopped before its candidates finished")
-        entries = _entries(ctx, stream.name)
         passing = [c for c in entries if c["status"] == Status.SUCCEEDED.value]
-        ctx.store.update_stream(stream.name, None, usage=spent(entries),
-                                attempts=started(entries))
         if not passing:
             return _none_passed(entries)
         winner = choose(ctx, stream, entries, passing)
@@ -253,6 +258,7 @@ def _run_candidates(ctx: RunContext, stream: Stream, base: str, again: bool) -> 
     """Each candidate not yet ended (with ``again``: not yet passed) runs to its end,
     as many at once as ``max_parallel`` allows; with ``choose: first``, until one passes."""
     attempts = list(range(1, stream.attempts + 1))
+    ctx.ledger.split(stream.name, {k: _spent_so_far(ctx, stream.name, k) for k in attempts})
     first = stream.choose.kind == "first"
     decided = _Decided(ctx.stop)
     if first and _passed(ctx, stream.name):
@@ -270,6 +276,14 @@ def _run_candidates(ctx: RunContext, stream: Stream, base: str, again: bool) -> 
             log = CandidateStore(ctx.store, stream.name, attempt).log_path(stream.name)
             _log(ctx, stream.name, f"--- candidate {attempt} ended: {outcome} "
                                    f"(its log: {log}) ---")
+
+
+def _spent_so_far(ctx: RunContext, name: str, attempt: int) -> dict[str, Any] | None:
+    """What candidate ``attempt`` spent in the attempts it made before (a resume, a retry)."""
+    store = CandidateStore(ctx.store, name, attempt)
+    if not statefs.is_file(store.state_path):
+        return None
+    return store.record.streams[name].usage
 
 
 def _passed(ctx: RunContext, name: str) -> list[int]:
@@ -296,7 +310,7 @@ def _run_candidate(ctx: RunContext, stream: Stream, attempt: int, base: str,
             guard=_WithinStream(ctx.guard), stop=decided, recovered=recovered,
             copy_patterns=ctx.copy_patterns, bound_agents=ctx.bound_agents,
             agents=_Labelled(ctx.agents, attempt), attempt=attempt,
-            candidate_port=ctx.plan.port(stream.name, attempt))
+            candidate_port=ctx.plan.port(stream.name, attempt), run_ledger=ctx.ledger)
         run_stream(cctx, stream.name)
     own = store.record.streams[stream.name]
     if ran and decided.decided and own.status != Status.SUCCEEDED.value:
