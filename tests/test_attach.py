@@ -103,8 +103,12 @@ def test_a_running_agent_is_followed_then_handed_over_and_never_runs_twice(
     assert [(e["kind"], e.get("handed_over", False), e["failure"])
             for e in api["attempt_log"]] == [("agent", True, None), ("attach", False, None)]
     assert all(e["finished_at"] for e in api["attempt_log"])
+    # What ended is the person's session (exit 0), not an agent killed by a signal (143).
+    assert api["exit_code"] == 0 and api["attempt_log"][-1]["exit_code"] == 0
     assert len(records(rec, "api")) == 1  # no second agent was started
-    assert "handed over to a person" in run_wtr("logs", "api", cwd=repo.path).stdout
+    log = run_wtr("logs", "api", cwd=repo.path).stdout
+    assert "handed over to a person" in log
+    assert "--- attempt 2 ended: exit code 0; succeeded ---" in log and "143" not in log
 
 
 def test_a_stream_without_worktree_says_what_to_do(repo: Repo, tmp_path: Path) -> None:

@@ -742,8 +742,10 @@ def _finish_attempt(ctx: RunContext, stream: Stream, agent: procs.Agent) -> Fail
     _note_denials(ctx, stream.name, preset.denials(output) if preset is not None else [])
     session = preset.session(output) if preset is not None else None
     ctx.ledger.settle(stream.name, used)  # (its live count becomes the whole attempt's)
-    ctx.store.update_stream(stream.name, "agent_exited", exit_code=agent.exit_code(), pid=None,
-                            adopted=False, usage=ctx.store.record.streams[stream.name].usage,
+    ctx.store.update_stream(stream.name, "agent_exited", exit_code=_exit_code(ctx, stream.name,
+                                                                              agent),
+                            pid=None, adopted=False,
+                            usage=ctx.store.record.streams[stream.name].usage,
                             session=session or record.session)
     failure = failure or ctx.ledger.over(stream.name)
     if failure is not None:
@@ -764,6 +766,21 @@ def _settle_follow_ups(ctx: RunContext, name: str) -> None:
             *warnings, *({"kind": "request", "message": text} for text in said)])
         for text in said:
             _append_log(ctx, name, f"wtr: {text}")
+
+
+def _exit_code(ctx: RunContext, name: str, agent: procs.Agent) -> int | None:
+    """How the attempt ended: its agent's exit code; after a hand-over (``wtr attach
+    --take-over``) the agent was stopped for a person (no failure of its own), and the
+    attempt that ended is the person's session: the exit code of that session."""
+    record = ctx.store.record.streams[name]
+    if not record.attempt_log or record.attempt_log[-1].get("kind") != "attach":
+        return agent.exit_code()
+    left = handover.sessions(ctx.store.stream_dir(name))
+    code = left[-1].get("exit_code") if left else None
+    code = code if isinstance(code, int) else None
+    ctx.store.update_stream(name, attempt_log=[*record.attempt_log[:-1],
+                                               {**record.attempt_log[-1], "exit_code": code}])
+    return code
 
 
 def _note_denials(ctx: RunContext, name: str, denied: list[str]) -> None:
