@@ -24,7 +24,9 @@ def _events(repo: Repo, run_id: str, kind: str) -> list[dict[str, Any]]:
 
 def test_a_person_committing_and_switching_in_their_checkout_fails_no_stream(
         repo: Repo, tmp_path: Path) -> None:
-    repo.git("branch", "topic")
+    repo.git("switch", "-q", "-c", "topic")
+    repo.commit({"docs/topic.md": "topic\n"}, "topic work")
+    repo.git("switch", "-q", "main")
     (repo.path / "README.md").write_text("# sample, being edited\n")  # dirty when it starts
     go, started = tmp_path / "go", tmp_path / "record"
     started.mkdir()
@@ -39,7 +41,7 @@ def test_a_person_committing_and_switching_in_their_checkout_fails_no_stream(
         wait_for(lambda: list(started.glob("api.*.start")), timeout=60)
         before = repo.head("main")
         repo.git("commit", "-qam", "my own work on main, meanwhile")  # README.md with it
-        repo.git("merge", "-q", "--ff-only", "topic")  # (a no-op: nothing to move)
+        repo.git("rebase", "-q", "topic")  # (its end is told in other words in HEAD's log)
         repo.git("switch", "-q", "topic")
         go.write_text("")
         out, err = run.communicate(timeout=120)

@@ -1,16 +1,17 @@
 """A person's own moves, told from an agent's by the reflog of the checkout they work in.
 
-A commit, merge, reset or pull made in a checkout writes the same line (old and new
-commit, identity and time, message) into the reflog of the branch it moves and into that
-checkout's HEAD reflog. The same move made from any other worktree (an agent's ``git
-update-ref refs/heads/main``, ``git branch -f``, ``git push . HEAD:main``) writes the
-branch's reflog only. An agent's git runs with ``GIT_REFLOG_ACTION`` naming its stream
+A commit, merge, reset or pull made in a checkout writes a line (old and new commit,
+identity and time, message) into the reflog of the branch it moves and one into that
+checkout's HEAD reflog, to the same commit at the same time (the same line, but for a
+rebase, which tells its end in other words). The same move made from any other worktree
+(an agent's ``git update-ref refs/heads/main``, ``git branch -f``, ``git push . HEAD:main``)
+writes the branch's reflog only. An agent's git runs with ``GIT_REFLOG_ACTION`` naming its stream
 (:func:`marker`), so what an agent does with git's own commands *in* a person's checkout
 is marked there; a line with no message (``update-ref`` without ``-m``) proves nothing.
 
 A move is a person's when every line of the branch's reflog, from the tip the guard saw
-last to the tip now, is such an unmarked line of the HEAD reflog of one checkout that is
-no worktree of the run (the branch may be checked out there no more: they switched).
+last to the tip now, is told so, unmarked, by the HEAD reflog of one checkout that is no
+worktree of the run (the branch may be checked out there no more: they switched).
 An agent that means to hide can forge reflog lines; ``sandbox: true`` is for such agents
 (docs/isolation.md).
 """
@@ -42,6 +43,19 @@ class Line:
     @property
     def by_hand(self) -> bool:
         return bool(self.message) and not self.message.startswith(MARK)
+
+    def _when(self) -> tuple[str, int | None]:
+        identity, _, stamp = self.who.rpartition(">")
+        seconds = stamp.split()[0] if stamp.split() else ""
+        return identity, int(seconds) if seconds.isdigit() else None
+
+    def told_by(self, head: Line) -> bool:
+        """Whether ``head``, a line of a checkout's HEAD reflog, is this move of a branch
+        made there: to the same commit, by the same person, at the same time (a rebase
+        tells its end in other words there, a second later at most)."""
+        (me, mine), (them, theirs) = self._when(), head._when()
+        return (self.by_hand and head.by_hand and head.new == self.new and me == them
+                and mine is not None and theirs is not None and abs(mine - theirs) <= 2)
 
 
 def _lines(path: Path) -> list[Line]:
@@ -85,8 +99,8 @@ def moved_by_hand(repo: git.Repository, ref: str, old: str, new: str,
     for worktree in git.list_worktrees(repo):
         if worktree.bare or worktree.path.is_relative_to(worktrees_root):
             continue
-        head = set(_lines(git.git_dir_of(worktree.path) / "logs" / "HEAD"))
-        if all(line in head and line.by_hand for line in chain):
+        head = _lines(git.git_dir_of(worktree.path) / "logs" / "HEAD")
+        if all(any(line.told_by(h) for h in head) for line in chain):
             return worktree.path
     return None
 
