@@ -394,6 +394,30 @@ def test_ctrl_c_stops_every_candidate_and_resume_finishes(repo: Repo, tmp_path: 
     assert [len(records(f, "api")) for f in folders] == [2, 2]
 
 
+def test_a_runner_killed_once_one_passed_first_stops_the_others_on_resume(
+        repo: Repo, tmp_path: Path) -> None:
+    """The runner dies after candidate 2 passed, before candidate 1 was stopped: the
+    resume keeps 2 and stops 1's agent, still at work, rather than waiting for it."""
+    folders = [tmp_path / f"rec{k}" for k in (1, 2)]
+    for folder in folders:
+        folder.mkdir()
+    plan = best_of([candidate(AGENT_RECORD=str(folders[0]), AGENT_WRITE="src/api/ok=yes",
+                              AGENT_SLEEP="120"),
+                    candidate(AGENT_RECORD=str(folders[1]), AGENT_WRITE="src/api/ok=yes")],
+                   choose="first")
+    killed = run_wtr("run", repo.write_plan(plan), cwd=repo.path,
+                     env={"WTR_FAULT": "candidate_passed:api"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    working = records(folders[0], "api")[0]["pid"]
+    assert alive(working)
+    resumed = run_wtr("resume", cwd=repo.path, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    wait_for(lambda: not alive(working), timeout=10)
+    found = candidates(run_wtr("status", "--json", cwd=repo.path).json())
+    assert [(c["chosen"], c["stopped"]) for c in found] == [(False, True), (True, False)]
+    assert [len(records(f, "api")) for f in folders] == [1, 1]
+
+
 @pytest.mark.parametrize("point", ["candidates_planned", "agent_started", "ownership_check",
                                    "candidate_chosen", "candidate_branch"])
 def test_a_runner_killed_at_any_step_is_resumed_without_losing_or_redoing_anything(

@@ -16,6 +16,7 @@ out of the pool, git not yet told; ``<step>:<folder name>``), auto_merge_checked
 (``run --merge`` has checked the ready streams for conflicts, not yet started their
 landing), landing_checkout (a landing has moved the target, its checkout not yet
 followed); candidates_planned (a best-of-N stream's candidates recorded, none started),
+candidate_passed (under ``choose: first``, one has passed; the others not yet stopped),
 candidate_chosen (the choice recorded, nothing archived yet) and candidate_branch (the
 kept candidate's worktree is on the stream's branch, not yet moved to the stream's path).
 """

@@ -273,6 +273,7 @@ def _run_candidates(ctx: RunContext, stream: Stream, base: str, again: bool) -> 
             attempt, outcome = running[future], future.result()
             if first and attempt in _passed(ctx, stream.name):
                 decided.set()
+                faults.point("candidate_passed", stream.name)
             log = CandidateStore(ctx.store, stream.name, attempt).log_path(stream.name)
             _log(ctx, stream.name, f"--- candidate {attempt} ended: {outcome} "
                                    f"(its log: {log}) ---")
@@ -323,6 +324,8 @@ def _not_needed(ctx: RunContext, name: str, attempt: int, store: CandidateStore)
     stopped; what it made stays on its branch and in its worktree, archived as any loser."""
     winner = min(_passed(ctx, name), key=lambda k: _entries(ctx, name)[k - 1]["ended_at"] or 0)
     why = f"stopped: candidate {winner} passed its gates first (choose: first)"
+    for agent in procs.live_agents(store.stream_dir(name)):  # (one a killed runner left)
+        agent.stop()
     own = store.record.streams[name]
     store.update_stream(name, None, status=Status.FAILED.value,
                         failure=Failure("interrupted", why))
