@@ -314,8 +314,8 @@ def _run_candidate(ctx: RunContext, stream: Stream, attempt: int, base: str,
             candidate_port=ctx.plan.port(stream.name, attempt), run_ledger=ctx.ledger)
         run_stream(cctx, stream.name)
     own = store.record.streams[stream.name]
-    if ran and decided.decided and own.status != Status.SUCCEEDED.value:
-        return _not_needed(ctx, stream.name, attempt, store)
+    if ran and decided.decided and own.failure is not None and own.failure.kind == "interrupted":
+        return _not_needed(ctx, stream.name, attempt, store)  # (a failure of its own stays)
     return _record_outcome(ctx, stream.name, attempt, own, ran)
 
 
