@@ -364,7 +364,7 @@ def test_candidates_take_their_places_in_max_parallel(repo: Repo, tmp_path: Path
     # every stream, and every candidate, has a port and a Compose project of its own
     seen = [records(folders[c], name)[0]["env"] for c, name in
             (("c1", "api"), ("c2", "api"), ("ui", "ui"))]
-    assert [env["WTR_PORT"] for env in seen] == ["41002", "41003", "41001"]
+    assert [env["WTR_PORT"] for env in seen] == ["41999", "41998", "41001"]
     assert len({env["COMPOSE_PROJECT_NAME"] for env in seen}) == 3
 
 

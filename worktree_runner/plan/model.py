@@ -220,12 +220,14 @@ class Plan:
 
     def port(self, name: str, attempt: int | None = None) -> int:
         """The stream's own port (WTR_PORT): distinct for every stream of the plan; with
-        ``attempt``, candidate ``attempt`` of a best-of-N stream's, after every stream's."""
+        ``attempt``, candidate ``attempt`` of a best-of-N stream's. Streams take the range
+        from its start, candidates from its end: a stream added while the run runs (a
+        follow-up, at the plan's end) never takes a running candidate's port."""
         index = self._index[name]
         if attempt is None:
             return self.port_range[0] + index
         before = sum(candidate_ports(s) for s in self.streams[:index])
-        return self.port_range[0] + len(self.streams) + before + attempt - 1
+        return self.port_range[1] - before - (attempt - 1)
 
     def stream(self, name: str) -> Stream:
         return self.streams[self._index[name]]
