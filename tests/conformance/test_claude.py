@@ -80,6 +80,25 @@ def test_a_write_outside_the_streams_files_is_refused_and_the_agent_is_told(
         assert len(warnings) == 1 and warnings[0].endswith("/README.md"), warnings
 
 
+def test_a_commit_claude_makes_in_the_users_checkout_is_blamed_on_its_stream() -> None:
+    """Its shell tool passes GIT_REFLOG_ACTION on: the commit is marked as the agent's in
+    the user's checkout, never taken for the user's own (run/by_hand.py)."""
+    main = '"$(git rev-parse --path-format=absolute --git-common-dir)/.."'
+    turns = [{"shell": "mkdir -p src/{stream} && printf 'def value():\\n    return 42\\n' "
+                       "> src/{stream}/feature.py && git add src && git commit -qm work"},
+             {"shell": f"cd {main} && git commit -q --allow-empty -m 'from {{stream}}'"},
+             {"text": "REPORT {stream}: committed."}]
+    outcome = run_conformance("claude", "checkout", gateway, turns=turns,
+                              plan_extra={"max_parallel": 1})
+    assert outcome.exit_code == 1, outcome.describe()
+    for name in STREAMS:
+        failure = outcome.stream(name)["failure"]
+        assert failure["kind"] == "error" and "branch main moved" in failure["message"], failure
+    assert not any(entry.get("by_hand") for entry in outcome.status["isolation"])
+    reflog = outcome.git("reflog", "show", "--format=%gs", "HEAD")
+    assert f"wtr-agent {outcome.status['run']}/alpha: from alpha" in reflog, reflog
+
+
 def test_under_the_sandbox_a_read_only_home_is_no_obstacle(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # The sandbox variant keeps HOME under /tmp, which bubblewrap replaces by an empty
