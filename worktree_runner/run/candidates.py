@@ -232,9 +232,9 @@ class _Decided(threading.Event):
     """The candidates' stop: set when the run stops, or when ``choose: first`` has its
     candidate (the others are stopped then, their work archived as any not kept)."""
 
-    def __init__(self, run_stop: threading.Event) -> None:
+    def __init__(self, run_stop: threading.Event, first: bool) -> None:
         super().__init__()
-        self.run_stop = run_stop
+        self.run_stop, self.first = run_stop, first
 
     def is_set(self) -> bool:
         return super().is_set() or self.run_stop.is_set()
@@ -259,9 +259,8 @@ def _run_candidates(ctx: RunContext, stream: Stream, base: str, again: bool) -> 
     as many at once as ``max_parallel`` allows; with ``choose: first``, until one passes."""
     attempts = list(range(1, stream.attempts + 1))
     ctx.ledger.split(stream.name, {k: _spent_so_far(ctx, stream.name, k) for k in attempts})
-    first = stream.choose.kind == "first"
-    decided = _Decided(ctx.stop)
-    if first and _passed(ctx, stream.name):
+    decided = _Decided(ctx.stop, first=stream.choose.kind == "first")
+    if decided.first and _passed(ctx, stream.name):
         decided.set()  # (a runner killed once one had passed: the others are not run again)
     # (the scheduler gave the stream at most max_parallel places: more candidates queue)
     places = min(len(attempts), ctx.store.record.max_parallel)
@@ -271,9 +270,6 @@ def _run_candidates(ctx: RunContext, stream: Stream, base: str, again: bool) -> 
                    for k in attempts}
         for future in as_completed(running):
             attempt, outcome = running[future], future.result()
-            if first and attempt in _passed(ctx, stream.name):
-                decided.set()
-                faults.point("candidate_passed", stream.name)
             log = CandidateStore(ctx.store, stream.name, attempt).log_path(stream.name)
             _log(ctx, stream.name, f"--- candidate {attempt} ended: {outcome} "
                                    f"(its log: {log}) ---")
@@ -316,7 +312,12 @@ def _run_candidate(ctx: RunContext, stream: Stream, attempt: int, base: str,
     own = store.record.streams[stream.name]
     if ran and decided.decided and own.failure is not None and own.failure.kind == "interrupted":
         return _not_needed(ctx, stream.name, attempt, store)  # (a failure of its own stays)
-    return _record_outcome(ctx, stream.name, attempt, own, ran)
+    outcome = _record_outcome(ctx, stream.name, attempt, own, ran)
+    if decided.first and own.status == Status.SUCCEEDED.value:
+        # (set here, before this thread takes a waiting candidate: that one never starts)
+        decided.set()
+        faults.point("candidate_passed", stream.name)
+    return outcome
 
 
 def _not_needed(ctx: RunContext, name: str, attempt: int, store: CandidateStore) -> str:

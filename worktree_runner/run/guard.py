@@ -266,7 +266,7 @@ class Guard:
     def _compare(self, before: Snapshot, suspects: set[str], stream: str | None) -> list[str]:
         after = self._take()
         refs = self._expected_refs(before, after)
-        hand = self._by_hand(refs, after, before.head)
+        hand = self._by_hand(refs, before, after)
         ruled = self._ruled_by_landings(before, after) | hand.paths
         expected = replace(before, refs={**refs, **hand.refs}, head=hand.head,
                            checkout=_without(before.checkout, ruled))
@@ -280,13 +280,15 @@ class Guard:
         write_json_atomic(self.path, asdict(after))
         return changes
 
-    def _by_hand(self, refs: dict[str, str], after: Snapshot, head: str) -> ByHand:
+    def _by_hand(self, refs: dict[str, str], before: Snapshot, after: Snapshot) -> ByHand:
         """What a person did in a checkout of their own since the last look (run/by_hand.py):
-        branches they moved there, and the files of the main checkout those moves changed
-        (a commit there takes its files out of ``git status``), the branch they switched
-        the main checkout to. Never blamed on a stream: reported on the run."""
+        branches they moved there, the files of the main checkout their commits there took
+        out of ``git status``, the branch they switched the main checkout to. Never blamed
+        on a stream: reported on the run."""
+        head = before.head
         hand = ByHand(head=head)
         root = Path(self.store.record.worktrees_root)
+        gone = before.checkout.keys() - after.checkout.keys()
         for ref in sorted(refs.keys() & after.refs.keys()):
             old, new = refs[ref], after.refs[ref]
             where = old != new and by_hand.moved_by_hand(self.repo, ref, old, new, root)
@@ -295,8 +297,8 @@ class Guard:
             hand.refs[ref] = new
             hand.changes += ref_changes({ref: old}, {ref: new})
             hand.checkouts.add(str(where))
-            if where == self.repo.root:
-                hand.paths |= set(git.changed_paths(self.repo, old, new))
+            if where.resolve() == self.repo.root.resolve():
+                hand.paths |= gone & set(git.changed_paths(self.repo, old, new))
         if after.head != head and by_hand.switched_by_hand(self.repo, head, after.head):
             hand.changes.append(f"the main checkout's HEAD changed from {head} to {after.head}")
             hand.checkouts.add(str(self.repo.root))
@@ -382,7 +384,7 @@ class ByHand:
 
     head: str  # what the main checkout's HEAD names, as the person left it
     refs: dict[str, str] = field(default_factory=dict)  # branch -> the tip they moved it to
-    paths: set[str] = field(default_factory=set)  # main checkout files their commits changed
+    paths: set[str] = field(default_factory=set)  # files their commits took out of status
     changes: list[str] = field(default_factory=list)
     checkouts: set[str] = field(default_factory=set)  # where they did it
 
