@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worktree_runner import git, statefs
+from worktree_runner.errors import WtrError
 
 MARK = "wtr-agent"  # the start of the GIT_REFLOG_ACTION an agent's git runs with
+RECENT = 2000  # lines of a checkout's HEAD reflog looked at: the moves since the last look
 
 
 def marker(run_id: str, stream: str) -> str:
@@ -97,9 +99,13 @@ def moved_by_hand(repo: git.Repository, ref: str, old: str, new: str,
     if not chain:
         return None
     for worktree in git.list_worktrees(repo):
-        if worktree.bare or worktree.path.is_relative_to(worktrees_root):
+        if (worktree.bare or worktree.prunable or not worktree.path.is_dir()
+                or worktree.path.is_relative_to(worktrees_root)):
             continue
-        head = _lines(git.git_dir_of(worktree.path) / "logs" / "HEAD")
+        try:
+            head = _lines(git.git_dir_of(worktree.path) / "logs" / "HEAD")[-RECENT:]
+        except (WtrError, OSError):  # a checkout git cannot read now tells nothing
+            continue
         if all(any(line.told_by(h) for h in head) for line in chain):
             return worktree.path
     return None
