@@ -49,7 +49,9 @@ def options_of(command: click.Command) -> set[str]:
 def assert_names_real_commands(text: str, where: str) -> set[str]:
     """Every ``wtr WORD`` is a subcommand and every flag after it one of its options;
     returns the subcommands named."""
-    commands = cli.commands
+    ctx = click.Context(cli)  # through the group: it loads each command's module
+    commands = {name: command for name in cli.list_commands(ctx)
+                if (command := cli.get_command(ctx, name)) is not None}
     named = set(_WORD.findall(text))
     assert not named - set(commands), f"{where} names unknown commands: {named - set(commands)}"
     for name, rest in _INVOCATION.findall(text):

@@ -7,21 +7,21 @@ import shlex
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
-
 from worktree_runner.events import Event, Kind
-from worktree_runner.plan.analysis import Analysis
 from worktree_runner.plan.durations import format_duration
 from worktree_runner.words import plural
 
+# rich and the plan's analysis are imported where they are used: `wtr status` to a pipe
+# (agents and scripts) needs neither.
 if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
+
     from worktree_runner.architect import Outcome
     from worktree_runner.doctor import AgentCheck
     from worktree_runner.merge.predict import StreamPrediction
     from worktree_runner.merge.stage import Landed
+    from worktree_runner.plan.analysis import Analysis
     from worktree_runner.run.runner import PlannedStream, Prepared
 
 _SHOWN_UNOWNED = 10
@@ -132,6 +132,10 @@ def counts_line(doc: dict[str, Any]) -> str:
 
 
 def status_table(doc: dict[str, Any], bars: bool = False) -> Table:
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=counts_line(doc), title_justify="left", expand=False)
     for column in ("stream", "status", "progress", "message", "elapsed", "branch", "worktree"):
         table.add_column(column, overflow="fold")
@@ -237,6 +241,8 @@ _STYLES = {"succeeded": "green", "merged": "green", "failed": "red", "blocked": 
 
 
 def _styled(status: str) -> Text:
+    from rich.text import Text
+
     return Text(status, style=_STYLES.get(status, ""))
 
 
@@ -411,6 +417,8 @@ def _short(value: Any) -> str:
 
 
 def print_status(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+
     console = Console()
     console.print(status_table(doc))
     if doc["state"] == "interrupted":

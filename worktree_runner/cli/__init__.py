@@ -1,22 +1,9 @@
-"""The command line: parses, dispatches, prints. Commands live in modules by area."""
+"""The command line: parses, dispatches, prints. Commands live in modules by area, each
+imported only when one of its commands runs (the table in base.py)."""
 
-from worktree_runner.cli import (
-    agents,
-    attach,
-    clean,
-    events,
-    hook,
-    merge,
-    plan,
-    push,
-    report,
-    review,
-    run,
-)
 from worktree_runner.cli.base import cli
 
-__all__ = ["agents", "attach", "clean", "cli", "events", "hook", "main", "merge", "plan", "push",
-           "report", "review", "run"]
+__all__ = ["cli", "main"]
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ start-up of this package, and rich, yaml and the merge stage are not needed ther
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,28 @@ from worktree_runner.logs import configure_logging
 from worktree_runner.run import registry
 from worktree_runner.run.state import RunStore
 
+# The module under worktree_runner.cli that defines each command. Only the module of the
+# command given is imported (all of them for --help): each command pays for its own imports.
+COMMAND_MODULES = {
+    "accept": "run", "agent-file": "agents", "attach": "attach", "check": "plan",
+    "clean": "clean", "diff": "review", "doctor": "agents", "events": "events", "hook": "hook",
+    "init": "plan", "lock": "agents", "logs": "run", "merge": "merge", "path": "review",
+    "plan": "plan", "progress": "agents", "push": "push", "report": "report", "resume": "run",
+    "retry": "run", "run": "run", "runs": "run", "status": "run", "sync": "merge",
+}
+
 
 class WtrGroup(click.Group):
-    """Maps the project's errors to one line on stderr and its fixed exit code."""
+    """Loads a command's module when the command is asked for; maps the project's errors to
+    one line on stderr and its fixed exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMAND_MODULES})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            importlib.import_module(f"worktree_runner.cli.{COMMAND_MODULES[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

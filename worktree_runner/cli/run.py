@@ -7,7 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,11 +25,13 @@ from worktree_runner.cli.base import (
     run_option,
 )
 from worktree_runner.errors import EXIT_FAILED, EXIT_OK, BadInput
-from worktree_runner.plan.model import Notify, Plan
 from worktree_runner.run import registry
 from worktree_runner.run.state import RunStore, Status, StreamRecord
 from worktree_runner.run.status import status_document
 from worktree_runner.words import plural
+
+if TYPE_CHECKING:
+    from worktree_runner.plan.model import Notify, Plan
 
 
 def budget_options(func: Any) -> Any:
