@@ -17,12 +17,9 @@ import shutil
 import threading
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from worktree_runner import procs
 from worktree_runner.events import Event, Kind, follow, last_seq
@@ -95,13 +92,23 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, OSError)
 
 
-@retry(retry=retry_if_exception(_retryable), stop=stop_after_attempt(WEBHOOK_ATTEMPTS),
-       wait=wait_exponential(multiplier=0.5, max=4), reraise=True)
 def _post(url: str, body: bytes) -> int:
-    request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json", "User-Agent": "worktree-runner"})
-    with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as answer:
-        return int(answer.status)
+    """POST ``body``, again after no answer or a server error. (urllib.request and tenacity
+    are imported only here: every run and merge subscribes a notifier, few have a webhook,
+    and tenacity imports tornado when that is installed.)"""
+    import urllib.request
+
+    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+    @retry(retry=retry_if_exception(_retryable), stop=stop_after_attempt(WEBHOOK_ATTEMPTS),
+           wait=wait_exponential(multiplier=0.5, max=4), reraise=True)
+    def post() -> int:
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "User-Agent": "worktree-runner"})
+        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as answer:
+            return int(answer.status)
+
+    return post()
 
 
 def deliver(target: Notify, document: dict[str, Any], store: RunStore) -> None:

@@ -11,17 +11,17 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
-from rich.console import Console, Group
-from rich.live import Live
-from rich.text import Text
 
 from worktree_runner import render
 from worktree_runner.events import Event
 from worktree_runner.run.state import RunStore
 from worktree_runner.run.status import status_document
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 T = TypeVar("T")
 
@@ -44,6 +44,11 @@ def run_with_display(work: Callable[[], T], store: RunStore, terminal: bool) -> 
 
 
 def _with_table(work: Callable[[], T], store: RunStore) -> T:
+    # rich is imported only for a terminal: a run to a pipe (scripts, tests) does without
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.text import Text
+
     # Read through a store of its own: the runner's record in memory is not to be
     # swapped for one read back from disk.
     def table() -> Group:
