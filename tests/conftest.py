@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import compileall
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -13,7 +14,10 @@ from tests.gitrepo import ROOT, Repo, Result, isolated_git_env, make_repo, run_w
 def pytest_configure(config: pytest.Config) -> None:
     """Byte-compile the package once, before any test starts a ``wtr``. Where Python may
     not write bytecode (PYTHONDONTWRITEBYTECODE), each of the hundreds of ``wtr``
-    processes the tests start would otherwise compile its modules again (~0.2 s each)."""
+    processes the tests start would otherwise compile its modules again (~0.2 s each),
+    and each test worker would parse and rewrite every test module again (~3 s): pytest
+    keeps its rewritten test modules only where Python may write bytecode."""
+    sys.dont_write_bytecode = False
     if not hasattr(config, "workerinput"):  # the xdist controller, or a run without xdist
         compileall.compile_dir(ROOT / "worktree_runner", quiet=1)
 
