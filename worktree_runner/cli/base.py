@@ -28,11 +28,12 @@ from worktree_runner.run.state import RunStore
 # The module under worktree_runner.cli that defines each command. Only the module of the
 # command given is imported (all of them for --help): each command pays for its own imports.
 COMMAND_MODULES = {
-    "accept": "run", "agent-file": "agents", "attach": "attach", "check": "plan",
-    "clean": "clean", "diff": "review", "doctor": "agents", "events": "events", "hook": "hook",
-    "init": "plan", "lock": "agents", "logs": "run", "merge": "merge", "path": "review",
-    "plan": "plan", "progress": "agents", "push": "push", "report": "report", "resume": "run",
-    "retry": "run", "run": "run", "runs": "run", "status": "run", "sync": "merge",
+    "accept": "run", "agent-file": "agents", "answer": "agents", "attach": "attach",
+    "check": "plan", "clean": "clean", "diff": "review", "doctor": "agents", "events": "events",
+    "hook": "hook", "init": "plan", "lock": "agents", "logs": "run", "merge": "merge",
+    "path": "review", "plan": "plan", "progress": "agents", "push": "push", "report": "report",
+    "request": "agents", "resume": "run", "retry": "run", "run": "run", "runs": "run",
+    "status": "run", "sync": "merge",
 }
 
 
