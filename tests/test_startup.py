@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import click
+import pytest
 
 import worktree_runner.cli
 from worktree_runner.cli.base import COMMAND_MODULES, cli
@@ -34,11 +35,15 @@ def test_importing_the_command_line_loads_no_command_and_no_heavy_library() -> N
     assert not loaded & COMMAND_MODULE_NAMES, sorted(loaded & COMMAND_MODULE_NAMES)
 
 
-def test_a_command_loads_its_own_module_only() -> None:
+@pytest.mark.parametrize(("command", "module"), [("progress", "agents"), ("status", "run")])
+def test_a_command_loads_its_own_module_only(command: str, module: str) -> None:
+    """Also what ``wtr status`` prints with (render, the run's status document, the
+    change requests' book): none of it brings a heavy library."""
     loaded = modules_after(
         "import click\nfrom worktree_runner.cli import cli\n"
-        "assert cli.get_command(click.Context(cli), 'progress').name == 'progress'")
-    assert loaded & COMMAND_MODULE_NAMES == {"worktree_runner.cli.agents"}
+        "import worktree_runner.coordinate.book, worktree_runner.render\n"
+        f"assert cli.get_command(click.Context(cli), {command!r}).name == {command!r}")
+    assert loaded & COMMAND_MODULE_NAMES == {f"worktree_runner.cli.{module}"}
     assert not {m.split(".")[0] for m in loaded} & HEAVY, sorted(loaded)
 
 

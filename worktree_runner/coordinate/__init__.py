@@ -7,15 +7,31 @@ finished, or to a person when the path is shared or unowned. ``ask`` is the aski
 ``desk`` the runner's, ``book`` the file they share.
 """
 
-from worktree_runner.coordinate.ask import (
-    Answer,
-    Caller,
-    answer_request,
-    caller_from_env,
-    plan_of,
-    request_change,
-)
+from typing import TYPE_CHECKING, Any
+
 from worktree_runner.coordinate.book import Request, RequestBook, Route, State
+
+if TYPE_CHECKING:
+    from worktree_runner.coordinate.ask import (
+        Answer,
+        Caller,
+        answer_request,
+        caller_from_env,
+        plan_of,
+        request_change,
+    )
 
 __all__ = ["Answer", "Caller", "Request", "RequestBook", "Route", "State", "answer_request",
            "caller_from_env", "plan_of", "request_change"]
+
+_ASKING = {"Answer", "Caller", "answer_request", "caller_from_env", "plan_of", "request_change"}
+
+
+def __getattr__(name: str) -> Any:
+    """The asking side, imported on first use: ``wtr status`` and every run read the book,
+    and ``ask`` brings the plan loader (yaml) and the sync with it."""
+    if name in _ASKING:
+        from worktree_runner.coordinate import ask
+
+        return getattr(ask, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

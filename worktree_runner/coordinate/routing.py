@@ -7,9 +7,7 @@ import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from worktree_runner.errors import BadInput
 from worktree_runner.plan.model import Plan, Stream
@@ -17,6 +15,9 @@ from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.run.state import RunRecord, Status
 
 from .book import Request, Route
+
+if TYPE_CHECKING:  # imported where a request is routed: every run and status imports this
+    import networkx as nx
 
 UNFINISHED = frozenset({Status.PENDING.value, Status.RUNNING.value})
 FOLLOW_UP_MARK = "+req-"
@@ -80,6 +81,8 @@ def waits_graph(record: RunRecord, requests: Iterable[Request]) -> nx.DiGraph[st
     """Who waits for whom now: a stream blocked in a waiting request for the stream it
     went to, and a stream not yet started for each dependency that has not finished. (A
     requester no longer running waits for nothing: its agent was stopped mid-wait.)"""
+    import networkx as nx
+
     graph: nx.DiGraph[str] = nx.DiGraph()
     running = {n for n, s in record.streams.items() if s.status == Status.RUNNING.value}
     for request in requests:
@@ -102,6 +105,8 @@ def cycle_closed(graph: nx.DiGraph[str], asking: str, target: str) -> list[str]:
         return [asking, asking]
     if target not in graph or asking not in graph:
         return []
+    import networkx as nx
+
     try:
         path: list[str] = nx.shortest_path(graph, target, asking)
     except nx.NetworkXNoPath:
