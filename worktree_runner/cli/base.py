@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import pkgutil
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,22 @@ from worktree_runner.run.state import RunStore
 
 # The module under worktree_runner.cli that defines each command. Only the module of the
 # command given is imported (all of them for --help): each command pays for its own imports.
+# A command missing here still runs, after every module is imported (slowly: the startup
+# test fails until it is added).
 COMMAND_MODULES = {
     "accept": "run", "agent-file": "agents", "answer": "agents", "attach": "attach",
     "check": "plan", "clean": "clean", "diff": "review", "doctor": "agents", "events": "events",
-    "hook": "hook", "init": "plan", "lock": "agents", "logs": "run", "merge": "merge",
-    "path": "review", "plan": "plan", "progress": "agents", "push": "push", "report": "report",
-    "request": "agents", "resume": "run", "retry": "run", "run": "run", "runs": "run",
-    "status": "run", "sync": "merge",
+    "hook": "hook", "init": "plan", "lock": "agents", "logs": "run", "mcp": "agents",
+    "merge": "merge", "path": "review", "plan": "plan", "progress": "agents", "push": "push",
+    "report": "report", "request": "agents", "resume": "run", "retry": "run", "run": "run",
+    "runs": "run", "status": "run", "sync": "merge",
 }
+
+
+def _import_every_module() -> None:
+    """Every module of this package: --help, completion and an unknown name see all."""
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        importlib.import_module(f"worktree_runner.cli.{module.name}")
 
 
 class WtrGroup(click.Group):
@@ -42,11 +51,14 @@ class WtrGroup(click.Group):
     one line on stderr and its fixed exit code."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*self.commands, *COMMAND_MODULES})
+        _import_every_module()
+        return sorted(self.commands)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
             importlib.import_module(f"worktree_runner.cli.{COMMAND_MODULES[cmd_name]}")
+        if cmd_name not in self.commands:  # a command the table misses is found all the same
+            _import_every_module()
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
