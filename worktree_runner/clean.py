@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worktree_runner import faults, git, pool, procs, rescue
+from worktree_runner import checkout, faults, git, pool, procs, rescue
 from worktree_runner.errors import WtrError
 from worktree_runner.merge.stage import INTEGRATION_DIR
 from worktree_runner.rescue import RESCUE_PREFIX
@@ -67,6 +67,8 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
     def clear(item: tuple[str, Path]) -> tuple[list[str], str]:
         name, path = item
         half_removed = git.removal_started(repo, path)
+        if not half_removed and not dry_run:  # (an overlay whose mount is down: its work
+            checkout.remount(repo, path)       # is in its upper layer, seen through it)
         dirty = [] if half_removed else git.worktree_dirty(path)
         rescued = [] if half_removed else _rescue_worktree(repo, store, name, path, dry_run,
                                                            dirty)
@@ -94,6 +96,8 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
             report.done.append(done)
     if not dry_run:
         repo.git("worktree", "prune")
+        checkout.sweep(repo, Path(record.worktrees_root), record.run)
+        checkout.prune_bases(repo, Path(record.worktrees_root))
         _remove_empty_run_folder(record)
     faults.point("clean_branches", "")
     target_tip = git.ref_commit(repo, f"refs/heads/{record.target}")  # (may have moved)

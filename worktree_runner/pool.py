@@ -198,8 +198,9 @@ class Pool:
 
     def _poolable(self, path: Path) -> str | None:
         """The worktree's HEAD commit, if it is one to pool (no operation under way, its
-        ``.git`` as git wrote it)."""
-        if not git.dot_git_intact(path):
+        ``.git`` as git wrote it, not locked: an overlay worktree is, and is never pooled)."""
+        admin = git.linked_git_dir(path)
+        if admin is None or (admin / "locked").exists() or not git.dot_git_intact(path):
             return None
         found = git.run_git(["rev-parse", "--absolute-git-dir", "HEAD"], path, check=False)
         lines = found.stdout.split()

@@ -17,6 +17,7 @@ from pathlib import Path
 from worktree_runner import faults, logs
 from worktree_runner.errors import WtrError
 from worktree_runner.files import write_text_atomic
+from worktree_runner.git import layers
 from worktree_runner.git.door import (
     Repository,
     identity_env,
@@ -120,12 +121,17 @@ def _settle_index(path: Path) -> None:
     checked out by two seconds and refreshing once settles that. A file changed afterwards
     gets a new mtime, so nothing is hidden: the refresh itself compares every file's
     content before it records the new times."""
+    backdate_files(path)
+    run_git(["update-index", "-q", "--refresh"], path, check=False)
+
+
+def backdate_files(path: Path) -> None:
+    """Set the times of every file below ``path`` two seconds back (see ``_settle_index``)."""
     folder = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         _backdate(folder, time.time_ns() - 2_000_000_000)
     finally:
         os.close(folder)
-    run_git(["update-index", "-q", "--refresh"], path, check=False)
 
 
 def _backdate(folder: int, then: int) -> None:
@@ -291,11 +297,17 @@ def remove_worktree(repo: Repository, path: Path, prune: bool = True) -> bool:
             if not owns_worktree(repo, path):
                 return False
             record = admin_dir(repo, path)
+            overlay = layers.layers_of(record) if record is not None else None
+            if overlay is not None:  # (its work was saved through the mount, if any was left)
+                layers.unmount(path)
+                faults.point("overlay_unmounted", path.name)
             repo.git("worktree", "remove", "--force", "--force", str(path), check=False)
             if path.exists():  # e.g. it holds a submodule, or an earlier removal was cut short,
                 shutil.rmtree(path)  # or its .git names another git dir (git refuses then)
             if record is not None and record.is_dir():
                 shutil.rmtree(record)  # (what 'worktree prune' does for a vanished worktree)
+            if overlay is not None:
+                layers.drop(overlay)
         if prune:
             repo.git("worktree", "prune")
     return True

@@ -50,17 +50,19 @@ TOP_KEYS = frozenset(
     {"version", "name", "base", "target", "max_parallel", "worktrees_dir", "agent", "setup",
      "teardown", "copy", "verify", "shared", "streams", "port_range", "executor",
      "coupling", "pool", "keep_ignored", "sparse",
-     "allow_empty", "log_limit", "sandbox", "writable", "feedback", "budget", "notify", "mcp"}
+     "allow_empty", "log_limit", "sandbox", "writable", "feedback", "budget", "notify", "mcp",
+     "checkout"}
 )
 AGENT_KEYS = frozenset({"command", "preset", "args", "timeout", "stall_timeout", "retries", "env"})
 COUPLING_KEYS = frozenset({"min_support", "min_confidence", "hot_share", "commits", "since"})
 STREAM_KEYS = frozenset(
     {"description", "files", "prompt", "depends_on", "conflicts_with", "shared", "verify",
      "on_failure", "agent", "sparse", "context", "allow_empty", "sandbox", "writable",
-     "attempts", "choose", "agents", "feedback", "budget", "mcp"}
+     "attempts", "choose", "agents", "feedback", "budget", "mcp", "checkout"}
 )
 BUDGET_KEYS = frozenset({"usd", "tokens"})
 ON_FAILURE = ("continue", "stop")
+CHECKOUTS = ("auto", "overlay", "reflink", "full")
 
 _NAME_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _PLACEHOLDER = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -153,6 +155,7 @@ class _Reader:
         self.allow_empty = True
         self.feedback: int | None = None
         self.mcp = True
+        self.checkout = "full"
 
     def fail(self, path: KeyPath, message: str) -> None:
         self.doc.problem(path, message)
@@ -203,6 +206,7 @@ class _Reader:
         self.mcp = self.get(top, root, "mcp", _bool, True)
         box = (self.get(top, root, "sandbox", _bool, False),
                self.get(top, root, "writable", _writable, NO_TEXTS))
+        self.checkout = self.get(top, root, "checkout", _checkout, "full")
         streams = self._streams(top, default_agent, shared, box)
         sparse = self.get(top, root, "sparse", _bool, False)
         self.warnings += [f"stream '{s.name}' lists 'context' but is not sparse; it has no "
@@ -232,6 +236,7 @@ class _Reader:
             pool=self.get(top, root, "pool", _non_negative_int, None),
             keep_ignored=self.get(top, root, "keep_ignored", _patterns, NO_TEXTS),
             sparse=sparse,
+            checkout=self.checkout,
             budget=budget,
             notify=self.get(top, root, "notify", notify_entries, ()),
             warnings=tuple(self.warnings),
@@ -330,6 +335,7 @@ class _Reader:
             verify=self.get(fields, path, "verify", _commands, NO_TEXTS),
             on_failure=self.get(fields, path, "on_failure", _on_failure, "continue"),
             sparse=self.get(fields, path, "sparse", _bool, None),
+            checkout=self.get(fields, path, "checkout", _checkout, self.checkout),
             context=self.get(fields, path, "context", _patterns, NO_TEXTS),
             allow_empty=self.get(fields, path, "allow_empty", _bool, self.allow_empty),
             feedback=self.get(fields, path, "feedback", _feedback_rounds, self.feedback),
@@ -677,6 +683,12 @@ def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
     return value
+
+
+def _checkout(value: Any) -> str:
+    if value not in CHECKOUTS:
+        raise ValueError(f"must be one of {', '.join(CHECKOUTS)}")
+    return str(value)
 
 
 def _on_failure(value: Any) -> str:

@@ -168,6 +168,8 @@ class StreamRecord:
     # A person's message (``wtr retry --message``) the next attempt continues the session with.
     message: str | None = None
     budget: dict[str, float | None] | None = None  # {"usd": X, "tokens": N}: the most it may spend
+    # How its worktree got its files: full | overlay | reflink (worktree_runner/checkout.py).
+    checkout: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         document = dict(vars(self))

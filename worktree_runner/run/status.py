@@ -32,6 +32,7 @@ def stream_document(store: RunStore, stream: StreamRecord) -> dict[str, Any]:
         "status": stream.status,
         "branch": stream.branch,
         "worktree": stream.worktree,
+        "checkout": stream.checkout,
         "base_commit": stream.base_commit,
         "head_commit": stream.head_commit,
         "depends_on": stream.depends_on,

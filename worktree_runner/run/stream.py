@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worktree_runner import faults, git, procs, rescue, sandbox, sparse, statefs
+from worktree_runner import checkout, faults, git, procs, rescue, sandbox, sparse, statefs
 from worktree_runner.coordinate.book import Request, round_message
 from worktree_runner.coordinate.desk import Desk
 from worktree_runner.errors import WtrError
@@ -182,6 +182,9 @@ def _prepare(ctx: RunContext, stream: Stream) -> None:
         _create_worktree(ctx, stream, path, branch)
     if ctx.plan.is_sparse(stream):
         sparse.restrict(ctx.repo, path, stream, record.base_commit or ctx.base_commit)
+    elif record.checkout in ("overlay", "reflink"):
+        checkout.fill(ctx.repo, path, record.checkout, ctx.worktrees_root, ctx.base_commit,
+                      name)
     git.populate_worktree(path)
     faults.point("after_worktree", name)
     if record.worktree != str(path):
@@ -209,13 +212,26 @@ def _create_worktree(ctx: RunContext, stream: Stream, path: Path, branch: str) -
             base = base.ours
         else:
             ctx.store.update_stream(name, "base_resolved", base_commit=base)
-        if not _from_pool(ctx, stream, path, branch, base):
+        if _checkout_method(ctx, stream) != "full" or not _from_pool(
+                ctx, stream, path, branch, base):
             git.add_worktree(ctx.repo, path, branch, base)
         faults.point("after_branch", name)
     elif not _registered(ctx, path, branch):
         ctx.repo.git("worktree", "prune")
         git.add_worktree(ctx.repo, path, branch, None)
         ctx.store.event("worktree_recreated", stream=name)
+
+
+def _checkout_method(ctx: RunContext, stream: Stream) -> str:
+    """How the stream's worktree gets its files (the plan's ``checkout``, as it works
+    here), recorded before the worktree is made: a resumed run finishes it the same way."""
+    wanted = "full" if ctx.plan.is_sparse(stream) else stream.checkout
+    method = checkout.method_for(wanted, ctx.worktrees_root)
+    ctx.store.update_stream(stream.name, "checkout_chosen", checkout=method)
+    if method != wanted and wanted != "auto":
+        _append_log(ctx, stream.name, f"wtr: checkout '{wanted}' does not work here; "
+                                      f"the worktree is a {method} checkout\n")
+    return method
 
 
 def _from_pool(ctx: RunContext, stream: Stream, path: Path, branch: str, base: str) -> bool:

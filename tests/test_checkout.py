@@ -1,0 +1,125 @@
+"""Thin worktrees on real filesystems: overlay mounts over a shared checkout (as root) and
+reflink clones on loop-mounted btrfs and xfs images; the method falls back to a full
+checkout where it does not work, and every promise of a full one still holds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.gitrepo import Repo, make_repo, run_wtr
+from tests.runhelp import agent_plan, status, stream_of
+from worktree_runner import checkout
+from worktree_runner.errors import PlanInvalid
+from worktree_runner.git import layers
+from worktree_runner.plan.load import parse_plan
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="!!! SKIPPED: overlay mounts need root")
+
+# The agent records what it sees (every file, and git's view of its worktree), then acts.
+LOOK = ('find . -path ./.git -prune -o ! -type d -print | sort > "$SEEN/$WTR_STREAM.files"; '
+        'git status --porcelain > "$SEEN/$WTR_STREAM.status"; sh -c "${AGENT_THEN:-true}"')
+
+
+def plan(seen: Path, streams: dict, **top: object) -> dict:
+    return agent_plan(streams, agent={"command": LOOK, "env": {"SEEN": str(seen)}}, **top)
+
+
+def run(repo: Repo, the_plan: dict, env: dict[str, str] | None = None):
+    return run_wtr("run", repo.write_plan(the_plan), cwd=repo.path, env=env)
+
+
+def mounts_under(folder: Path) -> list[str]:
+    table = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [line.split()[4] for line in table if line.split()[4].startswith(str(folder))]
+
+
+@pytest.fixture
+def seen(tmp_path: Path) -> Path:
+    folder = tmp_path / "seen"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def no_mount_left(tmp_path: Path) -> Iterator[None]:
+    """Every test leaves no mount behind (and a failed one does not leak its mounts)."""
+    yield
+    left = mounts_under(tmp_path)
+    for where in sorted(left, reverse=True):
+        layers.unmount(Path(where))
+    assert not left, f"mounts left behind: {left}"
+
+
+# -- the plan setting ----------------------------------------------------------------------
+
+
+def test_the_checkout_setting_in_the_plan() -> None:
+    text = 'version: 1\nagent: {command: "true"}\n%sstreams:\n  db: {files: ["a/**"]%s}\n'
+
+    def parsed(top: str = "", stream: str = ""):
+        return parse_plan(text % (top, stream), Path("plan.yaml"))
+
+    assert parsed().streams[0].checkout == "full"
+    assert parsed("checkout: auto\n").streams[0].checkout == "auto"
+    assert parsed("checkout: overlay\n", ", checkout: reflink").streams[0].checkout == "reflink"
+    with pytest.raises(PlanInvalid) as caught:
+        parsed("checkout: lazy\n")
+    assert "checkout: must be one of auto, overlay, reflink, full" in (
+        caught.value.problems[0].render("plan.yaml"))
+
+
+# -- overlay -------------------------------------------------------------------------------
+
+
+@needs_root
+def test_overlay_streams_see_the_whole_base_and_git_sees_them_clean(
+        repo: Repo, seen: Path) -> None:
+    repo.commit({"src/db/deep/big.bin": "x" * 100_000})
+    os.symlink("deep/big.bin", repo.path / "src/db/link")
+    repo.git("add", "-A")
+    repo.git("commit", "-qm", "a link")
+    result = run(repo, plan(seen, {
+        "db": {"env": {"AGENT_THEN": "echo 'DB = 2' > src/db/models.py"}, "files": ["src/db/**"]},
+        "api": {"files": ["src/api/**"], "depends_on": ["db"],
+                "env": {"AGENT_THEN": "echo 'API = 1' > src/api/new.py"}},
+    }, checkout="overlay"))
+    assert result.returncode == 0, result.stderr + result.stdout
+    tracked = sorted(repo.git("ls-files").split())
+    assert (seen / "db.files").read_text().split() == [f"./{p}" for p in tracked]
+    assert (seen / "db.status").read_text() == ""  # git saw a clean worktree
+    # api starts from db's result: the file db changed is there, git sees no change
+    assert (seen / "api.status").read_text() == ""
+    doc = status(repo)
+    db, api = stream_of(doc, "db"), stream_of(doc, "api")
+    assert db["checkout"] == api["checkout"] == "overlay"
+    assert layers.is_mounted(Path(db["worktree"]))
+    assert (Path(api["worktree"]) / "src/db/models.py").read_text() == "DB = 2\n"
+    assert repo.git("diff", "--name-only", "main", api["branch"]).split() == [
+        "src/api/new.py", "src/db/models.py"]
+    # the shared checkout is untouched: every write went to the stream's own layer
+    base = checkout.base_checkout(repo_obj(repo), worktrees(repo), doc["base_commit"])
+    assert (base / "tree/src/db/models.py").read_text() == "MODELS = []\n"
+    assert run_wtr("merge", cwd=repo.path).returncode == 0
+    cleaned = run_wtr("clean", cwd=repo.path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not mounts_under(worktrees(repo))
+    assert not (worktrees(repo) / checkout.LAYERS_DIR).exists()
+    assert not (worktrees(repo) / checkout.BASE_DIR).exists()
+    assert repo.git("worktree", "list").count("\n") == 0  # only the main worktree
+
+
+def repo_obj(repo: Repo):
+    from worktree_runner import git
+
+    return git.open_repository(repo.path)
+
+
+def worktrees(repo: Repo) -> Path:
+    return repo.path.parent / f"{repo.path.name}.worktrees"

@@ -1,0 +1,252 @@
+"""How a stream's worktree gets its files: the plan's ``checkout`` setting.
+
+- ``full``: ``git worktree add`` writes every file (or a pooled worktree is reused).
+- ``overlay``: one read-only checkout of the run's base commit, made once, shared by every
+  stream as the lower layer of a kernel overlay mounted at the stream's worktree path;
+  what the agent writes goes to the stream's own upper layer (git/layers.py). Making a
+  worktree costs a mount, whatever the size of the repository. Needs mount rights (root).
+- ``reflink``: a copy-on-write clone of that shared checkout (``cp --reflink=always``), on
+  filesystems that share blocks between files (btrfs, xfs): no file data is written, but
+  each file is still a new inode.
+- ``auto``: overlay where it works, else reflink, else full.
+
+A method that does not work where the stream runs (not root, a filesystem without
+reflink, a Dask worker elsewhere) falls back to ``full``; the method used is recorded per
+stream (``checkout`` in ``status --json``). Sparse streams are always ``full``.
+
+The shared checkout of a commit lives in ``<worktrees root>/.base/<commit>`` (files in
+``tree``, their index in ``index``), built in a temporary folder renamed into place, so a
+half-made one is never used; each overlay's layers live in ``<worktrees root>/.layers``.
+Every worktree gets a copy of the shared index: its stat data match what the agent sees
+(overlayfs reports the lower file's inode, size and times; git does not compare the
+device), so the agent's first ``git status`` reads no file's content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+from filelock import FileLock
+
+from worktree_runner import faults, git
+from worktree_runner.errors import WtrError
+from worktree_runner.git import layers
+
+METHODS = ("auto", "overlay", "reflink", "full")
+BASE_DIR = ".base"
+LAYERS_DIR = ".layers"
+_FICLONE = 0x40049409
+_WORKS: dict[tuple[str, Path], bool] = {}
+_WORKS_LOCK = threading.Lock()
+
+
+def method_for(wanted: str, worktrees_root: Path) -> str:
+    """The method that serves ``wanted`` here: itself when it works, else the next one."""
+    if wanted in ("auto", "overlay") and works("overlay", worktrees_root):
+        return "overlay"
+    if wanted in ("auto", "reflink") and works("reflink", worktrees_root):
+        return "reflink"
+    return "full"
+
+
+def works(method: str, worktrees_root: Path) -> bool:
+    """Whether ``method`` works in ``worktrees_root`` (tried once per process)."""
+    key = (method, worktrees_root)
+    with _WORKS_LOCK:
+        if key not in _WORKS:
+            probe = _overlay_works if method == "overlay" else _reflink_works
+            worktrees_root.mkdir(parents=True, exist_ok=True)
+            _WORKS[key] = probe(worktrees_root)
+        return _WORKS[key]
+
+
+def _overlay_works(root: Path) -> bool:
+    if os.geteuid() != 0 or "\toverlay\n" not in _filesystems():
+        return False
+    with tempfile.TemporaryDirectory(prefix=".probe-", dir=root) as tmp:
+        folder = Path(tmp)
+        (folder / "lower").mkdir()
+        (folder / "mnt").mkdir()
+        (folder / "lower" / "seen").write_text("")
+        probe = layers.Layers(folder / "layers")
+        probe.upper.mkdir(parents=True)
+        probe.work.mkdir()
+        (probe.folder / "lower").write_text(str(folder / "lower"))
+        try:
+            layers.mount(folder / "mnt", probe)
+        except OSError:
+            return False
+        try:
+            return (folder / "mnt" / "seen").exists()
+        finally:
+            layers.unmount(folder / "mnt")
+
+
+def _filesystems() -> str:
+    try:
+        return Path("/proc/filesystems").read_text()
+    except OSError:
+        return ""
+
+
+def _reflink_works(root: Path) -> bool:
+    with tempfile.TemporaryDirectory(prefix=".probe-", dir=root) as tmp:
+        source, clone = Path(tmp) / "a", Path(tmp) / "b"
+        source.write_bytes(b"x" * 4096)
+        with source.open("rb") as src, clone.open("wb") as dst:
+            try:
+                fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
+            except OSError:
+                return False
+    return True
+
+
+# -- the shared checkout of a commit ------------------------------------------------------
+
+
+def base_checkout(repo: git.Repository, worktrees_root: Path, commit: str) -> Path:
+    """The shared read-only checkout of ``commit``, made now if it is not there."""
+    bases = worktrees_root / BASE_DIR
+    folder = bases / commit
+    if folder.is_dir():
+        return folder
+    bases.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(bases / f"{commit}.lock")):
+        if folder.is_dir():
+            return folder
+        building = bases / f"{commit}.building"
+        shutil.rmtree(building, ignore_errors=True)  # (what a killed build left)
+        (building / "tree").mkdir(parents=True)
+        env = {"GIT_INDEX_FILE": str(building / "index")}
+        tree = ["--work-tree", str(building / "tree")]
+        git.run_git(["read-tree", commit], repo.root, env=env)
+        git.run_git([*tree, "checkout-index", "--all", "--quiet"], repo.root, env=env)
+        git.backdate_files(building / "tree")  # (see git.populate_worktree: racy files)
+        git.run_git([*tree, "update-index", "-q", "--refresh"], repo.root, env=env, check=False)
+        os.rename(building, folder)
+    return folder
+
+
+def prune_bases(repo: git.Repository, worktrees_root: Path) -> list[Path]:
+    """Remove the shared checkouts no overlay lies on any more; the ones removed."""
+    bases = worktrees_root / BASE_DIR
+    if not bases.is_dir():
+        return []
+    used = {lower.parent for lower in _lowers(worktrees_root)}
+    gone = []
+    for folder in bases.iterdir():
+        if not folder.is_dir() or folder in used:
+            continue
+        with FileLock(str(bases / f"{folder.name.split('.')[0]}.lock")):
+            shutil.rmtree(folder, ignore_errors=True)
+        gone.append(folder)
+    for lock in bases.glob("*.lock"):
+        with contextlib.suppress(OSError):
+            lock.unlink()
+    with contextlib.suppress(OSError):
+        bases.rmdir()
+    return gone
+
+
+def _lowers(worktrees_root: Path) -> list[Path]:
+    found = []
+    for note in (worktrees_root / LAYERS_DIR).glob("*/*/lower"):
+        lower = layers.Layers(note.parent).lower
+        if lower is not None:
+            found.append(lower)
+    return found
+
+
+# -- a stream's worktree -------------------------------------------------------------------
+
+
+def fill(repo: git.Repository, path: Path, method: str, worktrees_root: Path,
+         run_commit: str, stream: str) -> None:
+    """Give ``path``, a worktree registered with --no-checkout, its files by ``method``
+    (overlay or reflink) from the shared checkout of ``run_commit``; its index is the last
+    thing written, so a worktree killed before that is filled again (overlay) or checked
+    out in full (reflink) by ``git.populate_worktree``. Safe to repeat."""
+    admin = git.admin_dir(repo, path)
+    if admin is None:
+        raise WtrError(f"the worktree at {path} is not registered", hint="'wtr resume' again")
+    base = base_checkout(repo, worktrees_root, run_commit)
+    if method == "overlay":
+        folder = worktrees_root / LAYERS_DIR / path.parent.name / path.name
+        found = layers.prepare(admin, path, folder, base / "tree")
+        faults.point("overlay_registered", stream)
+        layers.mount(path, found)
+        faults.point("overlay_mounted", stream)
+    elif not (admin / "index").exists():
+        subprocess.run(["cp", "-a", "--reflink=always", f"{base / 'tree'}/.", str(path)],
+                       check=True, capture_output=True)
+        faults.point("reflink_cloned", stream)
+    _settle_index(path, admin, base / "index", run_commit, refresh=method == "reflink")
+
+
+def _settle_index(path: Path, admin: Path, shared: Path, run_commit: str,
+                  refresh: bool) -> None:
+    """The worktree's index: the shared checkout's, moved to the worktree's own commit
+    (only the files that differ are written) and, for a clone, refreshed (its files are
+    new inodes). Written under another name and renamed into place."""
+    index = admin / "index"
+    if index.exists():
+        return
+    building = admin / "index.wtr-building"
+    shutil.copyfile(shared, building)
+    env = {"GIT_INDEX_FILE": str(building)}
+    if refresh:  # (reads every file once; a reset would rewrite each, unsharing its blocks)
+        git.run_git(["update-index", "-q", "--refresh"], path, env=env, check=False)
+    if git.head_of(path) != run_commit:
+        git.run_git(["reset", "--quiet", "--hard"], path, env=env)
+    os.rename(building, index)
+
+
+def remount(repo: git.Repository, path: Path) -> bool:
+    """Mount an overlay worktree whose mount is down (after a reboot, or a kill between
+    its registration and its mount); True if ``path`` is an overlay worktree."""
+    admin = git.admin_dir(repo, path)
+    found = layers.layers_of(admin) if admin is not None else None
+    if admin is None or found is None:
+        return False
+    if found.lower is None:
+        raise WtrError(f"the overlay worktree {path} does not name the checkout it lies on",
+                       hint=f"its own files are in {found.upper}")
+    layers.prepare(admin, path, found.folder, found.lower)
+    layers.mount(path, found)
+    return True
+
+
+def is_overlay(repo: git.Repository, path: Path) -> bool:
+    admin = git.admin_dir(repo, path)
+    return admin is not None and layers.layers_of(admin) is not None
+
+
+def sweep(repo: git.Repository, worktrees_root: Path, run: str) -> list[Path]:
+    """Remove the layers of the run that no registered worktree names any more (a removal
+    killed after the registration went); never one still mounted. The ones removed."""
+    folder = worktrees_root / LAYERS_DIR / run
+    if not folder.is_dir():
+        return []
+    named = set()
+    records = repo.common_dir / "worktrees"
+    for note in records.glob(f"*/{layers.LAYERS_NOTE}") if records.is_dir() else ():
+        found = layers.layers_of(note.parent)
+        if found is not None:
+            named.add(found.folder)
+    gone = []
+    for entry in folder.iterdir():
+        if entry not in named and not layers.is_mounted(folder.parent.parent / run / entry.name):
+            layers.drop(layers.Layers(entry))
+            gone.append(entry)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()
+    return gone
