@@ -123,3 +123,112 @@ def repo_obj(repo: Repo):
 
 def worktrees(repo: Repo) -> Path:
     return repo.path.parent / f"{repo.path.name}.worktrees"
+
+
+def assert_nothing_left(repo: Repo) -> None:
+    """No mount, no layer, no shared checkout, no worktree but the main one."""
+    assert not mounts_under(worktrees(repo))
+    for folder in (checkout.LAYERS_DIR, checkout.BASE_DIR):
+        assert not (worktrees(repo) / folder).exists()
+    assert repo.git("worktree", "list").count("\n") == 0
+
+
+@needs_root
+@pytest.mark.parametrize("step", ["overlay_registered", "overlay_mounted"])
+def test_kill_9_while_making_an_overlay_worktree_is_finished_by_resume(
+        repo: Repo, seen: Path, step: str) -> None:
+    the_plan = plan(seen, {"db": {"files": ["src/db/**"],
+                                  "env": {"AGENT_THEN": "echo 'DB = 2' > src/db/models.py"}}},
+                    checkout="overlay")
+    killed = run(repo, the_plan, env={"WTR_FAULT": f"{step}:db"})
+    assert killed.returncode == -9
+    path = worktrees(repo) / status(repo)["run"] / "db"
+    assert layers.is_mounted(path) == (step == "overlay_mounted")
+    resumed = run_wtr("resume", cwd=repo.path)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    db = stream_of(status(repo), "db")
+    assert db["status"] == "succeeded" and db["checkout"] == "overlay"
+    assert (seen / "db.status").read_text() == ""
+    assert len((seen / "db.files").read_text().split()) == len(repo.git("ls-files").split())
+    assert repo.git("show", f"{db['branch']}:src/db/models.py") == "DB = 2"
+    assert run_wtr("clean", cwd=repo.path).returncode == 0
+    assert_nothing_left(repo)
+
+
+@needs_root
+def test_clean_rescues_an_overlay_worktree_and_a_kill_after_its_unmount_leaks_nothing(
+        repo: Repo, seen: Path) -> None:
+    assert run(repo, plan(seen, {"db": {"files": ["src/db/**"]}},
+                          checkout="overlay")).returncode == 0
+    doc = status(repo)
+    path = Path(stream_of(doc, "db")["worktree"])
+    (path / "src/db/unsaved.py").write_text("UNSAVED = 1\n")
+    (path / "src/ui/view.py").unlink()
+    killed = run_wtr("clean", cwd=repo.path, env={"WTR_FAULT": "overlay_unmounted:db"})
+    assert killed.returncode == -9
+    rescue = f"refs/worktree-runner/rescue/{doc['run']}/db"
+    assert repo.git("diff", "--name-status", "main", rescue).splitlines() == [
+        "A\tsrc/db/unsaved.py", "D\tsrc/ui/view.py"]
+    assert not layers.is_mounted(path)
+    again = run_wtr("clean", cwd=repo.path)
+    assert again.returncode == 0, again.stderr
+    assert repo.git("show", f"{rescue}:src/db/unsaved.py") == "UNSAVED = 1"
+    assert_nothing_left(repo)
+
+
+@needs_root
+def test_an_overlay_whose_mount_went_down_is_mounted_again_by_resume_and_clean(
+        repo: Repo, seen: Path) -> None:
+    """As after a reboot: the worktree folder is empty, the agent's work is in its layer."""
+    the_plan = plan(seen, {"db": {"files": ["src/db/**"]},
+                           "api": {"files": ["src/api/**"], "depends_on": ["db"]}},
+                    checkout="overlay")
+    killed = run(repo, the_plan, env={"WTR_FAULT": "after_worktree:api"})
+    assert killed.returncode == -9
+    doc = status(repo)
+    db = Path(stream_of(doc, "db")["worktree"])
+    (db / "src/db/unsaved.py").write_text("UNSAVED = 1\n")
+    for stream in ("db", "api"):
+        layers.unmount(worktrees(repo) / doc["run"] / stream)
+    assert list(db.iterdir()) == []
+    assert repo.git("worktree", "prune") == "" and str(db) in repo.git("worktree", "list")
+    resumed = run_wtr("resume", cwd=repo.path)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert status(repo)["counts"]["succeeded"] == 2
+    assert not layers.is_mounted(db)  # (db had finished: resume had no need of it)
+    cleaned = run_wtr("clean", cwd=repo.path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert repo.git("show", f"refs/worktree-runner/rescue/{doc['run']}/db:src/db/unsaved.py"
+                    ) == "UNSAVED = 1"
+    assert_nothing_left(repo)
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="!!! SKIPPED: bwrap not installed")
+def test_a_sandboxed_agent_works_in_an_overlay_worktree(repo: Repo, seen: Path) -> None:
+    result = run(repo, plan(seen, {"db": {"files": ["src/db/**"], "env": {
+        "AGENT_THEN": "echo 'DB = 2' > src/db/models.py && git add -A && "
+                      "git commit -qm db && (echo x > ../escape || true)"}}},
+        checkout="overlay", sandbox=True, writable=[str(seen)]))
+    assert result.returncode == 0, result.stderr + result.stdout
+    db = stream_of(status(repo), "db")
+    assert db["checkout"] == "overlay"
+    assert repo.git("show", f"{db['branch']}:src/db/models.py") == "DB = 2"
+    assert not (worktrees(repo) / status(repo)["run"] / "escape").exists()
+    assert (seen / "db.status").read_text() == ""
+    assert run_wtr("clean", cwd=repo.path).returncode == 0
+    assert_nothing_left(repo)
+
+
+def test_a_method_that_does_not_work_here_falls_back_to_a_full_checkout(
+        repo: Repo, seen: Path) -> None:
+    """reflink on the test's own filesystem (ext4 or tmpfs: no shared blocks)."""
+    if checkout.works("reflink", worktrees(repo)):
+        pytest.skip("!!! SKIPPED: this filesystem has reflinks; the loop-image tests cover it")
+    result = run(repo, plan(seen, {"db": {"files": ["src/db/**"]}}, checkout="reflink"))
+    assert result.returncode == 0, result.stderr + result.stdout
+    db = stream_of(status(repo), "db")
+    assert db["checkout"] == "full"
+    assert "checkout 'reflink' does not work here" in run_wtr(
+        "logs", "db", cwd=repo.path).stdout
+    assert (seen / "db.status").read_text() == ""

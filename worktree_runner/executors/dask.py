@@ -44,7 +44,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from worktree_runner import git, procs, statefs
+from worktree_runner import checkout, git, procs, statefs
 from worktree_runner.errors import BadInput, WtrError
 from worktree_runner.events import STREAM_ENDS, Kind
 from worktree_runner.plan.executor import Executor
@@ -582,7 +582,9 @@ def _pool_worktree(ctx: RunContext, name: str, result: dict[str, Any]) -> None:
     if result["record"].get("status") != Status.SUCCEEDED.value or ctx.pool is None:
         return
     with suppress(WtrError):
-        ctx.pool.give_back(ctx.worktree(name), name)
+        path = ctx.worktree(name)
+        if not ctx.pool.give_back(path, name) and checkout.is_overlay(ctx.repo, path):
+            git.remove_worktree(ctx.repo, path)  # (never pooled; its mount goes with it)
 
 
 def _text(path: Path) -> str | None:
