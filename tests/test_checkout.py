@@ -232,3 +232,68 @@ def test_a_method_that_does_not_work_here_falls_back_to_a_full_checkout(
     assert "checkout 'reflink' does not work here" in run_wtr(
         "logs", "db", cwd=repo.path).stdout
     assert (seen / "db.status").read_text() == ""
+
+
+# -- reflink, on filesystems made for the test --------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["btrfs", "xfs"])
+def reflink_fs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[Path]:
+    """A loop-mounted filesystem image of the kind named (300 MB, xfs's least)."""
+    kind = request.param
+    if not ROOT or shutil.which(f"mkfs.{kind}") is None:
+        pytest.skip(f"!!! SKIPPED: needs root and mkfs.{kind} (scripts/test installs it)")
+    folder = tmp_path_factory.mktemp(kind)
+    image, where = folder / "image", folder / "mnt"
+    where.mkdir()
+    with image.open("wb") as file:
+        file.truncate(300 << 20)
+    subprocess.run([f"mkfs.{kind}", "-q", str(image)], check=True, capture_output=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def shared_extents(path: Path) -> bool:
+    """Whether the file's data blocks are shared with another file (FIEMAP's flag)."""
+    out = subprocess.run(["filefrag", "-v", str(path)], check=True, capture_output=True,
+                         text=True).stdout
+    return "shared" in out
+
+
+def test_reflink_clones_share_every_block_and_git_sees_them_clean(
+        reflink_fs: Path, tmp_path: Path) -> None:
+    repo = make_repo(reflink_fs / tmp_path.name, {
+        "README.md": "# sample\n", "src/db/models.py": "MODELS = []\n",
+        "src/api/orders.py": "ORDERS = []\n", "data/big.bin": os.urandom(1 << 20).hex()})
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    result = run(repo, plan(seen, {
+        "db": {"files": ["src/db/**"], "env": {"AGENT_THEN": "echo 'DB = 2' > src/db/models.py"}},
+        "api": {"files": ["src/api/**"], "depends_on": ["db"]},
+    }, checkout="auto"))  # (auto: overlay, which works here too, is tried first)
+    assert result.returncode == 0, result.stderr + result.stdout
+    doc = status(repo)
+    assert {s["checkout"] for s in doc["streams"]} == {"overlay"}
+    result = run(repo, plan(seen, {
+        "db": {"files": ["src/db/**"], "env": {"AGENT_THEN": "echo 'DB = 3' > src/db/models.py"}},
+        "api": {"files": ["src/api/**"], "depends_on": ["db"]},
+    }, checkout="reflink"))
+    assert result.returncode == 0, result.stderr + result.stdout
+    doc = status(repo)
+    db, api = stream_of(doc, "db"), stream_of(doc, "api")
+    assert db["checkout"] == api["checkout"] == "reflink"
+    assert (seen / "db.status").read_text() == (seen / "api.status").read_text() == ""
+    assert shared_extents(Path(db["worktree"]) / "data/big.bin")
+    assert (Path(api["worktree"]) / "src/db/models.py").read_text() == "DB = 3\n"
+    assert repo.git("show", f"{api['branch']}:src/db/models.py") == "DB = 3"
+    (Path(db["worktree"]) / "src/db/unsaved.py").write_text("UNSAVED = 1\n")
+    cleaned = run_wtr("clean", "--all", cwd=repo.path)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert repo.git("show", f"refs/worktree-runner/rescue/{doc['run']}/db:src/db/unsaved.py"
+                    ) == "UNSAVED = 1"
+    assert not (worktrees(repo) / checkout.BASE_DIR).exists()
+    assert not mounts_under(worktrees(repo))
