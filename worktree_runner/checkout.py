@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from filelock import FileLock
@@ -127,22 +129,27 @@ def base_checkout(repo: git.Repository, worktrees_root: Path, commit: str) -> Pa
         env = {"GIT_INDEX_FILE": str(building / "index")}
         tree = ["--work-tree", str(building / "tree")]
         git.run_git(["read-tree", commit], repo.root, env=env)
-        git.run_git([*tree, "checkout-index", "--all", "--quiet"], repo.root, env=env)
-        git.backdate_files(building / "tree")  # (see git.populate_worktree: racy files)
+        git.run_git([*tree, "checkout-index", "--all", "--quiet", "--index"], repo.root,
+                    env=env)
+        # Files written in the index's own second are "racy": git hashes them again at
+        # every status until an index is written in a later second. One refresh then,
+        # which hashes only those, settles it for every worktree that copies this index.
+        time.sleep(math.floor(time.time()) + 1.05 - time.time())
         git.run_git([*tree, "update-index", "-q", "--refresh"], repo.root, env=env, check=False)
         os.rename(building, folder)
     return folder
 
 
-def prune_bases(repo: git.Repository, worktrees_root: Path) -> list[Path]:
-    """Remove the shared checkouts no overlay lies on any more; the ones removed."""
+def prune_bases(worktrees_root: Path, keep: set[str]) -> list[Path]:
+    """Remove the shared checkouts no overlay lies on any more, but those of the commits
+    in ``keep`` (the bases of running runs: their next stream may clone one)."""
     bases = worktrees_root / BASE_DIR
     if not bases.is_dir():
         return []
     used = {lower.parent for lower in _lowers(worktrees_root)}
     gone = []
     for folder in bases.iterdir():
-        if not folder.is_dir() or folder in used:
+        if not folder.is_dir() or folder in used or folder.name in keep:
             continue
         with FileLock(str(bases / f"{folder.name.split('.')[0]}.lock")):
             shutil.rmtree(folder, ignore_errors=True)

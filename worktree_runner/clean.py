@@ -97,7 +97,7 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
     if not dry_run:
         repo.git("worktree", "prune")
         checkout.sweep(repo, Path(record.worktrees_root), record.run)
-        checkout.prune_bases(repo, Path(record.worktrees_root))
+        checkout.prune_bases(Path(record.worktrees_root), _bases_in_use(repo, record.run))
         _remove_empty_run_folder(record)
     faults.point("clean_branches", "")
     target_tip = git.ref_commit(repo, f"refs/heads/{record.target}")  # (may have moved)
@@ -168,6 +168,18 @@ def _our_worktrees(repo: git.Repository, worktrees: list[tuple[str, Path]],
         else:
             report.kept.append(f"left {path} alone: it is not a worktree of this repository")
     return ours
+
+
+def _bases_in_use(repo: git.Repository, cleaned: str) -> set[str]:
+    """The base commits of the runs still running, but ``cleaned`` (a shared checkout
+    removed under a run that later needs it is made again)."""
+    used = set()
+    for other in registry.list_runs(repo):
+        with contextlib.suppress(WtrError, ValueError, OSError):
+            record = other.load()
+            if record.run != cleaned and record.state == RunState.RUNNING.value:
+                used.add(record.base_commit)
+    return used
 
 
 def _remove_empty_run_folder(record: RunRecord) -> None:
