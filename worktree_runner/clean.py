@@ -97,7 +97,8 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
     if not dry_run:
         repo.git("worktree", "prune")
         checkout.sweep(repo, Path(record.worktrees_root), record.run)
-        checkout.prune_bases(Path(record.worktrees_root), _bases_in_use(repo, record.run))
+        if (Path(record.worktrees_root) / checkout.BASE_DIR).is_dir():
+            checkout.prune_bases(Path(record.worktrees_root), _bases_in_use(repo, record.run))
         _remove_empty_run_folder(record)
     faults.point("clean_branches", "")
     target_tip = git.ref_commit(repo, f"refs/heads/{record.target}")  # (may have moved)

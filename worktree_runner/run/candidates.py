@@ -187,7 +187,7 @@ def _base(ctx: RunContext, stream: Stream) -> str | Failure:
                                 f"from, conflict in {', '.join(base.files)}; a best-of-N "
                                 "stream starts only from results that merge cleanly",
                        base.files)
-    ctx.store.update_stream(stream.name, "base_resolved", base_commit=base)
+    ctx.store.update_stream(stream.name, "base_resolved", base_commit=base, checkout="full")
     return base
 
 

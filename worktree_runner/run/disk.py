@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from worktree_runner.checkout import BASE_DIR, LAYERS_DIR
 from worktree_runner.merge.stage import INTEGRATION_DIR
 from worktree_runner.run.state import RunRecord
 
@@ -38,10 +39,21 @@ def used_bytes(path: Path, seen: set[tuple[int, int]] | None = None) -> int:
 
 
 def run_disk(record: RunRecord) -> dict[str, Any]:
-    """``disk_bytes`` of the run and of each stream's worktree (0 when it has none)."""
+    """``disk_bytes`` of the run and of each stream's worktree (0 when it has none); an
+    overlay worktree counts its own layer, and the run the shared checkout under them."""
     seen: set[tuple[int, int]] = set()
-    streams = {name: used_bytes(Path(s.worktree), seen) if s.worktree else 0
+    streams = {name: used_bytes(_own_files(record, name), seen) if s.worktree else 0
                for name, s in record.streams.items()}
-    integration = Path(record.worktrees_root) / record.run / INTEGRATION_DIR
+    root = Path(record.worktrees_root)
+    integration = root / record.run / INTEGRATION_DIR
     merge = used_bytes(integration, seen) if integration.exists() else 0
+    shared = root / BASE_DIR / record.base_commit
+    if any(s.checkout == "overlay" for s in record.streams.values()) and shared.is_dir():
+        merge += used_bytes(shared, seen)
     return {"disk_bytes": sum(streams.values()) + merge, "streams": streams}
+
+
+def _own_files(record: RunRecord, name: str) -> Path:
+    stream = record.streams[name]
+    layer = Path(record.worktrees_root) / LAYERS_DIR / record.run / name / "upper"
+    return layer if stream.checkout == "overlay" and layer.is_dir() else Path(str(stream.worktree))

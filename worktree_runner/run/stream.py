@@ -207,13 +207,15 @@ def _create_worktree(ctx: RunContext, stream: Stream, path: Path, branch: str) -
     name, record = stream.name, ctx.store.record.streams[stream.name]
     if not git.branch_exists(ctx.repo, branch):
         base = record.base_commit or stream_base(ctx, stream)
+        # (recorded before the worktree is made: a resumed run finishes it the same way)
+        method = _checkout_method(ctx, stream)
         if isinstance(base, StartConflict):
-            ctx.store.update_stream(name, "start_conflict", start_conflict=base.to_json())
+            ctx.store.update_stream(name, "start_conflict", start_conflict=base.to_json(),
+                                    checkout=method)
             base = base.ours
         else:
-            ctx.store.update_stream(name, "base_resolved", base_commit=base)
-        if _checkout_method(ctx, stream) != "full" or not _from_pool(
-                ctx, stream, path, branch, base):
+            ctx.store.update_stream(name, "base_resolved", base_commit=base, checkout=method)
+        if method != "full" or not _from_pool(ctx, stream, path, branch, base):
             git.add_worktree(ctx.repo, path, branch, base)
         faults.point("after_branch", name)
     elif not _registered(ctx, path, branch):
@@ -223,14 +225,12 @@ def _create_worktree(ctx: RunContext, stream: Stream, path: Path, branch: str) -
 
 
 def _checkout_method(ctx: RunContext, stream: Stream) -> str:
-    """How the stream's worktree gets its files (the plan's ``checkout``, as it works
-    here), recorded before the worktree is made: a resumed run finishes it the same way."""
+    """How the stream's worktree gets its files: the plan's ``checkout``, as it works here."""
     wanted = "full" if ctx.plan.is_sparse(stream) else stream.checkout
     method = checkout.method_for(wanted, ctx.worktrees_root)
-    ctx.store.update_stream(stream.name, "checkout_chosen", checkout=method)
     if method != wanted and wanted != "auto":
         _append_log(ctx, stream.name, f"wtr: checkout '{wanted}' does not work here; "
-                                      f"the worktree is a {method} checkout\n")
+                                      f"the worktree is a {method} checkout")
     return method
 
 
