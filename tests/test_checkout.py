@@ -187,6 +187,13 @@ def test_an_overlay_whose_mount_went_down_is_mounted_again_by_resume_and_clean(
     assert killed.returncode == -9
     doc = status(repo)
     db = Path(stream_of(doc, "db")["worktree"])
+    api = worktrees(repo) / doc["run"] / "api"
+    # api's worktree is made, its agent not started: git finds it clean from the stat data
+    # alone (a status that had to read a file's content would write a refreshed index)
+    index = Path(repo.git("-C", str(api), "rev-parse", "--absolute-git-dir")) / "index"
+    before = index.read_bytes()
+    assert repo.git("-C", str(api), "status", "--porcelain") == ""
+    assert index.read_bytes() == before
     (db / "src/db/unsaved.py").write_text("UNSAVED = 1\n")
     for stream in ("db", "api"):
         layers.unmount(worktrees(repo) / doc["run"] / stream)
