@@ -302,3 +302,18 @@ def test_reflink_clones_share_every_block_and_git_sees_them_clean(
                     ) == "UNSAVED = 1"
     assert not (worktrees(repo) / checkout.BASE_DIR).exists()
     assert not mounts_under(worktrees(repo))
+
+
+@needs_root
+def test_a_probe_mount_left_by_a_killed_runner_is_taken_down_by_the_next_probe(
+        tmp_path: Path) -> None:
+    dead = 4_000_000 + os.getpid() % 100_000  # (above any pid this machine hands out)
+    assert not Path(f"/proc/{dead}").exists()
+    left = tmp_path / f".probe-{dead}-x"
+    lower, found = left / "lower", layers.Layers(left / "layers")
+    for folder in (lower, left / "mnt", found.upper, found.work):
+        folder.mkdir(parents=True)
+    (found.folder / "lower").write_text(str(lower))
+    layers.mount(left / "mnt", found)
+    assert checkout._overlay_works(tmp_path)
+    assert not left.exists() and not mounts_under(tmp_path)

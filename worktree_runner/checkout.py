@@ -72,7 +72,8 @@ def works(method: str, worktrees_root: Path) -> bool:
 def _overlay_works(root: Path) -> bool:
     if os.geteuid() != 0 or "\toverlay\n" not in _filesystems():
         return False
-    with tempfile.TemporaryDirectory(prefix=".probe-", dir=root) as tmp:
+    _sweep_probes(root)
+    with tempfile.TemporaryDirectory(prefix=f".probe-{os.getpid()}-", dir=root) as tmp:
         folder = Path(tmp)
         (folder / "lower").mkdir()
         (folder / "mnt").mkdir()
@@ -91,6 +92,15 @@ def _overlay_works(root: Path) -> bool:
             layers.unmount(folder / "mnt")
 
 
+def _sweep_probes(root: Path) -> None:
+    """Remove what a probe killed midway left (its mount too), unless its process lives."""
+    for folder in root.glob(".probe-*-*"):
+        pid = folder.name.split("-")[1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            layers.unmount(folder / "mnt")
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _filesystems() -> str:
     try:
         return Path("/proc/filesystems").read_text()
@@ -99,7 +109,7 @@ def _filesystems() -> str:
 
 
 def _reflink_works(root: Path) -> bool:
-    with tempfile.TemporaryDirectory(prefix=".probe-", dir=root) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f".probe-{os.getpid()}-", dir=root) as tmp:
         source, clone = Path(tmp) / "a", Path(tmp) / "b"
         source.write_bytes(b"x" * 4096)
         with source.open("rb") as src, clone.open("wb") as dst:
