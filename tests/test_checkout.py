@@ -317,3 +317,26 @@ def test_a_probe_mount_left_by_a_killed_runner_is_taken_down_by_the_next_probe(
     layers.mount(left / "mnt", found)
     assert checkout._overlay_works(tmp_path)
     assert not left.exists() and not mounts_under(tmp_path)
+
+
+@needs_root
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_dask_workers_make_overlay_worktrees_and_leave_no_mount(
+        repo: Repo, tmp_path: Path) -> None:
+    pytest.importorskip("distributed", reason="Dask is part of the test extra; install it")
+    from tests.test_distributed import bare_remote, dask_plan
+
+    remote = bare_remote(repo, tmp_path)
+    streams = {"db": {"files": ["src/db/**"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 2"}},
+               "api": {"files": ["src/api/**"], "depends_on": ["db"],
+                       "env": {"AGENT_WRITE": "src/api/orders.py=API = 2"}}}
+    result = run_wtr("run", repo.write_plan(dask_plan(streams, remote, checkout="overlay")),
+                     cwd=repo.path, timeout=240)
+    assert result.returncode == 0, result.stderr
+    doc = status(repo)
+    assert {(s["status"], s["checkout"]) for s in doc["streams"]} == {("succeeded", "overlay")}
+    assert repo.git("show", f"{stream_of(doc, 'api')['branch']}:src/db/models.py") == "DB = 2"
+    # each worker removed its overlay worktree once the branch was home (never pooled)
+    table = Path("/proc/self/mountinfo").read_text()
+    assert f"/{doc['run']}/" not in table

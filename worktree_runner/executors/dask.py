@@ -79,7 +79,7 @@ HANDOVER_SECONDS = float(os.environ.get("WTR_KILL_GRACE", "5")) + 30
 # Fields of a stream's record that the worker's life of it decides.
 RESULT_FIELDS = ("status", "failure", "attempts", "exit_code", "changed_files", "head_commit",
                  "base_commit", "usage", "seconds", "started_at", "finished_at", "session",
-                 "attempt_log", "message")
+                 "attempt_log", "message", "checkout")
 
 
 def _stream_ref(run: str, name: str, what: str) -> str:
