@@ -283,10 +283,12 @@ def test_reflink_clones_share_every_block_and_git_sees_them_clean(
     seen.mkdir()
     # auto: overlay, which works here too (as root), comes first
     assert checkout.method_for("auto", worktrees(repo)) == "overlay"
-    result = run(repo, plan(seen, {
+    killed = run(repo, plan(seen, {
         "db": {"files": ["src/db/**"], "env": {"AGENT_THEN": "echo 'DB = 3' > src/db/models.py"}},
         "api": {"files": ["src/api/**"], "depends_on": ["db"]},
-    }, checkout="reflink"))
+    }, checkout="reflink"), env={"WTR_FAULT": "reflink_cloned:db"})
+    assert killed.returncode == -9  # (the clone made, its index not: resume makes it again)
+    result = run_wtr("resume", cwd=repo.path)
     assert result.returncode == 0, result.stderr + result.stdout
     doc = status(repo)
     db, api = stream_of(doc, "db"), stream_of(doc, "api")

@@ -188,8 +188,7 @@ def fill(repo: git.Repository, path: Path, method: str, worktrees_root: Path,
          run_commit: str, stream: str) -> None:
     """Give ``path``, a worktree registered with --no-checkout, its files by ``method``
     (overlay or reflink) from the shared checkout of ``run_commit``; its index is the last
-    thing written, so a worktree killed before that is filled again (overlay) or checked
-    out in full (reflink) by ``git.populate_worktree``. Safe to repeat."""
+    thing written, so a worktree killed before that is filled again. Safe to repeat."""
     admin = git.admin_dir(repo, path)
     if admin is None:
         raise WtrError(f"the worktree at {path} is not registered", hint="'wtr resume' again")

@@ -18,7 +18,11 @@ landing), landing_checkout (a landing has moved the target, its checkout not yet
 followed); candidates_planned (a best-of-N stream's candidates recorded, none started),
 candidate_passed (under ``choose: first``, one has passed; the others not yet stopped),
 candidate_chosen (the choice recorded, nothing archived yet) and candidate_branch (the
-kept candidate's worktree is on the stream's branch, not yet moved to the stream's path).
+kept candidate's worktree is on the stream's branch, not yet moved to the stream's path);
+overlay_registered (an overlay worktree registered and its layers ready, not mounted),
+overlay_mounted (mounted, its index not yet written), reflink_cloned (a clone made, its
+index not yet written), overlay_unmounted (a removal has unmounted it, the registration
+and layers not yet removed; ``<step>:<worktree folder name>``).
 """
 
 from __future__ import annotations
