@@ -206,6 +206,8 @@ def test_an_overlay_whose_mount_went_down_is_mounted_again_by_resume_and_clean(
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert status(repo)["counts"]["succeeded"] == 2
     assert not layers.is_mounted(db)  # (db had finished: resume had no need of it)
+    dry = run_wtr("clean", "--dry-run", cwd=repo.path)
+    assert "would save uncommitted changes of db (1 file)" in dry.stdout, dry.stdout
     cleaned = run_wtr("clean", cwd=repo.path)
     assert cleaned.returncode == 0, cleaned.stderr
     assert repo.git("show", f"refs/worktree-runner/rescue/{doc['run']}/db:src/db/unsaved.py"

@@ -67,8 +67,8 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
     def clear(item: tuple[str, Path]) -> tuple[list[str], str]:
         name, path = item
         half_removed = git.removal_started(repo, path)
-        if not half_removed and not dry_run:  # (an overlay whose mount is down: its work
-            checkout.remount(repo, path)       # is in its upper layer, seen through it)
+        if not half_removed:  # (an overlay whose mount is down: its work is in its
+            checkout.remount(repo, path)  # layer, seen through the mount; even a dry run)
         dirty = [] if half_removed else git.worktree_dirty(path)
         rescued = [] if half_removed else _rescue_worktree(repo, store, name, path, dry_run,
                                                            dirty)
