@@ -169,7 +169,7 @@ def analyze(plan: Plan, repo: git.Repository, *, history: bool = False) -> Analy
         unmatched=list(_unmatched(plan, index)),
         tracked_count=len(files),
         readiness=readiness_warnings(plan),
-        coupling=cochange.check_coupling(plan, repo, refs.base, refs.base_commit, files,
+        coupling=cochange.check_coupling(plan, repo, refs.base, refs.base_commit, index,
                                          owned_lists) if history else None,
         layout=worktrees_problems(plan, repo),
         agents=startable(plan),

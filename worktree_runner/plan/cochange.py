@@ -136,18 +136,20 @@ class CouplingReport:
 
 
 def check_coupling(plan: Plan, repo: git.Repository, base: str, base_commit: str,
-                   tracked: Iterable[str], owned: Mapping[str, Iterable[str]] | None = None,
+                   tree: PathIndex, owned: Mapping[str, Iterable[str]] | None = None,
                    ) -> CouplingReport | None:
     """The coupling of ``plan``'s streams in the base's history; None with ``coupling: off``.
-    ``owned``: the tracked files of each stream, when already known."""
+    ``tree``: the base's tracked files; ``owned``: those of each stream, when already
+    known. Only the history's paths are looked up in the tree: on a large repository a
+    walk of the whole tree would cost more than the history does."""
     settings = plan.coupling
     if settings is None:
         return None
     history = read_history(repo, base_commit, settings.commits, settings.since)
-    return couple(plan, history, base, set(tracked), owned)
+    return couple(plan, history, base, tree, owned)
 
 
-def couple(plan: Plan, history: History, base: str, tracked: set[str],
+def couple(plan: Plan, history: History, base: str, tracked: PathIndex,
            owned: Mapping[str, Iterable[str]] | None = None) -> CouplingReport:
     settings = plan.coupling or Coupling()
     ordered = graph.Ancestry(plan.ordering_graph())
@@ -184,13 +186,12 @@ class _Units:
     Files gone from the base tree are left out; their folders still count.
     """
 
-    def __init__(self, plan: Plan, history: History, tracked: set[str],
+    def __init__(self, plan: Plan, history: History, tracked: PathIndex,
                  owned: Mapping[str, Iterable[str]] | None) -> None:
         known = set(history.paths)
         # Files of the base tree whose owners are known need no matching again.
-        index = PathIndex(known - tracked if owned is not None else known)
+        index = PathIndex(known if owned is None else (p for p in known if p not in tracked))
         shared = PathIndex(known).matching(plan.shared) if plan.shared else set()
-        folders = {posixpath.dirname(p) for p in tracked}
         ids: dict[tuple[str, str, str], int] = {}
         self.of_path: dict[int, list[int]] = defaultdict(list)
         self.owners: dict[str, list[str]] = defaultdict(list)
@@ -205,7 +206,7 @@ class _Units:
             folder = posixpath.dirname(path)
             for name in names:
                 keys = [(name, "file", path)] if path in tracked else []
-                if folder and folder in folders:
+                if folder and tracked.has_folder(folder):
                     keys.append((name, "folder", folder))
                 for key in keys:
                     self.of_path[path_id[path]].append(ids.setdefault(key, len(ids)))
@@ -247,10 +248,10 @@ class _Units:
 
 
 def _hot_files(plan: Plan, history: History, units: _Units, hot: dict[str, int],
-               tracked: set[str], ordered: graph.Ancestry) -> Iterable[HotFile]:
+               tracked: PathIndex, ordered: graph.Ancestry) -> Iterable[HotFile]:
     """Hot files owned by, or changed with the files of, streams that may run together."""
     settings = plan.coupling or Coupling()
-    shared = PathIndex(tracked).matching(plan.shared) if plan.shared else set()
+    shared = tracked.matching(plan.shared) if plan.shared else set()
     path_id = {path: i for i, path in enumerate(history.paths)}
     for path, n in hot.items():
         if path not in tracked or path in shared:

@@ -54,15 +54,31 @@ def literal_head(pattern: str) -> str | None:
 
 
 class PathIndex:
-    """Paths kept sorted, to hand out the ones a pattern can possibly match."""
+    """Paths kept sorted, to hand out the ones a pattern can possibly match, and to answer
+    "is this path (or folder) in the tree" without another pass over a large tree."""
 
     def __init__(self, paths: Iterable[str]) -> None:
         self.paths: list[str] = sorted(paths)
 
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __contains__(self, path: object) -> bool:
+        at = bisect.bisect_left(self.paths, path) if isinstance(path, str) else len(self.paths)
+        return at < len(self.paths) and self.paths[at] == path
+
+    def has_folder(self, folder: str) -> bool:
+        """Whether some path lies under ``folder`` (given without its trailing '/')."""
+        start, end = self._span(folder + "/")
+        return start < end
+
     def starting_with(self, head: str) -> Sequence[str]:
-        start = bisect.bisect_left(self.paths, head)
-        end = bisect.bisect_left(self.paths, head + "\U0010ffff")
+        start, end = self._span(head)
         return self.paths[start:end]
+
+    def _span(self, head: str) -> tuple[int, int]:
+        return (bisect.bisect_left(self.paths, head),
+                bisect.bisect_left(self.paths, head + "\U0010ffff"))
 
     def candidates(self, patterns: Sequence[str]) -> Iterable[str]:
         """A superset of the paths ``patterns`` match (negations only ever remove)."""

@@ -50,7 +50,7 @@ from worktree_runner.plan.cochange import CouplingReport, commits_text, couple, 
 from worktree_runner.plan.history import History, read_history
 from worktree_runner.plan.load import parse_plan
 from worktree_runner.plan.model import Coupling
-from worktree_runner.plan.patterns import compile_patterns
+from worktree_runner.plan.patterns import PathIndex, compile_patterns
 from worktree_runner.plan.starter import (
     checked_out,
     literal_pattern,
@@ -584,7 +584,7 @@ class _Drafter:
         shared = dict(self.shared)
         unowned = [p for p in self.ev.tracked if p not in self.owner
                    and not any(hot_match(h, p) for h in shared)]
-        tracked = set(self.ev.tracked)
+        tracked = PathIndex(self.ev.tracked)
         text = ""
         for _ in range(len(drafts) ** 2 + len(tracked) + 1):
             text = _Render(self, branch, drafts, shared, unowned).text(repo, plan_path)
