@@ -178,6 +178,40 @@ def test_tracked_files(repo: Repo) -> None:
     assert git.tracked_files(sub, first) == git.tracked_files(repository, first)
 
 
+def _tree_listing(repo: Repo, commit: str) -> list[str]:
+    return repo.git("ls-tree", "-r", "-z", "--name-only", commit).strip("\0").split("\0")
+
+
+@pytest.mark.parametrize("staged", ["clean", "added", "intent", "removed", "unmerged"])
+def test_tracked_files_read_from_the_index_are_the_trees_whatever_is_staged(
+    repo: Repo, staged: str
+) -> None:
+    """The listing comes from the checkout's index only when that index is the commit's
+    tree: a staged addition or removal, an entry added with intent (add -N) and an
+    unmerged path all send it to the tree itself."""
+    repository = git.open_repository(repo.path)
+    head = repo.head()
+    if staged == "added":
+        repo.write({"src/new.py": "new\n"})
+        repo.git("add", "src/new.py")
+    elif staged == "intent":
+        repo.write({"src/later.py": "later\n"})
+        repo.git("add", "-N", "src/later.py")
+    elif staged == "removed":
+        repo.git("rm", "-q", "--cached", "docs/index.md")
+    elif staged == "unmerged":
+        repo.git("checkout", "-q", "-b", "side")
+        repo.commit({"README.md": "side\n"})
+        repo.git("checkout", "-q", "main")
+        repo.commit({"README.md": "main\n"})
+        head = repo.head()
+        repo.git("merge", "-q", "side", check=False)
+        assert "README.md" in repo.git("diff", "--name-only", "--diff-filter=U")
+    assert git.tracked_files(repository, head) == _tree_listing(repo, head)
+    assert git.tracked_files(repository, "HEAD~1" if staged == "unmerged" else head) == \
+        _tree_listing(repo, "HEAD~1" if staged == "unmerged" else head)
+
+
 def test_resolve_commit(repo: Repo) -> None:
     repository = git.open_repository(repo.path)
     head = repo.head()
