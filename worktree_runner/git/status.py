@@ -74,9 +74,10 @@ def unhide(worktree: Path) -> list[str]:
     out = run_git(["ls-files", "-v", "-z"], worktree).stdout
     flagged = [entry for entry in out.split("\0")
                if len(entry) > 2 and (entry[0] == "S" or entry[0].islower())]
-    absent = [e for e in flagged if e[0] in "Ss" and not os.path.lexists(worktree / e[2:])]
+    absent = {e for e in flagged if e[0] in "Ss" and not os.path.lexists(worktree / e[2:])}
     if absent and run_git(["config", "--type=bool", "core.sparseCheckout"], worktree,
                           check=False).stdout.strip() == "true":
+        # (a set: a sparse worktree of a large repository leaves out most of its files)
         flagged = [entry for entry in flagged if entry not in absent]
     paths = [entry[2:] for entry in flagged]
     for flag in ("--no-assume-unchanged", "--no-skip-worktree") if paths else ():
