@@ -62,6 +62,9 @@ class MergeStage:
         self.path = Path(record.worktrees_root) / record.run / INTEGRATION_DIR
         self._memory: MemoryReplay | None = None
         self._pins: dict[str, str] = {}
+        # The target's checkout was found clean by this process and no command (verify,
+        # a resolver agent) has run since: the landing need not look at every file again.
+        self._checkout_clean = False
 
     @property
     def landing(self) -> Landing:
@@ -168,6 +171,7 @@ class MergeStage:
                 f"({', '.join(dirty[:5])}); the merge would have to move it",
                 hint="commit or stash them, then merge again",
             )
+        self._checkout_clean = True
 
     # -- replaying streams ----------------------------------------------------------------
 
@@ -305,6 +309,7 @@ class MergeStage:
         if not spec:
             self._halt_conflict(name, files)
         landing.resolve_with = spec
+        self._checkout_clean = False
         stream = self.store.record.streams[name]
         stopped = git.rebase_stopped_at(self.path) or ""
         conflict = Conflict(name, files, git.head_of(self.path), stopped,
@@ -376,6 +381,7 @@ class MergeStage:
         landed sequence is bisected to the first stream whose addition makes it fail."""
         if not self.plan.verify:
             return False
+        self._checkout_clean = False
         failed = self._verify_at(self._tip(), self.store.dir / "merge.log")
         if failed is None:
             return True
@@ -440,7 +446,8 @@ class MergeStage:
         landing = self.landing
         old, new = landing.target_start or "", self._tip()
         checked = git.worktree_of_branch(self.repo, self.target)
-        if checked is not None:
+        clean, self._checkout_clean = self._checkout_clean, False  # (good for one landing)
+        if checked is not None and not clean:
             self._refuse_dirty_checkout(checked.path)
         self.pin("landed", new)
         self.flush_pins()
