@@ -1,0 +1,222 @@
+"""`scripts/bench --files 100000` (and more, or --monorepo at any size): the lifecycle on a
+monorepo-shaped repository from scripts/make-big-repo, against plain git, in one run.
+
+Both sides start from their own `git clone` of the cached repository (the user's checkout
+of main). Streams: --streams packages of the repository (spread over its groups), stream
+`apps-api-0` owning `apps/api-0/**`; each agent appends a line to its package's README.md
+and commits it (`git add` of that file, `git commit`): the same command on both sides.
+
+runner  timed: `wtr check PLAN`; `wtr run PLAN` (the launch: from the command's start to
+        the last agent_started event); `wtr merge`; `wtr clean`. The disk of the run's
+        worktrees is taken after the run (see below); the checkout method of each stream
+        (`checkout` in `wtr status --json`, when the runner records one) is printed.
+git     timed: the launch loop (`git worktree add --no-checkout -b` + `reset --hard` per
+        stream), the agents (all at once), the merge (integration worktree, `git rebase
+        --onto` per stream, update-ref, `reset --hard` of the checkout), clean
+        (`git worktree remove --force` + `git branch -D` per stream).
+
+Disk: `du -s` of the worktrees folder (blocks; a file hard-linked twice inside it counts
+once; copy-on-write clones count in full, as du cannot see shared extents), and the
+change of the filesystem's used space across the run (`statvfs`), which counts shared
+blocks once but also counts whatever else writes to that filesystem meanwhile. One
+checkout is the `du` of the clone's files (its .git aside).
+
+Before each side the free space is compared with --streams full checkouts; when they do
+not fit, the benchmark stops and says how many would (pass --no-disk-check when the
+runner's worktrees are cheap). One repetition unless --repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import benchlib as lib
+import bigrepo
+
+AGENT = ('d=$(printf "%s\\n" "$WTR_FILES" | head -n 1); d=${d%/**}; '
+         'echo x >> "$d/README.md" && git add -- "$d/README.md" && git commit -q -m work')
+
+
+def choose_packages(template: Path, count: int) -> list[str]:
+    found = bigrepo.packages(template)
+    if count > len(found):
+        lib.fail(f"--streams {count}: the repository has only {len(found)} packages")
+    step = len(found) / count
+    return [found[int(i * step)] for i in range(count)]
+
+
+def stream_name(package: str) -> str:
+    return package.replace("/", "-")
+
+
+def write_plan(path: Path, packages: list[str]) -> Path:
+    lines = ["version: 1", "name: bench", f"max_parallel: {len(packages)}", "agent:",
+             f"  command: {json.dumps(AGENT)}", "streams:"]
+    for package in packages:
+        lines += [f"  {stream_name(package)}:", f'    files: ["{package}/**"]',
+                  "    prompt: append a line to the package's README"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def du_mib(env: dict[str, str], folder: Path, *exclude: str) -> float:
+    if not folder.exists():
+        return 0.0
+    args = ["du", "-s", "--block-size=1", *(f"--exclude={e}" for e in exclude), str(folder)]
+    return int(lib.run(args, folder, env).split()[0]) / 2**20
+
+
+def used_mib(folder: Path) -> float:
+    st = os.statvfs(folder)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize / 2**20
+
+
+def free_mib(folder: Path) -> float:
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize / 2**20
+
+
+def clone(env: dict[str, str], template: Path, dest: Path) -> tuple[Path, float]:
+    timed = lib.timed(["git", "clone", "-q", "--no-hardlinks", str(template), str(dest)],
+                      dest.parent, env, dest.parent / "clone.log")
+    print(f"  cloned {dest.name} in {timed.seconds:.1f}s", flush=True)
+    return dest, timed.seconds
+
+
+def ensure_room(args: argparse.Namespace, where: Path, checkout: float, streams: int) -> None:
+    need, free = checkout * (streams + 1), free_mib(where)
+    if args.no_disk_check or need < free:
+        return
+    fits = max(0, int(free // checkout) - 1)
+    lib.fail(f"{streams} full checkouts of {checkout:.0f} MiB need about {need / 1024:.1f} GiB "
+             f"and {where} has {free / 1024:.1f} GiB free: pass --streams {fits} or less, a "
+             "TMPDIR with room, or --no-disk-check when the runner's worktrees are cheap")
+
+
+def methods(b: Any, repo: Path) -> str:
+    doc = json.loads(lib.run([b.wtr, "status", "--json", "--repo", str(repo)], repo, b.env))
+    used = Counter(str(s.get("checkout") or "not recorded") for s in doc["streams"])
+    return ", ".join(f"{name} x{n}" for name, n in sorted(used.items()))
+
+
+def runner_side(b: Any, args: argparse.Namespace, template: Path, work: Path,
+                packages: list[str], bench: Any) -> dict[str, Any]:
+    repo, _ = clone(b.env, template, work / "runner")
+    checkout = du_mib(b.env, repo, ".git")
+    ensure_room(args, work, checkout, len(packages))
+    plan, log = write_plan(work / "plan.yaml", packages), work / "runner.log"
+    where = ["--repo", str(repo)]
+    old = lib.run(["git", "rev-parse", "main"], repo, b.env).strip()
+    checked = lib.timed([b.wtr, "check", str(plan), *where], repo, b.env, log)
+    before = used_mib(work)
+    ran = lib.timed([b.wtr, "run", str(plan), *where], repo, b.env, log)
+    run_id = bench.check_run(b, repo, len(packages))
+    grown = used_mib(work) - before
+    events = repo / ".git" / "worktree-runner" / "runs" / run_id / "events.jsonl"
+    result = {"check": checked.seconds, "run": ran.seconds,
+              "launch": bench.launched(events, ran), "checkout": checkout,
+              "du": du_mib(b.env, repo.with_name(repo.name + ".worktrees")), "df": grown,
+              "methods": methods(b, repo)}
+    result["merge"] = lib.timed([b.wtr, "merge", *where], repo, b.env, log).seconds
+    bench.check_landed(b, repo, old, len(packages))
+    result["clean"] = lib.timed([b.wtr, "clean", *where], repo, b.env, log).seconds
+    bench.check_cleaned(b, repo)
+    result["rss"] = max(checked.rss_mib, ran.rss_mib)
+    bench.discard(b, repo)
+    return result
+
+
+def git_scripts(folder: Path, packages: list[str]) -> dict[str, Path]:
+    pairs = " ".join(f"{stream_name(p)}:{p}" for p in packages)
+    loop = f"for pair in {pairs}; do s=${{pair%%:*}}; p=${{pair#*:}}"
+    head = ["set -euo pipefail", 'wt="$PWD.worktrees/base"', f"AGENT={shlex.quote(AGENT)}"]
+    bodies = {
+        "launch": [loop, '  git worktree add -q --no-checkout -b "wtr/base/$s" "$wt/$s" main',
+                   '  git -C "$wt/$s" reset -q --hard', "done"],
+        "agents": ["pids=()", loop,
+                   '  (cd "$wt/$s" && WTR_FILES="$p/**" exec sh -c "$AGENT") & pids+=($!)',
+                   "done", 'for p in "${pids[@]}"; do wait "$p"; done'],
+        "merge": ['int="$wt/_merge"', "old=$(git rev-parse main)",
+                  'git worktree add -q --detach "$int" "$old"', loop,
+                  '  tip=$(git rev-parse "wtr/base/$s")',
+                  '  git -C "$int" rebase -q --onto "$(git -C "$int" rev-parse HEAD)" "$old" '
+                  '"$tip"', "done",
+                  'git update-ref refs/heads/main "$(git -C "$int" rev-parse HEAD)" "$old"',
+                  "git reset -q --hard", 'git worktree remove --force "$int"'],
+        "clean": [loop, '  git worktree remove --force "$wt/$s"', "done",
+                  loop, '  git branch -q -D "wtr/base/$s"', "done"],
+    }
+    scripts = {}
+    for phase, body in bodies.items():
+        scripts[phase] = folder / f"git-{phase}.sh"
+        scripts[phase].write_text("\n".join(head + body) + "\n")
+    return scripts
+
+
+def git_side(b: Any, args: argparse.Namespace, template: Path, work: Path,
+             packages: list[str], bench: Any) -> dict[str, Any]:
+    repo, _ = clone(b.env, template, work / "git")
+    ensure_room(args, work, du_mib(b.env, repo, ".git"), len(packages))
+    scripts, log = git_scripts(work, packages), work / "git.log"
+    old = lib.run(["git", "rev-parse", "main"], repo, b.env).strip()
+    result: dict[str, Any] = {}
+    before = used_mib(work)
+    for phase in ("launch", "agents", "merge", "clean"):
+        if phase == "merge":
+            result["du"] = du_mib(b.env, repo.with_name(repo.name + ".worktrees"))
+            result["df"] = used_mib(work) - before
+        result[phase] = lib.timed(["bash", str(scripts[phase])], repo, b.env, log).seconds
+        if phase == "merge":
+            bench.check_landed(b, repo, old, len(packages))
+    bench.check_cleaned(b, repo)
+    bench.discard(b, repo)
+    return result
+
+
+def report(files: int, streams: int, r: dict[str, Any], g: dict[str, Any]) -> None:
+    rows = [("until every agent runs", r["launch"], g["launch"]),
+            ("wtr run / launch+agents", r["run"], g["launch"] + g["agents"]),
+            ("check", r["check"], None),
+            (f"merge of {streams} streams", r["merge"], g["merge"]),
+            ("clean", r["clean"], g["clean"])]
+    print(f"\n{files} files, {streams} streams\n{'phase':<26} | runner s | git s    | ratio")
+    print(f"{'-' * 26}-|----------|----------|------")
+    for phase, ours, theirs in rows:
+        if theirs is None:
+            print(f"{phase:<26} | {ours:8.2f} | {'-':>8} |")
+        else:
+            print(f"{phase:<26} | {ours:8.2f} | {theirs:8.2f} | {ours / theirs:5.2f}")
+    print(f"disk of the run's worktrees: runner du {r['du']:.0f} MiB (filesystem grew "
+          f"{r['df']:.0f} MiB), git du {g['du']:.0f} MiB (grew {g['df']:.0f} MiB); one "
+          f"checkout {r['checkout']:.0f} MiB; runner/one checkout "
+          f"{r['du'] / r['checkout']:.2f} (du), {r['df'] / r['checkout']:.2f} (filesystem)")
+    print(f"checkout method per stream: {r['methods']}")
+    print(f"runner peak memory (check, run): {r['rss']:.0f} MiB")
+
+
+def mode_monorepo(b: Any, tmp: Path, args: argparse.Namespace, bench: Any) -> None:
+    files = args.files or 100_000
+    clock = time.perf_counter()
+    template = Path(subprocess.run(
+        [str(Path(__file__).with_name("make-big-repo")), str(files)], check=True,
+        capture_output=True, text=True).stdout.strip())
+    print(f"  repository {template} ({time.perf_counter() - clock:.1f}s)", flush=True)
+    packages = choose_packages(template, args.streams)
+    results = []
+    for i in range(args.repeat or 1):
+        work = tmp / f"rep{i}"
+        work.mkdir()
+        sides = [("r", runner_side), ("g", git_side)]
+        got: dict[str, dict[str, Any]] = {}
+        for prefix, side in sides[::-1] if i % 2 else sides:
+            got[prefix] = side(b, args, template, work, packages, bench)
+        results.append(got)
+        report(files, len(packages), got["r"], got["g"])
