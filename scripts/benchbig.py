@@ -22,7 +22,8 @@ blocks once but also counts whatever else writes to that filesystem meanwhile. O
 checkout is the `du` of the clone's files (its .git aside).
 
 Before each side the free space is compared with --streams full checkouts; when they do
-not fit, the benchmark stops and says how many would (pass --no-disk-check when the
+not fit (bytes, and inodes: a tmpfs of 24 GiB holds about 3 million), the benchmark stops
+and says how many would (pass --no-disk-check when the
 runner's worktrees are cheap). One repetition unless --repeat.
 """
 
@@ -91,14 +92,21 @@ def clone(env: dict[str, str], template: Path, dest: Path) -> tuple[Path, float]
     return dest, timed.seconds
 
 
-def ensure_room(args: argparse.Namespace, where: Path, checkout: float, streams: int) -> None:
-    need, free = checkout * (streams + 1), free_mib(where)
-    if args.no_disk_check or need < free:
-        return
-    fits = max(0, int(free // checkout) - 1)
-    lib.fail(f"{streams} full checkouts of {checkout:.0f} MiB need about {need / 1024:.1f} GiB "
-             f"and {where} has {free / 1024:.1f} GiB free: pass --streams {fits} or less, a "
-             "TMPDIR with room, or --no-disk-check when the runner's worktrees are cheap")
+def ensure_room(args: argparse.Namespace, where: Path, repo: Path, streams: int) -> float:
+    """The clone's checkout in MiB; stops the benchmark when ``streams`` more checkouts
+    would not fit in the bytes or the inodes (tmpfs has few) left where it runs."""
+    checkout = du_mib(args.env, repo, ".git")
+    inodes = int(lib.run(["sh", "-c", "find . -path ./.git -prune -o -print | wc -l"], repo,
+                         args.env))
+    st = os.statvfs(where)
+    free, free_inodes = free_mib(where), st.f_favail
+    fits = int(min(free / checkout, free_inodes / inodes)) - 1
+    if args.no_disk_check or fits >= streams:
+        return checkout
+    lib.fail(f"{streams} full checkouts of {checkout:.0f} MiB and {inodes} files and folders "
+             f"each do not fit in {where} ({free / 1024:.1f} GiB and {free_inodes} inodes "
+             f"free): pass --streams {max(fits, 0)} or less, a TMPDIR with room, or "
+             "--no-disk-check when the runner's worktrees are cheap")
 
 
 def methods(b: Any, repo: Path) -> str:
@@ -110,8 +118,7 @@ def methods(b: Any, repo: Path) -> str:
 def runner_side(b: Any, args: argparse.Namespace, template: Path, work: Path,
                 packages: list[str], bench: Any) -> dict[str, Any]:
     repo, _ = clone(b.env, template, work / "runner")
-    checkout = du_mib(b.env, repo, ".git")
-    ensure_room(args, work, checkout, len(packages))
+    checkout = ensure_room(args, work, repo, len(packages))
     plan, log = write_plan(work / "plan.yaml", packages), work / "runner.log"
     where = ["--repo", str(repo)]
     old = lib.run(["git", "rev-parse", "main"], repo, b.env).strip()
@@ -164,7 +171,7 @@ def git_scripts(folder: Path, packages: list[str]) -> dict[str, Path]:
 def git_side(b: Any, args: argparse.Namespace, template: Path, work: Path,
              packages: list[str], bench: Any) -> dict[str, Any]:
     repo, _ = clone(b.env, template, work / "git")
-    ensure_room(args, work, du_mib(b.env, repo, ".git"), len(packages))
+    ensure_room(args, work, repo, len(packages))
     scripts, log = git_scripts(work, packages), work / "git.log"
     old = lib.run(["git", "rev-parse", "main"], repo, b.env).strip()
     result: dict[str, Any] = {}
@@ -203,7 +210,7 @@ def report(files: int, streams: int, r: dict[str, Any], g: dict[str, Any]) -> No
 
 
 def mode_monorepo(b: Any, tmp: Path, args: argparse.Namespace, bench: Any) -> None:
-    files = args.files or 100_000
+    files, args.env = args.files or 100_000, b.env
     clock = time.perf_counter()
     template = Path(subprocess.run(
         [str(Path(__file__).with_name("make-big-repo")), str(files)], check=True,
