@@ -59,6 +59,9 @@ class PathIndex:
 
     def __init__(self, paths: Iterable[str]) -> None:
         self.paths: list[str] = sorted(paths)
+        # Streams often repeat a pattern set (shared paths, a folder owned in turn by
+        # ordered streams); an unanchored one costs a match per path of the tree.
+        self._matched: dict[tuple[str, ...], frozenset[str]] = {}
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -91,8 +94,12 @@ class PathIndex:
         return found
 
     def matching(self, patterns: Sequence[str]) -> set[str]:
-        spec = compile_patterns(patterns)
-        return {path for path in self.candidates(patterns) if spec.match_file(path)}
+        key = tuple(patterns)
+        if key not in self._matched:
+            spec = compile_patterns(patterns)
+            self._matched[key] = frozenset(
+                path for path in self.candidates(patterns) if spec.match_file(path))
+        return set(self._matched[key])
 
     def matches_any(self, pattern: str) -> bool:
         spec = compile_patterns([pattern])
