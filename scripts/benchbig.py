@@ -225,5 +225,8 @@ def mode_monorepo(b: Any, tmp: Path, args: argparse.Namespace, bench: Any) -> No
         got: dict[str, dict[str, Any]] = {}
         for prefix, side in sides[::-1] if i % 2 else sides:
             got[prefix] = side(b, args, template, work, packages, bench)
+            shown = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in got[prefix].items())
+            print(f"  {'runner' if prefix == 'r' else 'git'}: {shown}", flush=True)
         results.append(got)
         report(files, len(packages), got["r"], got["g"])
