@@ -15,8 +15,8 @@ import pytest
 from tests.gitrepo import Repo, make_repo, run_wtr
 from tests.runhelp import agent_plan, status, stream_of
 from worktree_runner import checkout
+from worktree_runner import overlay as layers
 from worktree_runner.errors import PlanInvalid
-from worktree_runner.git import layers
 from worktree_runner.plan.load import parse_plan
 
 ROOT = os.geteuid() == 0

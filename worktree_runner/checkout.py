@@ -3,7 +3,7 @@
 - ``full``: ``git worktree add`` writes every file (or a pooled worktree is reused).
 - ``overlay``: one read-only checkout of the run's base commit, made once, shared by every
   stream as the lower layer of a kernel overlay mounted at the stream's worktree path;
-  what the agent writes goes to the stream's own upper layer (git/layers.py). Making a
+  what the agent writes goes to the stream's own upper layer (overlay.py). Making a
   worktree costs a mount, whatever the size of the repository. Needs mount rights (root).
 - ``reflink``: a copy-on-write clone of that shared checkout (``cp --reflink=always``), on
   filesystems that share blocks between files (btrfs, xfs): no file data is written, but
@@ -37,9 +37,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from worktree_runner import faults, git
+from worktree_runner import faults, git, overlay
 from worktree_runner.errors import WtrError
-from worktree_runner.git import layers
 
 METHODS = ("auto", "overlay", "reflink", "full")
 BASE_DIR = ".base"
@@ -78,18 +77,18 @@ def _overlay_works(root: Path) -> bool:
         (folder / "lower").mkdir()
         (folder / "mnt").mkdir()
         (folder / "lower" / "seen").write_text("")
-        probe = layers.Layers(folder / "layers")
+        probe = overlay.Layers(folder / "layers")
         probe.upper.mkdir(parents=True)
         probe.work.mkdir()
         (probe.folder / "lower").write_text(str(folder / "lower"))
         try:
-            layers.mount(folder / "mnt", probe)
+            overlay.mount(folder / "mnt", probe)
         except OSError:
             return False
         try:
             return (folder / "mnt" / "seen").exists()
         finally:
-            layers.unmount(folder / "mnt")
+            overlay.unmount(folder / "mnt")
 
 
 def _sweep_probes(root: Path) -> None:
@@ -97,7 +96,7 @@ def _sweep_probes(root: Path) -> None:
     for folder in root.glob(".probe-*-*"):
         pid = folder.name.split("-")[1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            layers.unmount(folder / "mnt")
+            overlay.unmount(folder / "mnt")
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -175,7 +174,7 @@ def prune_bases(worktrees_root: Path, keep: set[str]) -> list[Path]:
 def _lowers(worktrees_root: Path) -> list[Path]:
     found = []
     for note in (worktrees_root / LAYERS_DIR).glob("*/*/lower"):
-        lower = layers.Layers(note.parent).lower
+        lower = overlay.Layers(note.parent).lower
         if lower is not None:
             found.append(lower)
     return found
@@ -195,9 +194,9 @@ def fill(repo: git.Repository, path: Path, method: str, worktrees_root: Path,
     base = base_checkout(repo, worktrees_root, run_commit)
     if method == "overlay":
         folder = worktrees_root / LAYERS_DIR / path.parent.name / path.name
-        found = layers.prepare(admin, path, folder, base / "tree")
+        found = overlay.prepare(admin, path, folder, base / "tree")
         faults.point("overlay_registered", stream)
-        layers.mount(path, found)
+        overlay.mount(path, found)
         faults.point("overlay_mounted", stream)
     elif not (admin / "index").exists():
         subprocess.run(["cp", "-a", "--reflink=always", f"{base / 'tree'}/.", str(path)],
@@ -228,20 +227,20 @@ def remount(repo: git.Repository, path: Path) -> bool:
     """Mount an overlay worktree whose mount is down (after a reboot, or a kill between
     its registration and its mount); True if ``path`` is an overlay worktree."""
     admin = git.admin_dir(repo, path)
-    found = layers.layers_of(admin) if admin is not None else None
+    found = overlay.layers_of(admin) if admin is not None else None
     if admin is None or found is None:
         return False
     if found.lower is None:
         raise WtrError(f"the overlay worktree {path} does not name the checkout it lies on",
                        hint=f"its own files are in {found.upper}")
-    layers.prepare(admin, path, found.folder, found.lower)
-    layers.mount(path, found)
+    overlay.prepare(admin, path, found.folder, found.lower)
+    overlay.mount(path, found)
     return True
 
 
 def is_overlay(repo: git.Repository, path: Path) -> bool:
     admin = git.admin_dir(repo, path)
-    return admin is not None and layers.layers_of(admin) is not None
+    return admin is not None and overlay.layers_of(admin) is not None
 
 
 def sweep(repo: git.Repository, worktrees_root: Path, run: str) -> list[Path]:
@@ -252,14 +251,14 @@ def sweep(repo: git.Repository, worktrees_root: Path, run: str) -> list[Path]:
         return []
     named = set()
     records = repo.common_dir / "worktrees"
-    for note in records.glob(f"*/{layers.LAYERS_NOTE}") if records.is_dir() else ():
-        found = layers.layers_of(note.parent)
+    for note in records.glob(f"*/{overlay.LAYERS_NOTE}") if records.is_dir() else ():
+        found = overlay.layers_of(note.parent)
         if found is not None:
             named.add(found.folder)
     gone = []
     for entry in folder.iterdir():
-        if entry not in named and not layers.is_mounted(folder.parent.parent / run / entry.name):
-            layers.drop(layers.Layers(entry))
+        if entry not in named and not overlay.is_mounted(folder.parent.parent / run / entry.name):
+            overlay.drop(overlay.Layers(entry))
             gone.append(entry)
     with contextlib.suppress(OSError):
         folder.rmdir()

@@ -17,7 +17,6 @@ from pathlib import Path
 from worktree_runner import faults, logs
 from worktree_runner.errors import WtrError
 from worktree_runner.files import write_text_atomic
-from worktree_runner.git import layers
 from worktree_runner.git.door import (
     Repository,
     identity_env,
@@ -28,6 +27,7 @@ from worktree_runner.git.door import (
 )
 from worktree_runner.git.refs import commit_tree, head_of, tree_of
 from worktree_runner.git.status import unhide, worktree_dirty
+from worktree_runner.overlay import drop, layers_of, unmount
 
 
 @dataclass(frozen=True)
@@ -297,9 +297,9 @@ def remove_worktree(repo: Repository, path: Path, prune: bool = True) -> bool:
             if not owns_worktree(repo, path):
                 return False
             record = admin_dir(repo, path)
-            overlay = layers.layers_of(record) if record is not None else None
+            overlay = layers_of(record) if record is not None else None
             if overlay is not None:  # (its work was saved through the mount, if any was left)
-                layers.unmount(path)
+                unmount(path)
                 faults.point("overlay_unmounted", path.name)
             repo.git("worktree", "remove", "--force", "--force", str(path), check=False)
             if path.exists():  # e.g. it holds a submodule, or an earlier removal was cut short,
@@ -307,7 +307,7 @@ def remove_worktree(repo: Repository, path: Path, prune: bool = True) -> bool:
             if record is not None and record.is_dir():
                 shutil.rmtree(record)  # (what 'worktree prune' does for a vanished worktree)
             if overlay is not None:
-                layers.drop(overlay)
+                drop(overlay)
         if prune:
             repo.git("worktree", "prune")
     return True
