@@ -92,7 +92,9 @@ def _run(repo: Repo, stand_ins: Path, streams: dict[str, str], **top: object
     """Run one stream per preset (``streams``: stream -> preset; a stream named ``best``
     runs two candidates); the status."""
     plan = agent_plan({name: {"files": [f"src/{name}/**"], "agent": {"preset": preset},
-                              **({"attempts": 2} if name == "best" else {})}
+                              # both candidates to the end (first stops the other)
+                              **({"attempts": 2, "choose": "smallest"} if name == "best"
+                                 else {})}
                        for name, preset in streams.items()}, **top)
     plan["agent"].pop("command")
     path = f"{stand_ins}{os.pathsep}{os.environ['PATH']}"

@@ -40,6 +40,9 @@ def test_best_of_three_with_claude_and_codex_keeps_the_one_that_passes() -> None
             "agent": {"preset": "claude", "timeout": 300},
             "streams": {"alpha": {
                 "files": ["src/alpha/**"], "attempts": 3, "agents": ["claude", "codex"],
+                # every candidate through its gates (choose: first would stop the others
+                # once one passed: then they end interrupted, not failing their verify)
+                "choose": "smallest",
                 "prompt": "Add src/alpha/feature.py with value() returning 42 and commit.",
                 "verify": ["python3 run_tests.py alpha"]}}}
     plan_path = ws.root / "plan.yaml"
