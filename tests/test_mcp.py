@@ -14,8 +14,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +73,11 @@ class LiveRun:
                                      cwd=str(worktree))
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
-    root = tmp_path_factory.mktemp("mcp")
+@contextmanager
+def started_run(root: Path, files: dict[str, str], plan: dict[str, Any],
+                ready: Callable[[LiveRun], bool]) -> Iterator[LiveRun]:
+    """A real `wtr run` of ``plan`` on a new repository of ``files`` under ``root``, once
+    ``ready`` holds; its agents wait for ``$RELEASE`` to exist, which the end creates."""
     env = {**os.environ, **isolated_git_env(root / "home"), "PYTHONPATH": str(ROOT),
            "RELEASE": str(root / "release")}
     for key in ("GIT_DIR", "GIT_INDEX_FILE", "GIT_WORK_TREE", "WTR_RUN", "WTR_STREAM",
@@ -84,21 +86,19 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
     saved = dict(os.environ)
     os.environ.update(isolated_git_env(root / "home"))  # (make_repo's git sees the same)
     try:
-        repo = make_repo(root / "repo", {
-            "README.md": "# shop\n", "package.json": "{}\n", "src/api/orders.py": "ORDERS = []\n",
-            "src/db/models.py": "MODELS = []\n", "src/ui/view.py": "VIEW = None\n"})
+        repo = make_repo(root / "repo", files)
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    plan = root / "plan.yaml"
-    plan.write_text(yaml.safe_dump(PLAN, sort_keys=False))
-    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run", str(plan),
+    plan_file = root / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump(plan, sort_keys=False))
+    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run", str(plan_file),
                                "--repo", str(repo.path)], cwd=repo.path, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = repo.path / ".git" / "worktree-runner" / "runs" / "plan-1"
     run = LiveRun(repo.path, env, state, root / "repo.worktrees" / "plan-1")
     try:
-        wait_for(lambda: (state / "state.json").exists() and _ready(run), timeout=60)
+        wait_for(lambda: (state / "state.json").exists() and ready(run), timeout=60)
         yield run
     finally:
         (root / "release").write_text("")
@@ -107,6 +107,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
         finally:
             if runner.poll() is None:
                 runner.kill()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
+    with started_run(tmp_path_factory.mktemp("mcp"), {
+            "README.md": "# shop\n", "package.json": "{}\n",
+            "src/api/orders.py": "ORDERS = []\n", "src/db/models.py": "MODELS = []\n",
+            "src/ui/view.py": "VIEW = None\n"}, PLAN, _ready) as run:
+        yield run
 
 
 def _ready(run: LiveRun) -> bool:

@@ -13,7 +13,6 @@ server that ends while a call waits.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -22,11 +21,9 @@ from typing import Any
 
 import anyio
 import pytest
-import yaml
 
-from tests.gitrepo import ROOT, isolated_git_env, make_repo
 from tests.runhelp import AGENT, wait_for
-from tests.test_mcp import LiveRun, call, session
+from tests.test_mcp import LiveRun, call, session, started_run
 
 WAIT_HERE = 'while [ ! -e "$RELEASE" ]; do sleep 0.1; done'
 PLAN = {
@@ -45,39 +42,11 @@ PLAN = {
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRun]:
-    tmp_path = tmp_path_factory.mktemp("mcp-request")
-    env = {**os.environ, **isolated_git_env(tmp_path / "home"), "PYTHONPATH": str(ROOT),
-           "RELEASE": str(tmp_path / "release")}
-    for key in ("GIT_DIR", "GIT_INDEX_FILE", "GIT_WORK_TREE", "WTR_RUN", "WTR_STREAM",
-                "WTR_STATE_DIR"):
-        env.pop(key, None)
-    saved = dict(os.environ)
-    os.environ.update(isolated_git_env(tmp_path / "home"))
-    try:
-        repo = make_repo(tmp_path / "repo", {"README.md": "# shop\n",
-                                             "src/api/orders.py": "ORDERS = []\n",
-                                             "src/db/models.py": "MODELS = []\n"})
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    plan = tmp_path / "plan.yaml"
-    plan.write_text(yaml.safe_dump(PLAN, sort_keys=False))
-    runner = subprocess.Popen([sys.executable, "-m", "worktree_runner", "run", str(plan),
-                               "--repo", str(repo.path)], cwd=repo.path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = repo.path / ".git" / "worktree-runner" / "runs" / "plan-1"
-    run = LiveRun(repo.path, env, state, tmp_path / "repo.worktrees" / "plan-1")
-    try:
-        wait_for(lambda: (state / "state.json").exists() and all(
-            s["status"] == "running" for s in run.status()["streams"]), timeout=60)
+    with started_run(tmp_path_factory.mktemp("mcp-request"), {
+            "README.md": "# shop\n", "src/api/orders.py": "ORDERS = []\n",
+            "src/db/models.py": "MODELS = []\n"}, PLAN,
+            lambda run: all(s["status"] == "running" for s in run.status()["streams"])) as run:
         yield run
-    finally:
-        (tmp_path / "release").write_text("")
-        try:
-            runner.wait(timeout=60)
-        finally:
-            if runner.poll() is None:
-                runner.kill()
 
 
 def book(run: LiveRun) -> dict[str, dict[str, Any]]:
