@@ -136,8 +136,9 @@ def test_a_dead_or_hung_server_never_hangs_the_agent(tmp_path: Path) -> None:
     """alpha's server dies (SIGKILL) holding a lock; beta's never answers the handshake (it
     pauses before serving, as a wedged server would). Both agents go on, commit and
     finish; the dead server's lock is free again, and the wedged one is gone with its
-    agent. (Claude Code starts a dead server again at the next call: alpha's later
-    progress lands through a new one.)"""
+    agent. (Claude Code may start a dead server again at the next call, so alpha's later
+    progress may land through a new one or come back as an error: either way, it goes on.
+    Which one depends on the CLI's timing, so neither is asserted.)"""
     pause = tmp_path / "hold-the-server"
     pause.write_text("")
     wait = "15000"  # (ms: for beta's server to answer, and for alpha's on a busy machine)
@@ -161,7 +162,6 @@ def test_a_dead_or_hung_server_never_hangs_the_agent(tmp_path: Path) -> None:
         assert stream["changed_files"] == [f"src/{name}/feature.py"]
     sent = outcome.server.sent_back()
     assert "recorded for stream alpha (20%): before the server died" in sent
-    assert "recorded for stream alpha (60%): after the server died" in sent
     assert "No such tool available: mcp__wtr__progress" in sent  # beta's, told and gone on
     assert outcome.stream("beta")["progress"]["message"] is None
     locks = outcome.ws.repo / ".git" / "worktree-runner" / "locks"
