@@ -300,6 +300,19 @@ def _environment(ws: Workspace, bin_dir: Path, extra: Mapping[str, str]) -> dict
     return env
 
 
+def wtr_in(ws: Workspace, env: Mapping[str, str], timeout: float = 600
+           ) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``wtr ARGS --repo REPO`` as the workspace's user runs it, from the repository, with
+    ``env``: for tests that drive several commands against one model server."""
+
+    def wtr(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(_wtr_argv(ws, *args, "--repo", str(ws.repo)), cwd=ws.repo,
+                              env=dict(env), capture_output=True, text=True, timeout=timeout,
+                              check=False)
+
+    return wtr
+
+
 def run_conformance(preset: str, variant: str, gateway: Gateway,
                     turns: list[dict[str, Any]] | None = None,
                     agent: Mapping[str, Any] | None = None,

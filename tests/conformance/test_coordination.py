@@ -19,7 +19,6 @@ owner's branch.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import pytest
 import yaml
 
 from tests.conformance import test_claude, test_codex
-from tests.conformance.harness import _environment, _wtr_argv, cli_bin_dir, git, workspace
+from tests.conformance.harness import _environment, cli_bin_dir, git, workspace, wtr_in
 from tests.conformance.modelserver import ModelServer, Script, placeholders
 from tests.conformance.rounds import RoundScript
 
@@ -129,11 +128,7 @@ def test_requests_reach_their_owners_in_every_state(preset: str) -> None:
     plan_path.write_text(yaml.safe_dump(_plan(preset), sort_keys=False))
     with ModelServer(Coordination(ws.repo), log_path=ws.root / "requests.jsonl") as server:
         env = _environment(ws, cli_bin_dir(preset), GATEWAYS[preset](server.url, ws.home))
-
-        def wtr(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(_wtr_argv(ws, *args, "--repo", str(ws.repo)), cwd=ws.repo,
-                                  env=env, capture_output=True, text=True, timeout=540,
-                                  check=False)
+        wtr = wtr_in(ws, env, timeout=540)
 
         ran = wtr("run", str(plan_path))
         status = json.loads(wtr("status", "--json").stdout)

@@ -10,7 +10,6 @@ conversation: a continued session, not a new one.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +21,12 @@ from tests.conformance.harness import (
     STREAMS,
     Outcome,
     _environment,
-    _wtr_argv,
     cli_bin_dir,
     git,
     plan_for,
     run_conformance,
     workspace,
+    wtr_in,
 )
 from tests.conformance.modelserver import ModelServer, placeholders
 from tests.conformance.rounds import (
@@ -90,11 +89,7 @@ def test_retry_with_a_message_continues_the_session(preset: str) -> None:
                                         sort_keys=False))
     with ModelServer(RoundScript(VERIFY_ROUNDS, starts=(PERSON,))) as server:
         env = _environment(ws, cli_bin_dir(preset), GATEWAYS[preset](server.url, ws.home))
-
-        def wtr(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(_wtr_argv(ws, *args, "--repo", str(ws.repo)), cwd=ws.repo,
-                                  env=env, capture_output=True, text=True, timeout=600,
-                                  check=False)
+        wtr = wtr_in(ws, env, timeout=600)
 
         ran = wtr("run", str(plan_path))
         assert ran.returncode == 1, ran.stdout + ran.stderr

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conformance import test_claude, test_codex, test_gemini, test_opencode
-from tests.conformance.harness import STREAMS, run_conformance
+from tests.conformance.harness import STREAMS, Outcome, run_conformance
 from tests.conformance.modelserver import Script, fill, placeholders
 from tests.runhelp import alive
 from worktree_runner.locks import HeldLock
@@ -61,18 +61,31 @@ TOOL_TURNS = [
 ]
 
 
+def other_stream(name: str) -> str:
+    return next(s for s in STREAMS if s != name)
+
+
+def assert_each_stream_reported_and_was_refused(outcome: Outcome, sent: str) -> None:
+    """Each stream succeeded, its progress through the server is in its status and the
+    tool's result reached the model, and owner() refused the other stream's file."""
+    for name in STREAMS:
+        other = other_stream(name)
+        stream = outcome.stream(name)
+        assert stream["status"] == "succeeded", (stream["failure"], outcome.describe())
+        assert stream["progress"]["message"] == f"mcp progress {name}", outcome.describe()
+        assert f"recorded for stream {name} (30%): mcp progress {name}" in sent
+        assert f"owned by {other}: changing it fails" in sent
+
+
 @pytest.mark.parametrize("preset", sorted(GATEWAYS))
 def test_the_agent_uses_wtrs_tools_through_its_cli(preset: str) -> None:
     outcome = run_conformance(preset, "checkout", GATEWAYS[preset],
                               script=PerStream({s: TOOL_TURNS for s in STREAMS}))
     assert outcome.exit_code == 0, outcome.describe()
     sent = outcome.server.sent_back()
+    assert_each_stream_reported_and_was_refused(outcome, sent)
     for name in STREAMS:
-        other = next(s for s in STREAMS if s != name)
-        stream = outcome.stream(name)
-        assert stream["status"] == "succeeded", (stream["failure"], outcome.describe())
-        assert stream["progress"]["message"] == f"mcp progress {name}", outcome.describe()
-        assert f"recorded for stream {name} (30%): mcp progress {name}" in sent
+        other = other_stream(name)
         assert f'"stream": "{name}", "run": "{outcome.status["run"]}", "via": "wtr mcp"' in sent
         refusal = f"owned by {other}: changing it fails your stream's ownership check"
         assert refusal in sent, outcome.describe()
@@ -104,14 +117,7 @@ def test_opencode_and_gemini_find_the_server_where_wtr_put_it(preset: str,
     outcome = run_conformance(preset, variant, gateway,
                               script=PerStream({s: SHORT_TURNS for s in STREAMS}))
     assert outcome.exit_code == 0, outcome.describe()
-    sent = outcome.server.sent_back()
-    for name in STREAMS:
-        other = next(s for s in STREAMS if s != name)
-        stream = outcome.stream(name)
-        assert stream["status"] == "succeeded", (stream["failure"], outcome.describe())
-        assert stream["progress"]["message"] == f"mcp progress {name}", outcome.describe()
-        assert f"recorded for stream {name} (30%): mcp progress {name}" in sent
-        assert f"owned by {other}: changing it fails" in sent
+    assert_each_stream_reported_and_was_refused(outcome, outcome.server.sent_back())
 
 
 KILL_SERVER = ('kill -9 "$(python3 -c "import json,sys; '
