@@ -181,10 +181,21 @@ class Desk:
     def halted(self, name: str) -> Failure | None:
         return self.halts.pop(name, None)
 
+    def _unrouted(self, name: str) -> bool:
+        """A request of ``name``'s still pending though its owner has finished: the
+        scheduler's thread has yet to route it (a follow-up, or a person)."""
+        streams = self.store.record.streams
+        return any(r.requester == name and r.state == State.PENDING.value
+                   and r.target in streams and streams[r.target].status in FINAL
+                   for r in self.book.read())
+
     def settle_follow_ups(self, name: str, stop: threading.Event) -> list[str]:
         """Before ``name``'s work is checked: wait for the follow-ups it depends on, and
         bring each one that succeeded into its branch. What could not be, as warnings."""
         warnings: list[str] = []
+        while self._unrouted(name):  # (the scheduler's next poll makes its follow-up)
+            if stop.wait(WAIT_POLL):
+                return warnings
         for spec in self.store.record.follow_ups:
             if spec.get("requester") != name:
                 continue
