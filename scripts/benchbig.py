@@ -14,6 +14,15 @@ git     timed: the launch loop (`git worktree add --no-checkout -b` + `reset --h
         stream), the agents (all at once), the merge (integration worktree, `git rebase
         --onto` per stream, update-ref, `reset --hard` of the checkout), clean
         (`git worktree remove --force` + `git branch -D` per stream).
+        When --streams full checkouts do not fit (a million files: 20 of them take about
+        100 GiB), git's side makes only --git-sample K worktrees (default: as many as
+        fit): its launch, agents, worktree removal and disk are those of the K, times
+        N/K (one worktree's work does not depend on the others'; the loop is sequential).
+        The other streams' branches get the same commit (their README.md plus a line)
+        from one untimed `git fast-import`, so the merge and `branch -D` still handle all N.
+
+--checkout METHOD sets the plan's `checkout` (full, overlay, reflink, auto); with a method
+other than full the runner's side needs room for one checkout beside the clone, not N.
 
 Disk: `du -s` of the worktrees folder (blocks; a file hard-linked twice inside it counts
 once; copy-on-write clones count in full, as du cannot see shared extents), and the
@@ -58,9 +67,11 @@ def stream_name(package: str) -> str:
     return package.replace("/", "-")
 
 
-def write_plan(path: Path, packages: list[str]) -> Path:
+def write_plan(path: Path, packages: list[str], method: str | None) -> Path:
     lines = ["version: 1", "name: bench", f"max_parallel: {len(packages)}", "agent:",
-             f"  command: {json.dumps(AGENT)}", "streams:"]
+             f"  command: {json.dumps(AGENT)}"]
+    lines += [f"checkout: {method}"] if method else []
+    lines += ["streams:"]
     for package in packages:
         lines += [f"  {stream_name(package)}:", f'    files: ["{package}/**"]',
                   "    prompt: append a line to the package's README"]
@@ -69,9 +80,12 @@ def write_plan(path: Path, packages: list[str]) -> Path:
 
 
 def du_mib(env: dict[str, str], folder: Path, *exclude: str) -> float:
+    """Blocks under ``folder``, on its own filesystem only (-x): an overlay worktree's
+    mount would show every file of the shared checkout again, once per mount."""
     if not folder.exists():
         return 0.0
-    args = ["du", "-s", "--block-size=1", *(f"--exclude={e}" for e in exclude), str(folder)]
+    args = ["du", "-s", "-x", "--block-size=1", *(f"--exclude={e}" for e in exclude),
+            str(folder)]
     return int(lib.run(args, folder, env).split()[0]) / 2**20
 
 
@@ -90,6 +104,16 @@ def clone(env: dict[str, str], template: Path, dest: Path) -> tuple[Path, float]
                       dest.parent, env, dest.parent / "clone.log")
     print(f"  cloned {dest.name} in {timed.seconds:.1f}s", flush=True)
     return dest, timed.seconds
+
+
+def room_for(args: argparse.Namespace, where: Path, repo: Path) -> tuple[float, int]:
+    """The clone's checkout in MiB, and how many more such checkouts fit in the bytes and
+    the inodes (tmpfs has few) left where the benchmark runs."""
+    checkout = du_mib(args.env, repo, ".git")
+    inodes = int(lib.run(["sh", "-c", "find . -path ./.git -prune -o -print | wc -l"], repo,
+                         args.env))
+    st = os.statvfs(where)
+    return checkout, int(min(free_mib(where) / checkout, st.f_favail / inodes)) - 1
 
 
 def ensure_room(args: argparse.Namespace, where: Path, repo: Path, streams: int) -> float:
@@ -118,8 +142,9 @@ def methods(b: Any, repo: Path) -> str:
 def runner_side(b: Any, args: argparse.Namespace, template: Path, work: Path,
                 packages: list[str], bench: Any) -> dict[str, Any]:
     repo, _ = clone(b.env, template, work / "runner")
-    checkout = ensure_room(args, work, repo, len(packages))
-    plan, log = write_plan(work / "plan.yaml", packages), work / "runner.log"
+    thin = args.checkout not in (None, "full")
+    checkout = ensure_room(args, work, repo, 1 if thin else len(packages))
+    plan, log = write_plan(work / "plan.yaml", packages, args.checkout), work / "runner.log"
     where = ["--repo", str(repo)]
     old = lib.run(["git", "rev-parse", "main"], repo, b.env).strip()
     checked = lib.timed([b.wtr, "check", str(plan), *where], repo, b.env, log)
@@ -141,25 +166,27 @@ def runner_side(b: Any, args: argparse.Namespace, template: Path, work: Path,
     return result
 
 
-def git_scripts(folder: Path, packages: list[str]) -> dict[str, Path]:
-    pairs = " ".join(f"{stream_name(p)}:{p}" for p in packages)
-    loop = f"for pair in {pairs}; do s=${{pair%%:*}}; p=${{pair#*:}}"
+def git_scripts(folder: Path, packages: list[str], sample: int) -> dict[str, Path]:
+    def loop(chosen: list[str]) -> str:
+        pairs = " ".join(f"{stream_name(p)}:{p}" for p in chosen)
+        return f"for pair in {pairs}; do s=${{pair%%:*}}; p=${{pair#*:}}"
+    some, every = loop(packages[:sample]), loop(packages)
     head = ["set -euo pipefail", 'wt="$PWD.worktrees/base"', f"AGENT={shlex.quote(AGENT)}"]
     bodies = {
-        "launch": [loop, '  git worktree add -q --no-checkout -b "wtr/base/$s" "$wt/$s" main',
+        "launch": [some, '  git worktree add -q --no-checkout -b "wtr/base/$s" "$wt/$s" main',
                    '  git -C "$wt/$s" reset -q --hard', "done"],
-        "agents": ["pids=()", loop,
+        "agents": ["pids=()", some,
                    '  (cd "$wt/$s" && WTR_FILES="$p/**" exec sh -c "$AGENT") & pids+=($!)',
                    "done", 'for p in "${pids[@]}"; do wait "$p"; done'],
         "merge": ['int="$wt/_merge"', "old=$(git rev-parse main)",
-                  'git worktree add -q --detach "$int" "$old"', loop,
+                  'git worktree add -q --detach "$int" "$old"', every,
                   '  tip=$(git rev-parse "wtr/base/$s")',
                   '  git -C "$int" rebase -q --onto "$(git -C "$int" rev-parse HEAD)" "$old" '
                   '"$tip"', "done",
                   'git update-ref refs/heads/main "$(git -C "$int" rev-parse HEAD)" "$old"',
                   "git reset -q --hard", 'git worktree remove --force "$int"'],
-        "clean": [loop, '  git worktree remove --force "$wt/$s"', "done",
-                  loop, '  git branch -q -D "wtr/base/$s"', "done"],
+        "remove": [some, '  git worktree remove --force "$wt/$s"', "done"],
+        "branches": [every, '  git branch -q -D "wtr/base/$s"', "done"],
     }
     scripts = {}
     for phase, body in bodies.items():
@@ -168,21 +195,50 @@ def git_scripts(folder: Path, packages: list[str]) -> dict[str, Path]:
     return scripts
 
 
+def commit_unsampled(b: Any, repo: Path, packages: list[str]) -> None:
+    """Give the streams git's side does not run a worktree for the commit their agent would
+    make (README.md plus a line), on their branch, with one untimed `git fast-import`."""
+    if not packages:
+        return
+    main = lib.run(["git", "rev-parse", "main"], repo, b.env).strip()
+    stream = []
+    for package in packages:
+        text = lib.run(["git", "cat-file", "blob", f"main:{package}/README.md"], repo, b.env)
+        data = (text + "x\n").encode()
+        stream += [f"commit refs/heads/wtr/base/{stream_name(package)}".encode(),
+                   b"committer bench <bench@example.com> 1700000000 +0000", b"data 4", b"work",
+                   f"from {main}".encode(), f"M 100644 inline {package}/README.md".encode(),
+                   f"data {len(data)}".encode() + b"\n" + data]
+    subprocess.run(["git", "fast-import", "--quiet"], input=b"\n".join(stream) + b"\n",
+                   cwd=repo, env=b.env, check=True)
+
+
 def git_side(b: Any, args: argparse.Namespace, template: Path, work: Path,
              packages: list[str], bench: Any) -> dict[str, Any]:
     repo, _ = clone(b.env, template, work / "git")
-    ensure_room(args, work, repo, len(packages))
-    scripts, log = git_scripts(work, packages), work / "git.log"
+    streams = len(packages)
+    _, fits = room_for(args, work, repo)
+    fits -= 1  # (the merge's integration worktree, beside the streams' worktrees)
+    room = streams if args.no_disk_check or fits >= streams else max(fits, 1)
+    sample = min(args.git_sample or room, streams)
+    if sample < streams and not args.git_sample:
+        print(f"  git: {streams} full checkouts do not fit; measuring {sample} and counting "
+              f"each {streams / sample:.1f} times", flush=True)
+    scripts, log = git_scripts(work, packages, sample), work / "git.log"
     old = lib.run(["git", "rev-parse", "main"], repo, b.env).strip()
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"sample": sample}
+    scale = streams / sample
     before = used_mib(work)
-    for phase in ("launch", "agents", "merge", "clean"):
-        if phase == "merge":
-            result["du"] = du_mib(b.env, repo.with_name(repo.name + ".worktrees"))
-            result["df"] = used_mib(work) - before
-        result[phase] = lib.timed(["bash", str(scripts[phase])], repo, b.env, log).seconds
-        if phase == "merge":
-            bench.check_landed(b, repo, old, len(packages))
+    result["launch"] = lib.timed(["bash", str(scripts["launch"])], repo, b.env, log).seconds * scale
+    result["agents"] = lib.timed(["bash", str(scripts["agents"])], repo, b.env, log).seconds * scale
+    commit_unsampled(b, repo, packages[sample:])
+    result["du"] = du_mib(b.env, repo.with_name(repo.name + ".worktrees")) * scale
+    result["df"] = (used_mib(work) - before) * scale
+    result["merge"] = lib.timed(["bash", str(scripts["merge"])], repo, b.env, log).seconds
+    bench.check_landed(b, repo, old, streams)
+    removed = lib.timed(["bash", str(scripts["remove"])], repo, b.env, log).seconds
+    branches = lib.timed(["bash", str(scripts["branches"])], repo, b.env, log).seconds
+    result["clean"] = removed * scale + branches
     bench.check_cleaned(b, repo)
     bench.discard(b, repo)
     return result
@@ -206,6 +262,9 @@ def report(files: int, streams: int, r: dict[str, Any], g: dict[str, Any]) -> No
           f"checkout {r['checkout']:.0f} MiB; runner/one checkout "
           f"{r['du'] / r['checkout']:.2f} (du), {r['df'] / r['checkout']:.2f} (filesystem)")
     print(f"checkout method per stream: {r['methods']}")
+    if g["sample"] < streams:
+        print(f"git's side made {g['sample']} of the {streams} worktrees: its launch, agents, "
+              f"worktree removal and disk are theirs times {streams / g['sample']:.1f}")
     print(f"runner peak memory (check, run): {r['rss']:.0f} MiB")
 
 

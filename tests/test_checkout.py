@@ -15,6 +15,7 @@ import pytest
 from tests.gitrepo import Repo, make_repo, run_wtr
 from tests.runhelp import agent_plan, status, stream_of
 from worktree_runner import checkout
+from worktree_runner import git as git_
 from worktree_runner import overlay as layers
 from worktree_runner.errors import PlanInvalid
 from worktree_runner.plan.load import parse_plan
@@ -177,6 +178,42 @@ def test_clean_rescues_an_overlay_worktree_and_a_kill_after_its_unmount_leaks_no
     assert again.returncode == 0, again.stderr
     assert repo.git("show", f"{rescue}:src/db/unsaved.py") == "UNSAVED = 1"
     assert_nothing_left(repo)
+
+
+@needs_root
+def test_the_look_for_uncommitted_work_reads_only_what_the_agent_changed(
+        repo: Repo, seen: Path) -> None:
+    """In an overlay worktree, the paths the look names (its upper layer, and what its
+    commits and index changed) give exactly what a look at every file gives."""
+    repo.commit({"src/db/old/a.py": "A\n", "src/db/old/b.py": "B\n", "src/db/gone.py": "G\n",
+                 "src/db/hid.py": "H\n", "src/db/plumb.py": "P\n", "src/db/staged.py": "S\n"})
+    assert run(repo, plan(seen, {"db": {"files": ["src/db/**"]}},
+                          checkout="overlay")).returncode == 0
+    path = Path(stream_of(status(repo), "db")["worktree"])
+    wt = Repo(path)
+    (path / "src/db/models.py").write_text("MODELS = [1]\n")  # modified
+    (path / "src/db/fresh").mkdir()
+    (path / "src/db/fresh/new.py").write_text("NEW\n")  # untracked, in a new folder
+    (path / "src/db/gone.py").unlink()  # deleted: a whiteout
+    (path / "src/db/old").rename(path / "src/db/moved")  # a folder renamed
+    (path / "src/db/hid.py").write_text("H2\n")  # changed, then hidden from git
+    wt.git("update-index", "--assume-unchanged", "src/db/hid.py")
+    (seen / "plumb.py").write_text("P2\n")
+    blob = wt.git("hash-object", "-w", str(seen / "plumb.py"))  # committed without
+    wt.git("update-index", "--cacheinfo", f"100644,{blob},src/db/plumb.py")  # touching the file
+    wt.git("commit", "-qm", "plumbing")
+    wt.git("rm", "-q", "--cached", "src/db/staged.py")  # an index-only change
+    repo_ = repo_obj(repo)
+    named = checkout.suspects(repo_, path)
+    assert named is not None and "src/api/orders.py" not in named
+    assert {"src/db/gone.py", "src/db/plumb.py", "src/db/staged.py", "src/db/moved"} <= set(named)
+    fast = git_.worktree_dirty(path, named)
+    assert sorted(fast) == sorted(git_.worktree_dirty(path)) == [
+        "src/db/fresh/new.py", "src/db/gone.py", "src/db/hid.py", "src/db/models.py",
+        "src/db/moved/a.py", "src/db/moved/b.py", "src/db/old/a.py", "src/db/old/b.py",
+        "src/db/plumb.py", "src/db/staged.py", "src/db/staged.py"]  # (deleted, untracked)
+    assert checkout.suspects(repo_, repo.path) is None  # a full checkout: look at everything
+    assert run_wtr("clean", "--force", cwd=repo.path).returncode == 0
 
 
 @needs_root

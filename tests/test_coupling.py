@@ -224,6 +224,21 @@ def test_huge_commits_and_merges_are_left_out(coupled: Repo) -> None:
     assert doc["coupling"]["pairs"][0]["either"] == 21
 
 
+def test_a_first_commit_of_every_file_is_skipped_and_a_small_one_counts(tmp_path: Path) -> None:
+    # A big repository's first commit adds every file: too many to say what goes together.
+    # (Only its first 51 paths are read to tell: tests/test_tree_reads.py.)
+    files = {f"vendor/v{i}.py": "x\n" for i in range(120)}
+    big = make_repo(tmp_path / "big", {"README.md": "hello\n", **files})
+    add_history(big, history())
+    doc = check(big, plan(STREAMS, shared=["CHANGELOG.md"]), "--json")
+    assert (doc["coupling"]["commits"], doc["coupling"]["skipped_commits"]) == (60, 1)
+    small = make_repo(tmp_path / "small", {"src/api/a0.py": "x\n", "src/db/d0.py": "x\n"})
+    add_history(small, history())
+    doc = check(small, plan(STREAMS, shared=["CHANGELOG.md"]), "--json")
+    assert (doc["coupling"]["commits"], doc["coupling"]["skipped_commits"]) == (61, 0)
+    assert doc["coupling"]["pairs"][0]["together"] == 21  # the first commit is one of them
+
+
 def test_history_is_cached_per_base_commit(coupled: Repo) -> None:
     common = Path(coupled.git("rev-parse", "--path-format=absolute", "--git-common-dir"))
     cache = common / "worktree-runner" / "cache"

@@ -44,6 +44,7 @@ METHODS = ("auto", "overlay", "reflink", "full")
 BASE_DIR = ".base"
 LAYERS_DIR = ".layers"
 _FICLONE = 0x40049409
+SUSPECTS_MAX = 2000  # paths a look names on its command line (beyond: it looks at all)
 _WORKS: dict[tuple[str, Path], bool] = {}
 _WORKS_LOCK = threading.Lock()
 
@@ -236,6 +237,30 @@ def remount(repo: git.Repository, path: Path) -> bool:
     overlay.prepare(admin, path, found.folder, found.lower)
     overlay.mount(path, found)
     return True
+
+
+def suspects(repo: git.Repository, path: Path) -> list[str] | None:
+    """The only paths of the overlay worktree ``path`` whose file, index entry or commit can
+    differ from the run's base, so the only ones a look for uncommitted work must read
+    (git.worktree_dirty's ``among``); None for any other worktree, or when they are so many
+    that a look at everything costs no more.
+
+    A file the agent never wrote is the shared checkout's, which is the base's: what it
+    wrote, created, deleted (a whiteout) or renamed is in its upper layer. Beside those,
+    the paths where its commits or its index differ from the base: a commit or a staged
+    entry made without touching the file."""
+    admin = git.admin_dir(repo, path)
+    found = overlay.layers_of(admin) if admin is not None else None
+    if found is None or found.lower is None or not overlay.is_mounted(path):
+        return None
+    base = found.lower.parent.name
+    paths = overlay.written(found.upper, limit=SUSPECTS_MAX)
+    if paths is None:
+        return None
+    for args in (["diff", "--name-only", "-z", "--no-renames", base, "HEAD", "--"],
+                 ["diff-index", "--cached", "--name-only", "-z", "--no-renames", base, "--"]):
+        paths.update(p for p in git.run_git(args, path).stdout.split("\0") if p)
+    return sorted(paths) if len(paths) <= SUSPECTS_MAX else None
 
 
 def is_overlay(repo: git.Repository, path: Path) -> bool:

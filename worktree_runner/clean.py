@@ -69,7 +69,8 @@ def _clean(repo: git.Repository, store: RunStore, dry_run: bool, force: bool,
         half_removed = git.removal_started(repo, path)
         if not half_removed:  # (an overlay whose mount is down: its work is in its
             checkout.remount(repo, path)  # layer, seen through the mount; even a dry run)
-        dirty = [] if half_removed else git.worktree_dirty(path)
+        dirty = [] if half_removed else git.worktree_dirty(
+            path, checkout.suspects(repo, path))
         rescued = [] if half_removed else _rescue_worktree(repo, store, name, path, dry_run,
                                                            dirty)
         faults.point("clean_rescued", name)

@@ -92,8 +92,10 @@ def mount(path: Path, layers: Layers) -> None:
         raise WtrError(f"the shared checkout under the overlay worktree {path} is gone "
                        f"({lower})", hint="its upper layer, with the agent's work, is kept in "
                        f"{layers.upper}; 'wtr clean' saves it")
+    # redirect_dir: a folder of the lower layer can be renamed (without it rename(2)
+    # fails with EXDEV: `git mv` of a folder would fail; `mv` copies every file)
     options = (f"lowerdir={_escaped(lower)},upperdir={_escaped(layers.upper)},"
-               f"workdir={_escaped(layers.work)}")
+               f"workdir={_escaped(layers.work)},redirect_dir=on")
     _call(path, "mount", b"overlay", os.fsencode(path), b"overlay", 0, os.fsencode(options))
 
 
@@ -107,6 +109,44 @@ def unmount(path: Path) -> None:
             if exc.errno != errno.EBUSY:
                 raise
             _call(path, "umount2", os.fsencode(path), _MNT_DETACH)
+
+
+def written(upper: Path, limit: int) -> set[str] | None:
+    """The paths an upper layer holds (files, links, whiteouts of deleted paths, and
+    folders that hide or move the lower one's: opaque or redirected), its worktree's
+    ``.git`` aside; None past ``limit`` of them."""
+    found: set[str] = set()
+    folders = [(str(upper), "")]
+    while folders:
+        folder, prefix = folders.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not prefix and entry.name == ".git":
+                    continue
+                path = prefix + entry.name
+                if not entry.is_dir(follow_symlinks=False):
+                    found.add(path)
+                    continue
+                if _hides_lower(entry.path):
+                    found.add(path)
+                folders.append((entry.path, f"{path}/"))
+        if len(found) > limit:
+            return None
+    return found
+
+
+def _hides_lower(folder: str) -> bool:
+    """Whether an upper folder hides the lower one of its name (opaque: it was removed and
+    made again) or stands for another (redirect: a renamed folder)."""
+    for name in ("trusted.overlay.opaque", "trusted.overlay.redirect"):
+        try:
+            os.getxattr(folder, name, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in (errno.ENODATA, errno.EOPNOTSUPP):
+                continue
+            return True  # (cannot tell: look at it)
+        return True
+    return False
 
 
 def drop(layers: Layers) -> None:

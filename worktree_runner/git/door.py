@@ -14,7 +14,7 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,7 +287,7 @@ def open_repository(path: Path | str | None = None) -> Repository:
     return Repository(root=root, toplevel=toplevel, common_dir=common_dir, git_dir=git_dir)
 
 
-def _nul_tokens(args: Sequence[str], cwd: Path) -> Iterator[str]:
+def _nul_tokens(args: Sequence[str], cwd: Path) -> Generator[str, None, None]:
     """The NUL-separated output of ``git args``, token by token, while git still writes it.
     Closing the iterator early stops git."""
     proc = subprocess.Popen([git_executable(), *args], cwd=cwd, stdout=subprocess.PIPE,

@@ -3,10 +3,11 @@ rules a worktree is seen through."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,49 +30,87 @@ def changed_paths(repo: Repository, old: str, new: str) -> list[str]:
 _COMMIT_MARK = "\x01\x02wtr "
 
 
-def commit_changes(repo: Repository, commit: str, limit: int) -> Iterator[tuple[int, list[str]]]:
+def commit_changes(repo: Repository, commit: str, limit: int,
+                   most: int | None = None) -> Iterator[tuple[int, list[str]]]:
     """(commit time, paths changed) of the last ``limit`` non-merge commits reachable from
     ``commit``, newest first, read as git writes them (one pass, never all held at once).
-    Renames count as delete + add; a root commit lists every file it added."""
-    args = ["log", f"--max-count={limit}", "--no-merges", "--no-renames", "--name-only", "-z",
-            "--format=%x01%x02wtr %ct", commit, "--"]
+    Renames count as delete + add; a root commit lists every file it added, or, given
+    ``most``, only the first ``most + 1`` when it added more (enough to tell it is over):
+    the first commit of a big repository adds every file, and listing a million paths
+    from git only to be told they are too many took most of a minute."""
+    args = ["log", f"--max-count={limit}", "--no-merges", "--min-parents=1", "--no-renames",
+            "--name-only", "-z", "--format=%x01%x02wtr %ct", commit, "--"]
     when: int | None = None
     paths: list[str] = []
+    seen = 0
     for token in _nul_tokens(args, repo.root):
         if token.startswith(_COMMIT_MARK):
             if when is not None:
                 yield when, paths
+                seen += 1
             when, paths = int(token[len(_COMMIT_MARK):]), []
         elif token.strip("\n"):
             paths.append(token.removeprefix("\n"))
     if when is not None:
         yield when, paths
+        seen += 1
+    if seen < limit:  # (the walk reached the first commits: the roots are in the window)
+        yield from _root_commits(repo, commit, limit - seen, most)
 
 
-def _status_paths(worktree: Path, untracked: str) -> list[str]:
+def _root_commits(repo: Repository, commit: str, limit: int,
+                  most: int | None) -> Iterator[tuple[int, list[str]]]:
+    out = repo.git("log", f"--max-count={limit}", "--max-parents=0", "--format=%ct %H",
+                   commit, "--").stdout
+    for line in out.splitlines():
+        when, root = line.split()
+        listed = _nul_tokens(["ls-tree", "-r", "-z", "--name-only", "--full-tree", root],
+                             repo.root)
+        try:
+            paths = list(listed if most is None else itertools.islice(listed, most + 1))
+        finally:
+            listed.close()  # (stops git when the list was cut short)
+        yield int(when), paths
+
+
+def _status_paths(worktree: Path, untracked: str,
+                  among: Sequence[str] | None = None) -> list[str]:
     # --no-renames: a rename would add a second, unprefixed entry (its old path).
     # The untracked cache (kept in the worktree's index) lets the next look skip every
     # folder whose mtime has not changed: the check before clean then costs a stat per file.
     # git 2.39 uses it for "all" only when "all" is the configured default, not a flag.
-    args = ["-c", "core.untrackedCache=true", "-c", f"status.showUntrackedFiles={untracked}",
-            "status", "--porcelain", "-z", "--no-renames"]
+    args = ["-c", "core.untrackedCache=true", "-c", f"status.showUntrackedFiles={untracked}"]
+    if among is not None:
+        args += ["--literal-pathspecs"]
+    args += ["status", "--porcelain", "-z", "--no-renames"]
+    if among is not None:
+        args += ["--", *among]
     out = run_git(args, worktree).stdout
     return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
 
 
-def worktree_dirty(worktree: Path) -> list[str]:
+def worktree_dirty(worktree: Path, among: Sequence[str] | None = None) -> list[str]:
     """Paths with uncommitted or untracked changes in a runner's ``worktree`` (ignored files
-    aside), hidden ones included: the index flags that hide a file are cleared first."""
-    unhide(worktree)
-    return _status_paths(worktree, "all")
+    aside), hidden ones included: the index flags that hide a file are cleared first.
+
+    Given ``among``, only those paths are looked at: the caller knows that no other path
+    can differ (an overlay worktree: what is not in its upper layer is its base's,
+    checkout.py), and the look costs what the agent changed, not what the repository
+    holds."""
+    if among is not None and not among:
+        return []
+    unhide(worktree, among)
+    return _status_paths(worktree, "all", among)
 
 
-def unhide(worktree: Path) -> list[str]:
+def unhide(worktree: Path, among: Sequence[str] | None = None) -> list[str]:
     """Clear the index flags that make git look away from a file of a runner's worktree
     (skip-worktree, assume-unchanged: ``ls-files -v`` tags ``S`` and lower case), so that
     status, add, reset and read-tree see every file as it is; the paths cleared. A sparse
-    worktree keeps skip-worktree on the files it leaves out (those not on disk)."""
-    out = run_git(["ls-files", "-v", "-z"], worktree).stdout
+    worktree keeps skip-worktree on the files it leaves out (those not on disk). Given
+    ``among``, only those paths (see ``worktree_dirty``)."""
+    only = ["--literal-pathspecs", "ls-files", "-v", "-z", "--", *among] if among else None
+    out = run_git(only or ["ls-files", "-v", "-z"], worktree).stdout
     flagged = [entry for entry in out.split("\0")
                if len(entry) > 2 and (entry[0] == "S" or entry[0].islower())]
     absent = {e for e in flagged if e[0] in "Ss" and not os.path.lexists(worktree / e[2:])}

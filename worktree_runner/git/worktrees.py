@@ -272,10 +272,12 @@ def strip_worktree(worktree: Path) -> list[str]:
     return unhide(worktree)
 
 
-def commit_all(repo: Repository, worktree: Path, message: str, exclude: Sequence[str] = ()) -> bool:
-    """Commit everything left in ``worktree`` except ``exclude``; False if nothing was left."""
+def commit_all(repo: Repository, worktree: Path, message: str, exclude: Sequence[str] = (),
+               among: Sequence[str] | None = None) -> bool:
+    """Commit everything left in ``worktree`` except ``exclude``; False if nothing was left.
+    ``among``: the only paths that can have changed, if the caller knows (worktree_dirty)."""
     # A status first: mostly nothing is left, and it leaves the untracked cache warm for clean.
-    if not set(worktree_dirty(worktree)) - set(exclude):
+    if not set(worktree_dirty(worktree, among)) - set(exclude):
         return False
     # --sparse: in a sparse worktree, a file written outside the sparse set is committed
     # too (and then refused by the ownership check), not left behind with an error.

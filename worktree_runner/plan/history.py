@@ -96,7 +96,7 @@ def _read_log(repo: git.Repository, commit: str, limit: int, max_files: int) -> 
     commits: list[tuple[int, ...]] = []
     times: list[int] = []
     skipped: list[int] = []
-    for when, paths in git.commit_changes(repo, commit, limit):
+    for when, paths in git.commit_changes(repo, commit, limit, most=max_files):
         if len(paths) > max_files:
             skipped.append(when)
         elif paths:

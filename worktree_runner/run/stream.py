@@ -990,7 +990,8 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
         return failure
     held, saved = _hold_outside(ctx, stream)
     if git.commit_all(ctx.repo, worktree, f"{name}: work left uncommitted by the agent",
-                      exclude=[*ctx.copied(), *held]):
+                      exclude=[*ctx.copied(), *held],
+                      among=checkout.suspects(ctx.repo, worktree)):
         ctx.store.event("leftovers_committed", stream=name)
     record = ctx.store.record.streams[name]
     head = git.ref_commit(ctx.repo, f"refs/heads/{branch}")
@@ -1043,8 +1044,8 @@ def _hold_outside(ctx: RunContext, stream: Stream) -> tuple[list[str], str]:
         return [], ""
     worktree = ctx.worktree(stream.name)
     copied = set(ctx.copied())
-    held = [p for p in feedback.outside_scope(git.worktree_dirty(worktree), stream)
-            if p not in copied]
+    dirty = git.worktree_dirty(worktree, checkout.suspects(ctx.repo, worktree))
+    held = [p for p in feedback.outside_scope(dirty, stream) if p not in copied]
     if not held:
         return [], ""
     snapshot = git.snapshot_worktree(ctx.repo, worktree, f"{stream.name}: changes outside "
