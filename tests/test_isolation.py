@@ -93,6 +93,31 @@ def test_agent_writing_into_the_main_checkout_or_config_is_reported(repo: Repo) 
     assert ".git/config changed" in message
 
 
+def test_looks_through_a_copy_of_the_index_see_staging_and_new_files_after_the_first(
+        repo: Repo) -> None:
+    """The looks read a copy of the main checkout's index that keeps git's untracked cache
+    between them: a change only to the index (staging) and a new file in a folder the
+    cache already knows are both seen, each blamed on the stream that made it."""
+    (repo.path / "src/ui/view.py").write_text("VIEW = 'yours, not staged'\n")
+    (repo.path / "notes").mkdir()
+    (repo.path / "notes/todo.txt").write_text("yours\n")
+    stage = f"git -C {COMMON}/.. add src/ui/view.py && echo 'X = 3' > src/api/orders.py"
+    drop = f"echo new > {COMMON}/../notes/new.txt && echo 'M = 3' > src/db/models.py"
+    plan = agent_plan({
+        "api": {"files": ["src/api/**"], "agent": shell_agent(stage)},
+        "db": {"files": ["src/db/**"], "agent": shell_agent(drop), "depends_on": ["api"]},
+    })
+    _, doc = run(repo, plan)
+    assert "main checkout: src/ui/view.py changed" in stream_of(doc, "api")["failure"]["message"]
+    assert stream_of(doc, "db")["status"] == "blocked"
+    plan["streams"]["db"].pop("depends_on")
+    plan["streams"].pop("api")
+    _, doc = run(repo, {**plan, "name": "again"})  # (its first look makes the cache)
+    assert "main checkout: notes/new.txt added" in stream_of(doc, "db")["failure"]["message"]
+    runs = repo.path / ".git" / "worktree-runner" / "runs"
+    assert not list(runs.glob("*/guard-index*"))  # (each run's copy went with it)
+
+
 def test_change_made_while_two_agents_ran_is_reported_on_the_run(repo: Repo) -> None:
     script = f"sleep 1; echo hacked >> {COMMON}/../README.md; echo 'X = 4' > src/api/orders.py"
     plan = agent_plan({

@@ -76,12 +76,13 @@ def _hooks(folder: Path) -> dict[str, str]:
     return found
 
 
-def take(repo: git.Repository, run_id: str, hooks: Path | None = None) -> Snapshot:
+def take(repo: git.Repository, run_id: str, hooks: Path | None = None,
+         index_copy: Path | None = None) -> Snapshot:
     taken = time.time_ns()
     own = f"refs/heads/wtr/{run_id}/"
     refs = {name: sha for name, sha in git.user_refs(repo).items() if not name.startswith(own)}
     checkout = {path: f"{code} {_stamp(repo.root / path)}"
-                for code, path in git.status_entries(repo.root)}
+                for code, path in git.status_entries(repo.root, index_copy)}
     return Snapshot(refs=refs, head=git.main_checkout_head(repo), checkout=checkout,
                     hooks=_hooks(hooks or git.hooks_dir(repo)),
                     config=_digest(repo.common_dir / "config"), taken=taken)
@@ -185,13 +186,23 @@ class Guard:
         if self._hooks_dir is None:
             self._hooks_dir = git.hooks_dir(self.repo)
         with landing_lock(self.repo):  # never half way through a landing
-            snapshot = take(self.repo, self.store.run_id, self._hooks_dir)
+            snapshot = take(self.repo, self.store.run_id, self._hooks_dir, self.index_copy)
             snapshot.moves = len(moves_of(self.store.record.merge))
         return snapshot
 
     @property
     def path(self) -> Path:
         return self.store.dir / "guard.json"
+
+    @property
+    def index_copy(self) -> Path:
+        """Where the looks keep their copy of the main checkout's index (status_entries)."""
+        return self.store.dir / "guard-index"
+
+    def close(self) -> None:
+        """The run is over: its copy of the index is not needed (a resume makes another)."""
+        for suffix in ("", ".from", ".building", ".lock"):
+            self.index_copy.with_name(self.index_copy.name + suffix).unlink(missing_ok=True)
 
     def start(self) -> None:
         """Take the run's snapshot; on a resume, first report what changed unwatched."""

@@ -195,6 +195,7 @@ def run_plan(repo: git.Repository, store: RunStore, plan: Plan,
         if store.out_of_space:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         store.event("run_streams_settled")
+        ctx.guard.close()
         return store.update_run("run_finished", state=RunState.FINISHED.value,
                                 finished_at=now(), runner_pid=None)
     except KeyboardInterrupt:
