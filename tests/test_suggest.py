@@ -208,6 +208,20 @@ def test_a_kind_pattern_only_when_it_takes_in_no_other_file() -> None:
     assert kind_pattern(HotPath("package-lock.json", "lockfile", 9), []) is None
     assert kind_pattern(HotPath("docs/CHANGES.rst", "changelog", 9), []) is None
     assert kind_pattern(HotPath("src/core.py", "hot", 9), []) is None
+    bare = HotPath("CHANGES", "changelog", 30)  # no extension: its kind must take it in
+    assert kind_pattern(bare, ["CHANGES", "src/a.py"]) == "CHANGES*"
+    assert kind_pattern(bare, ["CHANGES", "CHANGES-1.0.txt"]) is None
+
+
+def test_a_changelog_without_an_extension_stays_shared(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"CHANGES": "x\n", "src/a.py": "\n",
+                                         "docs/index.rst": "\n"})
+    add_history(repo, [["src/a.py", "CHANGES"], ["docs/index.rst", "CHANGES"]] * 6)
+    plan, text, _ = suggest(repo)
+    assert plan["shared"] == ["CHANGES*"]
+    assert "(as CHANGES*: the same file in another format later)" in text
+    assert owner_of(plan, "CHANGES") == owner_of(plan, "CHANGES.rst") == []
+    assert checked(repo)["overlaps"] == []
 
 
 def test_a_history_of_hot_files_and_deleted_paths_only_falls_back_to_folders(

@@ -595,14 +595,16 @@ class _Drafter:
 
 
 def kind_pattern(hot: HotPath, tracked: Sequence[str]) -> str | None:
-    """A top-level changelog's or lockfile's kind ('CHANGES.rst' -> 'CHANGES.*',
-    'poetry.lock' -> '*.lock'): a project that moves to 'CHANGES.md' or 'uv.lock' keeps
-    it shared. None when the kind would take in another file of the base."""
+    """A top-level changelog's or lockfile's kind ('CHANGES.rst' -> 'CHANGES.*', 'CHANGES'
+    -> 'CHANGES*', 'poetry.lock' -> '*.lock'): a project that moves to 'CHANGES.md' or
+    'uv.lock' keeps it shared. None when the kind would take in another file of the base."""
     name = hot.pattern
     if "/" in name or hot.kind not in ("changelog", "lockfile"):
         return None
     if hot.kind == "changelog":
-        kind = f"{literal_pattern(name.split('.')[0])}.*"
+        stem, dot, _ = name.partition(".")
+        # 'CHANGES.*' does not match 'CHANGES' itself, which would then be shared by no one.
+        kind = f"{literal_pattern(stem)}.*" if dot else f"{literal_pattern(stem)}*"
     elif name.endswith(".lock"):
         kind = "*.lock"
     else:
