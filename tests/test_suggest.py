@@ -313,6 +313,10 @@ def test_a_merged_branch_is_one_change(tmp_path: Path) -> None:
     assert "conflicts_with" not in text
     warnings = checked(repo)["warnings"]
     assert [w for w in warnings if "placeholder prompt" not in w] == [], warnings
+    cache = Path(repo.git("rev-parse", "--path-format=absolute", "--git-common-dir"))
+    head = repo.head()
+    assert sorted(f.name for f in (cache / "worktree-runner" / "cache").glob("*.json")) == [
+        f"cochange-{head}-1000-50-first-parent.json", f"cochange-{head}-1000-50.json"]
 
 
 @pytest.mark.parametrize(("args", "message"), [
