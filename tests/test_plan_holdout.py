@@ -95,7 +95,7 @@ def test_the_default_planner_is_init_suggest_and_a_bundle_works(history: Repo,
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("| tiny | 4 | ")
     assert kept.read_text().startswith("# Suggested by 'wtr init --suggest' from the last 11 "
-                                       "commits of holdout:")
+                                       "changes of holdout\n")
     again = script("make-history-bundle", history.path, bundle, cwd=tmp_path)
     assert again.returncode == 1
     assert again.stderr == (f"make-history-bundle: {bundle} exists; remove it or name "

@@ -108,20 +108,21 @@ def test_a_module_goes_with_its_tests_and_each_kind_of_work_gets_a_stream(
     assert owner_of(plan, "tests/test_util.py") == owner_of(plan, "src/pkg/util.py")
     assert {*core, *cli, *net} == {"core", "cli", "net"}  # named from what they hold
     assert owner_of(plan, "docs/index.rst") == ["docs"]
-    assert out.startswith("5 streams suggested from 98 commits\n")
-    assert text.startswith("# Suggested by 'wtr init --suggest' from the last 98 commits of "
-                           "main:\n")
+    assert out.startswith("5 streams suggested from 98 changes\n")
+    assert text.startswith("# Suggested by 'wtr init --suggest' from the last 98 changes of "
+                           "main\n# (a change: a commit of its first-parent line, a merged "
+                           "branch counting as one):\n")
 
 
 def test_hot_files_are_shared_with_the_reason(project: Repo) -> None:
     plan, text, _ = suggest(project)
     # The changelog is shared as its kind: the project may move to CHANGES.md later.
     assert plan["shared"] == ["CHANGES.*", "news/**", "src/pkg/__init__.py"]
-    assert '  - "CHANGES.*"    # changelog: changed by 37 of 98 commits, with the files ' \
+    assert '  - "CHANGES.*"    # changelog: changed by 37 of 98 changes, with the files ' \
            'of 3 streams (as CHANGES.*: the same file in another format later)\n' in text
-    assert '  - "src/pkg/__init__.py"    # registry: changed by 25 of 98 commits, with the ' \
+    assert '  - "src/pkg/__init__.py"    # registry: changed by 25 of 98 changes, with the ' \
            'files of 3 streams\n' in text
-    assert '  - "news/**"    # news fragments: changed by 25 of 98 commits, with the files ' \
+    assert '  - "news/**"    # news fragments: changed by 25 of 98 changes, with the files ' \
            'of 2 streams\n' in text
     for path in ("CHANGES.rst", "CHANGES.md", "src/pkg/__init__.py", "news/.gitignore",
                  "news/9.bugfix.rst"):
@@ -159,7 +160,7 @@ def test_asked_for_fewer_streams(project: Repo) -> None:
     checked(project)
     (project.path / "worktree-plan.yaml").unlink()
     plan, _, out = suggest(project, "--streams", "1")
-    assert out.startswith("1 stream suggested from 98 commits\n")
+    assert out.startswith("1 stream suggested from 98 changes\n")
     assert len(plan["streams"]) == 1
     checked(project)
 
@@ -208,6 +209,20 @@ def test_a_kind_pattern_only_when_it_takes_in_no_other_file() -> None:
     assert kind_pattern(HotPath("package-lock.json", "lockfile", 9), []) is None
     assert kind_pattern(HotPath("docs/CHANGES.rst", "changelog", 9), []) is None
     assert kind_pattern(HotPath("src/core.py", "hot", 9), []) is None
+    bare = HotPath("CHANGES", "changelog", 30)  # no extension: its kind must take it in
+    assert kind_pattern(bare, ["CHANGES", "src/a.py"]) == "CHANGES*"
+    assert kind_pattern(bare, ["CHANGES", "CHANGES-1.0.txt"]) is None
+
+
+def test_a_changelog_without_an_extension_stays_shared(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"CHANGES": "x\n", "src/a.py": "\n",
+                                         "docs/index.rst": "\n"})
+    add_history(repo, [["src/a.py", "CHANGES"], ["docs/index.rst", "CHANGES"]] * 6)
+    plan, text, _ = suggest(repo)
+    assert plan["shared"] == ["CHANGES*"]
+    assert "(as CHANGES*: the same file in another format later)" in text
+    assert owner_of(plan, "CHANGES") == owner_of(plan, "CHANGES.rst") == []
+    assert checked(repo)["overlaps"] == []
 
 
 def test_a_history_of_hot_files_and_deleted_paths_only_falls_back_to_folders(
@@ -217,7 +232,7 @@ def test_a_history_of_hot_files_and_deleted_paths_only_falls_back_to_folders(
     repo.git("rm", "-q", "old/gone.py")
     repo.git("commit", "-q", "-m", "drop old/")
     plan, _, out = suggest(repo)
-    assert out.startswith("note: the 12 commits read in the history of main changed only hot "
+    assert out.startswith("note: the 12 changes read in the history of main changed only hot "
                           "files (changelogs, lockfiles, news) or files gone since: nothing "
                           "to group, so one stream per top-level folder\n")
     assert list(plan["streams"]) == ["main"]  # the whole repository: no folder is left
@@ -263,7 +278,7 @@ def test_never_overwrites(project: Repo) -> None:
 
 def test_no_history_says_so_and_suggests_folders(repo: Repo) -> None:
     plan, _, out = suggest(repo)
-    assert out.startswith("note: only 1 commit usable in the history of main (fewer than 5): "
+    assert out.startswith("note: only 1 change usable in the history of main (fewer than 5): "
                           "nothing to learn from, so one stream per top-level folder\n")
     assert list(plan["streams"]) == ["docs", "src"]
     checked(repo)
@@ -271,10 +286,37 @@ def test_no_history_says_so_and_suggests_folders(repo: Repo) -> None:
 
 def test_since_and_commits_bound_what_is_read(project: Repo) -> None:
     _, _, out = suggest(project, "--commits", "40", "worktree-plan.yaml")
-    assert out.split("\n")[0].endswith(" streams suggested from 40 commits")
+    assert out.split("\n")[0].endswith(" streams suggested from 40 changes")
     (project.path / "worktree-plan.yaml").unlink()
     _, _, out = suggest(project, "--since", "2099-01-01")
-    assert out.startswith("note: only 0 commits usable")
+    assert out.startswith("note: only 0 changes usable")
+
+
+def test_a_merged_branch_is_one_change(tmp_path: Path) -> None:
+    """Each branch changes alpha/a.py, then beta/b.py, in two commits: commit by commit
+    the two never change together, but each merge brings both, as one piece of work."""
+    repo = make_repo(tmp_path / "repo", {"alpha/a.py": "\n", "beta/b.py": "\n",
+                                         "gamma/c.py": "\n"})
+    for n in range(6):
+        repo.git("checkout", "-q", "-b", f"topic-{n}")
+        repo.commit({"alpha/a.py": f"{n}\n"})
+        repo.commit({"beta/b.py": f"{n}\n"})
+        repo.git("checkout", "-q", "main")
+        repo.git("merge", "-q", "--no-ff", "-m", f"merge topic-{n}", f"topic-{n}")
+        repo.commit({"gamma/c.py": f"{n}\n"})
+    plan, text, out = suggest(repo)
+    assert out.startswith("2 streams suggested from 13 changes\n")  # 6 merges, 7 commits
+    assert owner_of(plan, "alpha/a.py") == owner_of(plan, "beta/b.py")
+    assert owner_of(plan, "gamma/c.py") != owner_of(plan, "alpha/a.py")
+    assert "# 7 of 13 changes touched these 2 files, 6 of them nothing else\n" in text
+    # checked as 'wtr check' reads the history, commit by commit: nothing to add
+    assert "conflicts_with" not in text
+    warnings = checked(repo)["warnings"]
+    assert [w for w in warnings if "placeholder prompt" not in w] == [], warnings
+    cache = Path(repo.git("rev-parse", "--path-format=absolute", "--git-common-dir"))
+    head = repo.head()
+    assert sorted(f.name for f in (cache / "worktree-runner" / "cache").glob("*.json")) == [
+        f"cochange-{head}-1000-50-first-parent.json", f"cochange-{head}-1000-50.json"]
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -41,9 +41,10 @@ if TYPE_CHECKING:
               help="Propose streams from the history, file by file: a module with its tests, "
                    "files that change together in one stream, hot files shared.")
 @click.option("--commits", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="With --suggest: how many recent commits to learn from.")
+              help="With --suggest: how many recent changes to learn from (commits of the "
+                   "branch's first-parent line, a merged branch counting as one).")
 @click.option("--since", metavar="DATE", default=None,
-              help="With --suggest: only commits after DATE (2024-05-01, 6.months).")
+              help="With --suggest: only changes after DATE (2024-05-01, 6.months).")
 def init(path: Path | None, repo_dir: Path | None, from_dirs: bool,
          stream_list: str | None, suggest: bool, commits: int, since: str | None) -> None:
     """Write a commented starter plan (default: worktree-plan.yaml at the repository root).
@@ -54,13 +55,14 @@ def init(path: Path | None, repo_dir: Path | None, from_dirs: bool,
 
     \b
     With --suggest the streams come from the branch's history (the last --commits
-    commits, merges and commits changing over 50 files left out), file by file: a
-    module goes with the tests named after it, files that change together land in one
-    stream, as many streams as the history supports (at most --streams N). Only paths
-    of the base are proposed; the stream holding the top level also owns what is
-    created there later. Changelogs, lockfiles, news fragments and registries changed
-    with several streams become shared, with the reason (a changelog as its kind:
-    CHANGES.*); streams that still change together get conflicts_with.
+    changes of its first-parent line, a merged branch counting as one, changes of over
+    50 files left out), file by file: a module goes with the tests named after it,
+    files that change together land in one stream, as many streams as the history
+    supports (at most --streams N). Only paths of the base are proposed; the stream
+    holding the top level also owns what is created there later. Changelogs,
+    lockfiles, news fragments and registries changed with several streams become
+    shared, with the reason (a changelog as its kind: CHANGES.*); streams that still
+    change together get conflicts_with.
       wtr init --suggest
       wtr init --suggest --streams 4
     """
@@ -110,7 +112,7 @@ def _init_suggested(repo: git.Repository, target: Path, streams: int | None, com
     else:
         count = len(suggestion.streams)
         click.echo(f"{count} stream{'' if count == 1 else 's'} suggested from "
-                   f"{suggestion.commits} commits")
+                   f"{suggestion.commits} changes")
     click.echo(f"wrote {written}; edit it, then run: wtr check {written}")
 
 

@@ -31,15 +31,18 @@ def changed_paths(repo: Repository, old: str, new: str) -> list[str]:
 _COMMIT_MARK = "\x01\x02wtr "
 
 
-def commit_changes(repo: Repository, commit: str, limit: int,
-                   most: int | None = None) -> Iterator[tuple[int, list[str]]]:
+def commit_changes(repo: Repository, commit: str, limit: int, most: int | None = None,
+                   first_parent: bool = False) -> Iterator[tuple[int, list[str]]]:
     """(commit time, paths changed) of the last ``limit`` non-merge commits reachable from
     ``commit``, newest first, read as git writes them (one pass, never all held at once).
-    Renames count as delete + add; a root commit lists every file it added, or, given
-    ``most``, only the first ``most + 1`` when it added more (enough to tell it is over):
-    the first commit of a big repository adds every file, and listing a million paths
-    from git only to be told they are too many took most of a minute."""
-    args = ["log", f"--max-count={limit}", "--no-merges", "--min-parents=1", "--no-renames",
+    With ``first_parent``, the commits of ``commit``'s first-parent line instead, a merge
+    as its diff to its first parent: a merged branch is one change. Renames count as
+    delete + add; a root commit lists every file it added, or, given ``most``, only the
+    first ``most + 1`` when it added more (enough to tell it is over): the first commit
+    of a big repository adds every file, and listing a million paths from git only to be
+    told they are too many took most of a minute."""
+    walk = ["--first-parent", "--diff-merges=first-parent"] if first_parent else ["--no-merges"]
+    args = ["log", f"--max-count={limit}", *walk, "--min-parents=1", "--no-renames",
             "--name-only", "-z", "--format=%x01%x02wtr %ct", commit, "--"]
     when: int | None = None
     paths: list[str] = []
@@ -56,13 +59,14 @@ def commit_changes(repo: Repository, commit: str, limit: int,
         yield when, paths
         seen += 1
     if seen < limit:  # (the walk reached the first commits: the roots are in the window)
-        yield from _root_commits(repo, commit, limit - seen, most)
+        yield from _root_commits(repo, commit, limit - seen, most, first_parent)
 
 
-def _root_commits(repo: Repository, commit: str, limit: int,
-                  most: int | None) -> Iterator[tuple[int, list[str]]]:
-    out = repo.git("log", f"--max-count={limit}", "--max-parents=0", "--format=%ct %H",
-                   commit, "--").stdout
+def _root_commits(repo: Repository, commit: str, limit: int, most: int | None,
+                  first_parent: bool) -> Iterator[tuple[int, list[str]]]:
+    walk = ["--first-parent"] if first_parent else []  # (only the root of that line)
+    out = repo.git("log", f"--max-count={limit}", *walk, "--max-parents=0",
+                   "--format=%ct %H", commit, "--").stdout
     for line in out.splitlines():
         when, root = line.split()
         listed = _nul_tokens(["ls-tree", "-r", "-z", "--name-only", "--full-tree", root],

@@ -1,6 +1,8 @@
 """The base's recent history as sets of paths changed together, read once and cached.
 
-One pass of ``git log --name-only`` over the last N non-merge commits. A commit that
+One pass of ``git log --name-only`` over the last N non-merge commits (or, for a
+suggested plan, the last N changes of the first-parent line, a merged branch being one
+change: the size of work a stream takes on). A commit that
 changes more than ``max_files`` paths (a mass rename, a formatting sweep, a vendored
 import) says nothing about which files belong together and would make every pair look
 coupled, so it is left out and counted as skipped. The result is cached per base commit
@@ -32,6 +34,7 @@ class History:
     times: tuple[int, ...]
     skipped_times: tuple[int, ...] = ()
     max_files: int = MAX_COMMIT_FILES
+    first_parent: bool = False  # changes of the first-parent line, a merge as one
 
     @property
     def skipped(self) -> int:
@@ -45,7 +48,8 @@ class History:
 
     def to_json(self) -> dict[str, object]:
         return {"version": CACHE_VERSION, "base_commit": self.base_commit,
-                "max_files": self.max_files, "paths": list(self.paths),
+                "max_files": self.max_files, "first_parent": self.first_parent,
+                "paths": list(self.paths),
                 "commits": [list(c) for c in self.commits], "times": list(self.times),
                 "skipped_times": list(self.skipped_times)}
 
@@ -60,7 +64,8 @@ class History:
                           commits=tuple(tuple(int(i) for i in c) for c in doc["commits"]),
                           times=tuple(int(t) for t in doc["times"]),
                           skipped_times=tuple(int(t) for t in doc["skipped_times"]),
-                          max_files=int(doc["max_files"]))
+                          max_files=int(doc["max_files"]),
+                          first_parent=doc.get("first_parent") is True)
         except (KeyError, TypeError, ValueError):
             return None
         valid = len(history.times) == len(history.commits) and all(
@@ -69,14 +74,16 @@ class History:
 
 
 def read_history(repo: git.Repository, commit: str, limit: int = DEFAULT_COMMITS,
-                 since: str | None = None, max_files: int = MAX_COMMIT_FILES) -> History:
-    """The last ``limit`` non-merge commits below ``commit`` (only those after ``since``,
-    a date or an age git understands); from the cache when it has them."""
+                 since: str | None = None, max_files: int = MAX_COMMIT_FILES,
+                 first_parent: bool = False) -> History:
+    """The last ``limit`` non-merge commits below ``commit`` (with ``first_parent``, the
+    last ``limit`` changes of its first-parent line, a merge as one), only those after
+    ``since`` (a date or an age git understands); from the cache when it has them."""
     stamp = _since_stamp(repo, since)
-    cache = _cache_file(repo, commit, limit, max_files)
+    cache = _cache_file(repo, commit, limit, max_files, first_parent)
     history = History.from_json(read_json(cache))
-    if history is None or history.base_commit != commit:
-        history = _read_log(repo, commit, limit, max_files)
+    if history is None or history.base_commit != commit or history.first_parent != first_parent:
+        history = _read_log(repo, commit, limit, max_files, first_parent)
         _store(cache, history)
     return history if stamp is None else history.newer_than(stamp)
 
@@ -91,23 +98,27 @@ def _since_stamp(repo: git.Repository, since: str | None) -> int | None:
     return stamp
 
 
-def _read_log(repo: git.Repository, commit: str, limit: int, max_files: int) -> History:
+def _read_log(repo: git.Repository, commit: str, limit: int, max_files: int,
+              first_parent: bool) -> History:
     ids: dict[str, int] = {}
     commits: list[tuple[int, ...]] = []
     times: list[int] = []
     skipped: list[int] = []
-    for when, paths in git.commit_changes(repo, commit, limit, most=max_files):
+    for when, paths in git.commit_changes(repo, commit, limit, max_files, first_parent):
         if len(paths) > max_files:
             skipped.append(when)
         elif paths:
             commits.append(tuple(ids.setdefault(p, len(ids)) for p in dict.fromkeys(paths)))
             times.append(when)
     return History(base_commit=commit, paths=tuple(ids), commits=tuple(commits),
-                   times=tuple(times), skipped_times=tuple(skipped), max_files=max_files)
+                   times=tuple(times), skipped_times=tuple(skipped), max_files=max_files,
+                   first_parent=first_parent)
 
 
-def _cache_file(repo: git.Repository, commit: str, limit: int, max_files: int) -> Path:
-    return repo.state_dir / "cache" / f"cochange-{commit}-{limit}-{max_files}.json"
+def _cache_file(repo: git.Repository, commit: str, limit: int, max_files: int,
+                first_parent: bool) -> Path:
+    line = "-first-parent" if first_parent else ""
+    return repo.state_dir / "cache" / f"cochange-{commit}-{limit}-{max_files}{line}.json"
 
 
 def _store(path: Path, history: History) -> None:

@@ -10,16 +10,18 @@
    ``min_support`` times) becomes ``shared``, with the reason in a comment (a top-level
    changelog or lockfile as its kind, ``CHANGES.*``, ``*.lock``); any other is owned like
    a unit.
-3. Groups. The units changed in the commits read are the nodes of a graph whose edges
-   weigh the commits that changed both ends (a commit of n units adds 1/(n-1) to each
-   pair, so a sweep does not weigh more than a focused change). Louvain community
-   detection (networkx, fixed seed; each unit also tied to its folder, so files history
-   says little about lean to their neighbours) groups them. Groups most commits change
-   together are merged until ``CONFINED`` of the commits read (recent ones weighing more)
-   stay inside one group; a group then becomes a stream when at least ``min_support``
-   commits changed it alone: as many streams as the history supports (with ``--streams
+3. Groups. The history is read as changes: the commits of the branch's first-parent
+   line, a merged branch counting as one (the size of work a stream takes on; single
+   commits would split what one piece of work touches). The units changed are the nodes
+   of a graph whose edges weigh the changes that touched both ends (a change of n units
+   adds 1/(n-1) to each pair, so a sweep does not weigh more than a focused change).
+   Louvain community detection (networkx, fixed seed; each unit also tied to its folder,
+   so files history says little about lean to their neighbours) groups them. Groups most
+   changes touch together are merged until ``CONFINED`` of the changes read (recent ones
+   weighing more) stay inside one group; a group then becomes a stream when at least ``min_support``
+   changes touched it alone: as many streams as the history supports (with ``--streams
    N``, at most N). Every other group joins the stream it changed with most. Files no
-   commit changed join the stream owning most of their folder, else the root's stream
+   change touched join the stream owning most of their folder, else the root's stream
    (the one owning most top-level files), which starts with ``*``: it owns what no other
    stream does, files and folders created later at the top level included.
 4. Patterns. A folder whose files all belong to one stream is one ``folder/**`` pattern;
@@ -46,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from worktree_runner import git
-from worktree_runner.plan.cochange import CouplingReport, commits_text, couple, hot_paths
+from worktree_runner.plan.cochange import CouplingReport, couple, hot_paths
 from worktree_runner.plan.history import History, read_history
 from worktree_runner.plan.load import parse_plan
 from worktree_runner.plan.model import Coupling
@@ -64,10 +66,11 @@ if TYPE_CHECKING:
     import networkx as nx
 
 MAX_STREAMS = 16  # without --streams: more would be hard to review
-# Share of the commits read (recent ones weigh more) that must change one stream alone.
-# These three were chosen on real histories, on a window before the one docs/plan.md reports.
-CONFINED = 0.875
-HALF_LIFE = 250  # commits: a commit this much older weighs half as much
+# Share of the changes read (recent ones weigh more) that must touch one stream alone.
+# These three were chosen on real histories, on windows before the one docs/plan.md reports
+# (0.875 when the history was read commit by commit; changes span more files).
+CONFINED = 0.8
+HALF_LIFE = 250  # changes: a change this much older weighs half as much
 # A unit's link to its folder, as a share of a unit's mean co-change weight.
 FOLDER_WEIGHT = 0.5
 _FOLDER = "\0"  # folder nodes in the co-change graph
@@ -97,8 +100,8 @@ class HotPath:
     kind: str  # changelog | lockfile | news fragments | registry | hot
     changes: int
 
-    def reason(self, total: int, streams: int) -> str:
-        return (f"{self.kind}: changed by {self.changes} of {total} commits, with the files "
+    def reason(self, total: int, streams: int, unit: str = "changes") -> str:
+        return (f"{self.kind}: changed by {self.changes} of {total} {unit}, with the files "
                 f"of {streams} streams")
 
 
@@ -107,8 +110,8 @@ class Group:
     """Units that change together; a stream once named."""
 
     units: list[str]  # unit keys (a module's path)
-    alone: int = 0  # commits that changed this group and nothing else (hot files aside)
-    touched: int = 0  # commits that changed it
+    alone: int = 0  # changes that touched this group and nothing else (hot files aside)
+    touched: int = 0  # changes that touched it
 
 
 @dataclass(frozen=True)
@@ -163,27 +166,29 @@ def suggest_plan(repo: git.Repository, plan_path: Path, streams: int | None = No
     """A commented plan whose streams follow the co-change history of the checked-out
     branch; with no history to learn from, the starter plan (one stream per folder)."""
     branch, head = checked_out(repo)
-    history = read_history(repo, head, commits, since)
+    history = read_history(repo, head, commits, since, first_parent=True)
     settings = Coupling(commits=commits, since=since)
     if len(history.commits) < settings.min_support:
-        note = (f"only {commits_text(len(history.commits))} usable in the history of {branch} "
+        note = (f"only {changes_text(len(history.commits))} usable in the history of {branch} "
                 f"(fewer than {settings.min_support}): nothing to learn from, so one stream "
                 "per top-level folder")
         return Suggestion(starter_plan(repo, plan_path), [], len(history.commits), note)
     evidence = evidence_from(history, git.tracked_files(repo, head), settings, streams)
     if not evidence.groups:
-        note = (f"the {commits_text(len(history.commits))} read in the history of {branch} "
+        note = (f"the {changes_text(len(history.commits))} read in the history of {branch} "
                 "changed only hot files (changelogs, lockfiles, news) or files gone since: "
                 "nothing to group, so one stream per top-level folder")
         return Suggestion(starter_plan(repo, plan_path), [], len(history.commits), note)
-    return _Drafter(evidence).plan(repo, plan_path, branch)
+    # Grouped by changes (a merged branch as one), checked as 'wtr check' will: by commits.
+    commit_history = read_history(repo, head, commits, since)
+    return _Drafter(evidence).plan(repo, plan_path, branch, commit_history)
 
 
 def gather_evidence(repo: git.Repository, commit: str, commits: int = 1000,
                     since: str | None = None, streams: int | None = None) -> Evidence:
     """Units, hot paths and co-change groups of ``commit``'s history (see the module doc)."""
     settings = Coupling(commits=commits, since=since)
-    history = read_history(repo, commit, commits, since)
+    history = read_history(repo, commit, commits, since, first_parent=True)
     return evidence_from(history, git.tracked_files(repo, commit), settings, streams)
 
 
@@ -357,8 +362,8 @@ def _communities(graph: nx.Graph[str], wanted: int | None) -> list[set[str]]:
 
 def _merge_until_confined(groups: list[set[str]], touched: list[set[str]],
                           recency: list[float], weights: Weights) -> list[set[str]]:
-    """Merge the two groups most commits changed together and nothing else (else the
-    most coupled two) until ``CONFINED`` of the commits read (recent ones weighing more)
+    """Merge the two groups most changes touched together and nothing else (else the
+    most coupled two) until ``CONFINED`` of the changes read (recent ones weighing more)
     changed one group alone."""
     groups = [set(g) for g in groups]
     while len(groups) > 1:
@@ -379,7 +384,7 @@ def _merge_until_confined(groups: list[set[str]], touched: list[set[str]],
 
 def _supported(communities: list[set[str]], touched: list[set[str]], min_support: int,
                weights: Weights) -> list[Group]:
-    """Communities that at least ``min_support`` commits changed alone; each other one
+    """Communities that at least ``min_support`` changes touched alone; each other one
     joins the kept community it changed with most (or the most changed one)."""
     alone = [sum(t <= c for t in touched) for c in communities]
     kept = [Group(sorted(c)) for c, n in zip(communities, alone, strict=True) if n >= min_support]
@@ -579,7 +584,10 @@ class _Drafter:
         score = {key: sum(activity[p] for p in self.ev.units[key]) for key in group.units}
         return sorted(group.units, key=lambda k: (-score[k], k))
 
-    def plan(self, repo: git.Repository, plan_path: Path, branch: str) -> Suggestion:
+    def plan(self, repo: git.Repository, plan_path: Path, branch: str,
+             checked_against: History) -> Suggestion:
+        """The plan's text, settled until ``wtr check``'s coupling analysis of
+        ``checked_against`` (the history it reads) has nothing left to say."""
         drafts = self.drafts()
         shared = dict(self.shared)
         unowned = [p for p in self.ev.tracked if p not in self.owner
@@ -588,21 +596,23 @@ class _Drafter:
         text = ""
         for _ in range(len(drafts) ** 2 + len(tracked) + 1):
             text = _Render(self, branch, drafts, shared, unowned).text(repo, plan_path)
-            report = couple(parse_plan(text, plan_path), self.history, branch, tracked)
-            if not _settle(report, drafts, shared, self.total):
+            report = couple(parse_plan(text, plan_path), checked_against, branch, tracked)
+            if not _settle(report, drafts, shared):
                 break
         return Suggestion(text, drafts, self.total)
 
 
 def kind_pattern(hot: HotPath, tracked: Sequence[str]) -> str | None:
-    """A top-level changelog's or lockfile's kind ('CHANGES.rst' -> 'CHANGES.*',
-    'poetry.lock' -> '*.lock'): a project that moves to 'CHANGES.md' or 'uv.lock' keeps
-    it shared. None when the kind would take in another file of the base."""
+    """A top-level changelog's or lockfile's kind ('CHANGES.rst' -> 'CHANGES.*', 'CHANGES'
+    -> 'CHANGES*', 'poetry.lock' -> '*.lock'): a project that moves to 'CHANGES.md' or
+    'uv.lock' keeps it shared. None when the kind would take in another file of the base."""
     name = hot.pattern
     if "/" in name or hot.kind not in ("changelog", "lockfile"):
         return None
     if hot.kind == "changelog":
-        kind = f"{literal_pattern(name.split('.')[0])}.*"
+        stem, dot, _ = name.partition(".")
+        # 'CHANGES.*' does not match 'CHANGES' itself, which would then be shared by no one.
+        kind = f"{literal_pattern(stem)}.*" if dot else f"{literal_pattern(stem)}*"
     elif name.endswith(".lock"):
         kind = "*.lock"
     else:
@@ -699,8 +709,9 @@ class _Render:
         skipped = (f" ({h.skipped} more left out: each changed over {h.max_files} files)"
                    if h.skipped else "")
         return (
-            f"# Suggested by 'wtr init --suggest' from the last {len(h.commits)} commits of "
-            f"{self.branch}{since}{skipped}:\n"
+            f"# Suggested by 'wtr init --suggest' from the last {len(h.commits)} changes of "
+            f"{self.branch}{since}{skipped}\n# (a change: a commit of its first-parent line, a "
+            "merged branch counting as one):\n"
             f"# {len(self.drafts)} streams, each a group of files that changed together "
             "(a module with its\n# tests; community detection on the co-change graph). Check "
             "the grouping, write the\n# prompts, then run 'wtr check'.\n"
@@ -723,7 +734,7 @@ class _Render:
         lines = [
             f"  {yaml_scalar(draft.name)}:\n",
             f"    description: {yaml_scalar(listing)}\n",
-            f"    # {draft.commits} of {self.d.total} commits changed {_files(len(draft.files))}, "
+            f"    # {draft.commits} of {self.d.total} changes touched {_files(len(draft.files))}, "
             f"{draft.alone} of them nothing else\n",
             *_files_text(draft.patterns),
             "    prompt: |\n",
@@ -759,6 +770,10 @@ class _Render:
         return found
 
 
+def changes_text(n: int) -> str:
+    return f"{n} change" if n == 1 else f"{n} changes"
+
+
 def _files(n: int) -> str:
     return "this file" if n == 1 else f"these {n} files"
 
@@ -769,8 +784,7 @@ def _files_text(patterns: list[str]) -> list[str]:
     return ["    files:\n", *(f"      - {_quoted(p)}\n" for p in patterns)]
 
 
-def _settle(report: CouplingReport, drafts: list[StreamDraft], shared: dict[str, str],
-            total: int) -> bool:
+def _settle(report: CouplingReport, drafts: list[StreamDraft], shared: dict[str, str]) -> bool:
     """Order the streams the check still finds coupled, share the hot files it flags;
     False when there was nothing left to do."""
     order = {d.name: i for i, d in enumerate(drafts)}
@@ -784,7 +798,8 @@ def _settle(report: CouplingReport, drafts: list[StreamDraft], shared: dict[str,
     for hot in report.hot_files:
         if hot.path not in shared:
             streams = len(set(hot.owners) | {name for name, _ in hot.alongside})
-            shared[hot.path] = HotPath(hot.path, "hot", hot.changes).reason(total, streams)
+            shared[hot.path] = HotPath(hot.path, "hot", hot.changes).reason(report.commits, streams,
+                                                                      "commits")
             for draft in drafts:
                 if hot.path in draft.files:
                     draft.patterns.append(f"!{literal_pattern(hot.path)}")
