@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from worktree_runner.errors import PlanInvalid
 from worktree_runner.plan.load import parse_plan
 
 ROOT = os.geteuid() == 0
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 needs_root = pytest.mark.skipif(not ROOT, reason="!!! SKIPPED: overlay mounts need root")
 
 # The agent records what it sees (every file, and git's view of its worktree), then acts.
@@ -67,7 +69,7 @@ def test_the_checkout_setting_in_the_plan() -> None:
     def parsed(top: str = "", stream: str = ""):
         return parse_plan(text % (top, stream), Path("plan.yaml"))
 
-    assert parsed().streams[0].checkout == "full"
+    assert parsed().streams[0].checkout == "auto"
     assert parsed("checkout: auto\n").streams[0].checkout == "auto"
     assert parsed("checkout: overlay\n", ", checkout: reflink").streams[0].checkout == "reflink"
     with pytest.raises(PlanInvalid) as caught:
@@ -101,6 +103,13 @@ def test_overlay_streams_see_the_whole_base_and_git_sees_them_clean(
     db, api = stream_of(doc, "db"), stream_of(doc, "api")
     assert db["checkout"] == api["checkout"] == "overlay"
     assert layers.is_mounted(Path(db["worktree"]))
+    # the index's entries are shared: each worktree links them and has a small index of its
+    # own (past a fifth of the entries changed, git writes the worktree a new entries file)
+    for stream in (api, db):
+        admin = Path(Repo(Path(stream["worktree"])).git("rev-parse", "--absolute-git-dir"))
+        assert [e.stat().st_nlink for e in admin.glob("sharedindex.*")].count(3) == 1
+    own = int.from_bytes((admin / "index").read_bytes()[8:12], "big")  # (db's entries)
+    assert own == 1 < len(tracked)  # what the stream changed, not every file
     assert (Path(api["worktree"]) / "src/db/models.py").read_text() == "DB = 2\n"
     assert repo.git("diff", "--name-only", "main", api["branch"]).split() == [
         "src/api/new.py", "src/db/models.py"]
@@ -114,6 +123,27 @@ def test_overlay_streams_see_the_whole_base_and_git_sees_them_clean(
     assert not (worktrees(repo) / checkout.LAYERS_DIR).exists()
     assert not (worktrees(repo) / checkout.BASE_DIR).exists()
     assert repo.git("worktree", "list").count("\n") == 0  # only the main worktree
+
+
+@needs_root
+def test_the_default_is_a_thin_worktree_from_ten_thousand_files(
+        repo: Repo, seen: Path, tmp_path: Path) -> None:
+    assert run(repo, plan(seen, {"db": {"files": ["src/db/**"]}})).returncode == 0
+    assert stream_of(status(repo), "db")["checkout"] == "full"  # (a small repository)
+    built = subprocess.run([sys.executable, str(SCRIPTS / "make-big-repo"), "10000",
+                            "--commits", "0", "--out", str(tmp_path / "big.git")],
+                           check=True, capture_output=True, text=True)
+    # (its index is all the default reads: the 10,000 files are not written out here)
+    subprocess.run(["git", "clone", "-q", "--no-checkout", built.stdout.strip(),
+                    str(tmp_path / "big")], check=True)
+    big = Repo(tmp_path / "big")
+    big.git("read-tree", "HEAD")
+    package = next(p for p in big.git("ls-files").split() if p.startswith("apps/"))
+    folder = "/".join(package.split("/")[:2])
+    assert run(big, plan(seen, {"app": {"files": [f"{folder}/**"]}})).returncode == 0
+    assert stream_of(status(big), "app")["checkout"] == "overlay"
+    assert (seen / "app.status").read_text() == ""
+    assert run_wtr("clean", "--force", cwd=big.path).returncode == 0
 
 
 def repo_obj(repo: Repo):

@@ -8,7 +8,8 @@
 - ``reflink``: a copy-on-write clone of that shared checkout (``cp --reflink=always``), on
   filesystems that share blocks between files (btrfs, xfs): no file data is written, but
   each file is still a new inode.
-- ``auto``: overlay where it works, else reflink, else full.
+- ``auto`` (the default): overlay where it works, else reflink, else full; always full in
+  a repository of fewer than 10,000 files, where a checkout is cheap.
 
 A method that does not work where the stream runs (not root, a filesystem without
 reflink, a Dask worker elsewhere) falls back to ``full``; the method used is recorded per
@@ -44,18 +45,34 @@ METHODS = ("auto", "overlay", "reflink", "full")
 BASE_DIR = ".base"
 LAYERS_DIR = ".layers"
 _FICLONE = 0x40049409
+AUTO_MIN_FILES = 10_000  # from this many files, ``auto`` takes a thin worktree
 SUSPECTS_MAX = 2000  # paths a look names on its command line (beyond: it looks at all)
 _WORKS: dict[tuple[str, Path], bool] = {}
 _WORKS_LOCK = threading.Lock()
 
 
-def method_for(wanted: str, worktrees_root: Path) -> str:
-    """The method that serves ``wanted`` here: itself when it works, else the next one."""
+def method_for(wanted: str, worktrees_root: Path, repo: git.Repository | None = None) -> str:
+    """The method that serves ``wanted`` here: itself when it works, else the next one.
+    ``auto`` is ``full`` in a repository of fewer than AUTO_MIN_FILES files (by the count
+    in its main checkout's index): there a checkout costs little and is plain folders."""
+    if wanted == "auto" and (repo is None or tracked_estimate(repo) < AUTO_MIN_FILES):
+        return "full"
     if wanted in ("auto", "overlay") and works("overlay", worktrees_root):
         return "overlay"
     if wanted in ("auto", "reflink") and works("reflink", worktrees_root):
         return "reflink"
     return "full"
+
+
+def tracked_estimate(repo: git.Repository) -> int:
+    """How many files the main checkout's index holds, read from its header (no entry is
+    read); 0 without an index. A split index's header counts only its own part."""
+    try:
+        with (repo.common_dir / "index").open("rb") as index:
+            header = index.read(12)
+    except OSError:
+        return 0
+    return int.from_bytes(header[8:12], "big") if header[:4] == b"DIRC" else 0
 
 
 def works(method: str, worktrees_root: Path) -> bool:

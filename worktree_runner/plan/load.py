@@ -155,7 +155,7 @@ class _Reader:
         self.allow_empty = True
         self.feedback: int | None = None
         self.mcp = True
-        self.checkout = "full"
+        self.checkout = "auto"
 
     def fail(self, path: KeyPath, message: str) -> None:
         self.doc.problem(path, message)
@@ -206,7 +206,7 @@ class _Reader:
         self.mcp = self.get(top, root, "mcp", _bool, True)
         box = (self.get(top, root, "sandbox", _bool, False),
                self.get(top, root, "writable", _writable, NO_TEXTS))
-        self.checkout = self.get(top, root, "checkout", _checkout, "full")
+        self.checkout = self.get(top, root, "checkout", _checkout, "auto")
         streams = self._streams(top, default_agent, shared, box)
         sparse = self.get(top, root, "sparse", _bool, False)
         self.warnings += [f"stream '{s.name}' lists 'context' but is not sparse; it has no "

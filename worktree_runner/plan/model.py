@@ -127,7 +127,7 @@ class Stream:
     sparse: bool | None = None  # None: the plan's ``sparse``
     context: tuple[str, ...] = ()  # paths a sparse stream reads or builds with
     # How its worktree gets its files: auto | overlay | reflink | full (checkout.py).
-    checkout: str = "full"
+    checkout: str = "auto"
     # False: an agent that exits 0 having changed nothing fails (no_changes), not a warning.
     allow_empty: bool = True
     feedback: int | None = None  # None: DEFAULT_FEEDBACK for a preset, 0 for a command
@@ -195,7 +195,7 @@ class Plan:
     pool: int | None = None  # None: POOL_PER_AGENT x max_parallel
     keep_ignored: tuple[str, ...] = ()
     sparse: bool = False
-    checkout: str = "full"  # the streams' default
+    checkout: str = "auto"  # the streams' default
     budget: Budget | None = None  # the whole run's
     notify: tuple[Notify, ...] = ()
     warnings: tuple[str, ...] = ()

@@ -227,7 +227,7 @@ def _create_worktree(ctx: RunContext, stream: Stream, path: Path, branch: str) -
 def _checkout_method(ctx: RunContext, stream: Stream) -> str:
     """How the stream's worktree gets its files: the plan's ``checkout``, as it works here."""
     wanted = "full" if ctx.plan.is_sparse(stream) else stream.checkout
-    method = checkout.method_for(wanted, ctx.worktrees_root)
+    method = checkout.method_for(wanted, ctx.worktrees_root, ctx.repo)
     if method != wanted and wanted != "auto":
         _append_log(ctx, stream.name, f"wtr: checkout '{wanted}' does not work here; "
                                       f"the worktree is a {method} checkout")
