@@ -301,3 +301,26 @@ def test_a_change_made_between_runs_is_never_blamed_on_a_stream_that_ends_first(
     [breach] = doc["isolation"]
     assert breach["stream"] is None and breach["suspects"] == []
     assert breach["changes"] == ["branch made-by-hand created at " + repo.head("main")[:12]]
+
+
+def test_streams_make_their_worktrees_while_the_first_look_is_taken(
+        repo: Repo, tmp_path: Path) -> None:
+    """The run's first look (a minute at a million files) holds up no stream's worktree;
+    no agent starts before it is done."""
+    pause = tmp_path / "pause"
+    pause.write_text("")
+    plan = agent_plan({"api": {"files": ["src/api/**"]}, "ui": {"files": ["src/ui/**"]}})
+    run = subprocess.Popen(
+        [sys.executable, "-m", "worktree_runner", "run", str(repo.write_plan(plan))],
+        cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "WTR_PAUSE": "guard_snapshot", "WTR_PAUSE_FILE": str(pause)})
+    try:
+        wait_for(Path(f"{pause}.reached").exists, timeout=60)
+        worktrees = repo.path.parent / "repo.worktrees" / "plan-1"
+        wait_for(lambda: all((worktrees / s / "src").is_dir() for s in ("api", "ui")),
+                 timeout=60)
+        assert events(repo, "plan-1", "stream.agent_started") == []
+    finally:
+        pause.unlink()
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, out + err

@@ -175,7 +175,11 @@ class Guard:
     contained: frozenset[str] = frozenset()
     _active: set[str] = field(default_factory=set)
     _touched: set[str] = field(default_factory=set)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Lock = field(default_factory=threading.Lock)  # who runs, who ran
+    # One look at a time. The run's first look holds only this one: streams enter and
+    # make their worktrees meanwhile (a minute at a million files), and wait for it in
+    # ``started`` before anything of the plan runs.
+    _looking: threading.Lock = field(default_factory=threading.Lock)
     _hooks_dir: Path | None = None
     _starting: threading.Thread | None = None
     _failed: BaseException | None = None
@@ -206,7 +210,8 @@ class Guard:
 
     def start(self) -> None:
         """Take the run's snapshot; on a resume, first report what changed unwatched."""
-        with self._lock:
+        with self._looking:
+            faults.point("guard_snapshot", "")
             stored = Snapshot.from_json(read_json(self.path))
             if stored is None:
                 write_json_atomic(self.path, asdict(self._take()))
@@ -218,7 +223,6 @@ class Guard:
         of it watched), which must call ``started`` before anything of the plan runs."""
         def take_it() -> None:
             try:
-                faults.point("guard_snapshot", "")
                 self.start()
             except BaseException as exc:  # raised again by ``started``, in every stream
                 self._failed = exc
@@ -260,12 +264,13 @@ class Guard:
             if suspects != {name} and self._active - self.contained:
                 return None
             self._touched = self._active - self.contained
-            stored = Snapshot.from_json(read_json(self.path))
-            if stored is None:
-                write_json_atomic(self.path, asdict(self._take()))
-                return None
-            blamed = name if suspects == {name} else None
-            changes = self._compare(stored, suspects, blamed)
+            with self._looking:
+                stored = Snapshot.from_json(read_json(self.path))
+                if stored is None:
+                    write_json_atomic(self.path, asdict(self._take()))
+                    return None
+                blamed = name if suspects == {name} else None
+                changes = self._compare(stored, suspects, blamed)
         if not changes or blamed is None:
             return None
         listed = "; ".join(changes[:MESSAGE_CHANGES])
