@@ -116,6 +116,7 @@ def test_overlay_streams_see_the_whole_base_and_git_sees_them_clean(
     # the shared checkout is untouched: every write went to the stream's own layer
     base = checkout.base_checkout(repo_obj(repo), worktrees(repo), doc["base_commit"])
     assert (base / "tree/src/db/models.py").read_text() == "MODELS = []\n"
+    assert int((base / "disk-bytes").read_text()) > 0  # (status --json counted it once)
     assert run_wtr("merge", cwd=repo.path).returncode == 0
     cleaned = run_wtr("clean", cwd=repo.path)
     assert cleaned.returncode == 0, cleaned.stderr

@@ -1,17 +1,22 @@
 """Disk used by a run's worktrees (what ``du`` reports), for ``wtr status``.
 
-Walks every file of every worktree, so only ``wtr status`` asks for it, not the runner.
+Walks every file of every worktree, so only ``wtr status`` asks for it, not the runner; a
+shared checkout under overlay worktrees is walked once and its size kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
 from worktree_runner.checkout import BASE_DIR, LAYERS_DIR
+from worktree_runner.files import write_text_atomic
 from worktree_runner.merge.stage import INTEGRATION_DIR
 from worktree_runner.run.state import RunRecord
+
+SIZE_NOTE = "disk-bytes"  # (in a shared checkout's folder: its size, counted once)
 
 
 def used_bytes(path: Path, seen: set[tuple[int, int]] | None = None) -> int:
@@ -49,8 +54,20 @@ def run_disk(record: RunRecord) -> dict[str, Any]:
     merge = used_bytes(integration, seen) if integration.exists() else 0
     shared = root / BASE_DIR / record.base_commit
     if any(s.checkout == "overlay" for s in record.streams.values()) and shared.is_dir():
-        merge += used_bytes(shared, seen)
+        merge += shared_bytes(shared)
     return {"disk_bytes": sum(streams.values()) + merge, "streams": streams}
+
+
+def shared_bytes(shared: Path) -> int:
+    """The disk of a shared checkout, counted once and kept beside it: it never changes
+    (at a million files the walk takes a minute, and every ``status --json`` asked)."""
+    note = shared / SIZE_NOTE
+    with contextlib.suppress(OSError, ValueError):
+        return int(note.read_text(encoding="utf-8"))
+    total = used_bytes(shared)
+    with contextlib.suppress(OSError):
+        write_text_atomic(note, f"{total}\n")
+    return total
 
 
 def _own_files(record: RunRecord, name: str) -> Path:
