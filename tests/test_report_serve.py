@@ -376,8 +376,11 @@ def test_the_live_page_shows_a_killed_runner_and_follows_its_resume(repo: Repo, 
             page.evaluate("window.wtrTestMark = 'same page'")
             runner.kill()  # kill -9: the runner writes no event about it
             runner.wait(timeout=30)
+            killed = time.monotonic()
             state = "document.getElementById('run-state').textContent"
             wait_for(lambda: page.evaluate(state) == "interrupted", timeout=40, poll=0.2)
+            # the server said so: the page's own look comes only every ten seconds
+            assert time.monotonic() - killed < 8
             assert page.evaluate("document.getElementById('interrupted') !== null")
             gate.touch()
             resumed = run_wtr("resume", cwd=repo.path)
