@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.gitrepo import Repo, run_wtr
+from tests.gitrepo import Repo, Result, run_wtr
 
 AGENT = Path(__file__).resolve().parent / "agents" / "agent.py"
 
@@ -63,3 +65,25 @@ def alive(pid: int) -> bool:
         return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def resume_adopting(repo: Repo, gate: Path, streams: tuple[str, ...], *args: str) -> Result:
+    """``wtr resume ARGS`` of a run whose agents (of ``streams``) wait at ``gate``: the gate
+    opens once the resumed runner runs those streams again, so it finds their agents still
+    at work (a fixed sleep would have to outlast a loaded machine's start-ups, and would
+    cost that every time)."""
+    resume = subprocess.Popen([sys.executable, "-m", "worktree_runner", "resume", *args],
+                              cwd=repo.path, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=dict(os.environ))
+
+    def runs_again() -> bool:
+        doc = status(repo)
+        return (doc["runner"] or {}).get("pid") == resume.pid and all(
+            stream_of(doc, name)["status"] == "running" for name in streams)
+
+    try:
+        wait_for(lambda: resume.poll() is not None or runs_again(), poll=0.2)
+    finally:
+        gate.touch()
+    out, err = resume.communicate(timeout=120)
+    return Result(resume.returncode, out, err)

@@ -11,35 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.gitrepo import Repo, Result, run_wtr
-from tests.runhelp import agent_plan, records, status, stream_of, wait_for
+from tests.gitrepo import Repo, run_wtr
+from tests.runhelp import agent_plan, records, resume_adopting, status, stream_of, wait_for
 
 
 def start_runner(repo: Repo, plan: dict) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "worktree_runner", "run", str(repo.write_plan(plan))],
         cwd=repo.path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def resume_adopting(repo: Repo, gate: Path, env: dict[str, str] | None = None) -> Result:
-    """``wtr resume`` of a run whose agent waits at ``gate``: the gate opens once the
-    resumed runner runs the stream again, so it finds that agent still at work (a fixed
-    sleep would have to outlast a loaded machine's start-ups, and cost that each time)."""
-    resume = subprocess.Popen([sys.executable, "-m", "worktree_runner", "resume"],
-                              cwd=repo.path, text=True, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
-    try:
-        wait_for(lambda: resume.poll() is not None or _runs_again(repo, resume.pid), poll=0.2)
-    finally:
-        gate.touch()
-    out, err = resume.communicate(timeout=120)
-    return Result(resume.returncode, out, err)
-
-
-def _runs_again(repo: Repo, pid: int) -> bool:
-    doc = status(repo)
-    return (doc["runner"] or {}).get("pid") == pid and \
-        stream_of(doc, "db")["status"] == "running"
 
 
 # -- 10.4: a run whose runner died is interrupted, and says how to continue ----------------
@@ -85,7 +64,7 @@ def test_a_runner_killed_before_recording_the_agent_never_starts_a_second_one(
                       env={"WTR_FAULT": "agent_started:db"})
     assert crashed.returncode == -signal.SIGKILL
     assert stream_of(status(repo), "db")["status"] == "running"
-    resumed = resume_adopting(repo, gate)
+    resumed = resume_adopting(repo, gate, ("db",))
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert len(records(rec, "db")) == 1  # the first agent was adopted, not run beside
     db = stream_of(status(repo), "db")
@@ -105,7 +84,7 @@ def test_a_resume_killed_after_requeueing_adopts_the_agent_next_time(
     runner.wait()
     killed = run_wtr("resume", cwd=repo.path, env={"WTR_FAULT": "reconciled:db"})
     assert killed.returncode == -signal.SIGKILL
-    resumed = resume_adopting(repo, gate)
+    resumed = resume_adopting(repo, gate, ("db",))
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert len(records(rec, "db")) == 1
     assert stream_of(status(repo), "db")["status"] == "succeeded"
