@@ -237,14 +237,16 @@ def test_a_coordinator_killed_outright_adopts_what_finished_meanwhile(
                                      str(tmp_path / "worker")], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
+        gate = tmp_path / "gate"  # the agent finishes once its coordinator is dead
         streams = {"db": {**STREAMS["db"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 2",
-                                                   "AGENT_SLEEP": "4"}}}
+                                                   "AGENT_WAIT_FOR": str(gate)}}}
         plan = repo.write_plan(agent_plan(streams, executor={
             "kind": "dask", "scheduler": address, "remote": str(remote)}))
         run = start_run(repo, plan, record)
         wait_for(lambda: bool(records(record, "db")))
         run.kill()  # -9: no chance to hear the result
         run.wait()
+        gate.touch()
         result_ref = f"refs/worktree-runner/dask/{latest_run(repo)}/db/result"
         wait_for(lambda: git(remote, "for-each-ref", result_ref) != "")
         resumed = run_wtr("resume", cwd=repo.path, env={"AGENT_RECORD": str(record)},
