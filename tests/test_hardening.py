@@ -64,7 +64,8 @@ def test_a_runner_killed_before_recording_the_agent_never_starts_a_second_one(
                       env={"WTR_FAULT": "agent_started:db"})
     assert crashed.returncode == -signal.SIGKILL
     assert stream_of(status(repo), "db")["status"] == "running"
-    resumed = resume_adopting(repo, gate, ("db",))
+    # (the resume finds no pid to adopt: it waits for the agent it cannot name to end)
+    resumed = resume_adopting(repo, gate, ("db",), until="started")
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert len(records(rec, "db")) == 1  # the first agent was adopted, not run beside
     db = stream_of(status(repo), "db")
