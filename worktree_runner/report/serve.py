@@ -231,11 +231,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _events(self, query: dict[str, list[str]]) -> None:
         after = _number(self.headers.get("Last-Event-ID")) or _number(
             (query.get("since") or [""])[0]) or 0
+        runner = RunnerWatch(self.server.store)  # (before the browser hears it is connected)
         self.send_response(HTTPStatus.OK)
         self._headers("text/event-stream; charset=utf-8", "default-src 'none'")
         self.end_headers()
         tail, quiet = EventTail(self.server.store.events_path, after), time.monotonic()
-        runner = RunnerWatch(self.server.store)
         try:
             self.wfile.write(b"retry: 2000\n\n")
             while not self.server.stopping.is_set():
