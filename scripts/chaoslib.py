@@ -355,12 +355,16 @@ class Chaos:
                                              f"while pid {entry['other']} still ran")
         self._target_verified()
         code, out = self.wtr("runs", "--json")
-        if code != 0 or not isinstance(_json(out), dict):
+        runs = _json(out)
+        if code != 0 or not isinstance(runs, dict):
             self.violation("state", f"wtr runs --json failed (exit {code})")
+            runs = {}
         self.wtr("report")  # it must not hang on what an agent left in its state folder
-        self._attacks(entries, behaviour_of)
+        # Read once: nothing changes the runs any more (each wtr costs its start-up).
+        self._attacks(entries, behaviour_of, self.run_documents(runs))
 
-    def _attacks(self, entries: list[dict[str, Any]], behaviour_of: dict[int, str]) -> None:
+    def _attacks(self, entries: list[dict[str, Any]], behaviour_of: dict[int, str],
+                 docs: list[dict[str, Any]]) -> None:
         for entry in entries:
             if entry["event"].startswith(("planted_", "hidden", "moved")):
                 self.outcome.attacks[entry["event"]] += 1
@@ -369,8 +373,8 @@ class Chaos:
         self._sentinels_untouched()
         self._no_program_ran()
         self._hidden_edits_kept(entries)
-        self._moves_reported(entries)
-        self._blame_right(entries, behaviour_of)
+        self._moves_reported(entries, docs)
+        self._blame_right(entries, behaviour_of, docs)
         self._landed_trees_pass()
 
     def _sentinels_untouched(self) -> None:
@@ -400,24 +404,25 @@ class Chaos:
                 self.violation(f"lost_edit:{entry['flag'].strip('-')}",
                                f"{entry['stream']}: {entry['path']}")
 
-    def _moves_reported(self, entries: list[dict[str, Any]]) -> None:
+    def _moves_reported(self, entries: list[dict[str, Any]], docs: list[dict[str, Any]]
+                        ) -> None:
         """A user's branch an agent moved to a merge pin is reported by the guard."""
-        said = json.dumps([doc.get("isolation") for doc in self.run_documents()])
+        said = json.dumps([doc.get("isolation") for doc in docs])
         for entry in entries:
             if entry["event"] == "moved" and f"{entry['ref']}:" not in said \
                     and f"branch {entry['ref']}" not in said:
                 self.violation("unreported_move", f"{entry['stream']} moved {entry['ref']} "
                                                   f"to {entry['new'][:12]}")
 
-    def _blame_right(self, entries: list[dict[str, Any]], behaviour_of: dict[int, str]
-                     ) -> None:
+    def _blame_right(self, entries: list[dict[str, Any]], behaviour_of: dict[int, str],
+                     docs: list[dict[str, Any]]) -> None:
         """Only a stream whose agent changed something outside may be blamed for it."""
         did: dict[tuple[str, str], set[str]] = {}
         for entry in entries:
             if entry["event"] == "behaviour":
                 key = (entry.get("run", ""), entry["stream"])
                 did.setdefault(key, set()).add(entry["behaviour"])
-        for doc in self.run_documents():
+        for doc in docs:
             for stream in doc["streams"]:
                 failure = stream.get("failure") or {}
                 if "outside its worktree" not in (failure.get("message") or ""):
@@ -434,8 +439,8 @@ class Chaos:
             if broken and not allowed:
                 self.violation("landed_broken", f"main was at {sha[:12]}: {broken[:60]}")
 
-    def run_documents(self) -> list[dict[str, Any]]:
-        runs = _json(self.wtr("runs", "--json")[1]) or {}
+    def run_documents(self, runs: dict[str, Any]) -> list[dict[str, Any]]:
+        """``wtr status --json`` of each run ``wtr runs --json`` listed."""
         docs = []
         for run in runs.get("runs", []):
             code, out = self.wtr("status", "--json", "--run", run["run"])

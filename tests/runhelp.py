@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.gitrepo import Repo, run_wtr
+from tests.gitrepo import Repo, Result, run_wtr
 
 AGENT = Path(__file__).resolve().parent / "agents" / "agent.py"
 
@@ -63,3 +65,31 @@ def alive(pid: int) -> bool:
         return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def resume_adopting(repo: Repo, gate: Path, streams: tuple[str, ...], *args: str,
+                    until: str = "taken up") -> Result:
+    """``wtr resume ARGS`` of a run whose agents (of ``streams``) wait at ``gate``. The gate
+    opens once the resumed runner has taken those streams up again (``stream.resumed``: it
+    surely found their agents still at work), or with ``until="started"`` once it holds the
+    run (their agents then end while it looks for them). A fixed sleep instead would have
+    to outlast a loaded machine's start-ups, and would cost that every time."""
+    run = status(repo)["run"]
+    log = repo.path / ".git" / "worktree-runner" / "runs" / run / "events.jsonl"
+    resume = subprocess.Popen([sys.executable, "-m", "worktree_runner", "resume", *args],
+                              cwd=repo.path, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=dict(os.environ))
+
+    def ready() -> bool:
+        if until == "started":
+            return (status(repo)["runner"] or {}).get("pid") == resume.pid
+        events = [json.loads(line) for line in log.read_text().splitlines()
+                  if '"stream.resumed"' in line]
+        return set(streams) <= {e.get("stream") for e in events}
+
+    try:
+        wait_for(lambda: resume.poll() is not None or ready(), poll=0.1)
+    finally:
+        gate.touch()
+    out, err = resume.communicate(timeout=120)
+    return Result(resume.returncode, out, err)

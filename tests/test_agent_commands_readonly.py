@@ -25,8 +25,11 @@ def _finished_run(repo: Repo) -> dict[str, str]:
 
 
 def _read_only(argv: list[str]) -> list[str]:
-    """``argv`` with the whole filesystem mounted read-only (bubblewrap)."""
-    return ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--", *argv]
+    """``argv`` with the whole filesystem mounted read-only (bubblewrap; /dev/shm, where the
+    test's folders may be, again over the fresh /dev)."""
+    shm = ["--ro-bind", "/dev/shm", "/dev/shm"] if os.path.isdir("/dev/shm") else []
+    return ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", *shm, "--proc", "/proc", "--",
+            *argv]
 
 
 @needs_bwrap

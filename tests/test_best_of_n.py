@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.gitrepo import Repo, run_wtr
-from tests.runhelp import agent_plan, alive, records, stream_of, wait_for
+from tests.runhelp import agent_plan, alive, records, resume_adopting, stream_of, wait_for
 
 ARCHIVE = "refs/worktree-runner/archive"
 
@@ -224,11 +224,13 @@ def test_resume_after_the_runner_is_killed_adopts_the_living_candidates(
     folders = [tmp_path / f"rec{k}" for k in (1, 2, 3)]
     for folder in folders:
         folder.mkdir()
+    gate = tmp_path / "gate"  # the last two wait there until the resume has started
     plan = best_of([
         candidate(AGENT_RECORD=str(folders[0]), AGENT_WRITE="src/api/ok=no"),
-        candidate(AGENT_RECORD=str(folders[1]), AGENT_SLEEP="4",
+        candidate(AGENT_RECORD=str(folders[1]), AGENT_WAIT_FOR=str(gate),
                   AGENT_WRITE="src/api/ok=yes;src/api/big=1\n2\n3"),
-        candidate(AGENT_RECORD=str(folders[2]), AGENT_SLEEP="4", AGENT_WRITE="src/api/ok=yes"),
+        candidate(AGENT_RECORD=str(folders[2]), AGENT_WAIT_FOR=str(gate),
+                  AGENT_WRITE="src/api/ok=yes"),
     ], choose="smallest")
     runner = subprocess.Popen(
         [sys.executable, "-m", "worktree_runner", "run", str(repo.write_plan(plan))],
@@ -246,7 +248,7 @@ def test_resume_after_the_runner_is_killed_adopts_the_living_candidates(
     assert doc["state"] == "interrupted"
     assert stream_of(doc, "api")["status"] == "running"
 
-    resumed = run_wtr("resume", cwd=repo.path)
+    resumed = resume_adopting(repo, gate, ("api",), until="started")
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     doc = run_wtr("status", "--json", cwd=repo.path).json()
     assert stream_of(doc, "api")["status"] == "succeeded"

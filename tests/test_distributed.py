@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,10 +116,28 @@ def test_check_rejects_a_bad_executor_section(repo: Repo, executor: dict, expect
 def test_unreachable_scheduler_is_one_line(repo: Repo, tmp_path: Path) -> None:
     remote = bare_remote(repo, tmp_path)
     plan = repo.write_plan(agent_plan({"db": STREAMS["db"]}))
+    started = time.monotonic()
     result = run_wtr("run", plan, "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9",
-                     "--remote", str(remote), cwd=repo.path, timeout=120)
+                     "--remote", str(remote), cwd=repo.path, timeout=120,
+                     env={"WTR_DASK_CONNECT_TIMEOUT": "2"})  # (20 s unless told)
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.stderr
     assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("wtr: cannot reach"), result.stderr
+    assert "after 2 s" in result.stderr and time.monotonic() - started < 20, result.stderr
+
+
+def test_a_connect_timeout_that_is_no_number_of_seconds_stops_the_run_at_once(
+        repo: Repo, tmp_path: Path) -> None:
+    remote = bare_remote(repo, tmp_path)
+    plan = repo.write_plan(agent_plan({"db": STREAMS["db"]}))
+    for bad in ("soon", "0", "nan"):
+        result = run_wtr("run", plan, "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9",
+                         "--remote", str(remote), cwd=repo.path,
+                         env={"WTR_DASK_CONNECT_TIMEOUT": bad})
+        assert result.one_line_error() == (
+            f"wtr: WTR_DASK_CONNECT_TIMEOUT={bad!r} is not a number of seconds between 0 and "
+            "3600; unset it to wait 20 s"), result.stderr
+    assert not (repo.path / ".git" / "worktree-runner" / "runs").exists()
 
 
 def start_run(repo: Repo, plan: Path, record: Path) -> subprocess.Popen[str]:
@@ -218,14 +237,16 @@ def test_a_coordinator_killed_outright_adopts_what_finished_meanwhile(
                                      str(tmp_path / "worker")], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
+        gate = tmp_path / "gate"  # the agent finishes once its coordinator is dead
         streams = {"db": {**STREAMS["db"], "env": {"AGENT_WRITE": "src/db/models.py=DB = 2",
-                                                   "AGENT_SLEEP": "4"}}}
+                                                   "AGENT_WAIT_FOR": str(gate)}}}
         plan = repo.write_plan(agent_plan(streams, executor={
             "kind": "dask", "scheduler": address, "remote": str(remote)}))
         run = start_run(repo, plan, record)
         wait_for(lambda: bool(records(record, "db")))
         run.kill()  # -9: no chance to hear the result
         run.wait()
+        gate.touch()
         result_ref = f"refs/worktree-runner/dask/{latest_run(repo)}/db/result"
         wait_for(lambda: git(remote, "for-each-ref", result_ref) != "")
         resumed = run_wtr("resume", cwd=repo.path, env={"AGENT_RECORD": str(record)},

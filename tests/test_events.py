@@ -175,8 +175,9 @@ def test_events_of_an_unknown_run_or_a_bad_since_is_bad_input(repo: Repo) -> Non
 
 
 def slow_streams(rec: Path) -> dict:
+    """db and ui wait at ``rec``/gate; api waits on db."""
     slow = {name: {"files": [f"src/{name}/**"],
-                   "env": {"AGENT_RECORD": str(rec), "AGENT_SLEEP": "4",
+                   "env": {"AGENT_RECORD": str(rec), "AGENT_WAIT_FOR": str(rec / "gate"),
                            "AGENT_WRITE": f"src/{name}/work.py={name.upper()} = 1"}}
             for name in ("db", "ui")}
     return slow | {"api": {"files": ["src/api/**"], "depends_on": ["db"],
@@ -201,7 +202,7 @@ def test_follow_sees_each_start_and_end_once_across_kill_9_and_resume(
     runner.send_signal(signal.SIGKILL)
     runner.wait()
     assert follower.poll() is None  # a runner that died is not the end of the run
-    resumed = run_wtr("resume", cwd=repo.path)
+    resumed = runhelp.resume_adopting(repo, rec / "gate", ("db", "ui"))
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     out, err = follower.communicate(timeout=60)  # it ends by itself with the run
     assert follower.returncode == 0, err
@@ -226,7 +227,7 @@ def test_resume_with_merge_lands_what_the_killed_runner_left(repo: Repo, rec: Pa
     runhelp.wait_for(lambda: len(records(rec, "db")) == 1, timeout=30)
     runner.send_signal(signal.SIGKILL)
     runner.wait()
-    resumed = run_wtr("resume", "--merge", cwd=repo.path)
+    resumed = runhelp.resume_adopting(repo, rec / "gate", ("db",), "--merge")
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     doc = status(repo)
     assert doc["counts"]["merged"] == 3 and doc["merge"]["state"] == "landed"

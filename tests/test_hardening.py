@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.gitrepo import Repo, run_wtr
-from tests.runhelp import agent_plan, records, status, stream_of, wait_for
+from tests.runhelp import agent_plan, records, resume_adopting, status, stream_of, wait_for
 
 
 def start_runner(repo: Repo, plan: dict) -> subprocess.Popen[str]:
@@ -25,9 +25,10 @@ def start_runner(repo: Repo, plan: dict) -> subprocess.Popen[str]:
 
 
 def test_status_after_kill_9_of_the_runner_says_interrupted_and_how_to_resume(
-        repo: Repo, rec: Path) -> None:
+        repo: Repo, rec: Path, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
     plan = agent_plan({"db": {"files": ["src/db/**"],
-                              "env": {"AGENT_RECORD": str(rec), "AGENT_SLEEP": "6",
+                              "env": {"AGENT_RECORD": str(rec), "AGENT_WAIT_FOR": str(gate),
                                       "AGENT_WRITE": "src/db/models.py=DB = 1"}}})
     runner = start_runner(repo, plan)
     wait_for(lambda: len(records(rec, "db")) == 1)
@@ -44,6 +45,7 @@ def test_status_after_kill_9_of_the_runner_says_interrupted_and_how_to_resume(
     assert f"wtr resume --run {doc['run']}" in attention
     runs = run_wtr("runs", "--json", cwd=repo.path).json()["runs"]
     assert runs[0]["state"] == "interrupted"
+    gate.touch()  # (whether the agent is still at work when it resumes is not the point)
     resumed = run_wtr("resume", "--run", doc["run"], cwd=repo.path)
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert status(repo)["state"] == "finished"
@@ -53,15 +55,17 @@ def test_status_after_kill_9_of_the_runner_says_interrupted_and_how_to_resume(
 
 
 def test_a_runner_killed_before_recording_the_agent_never_starts_a_second_one(
-        repo: Repo, rec: Path) -> None:
+        repo: Repo, rec: Path, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
     plan = agent_plan({"db": {"files": ["src/db/**"],
-                              "env": {"AGENT_RECORD": str(rec), "AGENT_SLEEP": "6",
+                              "env": {"AGENT_RECORD": str(rec), "AGENT_WAIT_FOR": str(gate),
                                       "AGENT_WRITE": "src/db/models.py=DB = 6"}}})
     crashed = run_wtr("run", repo.write_plan(plan), cwd=repo.path,
                       env={"WTR_FAULT": "agent_started:db"})
     assert crashed.returncode == -signal.SIGKILL
     assert stream_of(status(repo), "db")["status"] == "running"
-    resumed = run_wtr("resume", cwd=repo.path)
+    # (the resume finds no pid to adopt: it waits for the agent it cannot name to end)
+    resumed = resume_adopting(repo, gate, ("db",), until="started")
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert len(records(rec, "db")) == 1  # the first agent was adopted, not run beside
     db = stream_of(status(repo), "db")
@@ -69,10 +73,11 @@ def test_a_runner_killed_before_recording_the_agent_never_starts_a_second_one(
     assert repo.git("show", f"{db['branch']}:src/db/models.py") == "DB = 6"
 
 
-def test_a_resume_killed_after_requeueing_adopts_the_agent_next_time(repo: Repo,
-                                                                     rec: Path) -> None:
+def test_a_resume_killed_after_requeueing_adopts_the_agent_next_time(
+        repo: Repo, rec: Path, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
     plan = agent_plan({"db": {"files": ["src/db/**"],
-                              "env": {"AGENT_RECORD": str(rec), "AGENT_SLEEP": "8",
+                              "env": {"AGENT_RECORD": str(rec), "AGENT_WAIT_FOR": str(gate),
                                       "AGENT_WRITE": "src/db/models.py=DB = 7"}}})
     runner = start_runner(repo, plan)
     wait_for(lambda: len(records(rec, "db")) == 1)
@@ -80,7 +85,7 @@ def test_a_resume_killed_after_requeueing_adopts_the_agent_next_time(repo: Repo,
     runner.wait()
     killed = run_wtr("resume", cwd=repo.path, env={"WTR_FAULT": "reconciled:db"})
     assert killed.returncode == -signal.SIGKILL
-    resumed = run_wtr("resume", cwd=repo.path)
+    resumed = resume_adopting(repo, gate, ("db",))
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert len(records(rec, "db")) == 1
     assert stream_of(status(repo), "db")["status"] == "succeeded"

@@ -79,19 +79,22 @@ def test_a_stream_lands_while_another_runs_which_then_syncs_and_lands(repo: Repo
 
 
 def test_run_with_merge_holds_only_the_conflicting_stream(repo: Repo, tmp_path: Path) -> None:
-    flag = tmp_path / "go"
+    flag, landed = tmp_path / "go", tmp_path / "landed"
     waiting = {"AGENT_WAIT_FOR": str(flag)}
     plan = agent_plan({
         "db": {**CHAIN["db"], "env": {**CHAIN["db"]["env"], **waiting}},
         "api": {**CHAIN["api"], "env": {**CHAIN["api"]["env"], **waiting}},
         "ui": {**CHAIN["ui"], "env": {**CHAIN["ui"]["env"], **waiting}},
-        "docs": {"files": ["docs/**"],
-                 "env": {**write_env("docs/index.md=DOCS"), **waiting, "AGENT_SLEEP": "4"}},
+        "docs": {"files": ["docs/**"],  # it goes on once a stream has landed
+                 "env": {**write_env("docs/index.md=DOCS"), "AGENT_WAIT_FOR": str(landed)}},
     })
     runner = start_run(repo, plan, "--merge")
     wait_for(lambda: stream_status(repo, "docs") == "running", "the agents to start")
     repo.commit({"src/api/orders.py": "MAIN = 1\n"}, "main changes orders meanwhile")
     flag.write_text("go\n")
+    wait_for(lambda: any(s["status"] == "merged" for s in status(repo)["streams"]),
+             "a first landing")
+    landed.touch()
     assert runner.wait(timeout=WAIT) == 0, runner.stderr.read() if runner.stderr else ""
     doc = status(repo)
     assert {s["name"]: s["status"] for s in doc["streams"]} == {

@@ -363,6 +363,19 @@ def test_a_wrong_token_gets_an_empty_page_in_chromium(repo: Repo, chromium: str)
             assert page.evaluate("fetch('/body').then(r => r.status)") == 403
 
 
+# A second listener to the page's event stream, as the page's own: did the server say that
+# the runner is gone?
+_LISTEN_FOR_GONE = """(() => {
+  const token = new URLSearchParams(location.search).get("token");
+  const source = new EventSource("events?token=" + encodeURIComponent(token));
+  source.onopen = () => { window.wtrListening = true; };
+  source.onmessage = (e) => {
+    if (JSON.parse(e.data).kind === "runner.gone") window.wtrGone = true;
+  };
+  return true;
+})()"""
+
+
 def test_the_live_page_shows_a_killed_runner_and_follows_its_resume(repo: Repo, tmp_path: Path,
                                                                      chromium: str) -> None:
     gate = tmp_path / "go"
@@ -374,10 +387,14 @@ def test_the_live_page_shows_a_killed_runner_and_follows_its_resume(repo: Repo, 
         with served(repo) as (_, url), Cdp(chromium, url) as page:
             wait_for(lambda: page.evaluate("document.getElementById('in-progress') !== null"))
             page.evaluate("window.wtrTestMark = 'same page'")
+            page.evaluate(_LISTEN_FOR_GONE)
+            wait_for(lambda: page.evaluate("window.wtrListening === true"))
             runner.kill()  # kill -9: the runner writes no event about it
             runner.wait(timeout=30)
             state = "document.getElementById('run-state').textContent"
             wait_for(lambda: page.evaluate(state) == "interrupted", timeout=40, poll=0.2)
+            # the server said so (the page's own look comes only every ten seconds)
+            wait_for(lambda: page.evaluate("window.wtrGone === true"), timeout=40, poll=0.2)
             assert page.evaluate("document.getElementById('interrupted') !== null")
             gate.touch()
             resumed = run_wtr("resume", cwd=repo.path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +127,27 @@ def test_sandbox_keys_are_checked(repo: Repo) -> None:
     assert result.returncode == 2
     assert "sandbox" in text and "true or false" in text, text
     assert "relative/cache" in text and "absolute" in text, text
+
+
+@needs_bwrap
+@pytest.mark.parametrize("hidden", ["/tmp", "/dev/shm"])
+def test_an_agent_script_under_a_tree_the_sandbox_hides_stays_visible(
+        repo: Repo, hidden: str) -> None:
+    """The sandbox's private /tmp and its own /dev hide what lies under /tmp and /dev/shm;
+    the script the agent's command names is kept visible there, read-only."""
+    if not Path(hidden).is_dir():
+        pytest.skip(f"no {hidden} here")
+    folder = Path(tempfile.mkdtemp(prefix="wtr-sandbox-script-", dir=hidden))
+    try:
+        script = folder / "agent.py"
+        script.write_text("import pathlib, subprocess\n"
+                          "pathlib.Path('src/api/orders.py').write_text('A = 1\\n')\n"
+                          "subprocess.run(['git', 'commit', '-qam', 'api'], check=True)\n")
+        plan = agent_plan({"api": {"files": ["src/api/**"], "sandbox": True}},
+                          agent={"command": [sys.executable, str(script)]})
+        result = run_wtr("run", repo.write_plan(plan), cwd=repo.path)
+        assert result.returncode == 0, result.stderr + result.stdout
+        api = stream_of(run_wtr("status", "--json", cwd=repo.path).json(), "api")
+        assert api["status"] == "succeeded" and api["changed_files"] == ["src/api/orders.py"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

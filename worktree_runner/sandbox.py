@@ -25,6 +25,8 @@ from pathlib import Path
 from worktree_runner.errors import BadInput
 
 BWRAP = "bwrap"
+# Trees the sandbox hides behind fresh mounts (its private /tmp, its own /dev).
+HIDDEN = ("/tmp/", "/dev/shm/")
 
 
 def bwrap_path() -> str | None:
@@ -100,12 +102,12 @@ def wrap(argv: Sequence[str], layout: Layout) -> list[str]:
     layout.state_dir.mkdir(parents=True, exist_ok=True)
     args = [str(bwrap), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "--tmpfs", "/tmp"]
-    # the private /tmp hides what lies there: keep the repository and the files the
-    # command names (its program, its script) visible, read-only
-    named = [Path(a) for a in argv if a.startswith("/tmp/") and Path(a).exists()]
+    # the private /tmp and /dev hide what lies there (/dev/shm too): keep the repository and
+    # the files the command names (its program, its script) visible, read-only
+    named = [Path(a) for a in argv if a.startswith(HIDDEN) and Path(a).exists()]
     # and this very wtr (its environment and its code), which the agent's `wtr` runs
     named += [path for path in (Path(sys.prefix), Path(__file__).resolve().parents[1])
-              if str(path).startswith("/tmp/")]
+              if str(path).startswith(HIDDEN)]
     for path in (*layout.readable, *named):
         if path.exists():
             args += ["--ro-bind", str(path), str(path)]

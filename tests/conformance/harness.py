@@ -114,12 +114,15 @@ def standard_turns() -> list[dict[str, Any]]:
 
 
 def plan_for(preset: str, agent: Mapping[str, Any] | None = None,
-             plan_extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             plan_extra: Mapping[str, Any] | None = None,
+             stream_agents: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The two-stream plan; ``stream_agents`` gives a stream keys of its own agent."""
     streams = {
         name: {"files": [f"src/{name}/**"],
                "prompt": f"Add src/{name}/feature.py with a function value() returning 42, "
                          f"run `python3 run_tests.py {name}`, and commit.",
-               "verify": [f"python3 run_tests.py {name}"]}
+               "verify": [f"python3 run_tests.py {name}"],
+               **({"agent": dict(stream_agents[name])} if name in (stream_agents or {}) else {})}
         for name in STREAMS
     }
     return {"version": 1, "name": "conformance",
@@ -317,7 +320,8 @@ def run_conformance(preset: str, variant: str, gateway: Gateway,
                     turns: list[dict[str, Any]] | None = None,
                     agent: Mapping[str, Any] | None = None,
                     plan_extra: Mapping[str, Any] | None = None,
-                    timeout: float = 600, script: Script | None = None) -> Outcome:
+                    timeout: float = 600, script: Script | None = None,
+                    stream_agents: Mapping[str, Mapping[str, Any]] | None = None) -> Outcome:
     """Run the two-stream plan with ``preset`` in ``variant``; return what happened.
     ``script`` replaces the one made of ``turns``."""
     bin_dir = cli_bin_dir(preset)
@@ -326,7 +330,8 @@ def run_conformance(preset: str, variant: str, gateway: Gateway,
     if variant == "sandbox":
         extra.setdefault("sandbox", True)
     plan_path = ws.root / "plan.yaml"
-    plan_path.write_text(yaml.safe_dump(plan_for(preset, agent, extra), sort_keys=False))
+    plan_path.write_text(yaml.safe_dump(plan_for(preset, agent, extra, stream_agents),
+                                        sort_keys=False))
     initial = {str(ws.repo): git(ws.repo, "rev-parse", "HEAD")}
     if ws.decoy is not None:
         initial[str(ws.decoy)] = git(ws.decoy, "rev-parse", "HEAD")

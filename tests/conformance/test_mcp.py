@@ -147,14 +147,17 @@ def test_a_dead_or_hung_server_never_hangs_the_agent(tmp_path: Path) -> None:
     Which one depends on the CLI's timing, so neither is asserted.)"""
     pause = tmp_path / "hold-the-server"
     pause.write_text("")
-    wait = "15000"  # (ms: for beta's server to answer, and for alpha's on a busy machine)
+    wait = "15000"  # (ms: for alpha's server to answer (again) on a busy machine)
     agent = {"env": {"WTR_PAUSE": "mcp_serving:beta", "WTR_PAUSE_FILE": str(pause),
                      "MCP_TIMEOUT": wait, "MCP_CONNECT_TIMEOUT_MS": wait}}
+    hung = "4000"  # (beta's never answers: this is only how long its CLI waits for it)
+    beta = {"env": {"MCP_TIMEOUT": hung, "MCP_CONNECT_TIMEOUT_MS": hung}}
     started = time.monotonic()
     try:
         outcome = run_conformance("claude", "checkout", test_claude.gateway, agent=agent,
                                   script=PerStream({"alpha": KILLED_TURNS,
-                                                    "beta": HUNG_TURNS}))
+                                                    "beta": HUNG_TURNS}),
+                                  stream_agents={"beta": beta})
         wedged = int(Path(f"{pause}.reached").read_text())
         assert not alive(wedged), "the server that never answered outlived its agent"
     finally:

@@ -46,7 +46,8 @@
 
   const source = new EventSource("events?token=" + encodeURIComponent(token) + "&since=" + since);
   source.onmessage = (e) => { main.dataset.lastEvent = e.lastEventId; refresh(); };
-  // A runner killed outright writes no event: while the run is said to be running, look again
-  // now and then (the durations, the ETA and the interrupted state follow).
+  // A runner killed outright writes no event (the server says when it sees it gone): while
+  // the run is said to be running, look again now and then too (the durations and the ETA
+  // follow).
   setInterval(() => { if (document.getElementById("in-progress")) refresh(); }, 10000);
 })();

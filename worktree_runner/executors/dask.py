@@ -47,7 +47,7 @@ from filelock import FileLock
 from worktree_runner import checkout, git, procs, statefs
 from worktree_runner.errors import BadInput, WtrError
 from worktree_runner.events import STREAM_ENDS, Kind
-from worktree_runner.plan.executor import Executor
+from worktree_runner.plan.executor import Executor, connect_timeout
 from worktree_runner.plan.load import parse_plan
 from worktree_runner.pool import Pool
 from worktree_runner.run.guard import Guard
@@ -125,7 +125,7 @@ def session(config: Executor, max_parallel: int) -> Iterator[Any]:
                     memory_limit=0)
                 client = distributed.Client(cluster)
             else:
-                client = distributed.Client(config.scheduler, timeout="20s")
+                client = distributed.Client(config.scheduler, timeout=connect_timeout())
         except (OSError, TimeoutError) as exc:
             raise WtrError(f"cannot reach the Dask scheduler at {config.scheduler}: {exc}",
                            hint="start it ('dask scheduler') or fix executor.scheduler") from None

@@ -6,11 +6,18 @@ Only the description and its checks live here; running streams on Dask is
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from worktree_runner.errors import BadInput
+
 KINDS = ("local", "dask")
+# How long the coordinator keeps trying to reach a scheduler before it gives up.
+CONNECT_TIMEOUT_VARIABLE = "WTR_DASK_CONNECT_TIMEOUT"
+CONNECT_TIMEOUT_SECONDS = 20.0
 
 # tcp://host:8786, tls://[::1]:8786, ws://host:8786, inproc://..., host:8786, or local[:N]
 _SCHEDULER = re.compile(
@@ -80,3 +87,21 @@ def checked_executor(kind: Any, scheduler: Any, remote: Any) -> Executor:
         raise ValueError(f"remote {remote!r} is not a git URL: use ssh://..., https://..., "
                          "git@host:path, file://... or an absolute path")
     return Executor("dask", scheduler, remote)
+
+
+def connect_timeout() -> float:
+    """Seconds to keep trying to reach the scheduler: ``WTR_DASK_CONNECT_TIMEOUT`` when set
+    (a machine that knows its scheduler answers at once, or is down, need not wait 20 s),
+    else 20."""
+    text = os.environ.get(CONNECT_TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return CONNECT_TIMEOUT_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= 3600:  # (nan compares false)
+        raise BadInput(f"{CONNECT_TIMEOUT_VARIABLE}={text!r} is not a number of seconds "
+                       "between 0 and 3600",
+                       hint=f"unset it to wait {CONNECT_TIMEOUT_SECONDS:.0f} s")
+    return seconds

@@ -24,11 +24,13 @@ from urllib.parse import parse_qs, urlsplit
 
 from worktree_runner import logs, statefs
 from worktree_runner.errors import WtrError
+from worktree_runner.run.registry import run_is_active
 from worktree_runner.run.state import RunStore
 
 HOST = "127.0.0.1"
 POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15.0
+RUNNER_LOOK_SECONDS = 1.0
 _READ_AT_ONCE = 1 << 20
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; "
         "script-src 'nonce-{nonce}'")
@@ -165,6 +167,23 @@ def serve(store: RunStore, port: int = 0) -> LiveServer:
     return LiveServer(store, port)
 
 
+class RunnerWatch:
+    """Whether the process running the run went away since the last look (at most one
+    look a second): a runner killed outright leaves the run 'interrupted' without an event."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.alive = run_is_active(store)
+        self.looked = time.monotonic()
+
+    def gone(self) -> bool:
+        if time.monotonic() - self.looked < RUNNER_LOOK_SECONDS:
+            return False
+        self.looked = time.monotonic()
+        was, self.alive = self.alive, run_is_active(self.store)
+        return was and not self.alive
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: LiveServer
     server_version = "wtr"
@@ -212,6 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _events(self, query: dict[str, list[str]]) -> None:
         after = _number(self.headers.get("Last-Event-ID")) or _number(
             (query.get("since") or [""])[0]) or 0
+        runner = RunnerWatch(self.server.store)  # (before the browser hears it is connected)
         self.send_response(HTTPStatus.OK)
         self._headers("text/event-stream; charset=utf-8", "default-src 'none'")
         self.end_headers()
@@ -223,6 +243,9 @@ class _Handler(BaseHTTPRequestHandler):
                 for number, event in events:
                     self.wfile.write(f"id: {number}\ndata: {json.dumps(event)}\n\n".encode())
                 if events:
+                    quiet = time.monotonic()
+                elif runner.gone():  # killed outright, it wrote no event: the page looks again
+                    self.wfile.write(b'data: {"kind": "runner.gone"}\n\n')
                     quiet = time.monotonic()
                 elif time.monotonic() - quiet > HEARTBEAT_SECONDS:  # finds a closed browser
                     self.wfile.write(b": still here\n\n")

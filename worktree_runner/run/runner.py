@@ -17,7 +17,7 @@ from worktree_runner.coordinate.routing import extend_plan
 from worktree_runner.errors import BadInput, Interrupted, WtrError
 from worktree_runner.executors.local import local_streams
 from worktree_runner.plan.analysis import Analysis, analyze
-from worktree_runner.plan.executor import Executor
+from worktree_runner.plan.executor import Executor, connect_timeout
 from worktree_runner.plan.load import load_plan, parse_plan, worktree_include
 from worktree_runner.plan.model import Plan
 from worktree_runner.pool import Pool
@@ -59,6 +59,8 @@ def prepare(repo: git.Repository, plan_file: Path, max_parallel: int | None = No
                        hint="remove 'attempts' or run without --executor dask")
     if max_parallel is not None and max_parallel < 1:
         raise BadInput("--max-parallel must be at least 1")
+    if executor.kind == "dask" and executor.local_workers is None:
+        connect_timeout()  # (a bad WTR_DASK_CONNECT_TIMEOUT stops the run before it starts)
     return Prepared(repo, plan, analysis, max_parallel or plan.max_parallel, executor)
 
 
