@@ -46,7 +46,7 @@ BASE_DIR = ".base"
 LAYERS_DIR = ".layers"
 _FICLONE = 0x40049409
 AUTO_MIN_FILES = 10_000  # from this many files, ``auto`` takes a thin worktree
-SUSPECTS_MAX = 2000  # paths a look names on its command line (beyond: it looks at all)
+NAMED_MAX = 2000  # paths a look names on its command line (beyond: it looks at all)
 _WORKS: dict[tuple[str, Path], bool] = {}
 _WORKS_LOCK = threading.Lock()
 
@@ -302,13 +302,13 @@ def suspects(repo: git.Repository, path: Path) -> list[str] | None:
     if found is None or found.lower is None or not overlay.is_mounted(path):
         return None
     base = found.lower.parent.name
-    paths = overlay.written(found.upper, limit=SUSPECTS_MAX)
+    paths = overlay.written(found.upper, limit=NAMED_MAX)
     if paths is None:
         return None
     for args in (["diff", "--name-only", "-z", "--no-renames", base, "HEAD", "--"],
                  ["diff-index", "--cached", "--name-only", "-z", "--no-renames", base, "--"]):
         paths.update(p for p in git.run_git(args, path).stdout.split("\0") if p)
-    return sorted(paths) if len(paths) <= SUSPECTS_MAX else None
+    return sorted(paths) if len(paths) <= NAMED_MAX else None
 
 
 def is_overlay(repo: git.Repository, path: Path) -> bool:
