@@ -275,8 +275,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def remount(repo: git.Repository, path: Path) -> bool:
     """Mount an overlay worktree whose mount is down (after a reboot, or a kill between
     its registration and its mount); True if ``path`` is an overlay worktree."""
-    admin = git.admin_dir(repo, path)
-    found = overlay.layers_of(admin) if admin is not None else None
+    admin, found = _layers(repo, path)
     if admin is None or found is None:
         return False
     if found.lower is None:
@@ -297,8 +296,7 @@ def suspects(repo: git.Repository, path: Path) -> list[str] | None:
     wrote, created, deleted (a whiteout) or renamed is in its upper layer. Beside those,
     the paths where its commits or its index differ from the base: a commit or a staged
     entry made without touching the file."""
-    admin = git.admin_dir(repo, path)
-    found = overlay.layers_of(admin) if admin is not None else None
+    _, found = _layers(repo, path)
     if found is None or found.lower is None or not overlay.is_mounted(path):
         return None
     base = found.lower.parent.name
@@ -312,8 +310,13 @@ def suspects(repo: git.Repository, path: Path) -> list[str] | None:
 
 
 def is_overlay(repo: git.Repository, path: Path) -> bool:
+    return _layers(repo, path)[1] is not None
+
+
+def _layers(repo: git.Repository, path: Path) -> tuple[Path | None, overlay.Layers | None]:
+    """The registration of the worktree at ``path``, and its layers if it is an overlay."""
     admin = git.admin_dir(repo, path)
-    return admin is not None and overlay.layers_of(admin) is not None
+    return admin, overlay.layers_of(admin) if admin is not None else None
 
 
 def sweep(repo: git.Repository, worktrees_root: Path, run: str) -> list[Path]:

@@ -199,20 +199,35 @@ def status_entries(worktree: Path, index_copy: Path | None = None) -> list[tuple
     index changes, and keeps in the copy what makes the next look cheap: the refreshed
     file stats and the untracked cache (a look at a million files: 35 s the first time,
     9 s after, on a tmpfs). The copy holds what the index holds, so the answer is the same."""
-    index = Path(run_git(["rev-parse", "--path-format=absolute", "--git-path", "index"],
-                         worktree).stdout.strip())
-    if index_copy is None or not index.is_file():
+    index = index_file(worktree) if index_copy is not None else None
+    if index_copy is None or index is None or not index.is_file():
         args = ["--no-optional-locks", "status", "--porcelain", "-z", "--no-renames",
                 "--untracked-files=all"]
         out = run_git(args, worktree).stdout
     else:
         _copy_if_changed(index, index_copy)
         # (the looks are one at a time: a lock left is a look that was killed)
-        index_copy.with_name(index_copy.name + ".lock").unlink(missing_ok=True)
+        _beside(index_copy, ".lock").unlink(missing_ok=True)
         args = ["-c", "core.untrackedCache=true", "-c", "status.showUntrackedFiles=all",
                 "status", "--porcelain", "-z", "--no-renames"]
         out = run_git(args, worktree, env={"GIT_INDEX_FILE": str(index_copy)}).stdout
     return [(entry[:2], entry[3:]) for entry in out.split("\0") if len(entry) > 3]
+
+
+def index_file(worktree: Path) -> Path:
+    """The index file of ``worktree`` (its own, for a linked worktree)."""
+    found = run_git(["rev-parse", "--git-path", "index"], worktree).stdout.strip()
+    return worktree / found  # (absolute already unless it lies under the worktree)
+
+
+def drop_index_copy(copy: Path) -> None:
+    """Remove an ``index_copy`` of ``status_entries`` and what it keeps beside it."""
+    for suffix in ("", ".from", ".building", ".lock"):
+        _beside(copy, suffix).unlink(missing_ok=True)
+
+
+def _beside(copy: Path, suffix: str) -> Path:
+    return copy.with_name(copy.name + suffix)
 
 
 def _copy_if_changed(index: Path, copy: Path) -> None:
@@ -220,14 +235,14 @@ def _copy_if_changed(index: Path, copy: Path) -> None:
     times and inode, kept beside the copy: git writes an index by renaming a new file)."""
     info = index.stat()
     stamp = f"{info.st_ino} {info.st_size} {info.st_mtime_ns} {info.st_ctime_ns}"
-    note = copy.with_name(copy.name + ".from")
+    note = _beside(copy, ".from")
     try:
         if copy.is_file() and note.read_text(encoding="utf-8") == stamp:
             return
     except OSError:
         pass
     note.unlink(missing_ok=True)
-    building = copy.with_name(copy.name + ".building")
+    building = _beside(copy, ".building")
     shutil.copyfile(index, building)
     os.replace(building, copy)
     note.write_text(stamp, encoding="utf-8")

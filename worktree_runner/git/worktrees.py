@@ -26,7 +26,7 @@ from worktree_runner.git.door import (
     run_git,
 )
 from worktree_runner.git.refs import commit_tree, head_of, tree_of
-from worktree_runner.git.status import unhide, worktree_dirty
+from worktree_runner.git.status import index_file, unhide, worktree_dirty
 from worktree_runner.overlay import drop, layers_of, unmount
 
 
@@ -374,7 +374,7 @@ def snapshot_worktree(repo: Repository, worktree: Path, message: str,
 def _seed_index(worktree: Path, head: str, env: Mapping[str, str]) -> None:
     """Start a temporary index from the worktree's own (a sparse worktree's files outside
     its sparse set are absent on purpose, not deleted: its index says so), else from HEAD."""
-    own = worktree / run_git(["rev-parse", "--git-path", "index"], worktree).stdout.strip()
+    own = index_file(worktree)
     if own.is_file():
         shutil.copyfile(own, env["GIT_INDEX_FILE"])
     else:

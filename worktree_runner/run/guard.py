@@ -205,8 +205,7 @@ class Guard:
 
     def close(self) -> None:
         """The run is over: its copy of the index is not needed (a resume makes another)."""
-        for suffix in ("", ".from", ".building", ".lock"):
-            self.index_copy.with_name(self.index_copy.name + suffix).unlink(missing_ok=True)
+        git.drop_index_copy(self.index_copy)
 
     def start(self) -> None:
         """Take the run's snapshot; on a resume, first report what changed unwatched."""

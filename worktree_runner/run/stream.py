@@ -988,10 +988,12 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
                             warnings=[*others, *warnings])
     if failure is not None:
         return failure
-    held, saved = _hold_outside(ctx, stream)
+    # (what an overlay worktree's agent can have changed: the look below, and the one for
+    # files held back, read only those; holding back touches neither worktree nor index)
+    among = checkout.suspects(ctx.repo, worktree)
+    held, saved = _hold_outside(ctx, stream, among)
     if git.commit_all(ctx.repo, worktree, f"{name}: work left uncommitted by the agent",
-                      exclude=[*ctx.copied(), *held],
-                      among=checkout.suspects(ctx.repo, worktree)):
+                      exclude=[*ctx.copied(), *held], among=among):
         ctx.store.event("leftovers_committed", stream=name)
     record = ctx.store.record.streams[name]
     head = git.ref_commit(ctx.repo, f"refs/heads/{branch}")
@@ -1036,7 +1038,8 @@ def _check_work(ctx: RunContext, stream: Stream) -> Failure | None:
     return None
 
 
-def _hold_outside(ctx: RunContext, stream: Stream) -> tuple[list[str], str]:
+def _hold_outside(ctx: RunContext, stream: Stream,
+                  among: list[str] | None) -> tuple[list[str], str]:
     """While feedback rounds are left, files the agent changed outside its scope and did not
     commit stay out of its branch, for it to undo; they are saved under a rescue ref first.
     With no round left they are committed as any leftover, and the failure shows them."""
@@ -1044,7 +1047,7 @@ def _hold_outside(ctx: RunContext, stream: Stream) -> tuple[list[str], str]:
         return [], ""
     worktree = ctx.worktree(stream.name)
     copied = set(ctx.copied())
-    dirty = git.worktree_dirty(worktree, checkout.suspects(ctx.repo, worktree))
+    dirty = git.worktree_dirty(worktree, among)
     held = [p for p in feedback.outside_scope(dirty, stream) if p not in copied]
     if not held:
         return [], ""
