@@ -201,6 +201,36 @@ def test_the_root_stream_owns_new_top_level_files_but_not_the_others_files(
     assert doc["overlaps"] == [] and doc["unowned_files"] == []
 
 
+def test_the_projects_machinery_is_a_stream_of_its_own(tmp_path: Path) -> None:
+    """CI, tool configs and pins change alone (a CI bump) and with code (a fix that
+    touches a workflow too): they form one 'tooling' stream, and the changes that touch
+    them with code neither tie the code streams together nor pull the tooling into one."""
+    repo = make_repo(tmp_path / "repo", {"README.md": "x\n", ".gitignore": "*.pyc\n"})
+    machinery = [".github/workflows/test.yml", ".pre-commit-config.yaml", "noxfile.py",
+                 "requirements/dev.txt", "pyproject.toml"]
+    history = []
+    for i in range(90):
+        kind, n = i % 3, i // 3 % 4
+        paths = [[machinery[i % 5]],
+                 [f"alpha/a{n}.py", f"tests/test_a{n}.py"],
+                 [f"beta/b{n}.py", f"tests/test_b{n}.py"]][kind]
+        if kind and i % 5 == 1:  # code work that also touches the machinery
+            paths = [*paths, machinery[i // 5 % 5]]
+        history.append(paths)
+    add_history(repo, history)
+    plan, _, _ = suggest(repo)
+    tooling = plan["streams"]["tooling"]
+    assert owner_of(plan, "alpha/a1.py") != owner_of(plan, "beta/b1.py")
+    for path in [*machinery, ".gitignore", ".github/dependabot.yml", "tox.ini"]:
+        assert owner_of(plan, path) == ["tooling"], path  # new ones at the top level too
+    assert owner_of(plan, "tests/test_a1.py") == owner_of(plan, "alpha/a1.py") != ["tooling"]
+    assert "*" in tooling["files"]  # the root stream: it holds most top-level files
+    assert checked(repo)["overlaps"] == []
+    doc = gather_evidence(git.open_repository(repo.path), repo.head()).to_json()
+    assert set(doc["project_files"]) == {*machinery, ".gitignore"}
+    assert not any(p in machinery for p in doc["modules_with_tests"])
+
+
 def test_a_kind_pattern_only_when_it_takes_in_no_other_file() -> None:
     changelog = HotPath("CHANGES.rst", "changelog", 30)
     assert kind_pattern(changelog, ["CHANGES.rst", "src/a.py"]) == "CHANGES.*"

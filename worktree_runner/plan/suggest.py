@@ -3,7 +3,10 @@
 1. Units. Every file tracked at the base is a unit, except that a test file and the
    module it is named after (``tests/test_core.py`` and ``src/pkg/core.py``,
    ``core_test.go``, ``core.test.ts``) form one unit: a module moves with its tests.
-   Paths the history names but the base no longer holds are left out.
+   Paths the history names but the base no longer holds are left out. The project's own
+   machinery at the top level (CI folders and dotfiles, tool configs, dependency pins,
+   packaging: ``PROJECT_FILES``) is one unit, kept a group of its own: such work (a CI
+   bump, a pin update) mostly touches nothing else, and with code it ties everything.
 2. Hot files. Changelogs, lockfiles, news-fragment folders, ``__init__``-style registries
    and any file changed by at least ``hot_share`` of the commits are candidates. One that
    history shows changing with the files of two streams or more (each at least
@@ -18,19 +21,20 @@
    Louvain community detection (networkx, fixed seed; each unit also tied to its folder,
    so files history says little about lean to their neighbours) groups them. Groups most
    changes touch together are merged until ``CONFINED`` of the changes read (recent ones
-   weighing more) stay inside one group; a group then becomes a stream when at least ``min_support``
-   changes touched it alone: as many streams as the history supports (with ``--streams
-   N``, at most N). Every other group joins the stream it changed with most. Files no
-   change touched join the stream owning most of their folder, else the root's stream
-   (the one owning most top-level files), which starts with ``*``: it owns what no other
-   stream does, files and folders created later at the top level included.
+   weighing more; the project unit set aside) stay inside one group; a group then becomes
+   a stream when at least ``min_support`` changes touched it alone: as many streams as
+   the history supports (with ``--streams N``, at most N). Every other group joins the
+   stream it changed with most. Files no change touched join the stream owning most of
+   their folder, else the root's stream (the one owning most top-level files), which
+   starts with ``*``: it owns what no other stream does, files and folders created later
+   at the top level included.
 4. Patterns. A folder whose files all belong to one stream is one ``folder/**`` pattern;
    otherwise the stream holding most of it takes the folder (so files created there later
    are owned too) and the others list their files, excluded from it with ``!path``.
 5. Names come from what a stream holds: the folder most of its files are in, else its
-   most changed module. The draft is then checked as ``wtr check`` would: streams still
-   coupled get ``conflicts_with``, flagged hot files become ``shared``, until the check
-   has nothing left to say.
+   most changed module (``tooling`` when that is the project unit). The draft is then
+   checked as ``wtr check`` would: streams still coupled get ``conflicts_with``, flagged
+   hot files become ``shared``, until the check has nothing left to say.
 
 ``gather_evidence`` returns steps 1-3 (units, hot files, groups) for other planners.
 """
@@ -74,6 +78,14 @@ HALF_LIFE = 250  # changes: a change this much older weighs half as much
 # A unit's link to its folder, as a share of a unit's mean co-change weight.
 FOLDER_WEIGHT = 0.5
 _FOLDER = "\0"  # folder nodes in the co-change graph
+PROJECT_STREAM = "tooling"  # the name of the stream holding the project unit
+# The project's machinery, at the top level: dotfiles and dot-folders (.github/, .gitignore,
+# .pre-commit-config.yaml), CI, tool configs, dependency pins and packaging.
+PROJECT_FILES = re.compile(
+    r"(?:\.[^/]+|ci|requirements|noxfile\.py|tox\.ini|setup\.cfg|setup\.py|pyproject\.toml"
+    r"|Makefile|MANIFEST\.in|requirements[^/]*\.(?:txt|in)|(?:azure-pipelines|appveyor"
+    r"|codecov)\.ya?ml|Jenkinsfile|renovate\.json|(?:mypy|pytest)\.ini|ruff\.toml"
+    r"|package\.json|tsconfig\.json|Cargo\.toml|go\.mod|Dockerfile)(?:/.*)?")
 SEED = 7  # Louvain is randomised; a fixed seed makes the suggestion repeatable
 _RESOLUTIONS = (1.0, 1.5, 2.0, 3.0, 5.0, 8.0)  # tried in turn when more streams are asked
 
@@ -124,6 +136,7 @@ class Evidence:
     hot: dict[str, HotPath]  # candidate hot paths by pattern
     groups: list[Group]  # groups of unit keys, the most changed first
     coupling: Coupling
+    project: str | None = None  # the key of the project unit (PROJECT_FILES), if any
 
     def unit_of(self) -> dict[str, str]:
         return {path: key for key, paths in self.units.items() for path in paths}
@@ -133,7 +146,8 @@ class Evidence:
         return {
             "commits": len(self.history.commits), "files": len(self.tracked),
             "modules_with_tests": {key: list(paths[1:]) for key, paths in self.units.items()
-                                   if len(paths) > 1},
+                                   if len(paths) > 1 and key != self.project},
+            "project_files": list(self.units[self.project]) if self.project else [],
             "hot": [{"path": h.pattern, "kind": h.kind, "changes": h.changes}
                     for h in self.hot.values()],
             "groups": [{"units": g.units, "touched": g.touched, "alone": g.alone}
@@ -194,9 +208,9 @@ def gather_evidence(repo: git.Repository, commit: str, commits: int = 1000,
 
 def evidence_from(history: History, tracked: Sequence[str], settings: Coupling,
                   wanted: int | None = None) -> Evidence:
-    units = modules_with_tests(tracked)
+    units, project = with_project_unit(modules_with_tests(tracked))
     hot = hot_candidates(history, tracked, settings)
-    evidence = Evidence(tuple(tracked), history, units, hot, [], settings)
+    evidence = Evidence(tuple(tracked), history, units, hot, [], settings, project)
     evidence.groups.extend(_group(evidence, wanted))
     return evidence
 
@@ -224,6 +238,20 @@ def modules_with_tests(tracked: Sequence[str]) -> dict[str, tuple[str, ...]]:
         else:
             units[test] = [test]
     return {key: tuple(paths) for key, paths in units.items()}
+
+
+def with_project_unit(units: dict[str, tuple[str, ...]]
+                      ) -> tuple[dict[str, tuple[str, ...]], str | None]:
+    """The units with the project's machinery (``PROJECT_FILES``; not a changelog or a
+    lockfile) joined into one, keyed by its first path; and that key (None without one)."""
+    joined = sorted(key for key in units
+                    if PROJECT_FILES.fullmatch(key) and _hot_kind(key) is None)
+    if not joined:
+        return units, None
+    key = joined[0]
+    merged = {k: v for k, v in units.items() if k not in joined}
+    merged[key] = tuple(path for k in joined for path in units[k])
+    return merged, key
 
 
 def _nearest(path: str, candidates: list[str]) -> str:
@@ -300,6 +328,37 @@ def _group(evidence: Evidence, wanted: int | None) -> list[Group]:
         if units:
             touched.append(units)
             recency.append(0.5 ** (age / HALF_LIFE))
+    weights = _co_change(touched, recency)
+    nodes = sorted({u for units in touched for u in units})
+    limit = min(wanted or MAX_STREAMS, max(1, len(nodes)))
+    graph = _graph(nodes, weights)
+    _add_folders(graph, nodes, FOLDER_WEIGHT * sum(recency) / max(1, len(nodes)))
+    project = evidence.project if evidence.project in nodes else None
+    # The project unit is a group of its own (taken out of its community), and the code
+    # groups are merged by the code part of each change: work that also touches CI or a
+    # config does not tie them together through it.
+    communities = [{u for u in c if not u.startswith(_FOLDER) and u != project}
+                   for c in _communities(graph, wanted)]
+    communities = [c for c in communities if c]
+    if not wanted:
+        code = [(t - {project}, w) for t, w in zip(touched, recency, strict=True)
+                if t - {project}]
+        communities = _merge_until_confined(communities, [t for t, _ in code],
+                                            [w for _, w in code], weights)
+    if project is not None:
+        communities.append({project})
+    by_code = [t - {project} or t for t in touched]
+    groups = _supported(communities, by_code, evidence.coupling.min_support, weights)
+    groups = _merge_down(groups, limit, weights)
+    for group in groups:
+        members = set(group.units)
+        group.touched = sum(not members.isdisjoint(t) for t in touched)
+        group.alone = sum(t <= members for t in touched)
+    return sorted(groups, key=lambda g: (-g.touched, min(g.units)))
+
+
+def _co_change(touched: list[set[str]], recency: list[float]) -> Weights:
+    """A change of n units adds its weight / (n - 1) to each pair, of one unit to its loop."""
     weights: Weights = defaultdict(float)
     for units, weight in zip(touched, recency, strict=True):
         if len(units) == 1:  # a loop: work on one unit alone keeps it apart
@@ -307,22 +366,7 @@ def _group(evidence: Evidence, wanted: int | None) -> list[Group]:
             weights[unit, unit] += weight
         for a, b in combinations(sorted(units), 2):
             weights[a, b] += weight / (len(units) - 1)
-    nodes = sorted({u for units in touched for u in units})
-    limit = min(wanted or MAX_STREAMS, max(1, len(nodes)))
-    graph = _graph(nodes, weights)
-    _add_folders(graph, nodes, FOLDER_WEIGHT * sum(recency) / max(1, len(nodes)))
-    communities = [{u for u in c if not u.startswith(_FOLDER)}
-                   for c in _communities(graph, wanted)]
-    communities = [c for c in communities if c]
-    if not wanted:
-        communities = _merge_until_confined(communities, touched, recency, weights)
-    groups = _supported(communities, touched, evidence.coupling.min_support, weights)
-    groups = _merge_down(groups, limit, weights)
-    for group in groups:
-        members = set(group.units)
-        group.touched = sum(not members.isdisjoint(t) for t in touched)
-        group.alone = sum(t <= members for t in touched)
-    return sorted(groups, key=lambda g: (-g.touched, min(g.units)))
+    return weights
 
 
 def _graph(nodes: Iterable[str], weights: Weights) -> nx.Graph[str]:
@@ -573,7 +617,8 @@ class _Drafter:
             if not files[index]:
                 continue
             modules = self._modules(group)
-            name = _name(files[index], modules, taken)
+            project = modules[0] == self.ev.project and PROJECT_STREAM not in taken
+            name = PROJECT_STREAM if project else _name(files[index], modules, taken)
             taken.add(name)
             drafts.append(StreamDraft(name, files[index], group.touched, group.alone, modules,
                                       [q for p in patterns[index] for q in p.split("\n")]))
