@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,6 +125,48 @@ def test_overlay_streams_see_the_whole_base_and_git_sees_them_clean(
     assert not (worktrees(repo) / checkout.LAYERS_DIR).exists()
     assert not (worktrees(repo) / checkout.BASE_DIR).exists()
     assert repo.git("worktree", "list").count("\n") == 0  # only the main worktree
+
+
+def other_filesystem(than: Path) -> Path | None:
+    """A writable folder on another filesystem than ``than`` (tmpfs or the disk)."""
+    for candidate in (Path("/dev/shm"), Path("/var/tmp"), Path("/tmp")):
+        if candidate.is_dir() and os.access(candidate, os.W_OK) \
+                and candidate.stat().st_dev != than.stat().st_dev:
+            return candidate
+    return None
+
+
+@needs_root
+def test_worktrees_on_another_filesystem_copy_the_shared_index_entries(
+        repo: Repo, seen: Path, tmp_path: Path) -> None:
+    """The index's entries are hard-linked into each worktree's git folder; where that
+    folder (in the repository) and the shared checkout (beside the worktrees) are on two
+    filesystems, they are copied, and the run, the merge and the clean work the same."""
+    elsewhere = other_filesystem(tmp_path)
+    if elsewhere is None:
+        pytest.skip("!!! SKIPPED: no second filesystem (tmpfs and disk) to put worktrees on")
+    folder = Path(tempfile.mkdtemp(prefix="wtr-other-fs.", dir=elsewhere))
+    try:
+        result = run(repo, plan(seen, {
+            "db": {"env": {"AGENT_THEN": "echo 'DB = 2' > src/db/models.py"},
+                   "files": ["src/db/**"]},
+        }, checkout="overlay", worktrees_dir=str(folder / "wt")))
+        assert result.returncode == 0, result.stderr + result.stdout
+        db = stream_of(status(repo), "db")
+        assert db["checkout"] == "overlay" and Path(db["worktree"]).is_relative_to(folder)
+        admin = Path(Repo(Path(db["worktree"])).git("rev-parse", "--absolute-git-dir"))
+        copies = list(admin.glob("sharedindex.*"))
+        assert copies and all(e.stat().st_nlink == 1 for e in copies)  # copied, not linked
+        assert (seen / "db.status").read_text() == ""  # git reads the copy: a clean worktree
+        assert run_wtr("merge", cwd=repo.path).returncode == 0
+        assert repo.git("show", "main:src/db/models.py").strip() == "DB = 2"
+        cleaned = run_wtr("clean", cwd=repo.path)
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert not mounts_under(folder) and not list((folder / "wt").glob("*"))
+    finally:
+        for where in sorted(mounts_under(folder), reverse=True):
+            layers.unmount(Path(where))
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @needs_root
