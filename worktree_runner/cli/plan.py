@@ -57,9 +57,10 @@ def init(path: Path | None, repo_dir: Path | None, from_dirs: bool,
     With --suggest the streams come from the branch's history (the last --commits
     changes of its first-parent line, a merged branch counting as one, changes of over
     50 files left out), file by file: a module goes with the tests named after it,
-    files that change together land in one stream, as many streams as the history
-    supports (at most --streams N). Only paths of the base are proposed; the stream
-    holding the top level also owns what is created there later. Changelogs,
+    files that change together land in one stream, CI and tool configs at the top
+    level (.github/, noxfile.py, pyproject.toml...) in one 'tooling' stream, as many
+    streams as the history supports (at most --streams N). Only paths of the base are
+    proposed; the stream holding the top level also owns what is created there later. Changelogs,
     lockfiles, news fragments and registries changed with several streams become
     shared, with the reason (a changelog as its kind: CHANGES.*); streams that still
     change together get conflicts_with.
