@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
 import signal
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.gitrepo import Repo, run_wtr
-from tests.runhelp import agent_plan, records, resume_adopting, status, stream_of, wait_for
+from tests.runhelp import AGENT, agent_plan, records, resume_adopting, status, stream_of, wait_for
 
 
 def start_runner(repo: Repo, plan: dict) -> subprocess.Popen[str]:
@@ -64,7 +66,7 @@ def test_a_runner_killed_before_recording_the_agent_never_starts_a_second_one(
                       env={"WTR_FAULT": "agent_started:db"})
     assert crashed.returncode == -signal.SIGKILL
     assert stream_of(status(repo), "db")["status"] == "running"
-    # (the resume finds no pid to adopt: it waits for the agent it cannot name to end)
+    # (the resume finds no pid recorded: it finds the agent by its supervisor, adopts it)
     resumed = resume_adopting(repo, gate, ("db",), until="started")
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert len(records(rec, "db")) == 1  # the first agent was adopted, not run beside
@@ -89,6 +91,123 @@ def test_a_resume_killed_after_requeueing_adopts_the_agent_next_time(
     assert resumed.returncode == 0, resumed.stderr + resumed.stdout
     assert len(records(rec, "db")) == 1
     assert stream_of(status(repo), "db")["status"] == "succeeded"
+
+
+def spans(path: Path) -> list[tuple[int, int, float, float]]:
+    """(pid, parent pid, start, end) of each agent that wrote to ``path`` (AGENT_SPANS); an
+    agent with no end yet runs on."""
+    starts: dict[int, tuple[int, float]] = {}
+    ends: dict[int, float] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        mark, pid, parent, at = line.split()
+        if mark == "start":
+            starts[int(pid)] = (int(parent), float(at))
+        else:
+            ends[int(pid)] = float(at)
+    return [(pid, parent, start, ends.get(pid, float("inf")))
+            for pid, (parent, start) in starts.items()]
+
+
+def one_at_a_time(path: Path) -> list[tuple[int, int, float, float]]:
+    """The agents' spans, after checking that no two of them overlapped."""
+    found = sorted(spans(path), key=lambda span: span[2])
+    for before, after in itertools.pairwise(found):
+        assert before[3] <= after[2], f"two agents of the stream ran at once: {found}"
+    return found
+
+
+def stream_dir(repo: Repo, name: str) -> Path:
+    """The stream's state folder in the repository's only run."""
+    (run,) = (repo.path / ".git" / "worktree-runner" / "runs").iterdir()
+    return run / "streams" / name
+
+
+def test_an_agent_that_ends_while_the_resume_looks_for_it_is_checked_not_run_again(
+        repo: Repo, rec: Path, tmp_path: Path) -> None:
+    """The runner dies before recording the agent's pid; the agent ends after the resume
+    has looked at the stream and before it would start the stream's next agent."""
+    gate, pause, ran = tmp_path / "gate", tmp_path / "pause", tmp_path / "spans"
+    plan = agent_plan({"db": {"files": ["src/db/**"],
+                              "env": {"AGENT_RECORD": str(rec), "AGENT_WAIT_FOR": str(gate),
+                                      "AGENT_SPANS": str(ran),
+                                      "AGENT_WRITE": "src/db/models.py=DB = 8"}}})
+    crashed = run_wtr("run", repo.write_plan(plan), cwd=repo.path,
+                      env={"WTR_FAULT": "agent_started:db"})
+    assert crashed.returncode == -signal.SIGKILL
+    ended = stream_dir(repo, "db") / "exit-1.json"
+    pause.touch()
+    resume = subprocess.Popen(
+        [sys.executable, "-m", "worktree_runner", "resume"], cwd=repo.path, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "WTR_PAUSE": "reconciled:db", "WTR_PAUSE_FILE": str(pause)})
+    try:
+        wait_for(lambda: Path(f"{pause}.reached").exists() or resume.poll() is not None)
+        gate.touch()
+        wait_for(ended.exists)  # (the agent ended meanwhile)
+    finally:
+        pause.unlink()
+    out, err = resume.communicate(timeout=120)
+    assert resume.returncode == 0, err + out
+    assert len(one_at_a_time(ran)) == 1 and len(records(rec, "db")) == 1
+    db = stream_of(status(repo), "db")
+    assert db["status"] == "succeeded" and db["attempts"] == 1
+    assert repo.git("show", f"{db['branch']}:src/db/models.py") == "DB = 8"
+
+
+HALF_STARTED = Path(__file__).resolve().parent / "agents" / "half_started.py"
+
+
+def test_a_supervisor_still_starting_when_the_runner_died_is_waited_for_and_adopted(
+        repo: Repo, rec: Path, tmp_path: Path) -> None:
+    """The runner dies between the fork of the agent's supervisor and its exec: that child
+    is not yet findable as a supervisor (its command line and environment are still the
+    runner's), but it holds the stream's agent lock. The resume waits until it is one."""
+    gate, release, ran = tmp_path / "gate", tmp_path / "release", tmp_path / "spans"
+    plan = agent_plan({"db": {"files": ["src/db/**"],
+                              "env": {"AGENT_RECORD": str(rec), "AGENT_SPANS": str(ran),
+                                      "AGENT_WAIT_FOR": str(release),
+                                      "AGENT_WRITE": "src/db/models.py=DB = 9"}}})
+    crashed = run_wtr("run", repo.write_plan(plan), cwd=repo.path,
+                      env={"WTR_FAULT": "agent_starting:db"})
+    assert crashed.returncode == -signal.SIGKILL
+    doc, folder = status(repo), stream_dir(repo, "db")
+    db = stream_of(doc, "db")
+    assert db["status"] == "running" and db["attempts"] == 1
+    state_dir = folder.parent.parent
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({
+        "lock": str(folder / "agent.lock"), "gate": str(gate),
+        "exit_file": str(folder / "exit-1.json"), "argv": [sys.executable, str(AGENT)],
+        "cwd": db["worktree"], "log": str(folder / "agent.log"),
+        "env": {**os.environ, "WTR_RUN": doc["run"], "WTR_STREAM": "db",
+                "WTR_STATE_DIR": str(state_dir), "WTR_WORKTREE": db["worktree"],
+                **plan["streams"]["db"]["agent"]["env"]}}))
+    child = subprocess.Popen([sys.executable, str(HALF_STARTED), str(spec)],
+                             start_new_session=True)
+    try:
+        wait_for(lambda: Path(f"{gate}.held").exists())
+        resume = subprocess.Popen([sys.executable, "-m", "worktree_runner", "resume"],
+                                  cwd=repo.path, text=True, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        log = state_dir / "events.jsonl"
+        # (the resume waits for it; were it blind to it, it would start a second agent)
+        wait_for(lambda: '"stream.agent_awaited"' in log.read_text() or spans(ran)
+                 or resume.poll() is not None)
+        gate.touch()
+        # (a second agent, had one started, is still at work when the first one starts)
+        wait_for(lambda: any(span[1] == child.pid for span in spans(ran))
+                 or resume.poll() is not None)
+    finally:
+        gate.touch()
+        release.touch()
+    out, err = resume.communicate(timeout=120)
+    assert resume.returncode == 0, err + out
+    assert child.wait(timeout=60) == 0
+    assert [span[1] for span in one_at_a_time(ran)] == [child.pid]  # adopted, never beside
+    assert '"stream.agent_awaited"' in log.read_text()
+    db = stream_of(status(repo), "db")
+    assert db["status"] == "succeeded" and db["attempts"] == 1
+    assert repo.git("show", f"{db['branch']}:src/db/models.py") == "DB = 9"
 
 
 # -- 16.7: wtr lock holds its lock until its command has exited ------------------------------

@@ -56,8 +56,8 @@ def test_kill_9_mid_run_then_resume_adopts_the_surviving_agents(repo: Repo, rec:
     assert repo.git("show", f"{stream_of(doc, 'api')['branch']}:src/db/work.py") == "DB = 1"
 
 
-@pytest.mark.parametrize("step", ["after_branch", "after_worktree", "agent_running",
-                                  "agent_ended", "ownership_check"])
+@pytest.mark.parametrize("step", ["after_branch", "after_worktree", "agent_starting",
+                                  "agent_running", "agent_ended", "ownership_check"])
 def test_resume_recovers_from_a_kill_at_each_step(repo: Repo, rec: Path, step: str) -> None:
     plan = agent_plan({"db": {"files": ["src/db/**"],
                               "env": {"AGENT_RECORD": str(rec), "AGENT_SLEEP": "0.5",

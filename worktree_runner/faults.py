@@ -7,8 +7,10 @@ writes ``<path>.reached`` there and waits while ``<path>`` exists, so a test can
 second command at exactly that moment.
 
 A point is ``<step>`` or ``<step>:<stream>``. Steps: after_branch, after_worktree,
-agent_started, agent_running, agent_ended, ownership_check, guard_snapshot (the run's
-snapshot of what it must leave alone, taken beside the streams' preparation); reconciled
+agent_starting (the attempt recorded, its agent not yet started), agent_started (its
+supervisor started, its pid not yet recorded), agent_running, agent_ended,
+ownership_check, guard_snapshot (the run's snapshot of what it must leave alone, taken
+beside the streams' preparation); reconciled
 (resume); clean_rescued, clean_branches (clean); pool_claimed (a stream holds a pooled
 worktree, not yet switched to its base), pool_returning (clean has emptied a worktree,
 not yet moved it into the pool), worktree_renamed (a worktree's folder renamed into or

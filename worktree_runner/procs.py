@@ -8,17 +8,19 @@ reads /dev/null and appends its output to a log file, never to a pipe of the run
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from worktree_runner import logs, statefs
+from worktree_runner.errors import WtrError
 from worktree_runner.git import clean_env
 from worktree_runner.supervise import signal_all
 
@@ -54,8 +56,9 @@ def as_argv(command: Sequence[str] | str) -> list[str]:
 
 
 def start(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str],
-          log_path: Path) -> subprocess.Popen[bytes]:
-    """Start a child in its own process group; a string is run by ``sh -c``."""
+          log_path: Path, keep: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+    """Start a child in its own process group; a string is run by ``sh -c``. ``keep``:
+    descriptors the child inherits (no other does)."""
     command = as_argv(argv)
     with os.fdopen(statefs.open_append(log_path), "ab") as out:
         process = subprocess.Popen(
@@ -66,6 +69,7 @@ def start(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=tuple(keep),
         )
     logs.debug("started", command=command, cwd=str(cwd), pid=process.pid)
     return process
@@ -316,8 +320,62 @@ def start_agent(argv: Sequence[str] | str, cwd: Path, env: Mapping[str, str], lo
     capped = ["--log", str(log_path), "--log-limit", str(log_limit)] if log_limit else []
     if bound:
         capped += ["--parent", str(os.getpid())]
-    process = start(supervised(exit_file, argv, capped), cwd, env, log_path)
+    with _agent_lock(exit_file.parent) as lock:
+        process = start(supervised(exit_file, argv, [*capped, "--lock", str(lock)]), cwd, env,
+                        log_path, keep=(lock,))
     return Agent(process.pid, process_start_time(process.pid), exit_file, process)
+
+
+# A stream's agent lock (a file beside its exit files) is held by the agent's supervisor for
+# its whole life, from before the runner forks it: a flock belongs to the open file, which
+# the forked child inherits and keeps across its exec (pass_fds), and the runner closes its
+# own descriptor once the child runs. Between fork and exec the child's command line and
+# environment are still the runner's, so nothing else tells it apart; with the lock, a
+# runner killed there leaves it findable, and a free lock says for certain that no
+# supervisor of the stream lives or is about to. (filelock cannot hand a lock to a child.)
+AGENT_LOCK = "agent.lock"
+
+
+@contextlib.contextmanager
+def _agent_lock(stream_dir: Path) -> Iterator[int]:
+    """The stream's agent lock, taken; yields the descriptor that holds it."""
+    fd = statefs.open_append(stream_dir / AGENT_LOCK)
+    try:
+        _take(fd, stream_dir)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _take(fd: int, stream_dir: Path) -> None:
+    """Wait for the lock while a supervisor just stopped is still dying; never start an
+    agent beside one that lives on."""
+    deadline = time.monotonic() + KILL_GRACE_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise WtrError(
+                    f"an earlier agent of this stream still runs (its supervisor holds "
+                    f"{stream_dir / AGENT_LOCK})",
+                    hint="stop it, then 'wtr retry' the stream") from None
+            time.sleep(0.05)
+
+
+def agent_lock_held(stream_dir: Path) -> bool:
+    """Whether a supervisor of the stream (or a child forked to become one) holds its lock."""
+    try:
+        handle = statefs.open_read(stream_dir / AGENT_LOCK)
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
 
 
 SUPERVISOR_MODULE = "worktree_runner.supervise"  # how earlier versions started it
@@ -329,6 +387,20 @@ def _supervisor_exit_file(argv: list[bytes]) -> Path | None:
         if arg == SUPERVISOR_MODULE.encode() or arg.endswith(b"worktree_runner/supervise.py"):
             return Path(os.fsdecode(argv[i + 1])) if i + 1 < len(argv) else None
     return None
+
+
+def stream_agents(stream_dir: Path, waiting: Callable[[], None] = lambda: None) -> list[Agent]:
+    """The stream's live supervisors (:func:`live_agents`), one still starting included:
+    while the stream's agent lock is held and no supervisor is found, a child forked to
+    become one has not exec'd yet. It is waited for (``waiting`` is told, once) until it is
+    one or is gone, however long that takes: [] means that none lives, for certain."""
+    told = False
+    while not (alive := live_agents(stream_dir)) and agent_lock_held(stream_dir):
+        if not told:
+            waiting()
+            told = True
+        time.sleep(0.02)
+    return alive
 
 
 def live_agents(stream_dir: Path) -> list[Agent]:

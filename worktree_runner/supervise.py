@@ -1,5 +1,5 @@
 """The agent's supervisor: ``python -I -S .../worktree_runner/supervise.py EXIT_FILE
-[--log PATH --log-limit BYTES] [--parent PID] -- CMD...``.
+[--log PATH --log-limit BYTES] [--parent PID] [--lock FD] -- CMD...``.
 
 It leads the agent's process group, runs the agent, and writes the agent's exit code to
 EXIT_FILE before exiting with the same code. The runner may die meanwhile (kill -9): the
@@ -16,6 +16,8 @@ stream outlives the stream. SIGTERM (the runner stopping the stream) is passed t
 descendant at once; what is left after most of the grace period is killed. EXIT_FILE
 ``-`` records nothing (setup and verify commands). With ``--parent``, the death of that
 process (the runner) stops the agent the same way (a Dask worker's agents end with it).
+``--lock FD``: an inherited descriptor holding the stream's agent lock (procs.py), held
+until this process exits and never passed on to the agent.
 """
 
 from __future__ import annotations
@@ -185,7 +187,7 @@ def _on_stop(signum: int, frame: object) -> None:
 
 
 USAGE = ("usage: python supervise.py EXIT_FILE [--log PATH --log-limit N] [--parent PID] "
-         "-- CMD...")
+         "[--lock FD] -- CMD...")
 # After the agent exits, what it left running may hold the pipe open: read on this long.
 DRAIN_SECONDS = 2.0
 
@@ -195,13 +197,17 @@ def main(argv: list[str]) -> int:
         split = argv.index("--")
         exit_file, options, command = argv[0], argv[1:split], argv[split + 1:]
         log = dict(zip(options[::2], options[1::2], strict=True))
-        if not command or set(log) - {"--log", "--log-limit", "--parent"}:
+        if not command or set(log) - {"--log", "--log-limit", "--parent", "--lock"}:
             raise ValueError
         limit = int(log.get("--log-limit", "0"))
         parent = int(log.get("--parent", "0"))
+        lock = int(log.get("--lock", "-1"))
     except (ValueError, IndexError):
         print(USAGE, file=sys.stderr)
         return 2
+    if lock >= 0:  # kept open (held) to the end; the agent must not hold it after us
+        with contextlib.suppress(OSError):
+            os.set_inheritable(lock, False)
     become_subreaper()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _on_stop)

@@ -17,6 +17,8 @@ AGENT_WAIT_FOR=PATH  wait (up to 120 s) until PATH exists before doing anything 
 AGENT_CHATTY=S       print a line every 0.2 s for S seconds, then finish as usual
 AGENT_PROGRESS_MESSAGE=TEXT  report progress with this message (and --percent 50)
 AGENT_REPORT=TEXT    write TEXT to the file named by WTR_REPORT
+AGENT_SPANS=FILE     append "start PID PPID TIME" when it starts, "end PID PPID TIME" when it ends
+                     (one line each, atomic appends: agents running at once never mix)
 AGENT_SPEND=T,N,USD  print N usage lines, 0.2 s apart, as claude's stream-json result record
                      does: each the running total (T more tokens and USD more dollars a line)
 """
@@ -57,6 +59,12 @@ def record(stage: str, extra: dict[str, object] | None = None) -> None:
     partial = final.with_name(f".{final.name}.tmp")
     partial.write_text(json.dumps(data))
     partial.replace(final)
+
+
+def span(mark: str) -> None:
+    if os.environ.get("AGENT_SPANS"):
+        with open(os.environ["AGENT_SPANS"], "a") as spans:
+            spans.write(f"{mark} {os.getpid()} {os.getppid()} {time.time()!r}\n")
 
 
 def _hangs() -> bool:
@@ -138,4 +146,9 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    span("start")
+    try:
+        code = main()
+    finally:
+        span("end")  # (an agent that is killed leaves its span open: running to the end)
+    sys.exit(code)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
+import time
+from pathlib import Path
 
-from worktree_runner import faults, git, procs, statefs
+from worktree_runner import faults, git, logs, procs, statefs
 from worktree_runner.errors import BadInput
 from worktree_runner.plan.model import Plan
 from worktree_runner.run import registry
@@ -42,15 +45,52 @@ def reconcile(store: RunStore, plan: Plan, retry_failed: bool = False) -> dict[s
 
 
 def _surviving_agent(store: RunStore, stream: StreamRecord) -> procs.Agent | None:
+    """The last attempt's agent: alive (by its recorded pid, or found where a runner killed
+    before recording it left it, a supervisor still starting waited for), or ended with
+    its exit code kept. None: it never started, or its supervisor was killed too."""
     if not stream.attempts:
         return None
     exit_file = store.exit_path(stream.name, stream.attempts)
     agent = procs.Agent(stream.pid or 0, stream.pid_start, exit_file)
     if stream.pid and agent.running():
         return agent
-    if statefs.is_file(exit_file):
+    # (found now, not when the stream starts again: one ending meanwhile would be missed)
+    living = living_agent(store, stream.name)
+    if living is not None:
+        return living
+    if statefs.is_file(exit_file):  # (looked at after: none can end unseen between)
         return agent
     return None
+
+
+def living_agent(store: RunStore, name: str) -> procs.Agent | None:
+    """The stream's agent that is still alive, whoever started it, recorded as adopted; the
+    newest, should a crash have left two (the others are stopped). One whose supervisor is
+    still starting (a runner killed between its fork and its exec) is waited for."""
+    def waiting() -> None:
+        store.event("agent_awaited", stream=name)
+        logs.debug("waiting for a supervisor still starting", stream=name)
+
+    alive = procs.stream_agents(store.stream_dir(name), waiting)
+    if not alive:
+        return None
+    newest = max(alive, key=lambda agent: attempt_of(agent.exit_file))
+    for other in alive:
+        if other is not newest:
+            other.stop()
+    record = store.record.streams[name]
+    # (a pid not recorded: the times recorded are the attempt before's)
+    store.update_stream(name, "agent_adopted", pid=newest.pid, pid_start=newest.started,
+                        attempts=max(record.attempts, attempt_of(newest.exit_file)),
+                        agent_started=(record.agent_started if record.pid else None)
+                        or time.time(), adopted=True)
+    return newest
+
+
+def attempt_of(exit_file: Path) -> int:
+    """The attempt an exit file is named for (``exit-3.json``: 3)."""
+    match = re.fullmatch(r"exit-(\d+)\.json", exit_file.name)
+    return int(match.group(1)) if match else 0
 
 
 def _failed_stream(store: RunStore, name: str, action: str) -> StreamRecord:

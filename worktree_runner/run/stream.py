@@ -23,7 +23,7 @@ from worktree_runner.plan.model import Plan, Stream
 from worktree_runner.plan.patterns import compile_patterns
 from worktree_runner.pool import Pool
 from worktree_runner.presets import PRESETS, Launch, McpServer, Preset, StreamFacts
-from worktree_runner.run import by_hand, feedback, handover
+from worktree_runner.run import by_hand, feedback, handover, recover
 from worktree_runner.run.agent_report import fill_from_final_message
 from worktree_runner.run.budget import Ledger, Meter, attempt_usage
 from worktree_runner.run.guard import Guard
@@ -618,6 +618,7 @@ def _start(ctx: RunContext, stream: Stream, prompt: str, prompt_file: Path,
     _append_log(ctx, name, f"--- attempt {number} at {now()} ---")
     log_start = statefs.size(ctx.store.log_path(name))
     env = {**agent_env(ctx, stream, launch.env if launch is not None else None), **extra_env}
+    faults.point("agent_starting", name)
     agent = procs.start_agent(argv, worktree, env, ctx.store.log_path(name),
                               ctx.store.exit_path(name, number), ctx.plan.log_limit,
                               bound=ctx.bound_agents)
@@ -699,31 +700,18 @@ def _note_replaced(ctx: RunContext, name: str, path: Path, was: str | None) -> N
 
 
 def _earlier_agent(ctx: RunContext, name: str) -> procs.Agent | None:
-    """An agent of this stream that is still alive (its runner was killed before it could
-    record the pid, or a resume was): adopted, never run beside a second one."""
+    """An agent of this stream that is still alive (a resume was killed after it had found
+    it): adopted, never run beside a second one."""
     record = ctx.store.record.streams[name]
     if not record.attempts:
         return None  # (an attempt is recorded before its agent starts: none ever did)
-    alive = procs.live_agents(ctx.store.stream_dir(name))
-    if not alive:
+    alive = recover.living_agent(ctx.store, name)
+    if alive is None:
         # A resume found it (alive or ended) and was killed before it could watch it.
         ended = ctx.store.exit_path(name, record.attempts)
-        if record.adopted and record.attempts and statefs.is_file(ended):
+        if record.adopted and statefs.is_file(ended):
             return procs.Agent(record.pid or 0, record.pid_start, ended)
-        return None
-    newest = max(alive, key=lambda agent: _attempt_of(agent.exit_file))
-    for other in alive:
-        if other is not newest:
-            other.stop()
-    ctx.store.update_stream(name, "agent_adopted", pid=newest.pid, pid_start=newest.started,
-                            attempts=max(record.attempts, _attempt_of(newest.exit_file)),
-                            agent_started=record.agent_started or time.time(), adopted=True)
-    return newest
-
-
-def _attempt_of(exit_file: Path) -> int:
-    match = re.fullmatch(r"exit-(\d+)\.json", exit_file.name)
-    return int(match.group(1)) if match else 0
+    return alive
 
 
 def _sandbox_layout(ctx: RunContext, stream: Stream) -> sandbox.Layout:
