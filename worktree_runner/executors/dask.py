@@ -453,7 +453,7 @@ def _stop_earlier_agents(cache: git.Repository, task: str, run: str, name: str) 
     """An agent of this task that a lost worker left (it ends with its worker, after a
     grace period): stopped before its worktree is made again, never run beside."""
     for stream_dir in (cache.state_dir / "tasks").glob(f"{task}.*/{run}/streams/{name}"):
-        for agent in procs.live_agents(stream_dir):
+        for agent in procs.stream_agents(stream_dir):
             agent.stop()
 
 

@@ -79,7 +79,7 @@ def worktree_of(ctx: RunContext, name: str) -> Path:
 
 def running_agent(store: RunStore, name: str) -> procs.Agent | None:
     """The stream's agent, if one is alive (the newest, should a crash have left two)."""
-    alive = procs.live_agents(store.stream_dir(name))
+    alive = procs.stream_agents(store.stream_dir(name))
     return max(alive, key=lambda agent: _attempt_of(agent.exit_file)) if alive else None
 
 

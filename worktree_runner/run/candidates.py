@@ -325,7 +325,7 @@ def _not_needed(ctx: RunContext, name: str, attempt: int, store: CandidateStore)
     stopped; what it made stays on its branch and in its worktree, archived as any loser."""
     winner = min(_passed(ctx, name), key=lambda k: _entries(ctx, name)[k - 1]["ended_at"] or 0)
     why = f"stopped: candidate {winner} passed its gates first (choose: first)"
-    for agent in procs.live_agents(store.stream_dir(name)):  # (one a killed runner left)
+    for agent in procs.stream_agents(store.stream_dir(name)):  # (one a killed runner left)
         agent.stop()
     own = store.record.streams[name]
     store.update_stream(name, None, status=Status.FAILED.value,
