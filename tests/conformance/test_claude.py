@@ -30,6 +30,7 @@ from tests.conformance.protocols.anthropic import PROTOCOL
 from tests.gitrepo import isolated_git_env
 from worktree_runner.presets import PRESETS, StreamFacts
 from worktree_runner.presets.claude import SCOPE_FILE, SETTINGS_FILE
+from worktree_runner.procs import write_wtr_shim
 
 CLAUDE = PRESETS["claude"]
 SAMPLES = Path(__file__).parent / "samples"
@@ -116,9 +117,10 @@ def test_under_the_sandbox_a_read_only_home_is_no_obstacle(
 def _facts(tmp_path: Path, as_root: bool) -> StreamFacts:
     worktree, state = tmp_path / "wt", tmp_path / "state"
     state.mkdir(parents=True)
-    wtr_bin = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin"
-    if not (wtr_bin / "wtr").exists():
-        wtr_bin = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+    # The wtr the hook runs is the one under test, as the runner gives agents theirs: not
+    # a .venv's beside the tests, missing in a checkout without one (the hook then fails,
+    # and Claude Code lets the write through).
+    wtr_bin = write_wtr_shim(tmp_path / "bin")
     return StreamFacts("alpha", worktree, state, worktree / ".git", worktree / ".git",
                        ("src/alpha/**",), wtr_bin, state, state / "locks", as_root)
 
