@@ -56,25 +56,6 @@ def test_status_after_kill_9_of_the_runner_says_interrupted_and_how_to_resume(
 # -- 16.6: never two agents of one stream ----------------------------------------------------
 
 
-def test_a_runner_killed_before_recording_the_agent_never_starts_a_second_one(
-        repo: Repo, rec: Path, tmp_path: Path) -> None:
-    gate = tmp_path / "gate"
-    plan = agent_plan({"db": {"files": ["src/db/**"],
-                              "env": {"AGENT_RECORD": str(rec), "AGENT_WAIT_FOR": str(gate),
-                                      "AGENT_WRITE": "src/db/models.py=DB = 6"}}})
-    crashed = run_wtr("run", repo.write_plan(plan), cwd=repo.path,
-                      env={"WTR_FAULT": "agent_started:db"})
-    assert crashed.returncode == -signal.SIGKILL
-    assert stream_of(status(repo), "db")["status"] == "running"
-    # (the resume finds no pid recorded: it finds the agent by its supervisor, adopts it)
-    resumed = resume_adopting(repo, gate, ("db",), until="started")
-    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
-    assert len(records(rec, "db")) == 1  # the first agent was adopted, not run beside
-    db = stream_of(status(repo), "db")
-    assert db["status"] == "succeeded"
-    assert repo.git("show", f"{db['branch']}:src/db/models.py") == "DB = 6"
-
-
 def test_a_resume_killed_after_requeueing_adopts_the_agent_next_time(
         repo: Repo, rec: Path, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
@@ -122,10 +103,11 @@ def stream_dir(repo: Repo, name: str) -> Path:
     return run / "streams" / name
 
 
-def test_an_agent_that_ends_while_the_resume_looks_for_it_is_checked_not_run_again(
+def test_a_runner_killed_before_recording_the_agent_never_starts_a_second_one(
         repo: Repo, rec: Path, tmp_path: Path) -> None:
-    """The runner dies before recording the agent's pid; the agent ends after the resume
-    has looked at the stream and before it would start the stream's next agent."""
+    """The runner dies before recording the agent's pid. The resume finds the agent by its
+    supervisor when it looks at the stream, and adopts it: the agent then ends before the
+    resume would start the stream's next agent, and is checked, not run again."""
     gate, pause, ran = tmp_path / "gate", tmp_path / "pause", tmp_path / "spans"
     plan = agent_plan({"db": {"files": ["src/db/**"],
                               "env": {"AGENT_RECORD": str(rec), "AGENT_WAIT_FOR": str(gate),

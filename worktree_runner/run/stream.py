@@ -700,8 +700,9 @@ def _note_replaced(ctx: RunContext, name: str, path: Path, was: str | None) -> N
 
 
 def _earlier_agent(ctx: RunContext, name: str) -> procs.Agent | None:
-    """An agent of this stream that is still alive (a resume was killed after it had found
-    it): adopted, never run beside a second one."""
+    """An agent of this stream that is still alive, looked for again before any new agent
+    starts (a resume killed after it had found one leaves it so): adopted, never run
+    beside a second one."""
     record = ctx.store.record.streams[name]
     if not record.attempts:
         return None  # (an attempt is recorded before its agent starts: none ever did)
