@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Stands in for a runner's child between its fork and its exec, the runner already dead.
 
-``half_started.py SPEC``, SPEC a JSON file: ``lock`` (the stream's agent lock), ``gate``,
+``half_started.py FACTS``, FACTS a JSON file: ``lock`` (the stream's agent lock), ``gate``,
 ``exit_file``, ``argv`` (the agent), ``env`` (the agent's), ``cwd`` and ``log``. Like the
 runner's child, it leads its own session and holds the lock the runner took before the
 fork (its own open of the file here; the kernel's lock is the same), its command line
