@@ -162,21 +162,25 @@ def test_gitlab_merge_requests_through_glab(team: Team) -> None:
     assert url.endswith("/-/merge_requests/2")
 
 
-@pytest.mark.parametrize(("args", "env", "expected"), [
+BAD_INPUT = [
     (("--pr",), {}, "cannot tell which forge hosts remote 'origin'"),
     (("--pr", "--forge", "github"), {"FORGE_LOGGED_OUT": "1"}, "'gh' is not logged in"),
     (("--remote", "upstream"), {}, "no remote named 'upstream' (remotes: origin)"),
     (("--draft",), {}, "--draft goes with --pr"),
     (("ui",), {}, "stream ui has not succeeded (blocked)"),
     (("nope",), {}, "nope"),
-])
-def test_push_bad_input_is_one_line_and_pushes_nothing(team: Team, args: tuple[str, ...],
-                                                       env: dict[str, str], expected: str) -> None:
+]
+
+
+def test_push_bad_input_is_one_line_and_pushes_nothing(team: Team) -> None:
+    """Each refusal in turn on one finished run (a refused push changes nothing, so each
+    case meets the same run and remote): one line, exit 2, no branch on the remote."""
     team.run({"db": CHAIN["db"], "api": {**CHAIN["api"], "env": {"AGENT_EXIT": "1"}},
               "ui": CHAIN["ui"]})
-    result = team.wtr("push", *args, **env)
-    assert expected in result.one_line_error(2)
-    assert git(team.remote, "for-each-ref", "refs/heads/wtr") == ""
+    for args, env, expected in BAD_INPUT:
+        result = team.wtr("push", *args, **env)
+        assert expected in result.one_line_error(2), (args, result.stderr)
+        assert git(team.remote, "for-each-ref", "refs/heads/wtr") == "", args
 
 
 def test_missing_forge_cli_is_one_line(team: Team, tmp_path: Path) -> None:
