@@ -176,12 +176,13 @@ def test_silent_agent_is_stopped_at_stall_timeout(repo: Repo, rec: Path) -> None
 def test_output_keeps_an_agent_from_stalling_and_silence_does_not(repo: Repo,
                                                                   rec: Path) -> None:
     # Both run past stall_timeout twice over; only the one printing all along may finish.
-    agent = {"timeout": "2m", "stall_timeout": "3s"}
+    # (The talker prints every 0.2 s: ten times within the 2 s it may be silent.)
+    agent = {"timeout": "2m", "stall_timeout": "2s"}
     plan = agent_plan({
         "talker": {"files": ["src/db/**"], "agent": agent,
-                   "env": {"AGENT_CHATTY": "8", "AGENT_WRITE": "src/db/t.py=T = 1"}},
+                   "env": {"AGENT_CHATTY": "4.5", "AGENT_WRITE": "src/db/t.py=T = 1"}},
         "mute": {"files": ["src/ui/**"], "agent": agent,
-                 "env": {"AGENT_SLEEP": "8", "AGENT_WRITE": "src/ui/m.py=M = 1"}},
+                 "env": {"AGENT_SLEEP": "4.5", "AGENT_WRITE": "src/ui/m.py=M = 1"}},
     })
     result, doc = run(repo, plan, env={"WTR_KILL_GRACE": "1"})
     assert result.returncode == 1
