@@ -158,10 +158,12 @@ def _escaping_child(pidfile: Path, out: Path) -> str:
             f"while [ ! -s {pidfile} ]; do sleep 0.05; done; ")
 
 
-def _stopped_growing(path: Path) -> bool:
-    size = path.stat().st_size
+def _still_growing(*paths: Path) -> list[Path]:
+    """Those of ``paths`` still growing over one second (all watched in the same second)."""
+    sizes = [path.stat().st_size for path in paths]
     time.sleep(1.0)
-    return path.stat().st_size == size
+    return [path for path, size in zip(paths, sizes, strict=True)
+            if path.stat().st_size != size]
 
 
 def test_setsid_child_of_a_finished_agent_is_killed(repo: Repo, tmp_path: Path) -> None:
@@ -172,7 +174,7 @@ def test_setsid_child_of_a_finished_agent_is_killed(repo: Repo, tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     pid = int(pidfile.read_text())
     assert not alive(pid), f"the agent's setsid child {pid} survived its stream"
-    assert _stopped_growing(out)
+    assert _still_growing(out) == []
 
 
 def test_setsid_children_of_setup_verify_and_timed_out_agents_are_killed(
@@ -191,10 +193,10 @@ def test_setsid_children_of_setup_verify_and_timed_out_agents_are_killed(
     _, doc = run(repo, plan)
     assert stream_of(doc, "api")["failure"]["kind"] == "timeout"
     assert stream_of(doc, "ui")["status"] == "succeeded", doc
-    for what, (pidfile, out) in files.items():
+    for what, (pidfile, _) in files.items():
         pid = int(pidfile.read_text())
         assert not alive(pid), f"the {what} command's setsid child {pid} survived"
-        assert _stopped_growing(out), what
+    assert _still_growing(*(out for _, out in files.values())) == []
 
 
 def _supervisor_of(script_mark: str) -> int | None:
@@ -242,7 +244,7 @@ def test_a_setsid_child_outlives_neither_a_killed_supervisor_nor_its_run(
     assert "Traceback" not in err, err
     child = int(pidfile.read_text())
     assert not alive(child), f"the agent's setsid child {child} survived its killed supervisor"
-    assert _stopped_growing(out)
+    assert _still_growing(out) == []
     assert not lock.exists(), "the child was killed before it could let go of its lock"
 
 
@@ -264,7 +266,7 @@ def test_a_resume_stops_what_a_killed_runner_and_supervisor_left_running(
     resumed = run_wtr("resume", cwd=repo.path)
     assert resumed.returncode == 0, resumed.stderr
     assert not alive(child), f"the setsid child {child} ran on beside the resumed stream"
-    assert _stopped_growing(out)
+    assert _still_growing(out) == []
 
     def first_agent_gone() -> bool:  # init reaps the killed orphan in its own time
         found = subprocess.run(["pgrep", "-f", mark], capture_output=True, text=True)
