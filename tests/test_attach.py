@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from tests.gitrepo import Repo, git, run_wtr
 from tests.runhelp import agent_plan, alive, records, status, stream_of, wait_for
@@ -150,6 +153,15 @@ def test_a_stream_a_live_runner_is_about_to_start_is_refused(repo: Repo, tmp_pat
     assert stream_of(status(repo), "api")["attached"] == []
 
 
+def _lines_until(mark: str, stream: IO[str] | None) -> Iterator[str]:
+    """The lines of ``stream`` up to and with the first holding ``mark`` (or to its end)."""
+    assert stream is not None
+    for line in stream:
+        yield line
+        if mark in line:
+            return
+
+
 def test_a_running_stream_is_followed_from_the_end_of_its_log(repo: Repo) -> None:
     plan = agent_plan({"api": {"files": ["src/api/**"], "agent": {"command": (
         "yes LINE-OF-OUTPUT | head -c 40000; echo; echo TAIL-MARK; sleep 300")}}})
@@ -165,11 +177,16 @@ def test_a_running_stream_is_followed_from_the_end_of_its_log(repo: Repo) -> Non
         follower = subprocess.Popen([sys.executable, "-m", "worktree_runner", "attach", "api"],
                                     cwd=repo.path, env={**os.environ, "PYTHONPATH": str(ROOT)},
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # It follows until the stream ends: read until the tail is shown, then stop it.
+        watchdog = threading.Timer(60, follower.kill)
+        watchdog.start()
         try:
-            out, err = follower.communicate(timeout=5)
-        except subprocess.TimeoutExpired:  # it follows until the stream ends: stop it
-            follower.terminate()
-            out, err = follower.communicate(timeout=30)
+            shown = "".join(_lines_until("TAIL-MARK", follower.stdout))
+        finally:
+            watchdog.cancel()
+        follower.terminate()
+        rest, err = follower.communicate(timeout=30)
+        out = shown + rest
     finally:
         runner.terminate()
         runner.wait(timeout=60)
