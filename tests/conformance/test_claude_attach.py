@@ -192,7 +192,9 @@ def _leave_claude(t: Terminal) -> None:
         t.keys("C-c")
         time.sleep(0.3)
         t.keys("C-c")
-        if "wtr: left api (exit" in t.screen():
-            return
-        time.sleep(2)
+        deadline = time.monotonic() + 2  # it may take a moment to exit
+        while time.monotonic() < deadline:
+            if "wtr: left api (exit" in t.screen():
+                return
+            time.sleep(0.1)
     t.wait_for("wtr: left api (exit", timeout=30)
