@@ -197,24 +197,28 @@ def test_a_supervisor_still_starting_when_the_runner_died_is_waited_for_and_adop
 
 def test_lock_forwards_sigterm_and_holds_the_lock_until_the_command_exits(
         repo: Repo, tmp_path: Path) -> None:
-    log = tmp_path / "log"
-    child = (
-        "import signal, sys, time\n"
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    child = (  # it runs on until the test opens the gate
+        "import os, signal, sys, time\n"
         f"log = open({str(log)!r}, 'a', buffering=1)\n"
         "signal.signal(signal.SIGTERM, lambda *a: log.write('term\\n'))\n"
         "log.write('started\\n')\n"
-        "time.sleep(4)\n"
+        f"while not os.path.exists({str(gate)!r}):\n"
+        "    time.sleep(0.05)\n"
         "log.write('end\\n')\n"
     )
     holder = subprocess.Popen(
         [sys.executable, "-m", "worktree_runner", "lock", "db", "--", sys.executable, "-c",
          child], cwd=repo.path)
-    wait_for(lambda: log.exists() and "started" in log.read_text())
-    holder.send_signal(signal.SIGTERM)
-    wait_for(lambda: "term" in log.read_text())  # the command got the signal
-    blocked = run_wtr("lock", "db", "--timeout", "0.5", "--", "true", cwd=repo.path)
-    assert "end" not in log.read_text()
-    assert blocked.returncode == 1 and "still held" in blocked.stderr
+    try:
+        wait_for(lambda: log.exists() and "started" in log.read_text())
+        holder.send_signal(signal.SIGTERM)
+        wait_for(lambda: "term" in log.read_text())  # the command got the signal
+        blocked = run_wtr("lock", "db", "--timeout", "0.5", "--", "true", cwd=repo.path)
+        assert "end" not in log.read_text()
+        assert blocked.returncode == 1 and "still held" in blocked.stderr
+    finally:
+        gate.touch()
     assert holder.wait(timeout=60) == 0  # the command's own exit code
     assert log.read_text().splitlines() == ["started", "term", "end"]
     free = run_wtr("lock", "db", "--timeout", "10", "--", "true", cwd=repo.path)
