@@ -118,12 +118,18 @@ def test_looks_through_a_copy_of_the_index_see_staging_and_new_files_after_the_f
     assert not list(runs.glob("*/guard-index*"))  # (each run's copy went with it)
 
 
-def test_change_made_while_two_agents_ran_is_reported_on_the_run(repo: Repo) -> None:
-    script = f"sleep 1; echo hacked >> {COMMON}/../README.md; echo 'X = 4' > src/api/orders.py"
+def test_change_made_while_two_agents_ran_is_reported_on_the_run(repo: Repo, rec: Path,
+                                                                tmp_path: Path) -> None:
+    # api makes the change once ui's agent has started; ui goes on once it is made
+    gate = tmp_path / "gate"
+    script = (f"while [ ! -e {rec}/ui.1.start ]; do sleep 0.05; done; "
+              f"echo hacked >> {COMMON}/../README.md; echo 'X = 4' > src/api/orders.py; "
+              f"touch {gate}")
     plan = agent_plan({
         "api": {"files": ["src/api/**"], "agent": shell_agent(script)},
         "ui": {"files": ["src/ui/**"], "env": {"AGENT_WRITE": "src/ui/view.py=UI = 1",
-                                               "AGENT_SLEEP": "4"}},
+                                               "AGENT_RECORD": str(rec),
+                                               "AGENT_WAIT_FOR": str(gate)}},
     })
     result, doc = run(repo, plan)
     # both were running: nobody can be blamed for sure, so the run carries a warning
