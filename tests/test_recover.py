@@ -28,23 +28,27 @@ def start_runner(repo: Repo, plan: dict, env: dict | None = None) -> subprocess.
 wait_for = functools.partial(runhelp.wait_for, timeout=30.0)
 
 
-def slow_streams(rec: Path, seconds: str = "3") -> dict:
+def slow_streams(rec: Path, seconds: str = "3", gate: Path | None = None) -> dict:
+    """db and ui sleep ``seconds`` (or wait at ``gate``); api depends on db."""
+    wait = {"AGENT_WAIT_FOR": str(gate)} if gate else {"AGENT_SLEEP": seconds}
     return {
         name: {"files": [f"src/{name}/**"],
-               "env": {"AGENT_RECORD": str(rec), "AGENT_SLEEP": seconds,
+               "env": {"AGENT_RECORD": str(rec), **wait,
                        "AGENT_WRITE": f"src/{name}/work.py={name.upper()} = 1"}}
         for name in ("db", "ui")
     } | {"api": {"files": ["src/api/**"], "depends_on": ["db"],
                  "env": {"AGENT_RECORD": str(rec), "AGENT_WRITE": "src/api/work.py=API = 1"}}}
 
 
-def test_kill_9_mid_run_then_resume_adopts_the_surviving_agents(repo: Repo, rec: Path) -> None:
-    runner = start_runner(repo, agent_plan(slow_streams(rec)))
+def test_kill_9_mid_run_then_resume_adopts_the_surviving_agents(repo: Repo, rec: Path,
+                                                              tmp_path: Path) -> None:
+    gate = tmp_path / "gate"  # db and ui work on until the resume has taken them up
+    runner = start_runner(repo, agent_plan(slow_streams(rec, gate=gate)))
     wait_for(lambda: len(records(rec, "db")) == 1 and len(records(rec, "ui")) == 1)
     runner.send_signal(signal.SIGKILL)
     runner.wait()
     assert status(repo)["state"] == "interrupted"  # its runner is gone
-    result = run_wtr("resume", cwd=repo.path)
+    result = runhelp.resume_adopting(repo, gate, ("db", "ui"))
     assert result.returncode == 0, result.stderr + result.stdout
     doc = status(repo)
     assert doc["counts"]["succeeded"] == 3 and doc["state"] == "finished"
