@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,19 +104,25 @@ def stream_dir(repo: Repo, name: str) -> Path:
     return run / "streams" / name
 
 
+def killed_at(repo: Repo, fault: str, rec: Path, gate: Path, spans: Path,
+              write: str) -> dict[str, Any]:
+    """A run of one stream, db, whose agent records its span and waits for ``gate``,
+    with the runner killed (SIGKILL) at the fault point ``fault``; its plan."""
+    plan = agent_plan({"db": {"files": ["src/db/**"],
+                              "env": {"AGENT_RECORD": str(rec), "AGENT_WAIT_FOR": str(gate),
+                                      "AGENT_SPANS": str(spans), "AGENT_WRITE": write}}})
+    crashed = run_wtr("run", repo.write_plan(plan), cwd=repo.path, env={"WTR_FAULT": fault})
+    assert crashed.returncode == -signal.SIGKILL
+    return plan
+
+
 def test_a_runner_killed_before_recording_the_agent_never_starts_a_second_one(
         repo: Repo, rec: Path, tmp_path: Path) -> None:
     """The runner dies before recording the agent's pid. The resume finds the agent by its
     supervisor when it looks at the stream, and adopts it: the agent then ends before the
     resume would start the stream's next agent, and is checked, not run again."""
     gate, pause, ran = tmp_path / "gate", tmp_path / "pause", tmp_path / "spans"
-    plan = agent_plan({"db": {"files": ["src/db/**"],
-                              "env": {"AGENT_RECORD": str(rec), "AGENT_WAIT_FOR": str(gate),
-                                      "AGENT_SPANS": str(ran),
-                                      "AGENT_WRITE": "src/db/models.py=DB = 8"}}})
-    crashed = run_wtr("run", repo.write_plan(plan), cwd=repo.path,
-                      env={"WTR_FAULT": "agent_started:db"})
-    assert crashed.returncode == -signal.SIGKILL
+    killed_at(repo, "agent_started:db", rec, gate, ran, "src/db/models.py=DB = 8")
     ended = stream_dir(repo, "db") / "exit-1.json"
     pause.touch()
     resume = subprocess.Popen(
@@ -145,13 +152,7 @@ def test_a_supervisor_still_starting_when_the_runner_died_is_waited_for_and_adop
     is not yet findable as a supervisor (its command line and environment are still the
     runner's), but it holds the stream's agent lock. The resume waits until it is one."""
     gate, release, ran = tmp_path / "gate", tmp_path / "release", tmp_path / "spans"
-    plan = agent_plan({"db": {"files": ["src/db/**"],
-                              "env": {"AGENT_RECORD": str(rec), "AGENT_SPANS": str(ran),
-                                      "AGENT_WAIT_FOR": str(release),
-                                      "AGENT_WRITE": "src/db/models.py=DB = 9"}}})
-    crashed = run_wtr("run", repo.write_plan(plan), cwd=repo.path,
-                      env={"WTR_FAULT": "agent_starting:db"})
-    assert crashed.returncode == -signal.SIGKILL
+    plan = killed_at(repo, "agent_starting:db", rec, release, ran, "src/db/models.py=DB = 9")
     doc, folder = status(repo), stream_dir(repo, "db")
     db = stream_of(doc, "db")
     assert db["status"] == "running" and db["attempts"] == 1
