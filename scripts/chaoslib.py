@@ -41,8 +41,8 @@ RESOLVER = Path(__file__).resolve().parent / "chaos_resolver.py"
 # wtr runs from the project's venv when there is one (scripts/test makes it).
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() \
     else sys.executable
-FAULT_STEPS = ("after_branch", "after_worktree", "agent_running", "agent_ended",
-               "ownership_check")
+FAULT_STEPS = ("after_branch", "after_worktree", "agent_starting", "agent_started",
+               "agent_running", "agent_ended", "ownership_check")
 FAULTS = ("none", "kill_runner", "fault_step", "sigint_runner", "kill_agent", "kill_merge",
           "kill_clean")
 MODES = ("sandbox", "run_merge", "resolver", "pool")

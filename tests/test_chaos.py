@@ -23,7 +23,7 @@ SETTINGS = chaoslib.Settings(runs=20, seed=16, max_streams=3, timeout=1.0)
 # same whichever others are played), chosen so that every fault kind is drawn (all but
 # 'none' twice), every mode in four runs or more, the runner killed early (0.7 s) and late
 # (3.9 s), interrupted early (2.2 s) and late (3.7 s), and the WTR_FAULT step runs stop at
-# two different steps (after_worktree, agent_running). Sliced for the test workers; the
+# two different steps (after_worktree, agent_ended). Sliced for the test workers; the
 # coverage is checked below without playing a run.
 SLICES = ((1, 4, 5), (6, 8, 10), (12, 14, 15), (16, 17, 18, 19))
 
