@@ -16,6 +16,7 @@ import pytest
 
 from tests.gitrepo import Repo, run_wtr
 from tests.runhelp import AGENT, agent_plan, records, resume_adopting, status, stream_of, wait_for
+from worktree_runner.run.usage import attempt_start
 
 
 def start_runner(repo: Repo, plan: dict) -> subprocess.Popen[str]:
@@ -141,6 +142,35 @@ def test_a_runner_killed_before_recording_the_agent_never_starts_a_second_one(
     db = stream_of(status(repo), "db")
     assert db["status"] == "succeeded" and db["attempts"] == 1
     assert repo.git("show", f"{db['branch']}:src/db/models.py") == "DB = 8"
+
+
+def test_an_adopted_agent_is_counted_from_its_own_output_not_the_attempt_befores(
+        repo: Repo, rec: Path, tmp_path: Path) -> None:
+    """Attempt 1 spends $0.50 and fails; the runner of the retry dies before noting its
+    agent. The resume adopts that agent, which spends nothing: its usage is read from
+    where its own output starts, so the stream's spend stays $0.50 (not counted twice)."""
+    plan = agent_plan({"db": {"files": ["src/db/**"], "env": {
+        "AGENT_RECORD": str(rec), "AGENT_FAIL_ATTEMPTS": "1", "AGENT_SPEND": "10,1,0.5",
+        "AGENT_SPEND_ATTEMPTS": "1", "AGENT_WRITE": "src/db/models.py=DB = 7"}}})
+    assert run_wtr("run", repo.write_plan(plan), cwd=repo.path).returncode == 1
+    assert stream_of(status(repo), "db")["usage"]["cost_usd"] == 0.5
+    crashed = run_wtr("retry", "db", cwd=repo.path, env={"WTR_FAULT": "agent_started:db"})
+    assert crashed.returncode == -signal.SIGKILL
+    resumed = run_wtr("resume", cwd=repo.path)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    db = stream_of(status(repo), "db")
+    assert db["status"] == "succeeded" and db["attempts"] == 2
+    assert len(records(rec, "db")) == 2  # (adopted, not run a third time)
+    assert db["usage"]["cost_usd"] == 0.5
+
+
+def test_where_an_attempts_output_starts_in_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "agent.log"
+    log.write_text("--- attempt 1 at t ---\nA\n--- attempt 12 at t ---\nB\n")
+    text = log.read_bytes()
+    assert attempt_start(log, 1) == text.index(b"A")  # (the log's first line)
+    assert attempt_start(log, 12) == text.index(b"B")  # (not attempt 1's)
+    assert attempt_start(log, 2) == 0 == attempt_start(tmp_path / "none.log", 1)
 
 
 HALF_STARTED = Path(__file__).resolve().parent / "agents" / "half_started.py"

@@ -21,6 +21,7 @@ AGENT_SPANS=FILE     append "start PID PPID TIME" when it starts, "end PID PPID 
                      (one line each, atomic appends: agents running at once never mix)
 AGENT_SPEND=T,N,USD  print N usage lines, 0.2 s apart, as claude's stream-json result record
                      does: each the running total (T more tokens and USD more dollars a line)
+AGENT_SPEND_ATTEMPTS=N  with AGENT_SPEND: spend on the first N attempts only (needs AGENT_RECORD)
 """
 
 from __future__ import annotations
@@ -68,9 +69,12 @@ def span(mark: str) -> None:
 
 
 def _hangs() -> bool:
-    if not os.environ.get("AGENT_HANG"):
-        return False
-    limit = os.environ.get("AGENT_HANG_ATTEMPTS")
+    return bool(os.environ.get("AGENT_HANG")) and _within("AGENT_HANG_ATTEMPTS")
+
+
+def _within(limit_variable: str) -> bool:
+    """Whether this attempt is one of the first N the variable names (any without it)."""
+    limit = os.environ.get(limit_variable)
     folder = os.environ.get("AGENT_RECORD")
     if limit is None or not folder:
         return True
@@ -79,7 +83,7 @@ def _hangs() -> bool:
 
 
 def spend() -> None:
-    if not os.environ.get("AGENT_SPEND"):
+    if not os.environ.get("AGENT_SPEND") or not _within("AGENT_SPEND_ATTEMPTS"):
         return
     tokens, lines, dollars = os.environ["AGENT_SPEND"].split(",")
     for line in range(1, int(lines) + 1):

@@ -11,12 +11,14 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from worktree_runner import faults, git, logs, procs, statefs
 from worktree_runner.errors import BadInput
 from worktree_runner.plan.model import Plan
 from worktree_runner.run import registry
 from worktree_runner.run.state import RunStore, Status, StreamRecord, now
+from worktree_runner.run.usage import attempt_start
 
 
 def reconcile(store: RunStore, plan: Plan, retry_failed: bool = False) -> dict[str, procs.Agent]:
@@ -59,8 +61,17 @@ def _surviving_agent(store: RunStore, stream: StreamRecord) -> procs.Agent | Non
     if living is not None:
         return living
     if statefs.is_file(exit_file):  # (looked at after: none can end unseen between)
+        if not stream.pid:  # (it ended before its runner noted it)
+            store.update_stream(stream.name, **_unrecorded(store, stream.name, stream.attempts))
         return agent
     return None
+
+
+def _unrecorded(store: RunStore, name: str, attempt: int) -> dict[str, Any]:
+    """For an agent whose pid its runner died before noting: where its output starts in
+    the log and when it started, in place of the attempt before's."""
+    return {"log_start": attempt_start(store.log_path(name), attempt),
+            "agent_started": time.time()}
 
 
 def living_agent(store: RunStore, name: str) -> procs.Agent | None:
@@ -79,11 +90,12 @@ def living_agent(store: RunStore, name: str) -> procs.Agent | None:
         if other is not newest:
             other.stop()
     record = store.record.streams[name]
-    # (a pid not recorded: the times recorded are the attempt before's)
+    attempts = max(record.attempts, attempt_of(newest.exit_file))
+    # (a pid not recorded: the offset and time recorded are the attempt before's)
+    noted = {} if record.pid else _unrecorded(store, name, attempts)
     store.update_stream(name, "agent_adopted", pid=newest.pid, pid_start=newest.started,
-                        attempts=max(record.attempts, attempt_of(newest.exit_file)),
-                        agent_started=(record.agent_started if record.pid else None)
-                        or time.time(), adopted=True)
+                        attempts=attempts, adopted=True,
+                        **{"agent_started": record.agent_started or time.time(), **noted})
     return newest
 
 

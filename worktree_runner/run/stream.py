@@ -29,7 +29,7 @@ from worktree_runner.run.budget import Ledger, Meter, attempt_usage
 from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import DependencyWork, render_command, render_prompt
 from worktree_runner.run.state import Failure, RunStore, Status, now
-from worktree_runner.run.usage import attempt_output
+from worktree_runner.run.usage import ATTEMPT_OPENING, attempt_output
 from worktree_runner.words import plural
 
 POLL_SECONDS = 0.2
@@ -615,7 +615,7 @@ def _start(ctx: RunContext, stream: Stream, prompt: str, prompt_file: Path,
     argv = render_command(template, values)
     if stream.sandbox:
         argv = sandbox.wrap(procs.as_argv(argv), _sandbox_layout(ctx, stream))
-    _append_log(ctx, name, f"--- attempt {number} at {now()} ---")
+    _append_log(ctx, name, f"{ATTEMPT_OPENING.format(number=number)}{now()} ---")
     log_start = statefs.size(ctx.store.log_path(name))
     env = {**agent_env(ctx, stream, launch.env if launch is not None else None), **extra_env}
     faults.point("agent_starting", name)

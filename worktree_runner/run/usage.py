@@ -19,6 +19,7 @@ from worktree_runner.presets.base import json_lines, usage_record
 # kept under the plan's log_limit, 50 MiB by default).
 _TAIL_BYTES = 64 * 1024 * 1024
 Usage = dict[str, float | None]
+ATTEMPT_OPENING = "--- attempt {number} at "  # the runner's line opening an attempt's output
 
 
 def attempt_output(log_path: Path, since: int) -> str | None:
@@ -31,6 +32,28 @@ def attempt_output(log_path: Path, since: int) -> str | None:
             return handle.read().decode("utf-8", errors="replace")
     except OSError:
         return None
+
+
+def attempt_start(log_path: Path, number: int) -> int:
+    """Where attempt ``number``'s output starts in the log: just after the line that opens
+    it (for an agent whose runner died before it could note the offset); 0 when the log no
+    longer holds that line (cut to its limit meanwhile)."""
+    opening = b"\n" + ATTEMPT_OPENING.format(number=number).encode()
+    try:
+        with statefs.open_read(log_path) as handle:
+            size = handle.seek(0, 2)
+            start = max(0, size - _TAIL_BYTES)
+            handle.seek(start)
+            tail = handle.read()
+    except OSError:
+        return 0
+    if start == 0:  # (the first line too)
+        tail, start = b"\n" + tail, -1
+    found = tail.rfind(opening)
+    if found < 0:
+        return 0
+    end = tail.find(b"\n", found + 1)
+    return start + end + 1 if end >= 0 else size
 
 
 def generic_usage(output: str) -> Usage | None:
