@@ -22,7 +22,7 @@ from typing import Any
 from worktree_runner import git, procs
 from worktree_runner.errors import BadInput, WtrError
 from worktree_runner.plan.model import Stream
-from worktree_runner.run import handover, registry
+from worktree_runner.run import handover, recover, registry
 from worktree_runner.run.guard import Guard
 from worktree_runner.run.prompt import render_command
 from worktree_runner.run.runner import load_run_plan
@@ -79,13 +79,7 @@ def worktree_of(ctx: RunContext, name: str) -> Path:
 
 def running_agent(store: RunStore, name: str) -> procs.Agent | None:
     """The stream's agent, if one is alive (the newest, should a crash have left two)."""
-    alive = procs.stream_agents(store.stream_dir(name))
-    return max(alive, key=lambda agent: _attempt_of(agent.exit_file)) if alive else None
-
-
-def _attempt_of(exit_file: Path) -> int:
-    number = exit_file.stem.removeprefix("exit-")
-    return int(number) if number.isdigit() else 0
+    return recover.newest(procs.stream_agents(store.stream_dir(name)))
 
 
 def opening(ctx: RunContext, name: str) -> Opening:

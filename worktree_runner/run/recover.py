@@ -83,20 +83,25 @@ def living_agent(store: RunStore, name: str) -> procs.Agent | None:
         logs.debug("waiting for a supervisor still starting", stream=name)
 
     alive = procs.stream_agents(store.stream_dir(name), waiting)
-    if not alive:
+    found = newest(alive)
+    if found is None:
         return None
-    newest = max(alive, key=lambda agent: attempt_of(agent.exit_file))
     for other in alive:
-        if other is not newest:
+        if other is not found:
             other.stop()
     record = store.record.streams[name]
-    attempts = max(record.attempts, attempt_of(newest.exit_file))
+    attempts = max(record.attempts, attempt_of(found.exit_file))
     # (a pid not recorded: the offset and time recorded are the attempt before's)
-    noted = {} if record.pid else _unrecorded(store, name, attempts)
-    store.update_stream(name, "agent_adopted", pid=newest.pid, pid_start=newest.started,
-                        attempts=attempts, adopted=True,
-                        **{"agent_started": record.agent_started or time.time(), **noted})
-    return newest
+    times = ({"agent_started": record.agent_started or time.time()} if record.pid
+             else _unrecorded(store, name, attempts))
+    store.update_stream(name, "agent_adopted", pid=found.pid, pid_start=found.started,
+                        attempts=attempts, adopted=True, **times)
+    return found
+
+
+def newest(agents: list[procs.Agent]) -> procs.Agent | None:
+    """The agent of the latest attempt among ``agents`` (a crash may have left two)."""
+    return max(agents, key=lambda agent: attempt_of(agent.exit_file)) if agents else None
 
 
 def attempt_of(exit_file: Path) -> int:

@@ -24,36 +24,39 @@ ATTEMPT_OPENING = "--- attempt {number} at "  # the runner's line opening an att
 
 def attempt_output(log_path: Path, since: int) -> str | None:
     """What the log holds after byte offset ``since`` (its last 64 MiB at most)."""
-    try:
-        with statefs.open_read(log_path) as handle:
-            size = handle.seek(0, 2)
-            since = since if since <= size else 0  # the log was cut (log_limit) meanwhile
-            handle.seek(max(since, size - _TAIL_BYTES))
-            return handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return None
+    read = _tail(log_path, since)
+    return read[1].decode("utf-8", errors="replace") if read is not None else None
 
 
 def attempt_start(log_path: Path, number: int) -> int:
     """Where attempt ``number``'s output starts in the log: just after the line that opens
     it (for an agent whose runner died before it could note the offset); 0 when the log no
     longer holds that line (cut to its limit meanwhile)."""
-    opening = b"\n" + ATTEMPT_OPENING.format(number=number).encode()
-    try:
-        with statefs.open_read(log_path) as handle:
-            size = handle.seek(0, 2)
-            start = max(0, size - _TAIL_BYTES)
-            handle.seek(start)
-            tail = handle.read()
-    except OSError:
+    read = _tail(log_path, 0)
+    if read is None:
         return 0
+    start, tail = read
     if start == 0:  # (the first line too)
         tail, start = b"\n" + tail, -1
-    found = tail.rfind(opening)
+    found = tail.rfind(b"\n" + ATTEMPT_OPENING.format(number=number).encode())
     if found < 0:
         return 0
     end = tail.find(b"\n", found + 1)
-    return start + end + 1 if end >= 0 else size
+    return start + (end + 1 if end >= 0 else len(tail))
+
+
+def _tail(log_path: Path, since: int) -> tuple[int, bytes] | None:
+    """The log from byte offset ``since`` (from its start if it was cut below that since:
+    log_limit), its last 64 MiB at most, with the offset it was read from; None if it
+    cannot be read."""
+    try:
+        with statefs.open_read(log_path) as handle:
+            size = handle.seek(0, 2)
+            start = max(since if since <= size else 0, size - _TAIL_BYTES)
+            handle.seek(start)
+            return start, handle.read()
+    except OSError:
+        return None
 
 
 def generic_usage(output: str) -> Usage | None:
